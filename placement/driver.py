@@ -1,0 +1,74 @@
+"""The one narrow interface through which the control plane touches an instance.
+
+An instance is anything that speaks KServe v2 plus Triton's model-repository and
+statistics extensions: NVIDIA Triton, or ``inferplex worker``. The production
+implementation (``placement/triton_driver.py``) is built on ``tritonclient`` and
+is the same for both; unit tests of decision cores use fakes of this ABC.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True, slots=True)
+class ModelState:
+    """One row of the instance's repository index."""
+
+    name: str
+    version: str
+    state: str  # READY | UNAVAILABLE | LOADING | UNLOADING
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceInfo:
+    instance_id: str
+    http_url: str  # host:port of the v2 HTTP endpoint
+    grpc_url: str  # host:port of the v2 gRPC endpoint
+    memory_bytes: int  # capacity the control plane may fill
+    instance_class: str = "cpu"  # profiles are kept per class
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class InferTiming:
+    outputs: dict[str, np.ndarray]
+    round_trip_s: float
+
+
+class InstanceDriver(abc.ABC):
+    info: InstanceInfo
+
+    @abc.abstractmethod
+    async def is_ready(self) -> bool: ...
+
+    @abc.abstractmethod
+    async def index(self) -> list[ModelState]: ...
+
+    @abc.abstractmethod
+    async def load(self, name: str, config: dict[str, Any], files: dict[str, bytes]) -> float:
+        """Load ``name`` with a Triton model config (JSON form) and files keyed
+        ``"<version>/<filename>"``. Returns wall seconds until ready. Raises
+        ``kserve.errors.ResourceExhausted`` when it does not fit the instance's
+        budget, ``InvalidArgument`` for a bad model."""
+
+    @abc.abstractmethod
+    async def unload(self, name: str) -> None: ...
+
+    @abc.abstractmethod
+    async def statistics(self, name: str | None = None) -> dict[str, Any]:
+        """The statistics extension's JSON (``model_stats`` list)."""
+
+    @abc.abstractmethod
+    async def infer_arrays(
+        self, name: str, inputs: dict[str, np.ndarray], output_names: list[str] | None = None
+    ) -> InferTiming:
+        """Run one (batched) inference from numpy arrays; used by the profiler."""
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
