@@ -1,0 +1,104 @@
+"""Start and stop real processes for integration tests, without sleeps as sync."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float = 30.0, what: str = "condition",
+               interval_s: float = 0.05) -> None:
+    """Poll ``condition`` until it is true or the deadline passes."""
+    deadline = time.monotonic() + timeout_s
+    last_exc: BaseException | None = None
+    while time.monotonic() < deadline:
+        try:
+            if condition():
+                return
+        except Exception as exc:  # the thing may not be up yet
+            last_exc = exc
+        time.sleep(interval_s)
+    raise TimeoutError(f"timed out after {timeout_s}s waiting for {what} (last error: {last_exc!r})")
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+class Proc:
+    """A child process whose output goes to a log file; stop() always reaps it."""
+
+    def __init__(self, args: list[str], log_path: Path, env: dict[str, str] | None = None,
+                 cwd: Path | None = None) -> None:
+        self.args = args
+        self.log_path = log_path
+        full_env = dict(os.environ)
+        full_env.setdefault("PYTHONUNBUFFERED", "1")
+        if env:
+            full_env.update(env)
+        self._log = open(log_path, "wb")
+        self.popen = subprocess.Popen(
+            args, stdout=self._log, stderr=subprocess.STDOUT, env=full_env, cwd=cwd or REPO,
+            start_new_session=True,
+        )
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def wait_ready(self, condition: Callable[[], bool], timeout_s: float = 60.0, what: str = "process") -> None:
+        def check() -> bool:
+            if not self.alive():
+                raise RuntimeError(f"{what} exited with {self.popen.returncode}:\n{self.log()[-4000:]}")
+            return condition()
+
+        try:
+            wait_until(check, timeout_s, what)
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc}\n--- log ---\n{self.log()[-4000:]}") from None
+
+    def signal(self, sig: int) -> None:
+        if self.alive():
+            os.killpg(self.popen.pid, sig)
+
+    def stop(self, timeout_s: float = 10.0) -> int | None:
+        """SIGTERM the whole process group, then SIGKILL after timeout_s."""
+        if self.alive():
+            try:
+                os.killpg(self.popen.pid, signal.SIGTERM)
+                self.popen.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.popen.pid, signal.SIGKILL)
+                self.popen.wait(5)
+            except ProcessLookupError:
+                pass
+        self._log.close()
+        return self.popen.returncode
+
+
+def inferplex_cmd(*args: str) -> list[str]:
+    """The console script, run with this interpreter (works without the venv on PATH)."""
+    return [sys.executable, "-m", "controlplane.cli", *args]
