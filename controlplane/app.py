@@ -1,0 +1,56 @@
+"""The FastAPI application: lifespan, one error handler, routers combined in one place."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from controlplane.services import Services, build_services, close_services
+from controlplane.settings import Settings
+from kserve.errors import InferplexError
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
+    """Build the app. Pass ``services`` to reuse already-built ones (tests, embedding)."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        own = services is None
+        svc = services or await build_services(settings or Settings())
+        app.state.services = svc
+        grpc_server = None
+        try:
+            from controlplane.grpc_gateway import start_grpc_gateway
+
+            grpc_server = await start_grpc_gateway(svc)
+            yield
+        finally:
+            if grpc_server is not None:
+                await grpc_server.stop(grace=2)
+            if own:
+                await close_services(svc)
+
+    app = FastAPI(
+        title="inferplex",
+        version="0.1.0",
+        description="Multi-tenant DNN inference: tenants, models, KServe v2 gateway, operator API.",
+        lifespan=lifespan,
+    )
+
+    @app.exception_handler(InferplexError)
+    async def inferplex_error(_: Request, exc: InferplexError) -> JSONResponse:
+        headers = {}
+        if exc.retry_after_s is not None:
+            headers["Retry-After"] = str(max(1, round(exc.retry_after_s)))
+        return JSONResponse(exc.to_json(), status_code=exc.http_status, headers=headers)
+
+    from controlplane.routes import include_routers
+
+    include_routers(app)
+    return app

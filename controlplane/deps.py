@@ -1,0 +1,36 @@
+"""FastAPI dependencies as Annotated aliases."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+
+from controlplane.services import Services
+from kserve.errors import PermissionDenied
+from tenants.auth import Principal
+
+
+def get_services(request: Request) -> Services:
+    return request.app.state.services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+async def get_principal(
+    services: ServicesDep, authorization: Annotated[str | None, Header()] = None
+) -> Principal:
+    return await services.tenants.authenticate(authorization)
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+async def get_admin(principal: PrincipalDep) -> Principal:
+    if principal.role != "admin":
+        raise PermissionDenied("this operation needs an admin key")
+    return principal
+
+
+AdminDep = Annotated[Principal, Depends(get_admin)]

@@ -1,0 +1,85 @@
+"""Everything the control plane's routes and servers need, built once in the lifespan.
+
+No module-level singletons: ``build_services`` constructs these from ``Settings``
+and ``app.state.services`` carries them; tests build their own.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from controlplane.settings import Settings
+
+if TYPE_CHECKING:
+    from controlplane.artifacts import ArtifactStore
+    from controlplane.catalog import ModelCatalog
+    from controlplane.gateway import Gateway
+    from controlplane.metrics import Metrics
+    from controlplane.store.base import StateStore
+    from placement.instances import InstanceRegistry
+    from placement.service import PlacementService
+    from profiler.predictor import LatencyPredictor
+    from tenants.service import TenantService
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    settings: Settings
+    store: StateStore
+    tenants: TenantService
+    artifacts: ArtifactStore
+    catalog: ModelCatalog
+    instances: InstanceRegistry
+    placement: PlacementService
+    predictor: LatencyPredictor
+    gateway: Gateway
+    metrics: Metrics
+    # set when this process created the first admin key (printed once by `inferplex up`)
+    new_admin_key: str | None = None
+
+
+async def build_services(settings: Settings) -> Services:
+    from controlplane.artifacts import ArtifactStore
+    from controlplane.catalog import ModelCatalog
+    from controlplane.gateway import Gateway
+    from controlplane.metrics import Metrics
+    from controlplane.store import open_store
+    from placement.instances import InstanceRegistry
+    from placement.service import PlacementService
+    from profiler.predictor import LatencyPredictor
+    from tenants.service import TenantService
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    store = await open_store(settings.store_url, settings.data_dir)
+    metrics = Metrics()
+    artifacts = ArtifactStore(settings.artifacts_path)
+    tenants = TenantService(store)
+    catalog = ModelCatalog(store, artifacts, settings)
+    predictor = LatencyPredictor()
+    instances = InstanceRegistry(store, settings)
+    placement = PlacementService(store, instances, catalog, predictor, metrics, settings)
+    gateway = Gateway(tenants, catalog, placement, instances, predictor, metrics, settings)
+    services = Services(
+        settings=settings, store=store, tenants=tenants, artifacts=artifacts, catalog=catalog,
+        instances=instances, placement=placement, predictor=predictor, gateway=gateway, metrics=metrics,
+    )
+    # order matters: caches first (tenants, catalog), then instances, then placement loops
+    await tenants.start()
+    services.new_admin_key = await tenants.ensure_admin_key(settings.bootstrap_admin_key)
+    await catalog.start()
+    await instances.start()
+    await placement.start()
+    return services
+
+
+async def close_services(services: Services) -> None:
+    for part in (services.placement, services.instances, services.catalog, services.tenants):
+        try:
+            await part.close()
+        except Exception:  # closing must reach the store even if one part fails
+            log.exception("error closing %s", type(part).__name__)
+    await services.store.close()

@@ -1,0 +1,43 @@
+"""Control-plane settings: pydantic-settings, prefix ``INFERPLEX_``, built in the lifespan."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="INFERPLEX_", extra="ignore")
+
+    data_dir: Path = Field(Path("./data"), description="Where the embedded store and the artifact store live.")
+    store_url: str | None = Field(
+        None,
+        description="State store: None/'embedded' for a file under data_dir, or 'etcd://host:port[,host:port]'.",
+    )
+    artifact_dir: Path | None = Field(
+        None,
+        description="Content-addressed model bytes; defaults to data_dir/artifacts. Replicas on several "
+        "nodes must share it (NFS/shared volume) until an S3-compatible store exists.",
+    )
+    host: str = Field("127.0.0.1", description="Bind address of REST + v2 HTTP gateway.")
+    http_port: int = Field(8000, description="Port of REST API and the v2 HTTP gateway.")
+    grpc_port: int = Field(8001, description="Port of the v2 gRPC gateway.")
+    replica_id: str = Field("cp-0", description="Name of this control-plane replica (logs, leader key).")
+    max_upload_bytes: int = Field(512 * 1024 * 1024, description="Largest model file a tenant may upload.")
+    max_request_bytes: int = Field(64 * 1024 * 1024, description="Largest inference request body (HTTP and gRPC).")
+    bootstrap_admin_key: str | None = Field(
+        None, description="If set and no admin key exists yet, this key becomes the first admin key."
+    )
+    admin_key_file: Path | None = Field(
+        None, description="Where a generated first admin key is written (mode 0600); default data_dir/admin.key."
+    )
+    instance_lease_ttl_s: int = Field(10, description="TTL of an instance's registration lease.")
+    leader_lease_ttl_s: int = Field(5, description="TTL of the placement leader's lease.")
+    request_timeout_s: float = Field(30.0, description="Upper bound on one inference through the gateway.")
+    profile_on_upload: bool = Field(True, description="Profile each new model version on an instance after upload.")
+
+    @property
+    def artifacts_path(self) -> Path:
+        return self.artifact_dir or self.data_dir / "artifacts"
