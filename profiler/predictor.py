@@ -1,0 +1,266 @@
+"""The latency predictor that admission and placement ask before acting.
+
+Pure and clock-free: it only knows what it was told (a seeded profile and the
+observations fed back), so it is deterministic in tests and in the simulator.
+Each answer is a percentile (default p99) over a sliding window of the most
+recent observations per (model, instance class, batch size); until a key has
+enough live observations, the offline profile answers for it.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections import deque
+from dataclasses import dataclass, field
+
+from profiler.profile import ClassProfile, LatencyStats, ModelProfile, percentile
+
+ClassKey = tuple[str, str]  # (model, instance_class)
+
+
+@dataclass(frozen=True, slots=True)
+class PredictorConfig:
+    window: int = 32
+    """Most recent observations kept per (model, class, batch) and per (model, class) for loads."""
+    percentile: float = 99.0
+    """Percentile answered when the caller does not ask for one."""
+    min_live_observations: int = 10
+    """Live observations a key needs before they replace the offline profile's numbers:
+    a p99 over three samples is just their max, worse than a profile over hundreds."""
+
+    def __post_init__(self) -> None:
+        if self.window < 1:
+            raise ValueError(f"window must be >= 1, got {self.window}")
+        if not 0.0 <= self.percentile <= 100.0:
+            raise ValueError(f"percentile must be in [0, 100], got {self.percentile}")
+        if self.min_live_observations < 1:
+            raise ValueError(f"min_live_observations must be >= 1, got {self.min_live_observations}")
+
+
+class _Window:
+    """Recent samples with a lazily sorted copy, rebuilt only after a change."""
+
+    __slots__ = ("_values", "_sorted", "total")
+
+    def __init__(self, size: int) -> None:
+        self._values: deque[float] = deque(maxlen=size)
+        self._sorted: list[float] | None = None
+        self.total = 0  # all-time count, for the API's "observations"
+
+    def add(self, value: float) -> None:
+        self._values.append(value)
+        self._sorted = None
+        self.total += 1
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def percentile(self, pct: float) -> float:
+        if self._sorted is None:
+            self._sorted = sorted(self._values)
+        return percentile(self._sorted, pct)
+
+    def stats(self) -> LatencyStats:
+        return LatencyStats(p50_s=self.percentile(50.0), p99_s=self.percentile(99.0), n=len(self))
+
+
+def _seed_value(stats: LatencyStats, pct: float) -> float:
+    """A percentile from a p50/p99 summary: p50 below the median, p99 above p99,
+    linear in between (the profile holds nothing finer)."""
+    if pct <= 50.0:
+        return stats.p50_s
+    if pct >= 99.0:
+        return stats.p99_s
+    return stats.p50_s + (stats.p99_s - stats.p50_s) * (pct - 50.0) / 49.0
+
+
+@dataclass(slots=True)
+class _ClassState:
+    seed: ClassProfile | None = None
+    exec_live: dict[int, _Window] = field(default_factory=dict)
+    load_live: _Window | None = None
+    last_observed_at: float = 0.0
+    # percentile -> (sorted batch sizes, non-decreasing seconds); dropped on every change
+    curves: dict[float, tuple[list[int], list[float]]] = field(default_factory=dict)
+
+
+class LatencyPredictor:
+    """``exec_time`` / ``load_time`` per (model key, instance class)."""
+
+    def __init__(self, config: PredictorConfig | None = None) -> None:
+        self.config = config or PredictorConfig()
+        self._state: dict[ClassKey, _ClassState] = {}
+        self._by_model: dict[str, set[str]] = {}
+
+    # ---- feeding -------------------------------------------------------------------
+
+    def _class_state(self, model: str, instance_class: str) -> _ClassState:
+        key = (model, instance_class)
+        st = self._state.get(key)
+        if st is None:
+            st = self._state[key] = _ClassState()
+            self._by_model.setdefault(model, set()).add(instance_class)
+        return st
+
+    def seed_from_profile(self, model: str, instance_class: str, profile: ClassProfile) -> None:
+        """Use an offline profile where live observations are still too few."""
+        st = self._class_state(model, instance_class)
+        st.seed = profile
+        st.curves.clear()
+
+    def seed_model(self, model: str, profile: ModelProfile) -> None:
+        """Seed every instance class of a stored ``ModelProfile``."""
+        for cls_name, cp in profile.classes.items():
+            self.seed_from_profile(model, cls_name, cp)
+
+    def observe_exec(self, model: str, instance_class: str, batch: int, seconds: float,
+                     *, at: float | None = None) -> None:
+        """One real execution of ``batch`` requests took ``seconds``; ``at`` (epoch
+        seconds, optional) only dates the snapshot."""
+        if batch < 1:
+            raise ValueError(f"batch must be >= 1, got {batch}")
+        _check_seconds(seconds)
+        st = self._class_state(model, instance_class)
+        win = st.exec_live.get(batch)
+        if win is None:
+            win = st.exec_live[batch] = _Window(self.config.window)
+        win.add(seconds)
+        st.curves.clear()
+        if at is not None:
+            st.last_observed_at = max(st.last_observed_at, at)
+
+    def observe_load(self, model: str, instance_class: str, seconds: float,
+                     *, at: float | None = None) -> None:
+        _check_seconds(seconds)
+        st = self._class_state(model, instance_class)
+        if st.load_live is None:
+            st.load_live = _Window(self.config.window)
+        st.load_live.add(seconds)
+        if at is not None:
+            st.last_observed_at = max(st.last_observed_at, at)
+
+    def forget(self, model: str) -> None:
+        """Drop everything about ``model`` (it was deleted)."""
+        for cls_name in self._by_model.pop(model, set()):
+            self._state.pop((model, cls_name), None)
+
+    # ---- asking --------------------------------------------------------------------
+
+    def exec_time(self, model: str, instance_class: str, batch: int,
+                  percentile: float | None = None) -> float | None:
+        """Predicted seconds to execute a batch of ``batch``; None if nothing is known.
+
+        Unmeasured batch sizes are interpolated linearly between the nearest measured
+        ones; above the largest, extrapolated from the two largest (never below the
+        largest's value); below the smallest, the smallest's value. Never zero
+        unless zero was measured.
+        """
+        if batch < 1:
+            raise ValueError(f"batch must be >= 1, got {batch}")
+        st = self._state.get((model, instance_class))
+        if st is None:
+            return None
+        pct = self.config.percentile if percentile is None else percentile
+        curve = st.curves.get(pct)
+        if curve is None:
+            curve = st.curves[pct] = self._build_curve(st, pct)
+        batches, values = curve
+        if not batches:
+            return None
+        i = bisect.bisect_left(batches, batch)
+        if i < len(batches) and batches[i] == batch:
+            return values[i]
+        if i == 0:
+            return values[0]
+        if i == len(batches):
+            return _extrapolate(batches, values, batch)
+        b0, b1 = batches[i - 1], batches[i]
+        v0, v1 = values[i - 1], values[i]
+        return v0 + (v1 - v0) * (batch - b0) / (b1 - b0)
+
+    def load_time(self, model: str, instance_class: str,
+                  percentile: float | None = None) -> float | None:
+        """Predicted seconds from 'load' to ready; None if nothing is known.
+
+        Without enough live loads the profile's cold-store number answers, the
+        conservative one: the control plane cannot know whether the bytes are cached.
+        """
+        st = self._state.get((model, instance_class))
+        if st is None:
+            return None
+        pct = self.config.percentile if percentile is None else percentile
+        live = st.load_live
+        seed = None
+        if st.seed is not None:
+            seed = st.seed.load_time_cold_s or st.seed.load_time_warm_s
+        if live is not None and (len(live) >= self.config.min_live_observations or seed is None):
+            return live.percentile(pct)
+        if seed is not None:
+            return _seed_value(seed, pct)
+        return None
+
+    def known(self, model: str) -> list[str]:
+        """Instance classes with anything known about ``model``."""
+        return sorted(self._by_model.get(model, ()))
+
+    def snapshot(self, model: str) -> ModelProfile:
+        """What the predictor currently believes, in the stored profile's shape."""
+        classes: dict[str, ClassProfile] = {}
+        for cls_name in self.known(model):
+            st = self._state[(model, cls_name)]
+            seed = st.seed or ClassProfile()
+            exec_stats = dict(seed.exec)
+            live_total = 0
+            for batch, win in st.exec_live.items():
+                live_total += win.total
+                if len(win) >= self.config.min_live_observations or batch not in exec_stats:
+                    exec_stats[batch] = win.stats()
+            observed_load = seed.load_time_observed_s
+            if st.load_live is not None:
+                live_total += st.load_live.total
+                observed_load = st.load_live.stats()
+            classes[cls_name] = ClassProfile(
+                load_time_cold_s=seed.load_time_cold_s,
+                load_time_warm_s=seed.load_time_warm_s,
+                load_time_observed_s=observed_load,
+                exec=exec_stats,
+                memory_bytes=seed.memory_bytes,
+                observations=seed.observations + live_total,
+                updated_at=max(seed.updated_at, st.last_observed_at),
+            )
+        return ModelProfile(classes=classes)
+
+    # ---- internals -----------------------------------------------------------------
+
+    def _build_curve(self, st: _ClassState, pct: float) -> tuple[list[int], list[float]]:
+        points: dict[int, float] = {}
+        if st.seed is not None:
+            for batch, stats in st.seed.exec.items():
+                points[batch] = _seed_value(stats, pct)
+        for batch, win in st.exec_live.items():
+            if len(win) >= self.config.min_live_observations or batch not in points:
+                points[batch] = win.percentile(pct)
+        batches = sorted(points)
+        values: list[float] = []
+        running = 0.0
+        for b in batches:
+            # A bigger batch is never faster; noisy windows can say otherwise, and an
+            # admission decision must not pick a bigger batch because of noise.
+            running = max(running, points[b])
+            values.append(running)
+        return batches, values
+
+
+def _extrapolate(batches: list[int], values: list[float], batch: int) -> float:
+    b_hi, v_hi = batches[-1], values[-1]
+    if len(batches) == 1:
+        return v_hi * batch / b_hi
+    b_lo, v_lo = batches[-2], values[-2]
+    slope = max(0.0, (v_hi - v_lo) / (b_hi - b_lo))
+    return v_hi + slope * (batch - b_hi)
+
+
+def _check_seconds(seconds: float) -> None:
+    if not (math.isfinite(seconds) and seconds >= 0.0):
+        raise ValueError(f"seconds must be a finite number >= 0, got {seconds!r}")
