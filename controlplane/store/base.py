@@ -33,6 +33,15 @@ class LeaseExpired(Unavailable):
     """A lease was refreshed after it expired (or was revoked)."""
 
 
+class WatchCompacted(Unavailable):
+    """A watch cannot replay from its start revision (history compacted, or the watcher
+    fell too far behind). The consumer must relist (``snapshot_prefix``) and watch again."""
+
+    def __init__(self, message: str, *, compact_revision: int = 0) -> None:
+        super().__init__(message)
+        self.compact_revision = compact_revision
+
+
 @dataclass(frozen=True, slots=True)
 class KeyValue:
     key: str
@@ -105,6 +114,14 @@ class StateStore(abc.ABC):
 
     @abc.abstractmethod
     async def current_revision(self) -> int: ...
+
+    async def snapshot_prefix(self, prefix: str) -> tuple[list[KeyValue], int]:
+        """Every key under prefix plus a store revision R such that watching from R + 1
+        misses nothing. Implementations return the list's own revision; this default
+        reads the revision first, so replayed events may already be in the list
+        (consumers compare per-key revisions, which makes replay harmless)."""
+        rev = await self.current_revision()
+        return await self.list_prefix(prefix), rev
 
     @abc.abstractmethod
     async def close(self) -> None: ...
