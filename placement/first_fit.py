@@ -1,0 +1,64 @@
+"""First-fit placement by memory: the simplest decision core (issue 3).
+
+Pure: it gets a snapshot of instances and returns a plan. Eviction and smarter
+packing come with the placement issue; until then a model that fits nowhere is
+refused with a reason that says so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceSnapshot:
+    instance_id: str
+    capacity_bytes: int
+    used_bytes: int
+    healthy: bool = True
+    # models already loaded (qualified names); a model already there needs no room
+    models: frozenset[str] = frozenset()
+
+    @property
+    def free_bytes(self) -> int:
+        return max(0, self.capacity_bytes - self.used_bytes)
+
+
+@dataclass(frozen=True, slots=True)
+class PlacementPlan:
+    instance_id: str | None
+    reason: str = ""
+    already_loaded: bool = False
+
+    @property
+    def placed(self) -> bool:
+        return self.instance_id is not None
+
+
+def estimate_model_bytes(file_bytes: int) -> int:
+    """Resident memory of a loaded model, before a profile says better: runtimes keep
+    the weights plus workspace, so twice the file size (and at least 1 MiB)."""
+    return max(2 * file_bytes, 1 << 20)
+
+
+def choose_instance(model: str, model_bytes: int, instances: list[InstanceSnapshot]) -> PlacementPlan:
+    """The first healthy instance (in the given order) that holds ``model`` already,
+    else the first with ``model_bytes`` free."""
+    healthy = [i for i in instances if i.healthy]
+    for inst in healthy:
+        if model in inst.models:
+            return PlacementPlan(inst.instance_id, already_loaded=True)
+    for inst in healthy:
+        if inst.free_bytes >= model_bytes:
+            return PlacementPlan(inst.instance_id)
+    if not instances:
+        return PlacementPlan(None, "no inference instances are registered; start workers "
+                                   "(inferplex up --workers N) or POST /admin/instances")
+    if not healthy:
+        return PlacementPlan(None, f"none of the {len(instances)} inference instances is healthy")
+    best = max(healthy, key=lambda i: i.free_bytes)
+    return PlacementPlan(
+        None,
+        f"no instance has room for {model_bytes} bytes (most free: {best.free_bytes} bytes on "
+        f"{best.instance_id}); eviction is not implemented yet, so delete a model or add an instance",
+    )
