@@ -1,0 +1,239 @@
+"""Offline profiling: measure one model's load and execute latency on one instance.
+
+Runs only through the ``InstanceDriver`` ABC, so the same code profiles on Triton
+and on ``inferplex worker``. The caller picks an idle instance (or a slot granted
+by the scheduler) and a dedicated instance-level name, so profiling never shares
+a loaded model with tenants' traffic.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from kserve.errors import InferplexError, InvalidArgument
+from placement.driver import InstanceDriver
+from profiler.profile import ClassProfile, LatencyStats
+
+log = logging.getLogger(__name__)
+
+FilesSource = dict[str, bytes] | Callable[[], Awaitable[dict[str, bytes]] | dict[str, bytes]]
+"""Model files keyed ``"<version>/<filename>"``, or a callable fetching them; the
+first call is timed as the cold load (artifact store cold), later calls as warm."""
+
+Progress = Callable[[str, float], None]
+
+# Model-config data types (with or without the TYPE_ prefix) → numpy; STRING is BYTES.
+_DTYPES: dict[str, np.dtype] = {
+    "BOOL": np.dtype(np.bool_), "UINT8": np.dtype(np.uint8), "UINT16": np.dtype(np.uint16),
+    "UINT32": np.dtype(np.uint32), "UINT64": np.dtype(np.uint64), "INT8": np.dtype(np.int8),
+    "INT16": np.dtype(np.int16), "INT32": np.dtype(np.int32), "INT64": np.dtype(np.int64),
+    "FP16": np.dtype(np.float16), "FP32": np.dtype(np.float32), "FP64": np.dtype(np.float64),
+    "STRING": np.dtype(np.object_), "BYTES": np.dtype(np.object_),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class InputSpec:
+    name: str
+    dtype: np.dtype
+    dims: tuple[int, ...]  # without the batch dimension; dynamic dims already set to 1
+
+
+def input_specs(config: dict[str, Any]) -> list[InputSpec]:
+    """The model's inputs from a Triton model config (JSON form)."""
+    inputs = config.get("input")
+    if not inputs:
+        raise InvalidArgument("model config has no 'input' list; profiling needs each input's "
+                              "name, data_type and dims")
+    specs = []
+    for i, inp in enumerate(inputs):
+        name = inp.get("name")
+        raw_type = str(inp.get("data_type", ""))
+        dtype = _DTYPES.get(raw_type.removeprefix("TYPE_"))
+        if not name or dtype is None:
+            raise InvalidArgument(
+                f"model config input {i} needs a 'name' and a 'data_type' among "
+                f"{', '.join('TYPE_' + t for t in _DTYPES)}; got {inp!r}")
+        try:
+            dims = tuple(max(1, int(d)) for d in inp.get("dims", []))  # dynamic (-1) → 1
+        except (TypeError, ValueError):
+            raise InvalidArgument(f"model config input {name!r} has non-integer dims "
+                                  f"{inp.get('dims')!r}") from None
+        specs.append(InputSpec(name=name, dtype=dtype, dims=dims))
+    return specs
+
+
+def max_batch_size(config: dict[str, Any]) -> int:
+    return int(config.get("max_batch_size", 0) or 0)
+
+
+def default_batch_sizes(max_batch: int) -> list[int]:
+    """1, 2, 4, ... up to ``max_batch`` (included even if not a power of two)."""
+    if max_batch <= 1:
+        return [1]
+    sizes = []
+    b = 1
+    while b < max_batch:
+        sizes.append(b)
+        b *= 2
+    sizes.append(max_batch)
+    return sizes
+
+
+def synthetic_inputs(specs: list[InputSpec], batch: int, batched: bool,
+                     rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Inputs of the right dtype and shape. Integers are zeros because they are
+    often indices (embeddings), where random values could be out of range."""
+    out: dict[str, np.ndarray] = {}
+    for s in specs:
+        shape = ((batch,) if batched else ()) + s.dims
+        if s.dtype == np.object_:
+            arr = np.full(shape, b"inferplex", dtype=np.object_)
+        elif s.dtype.kind == "f":
+            arr = rng.standard_normal(shape).astype(s.dtype)
+        else:
+            arr = np.zeros(shape, dtype=s.dtype)
+        out[s.name] = arr
+    return out
+
+
+async def _fetch(files: FilesSource) -> dict[str, bytes]:
+    if isinstance(files, dict):
+        return files
+    result = files()
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
+def memory_from_statistics(stats: dict[str, Any], name: str) -> int | None:
+    """Bytes the instance reports for ``name`` (Triton's ``memory_usage``), if any."""
+    for entry in stats.get("model_stats", []) or []:
+        if entry.get("name") != name:
+            continue
+        usage = entry.get("memory_usage") or []
+        sizes = [int(u.get("byte_size", 0)) for u in usage if isinstance(u, dict)]
+        return sum(sizes) if sizes else None
+    return None
+
+
+def _stable(prev: LatencyStats | None, cur: LatencyStats, tolerance: float) -> bool:
+    if prev is None or prev.p50_s <= 0 or prev.p99_s <= 0:
+        return False
+    return (abs(cur.p50_s - prev.p50_s) <= tolerance * prev.p50_s
+            and abs(cur.p99_s - prev.p99_s) <= tolerance * prev.p99_s)
+
+
+async def profile_model(
+    driver: InstanceDriver,
+    name: str,
+    config: dict[str, Any],
+    files: FilesSource,
+    *,
+    batch_sizes: list[int] | None = None,
+    warmup: int = 5,
+    runs_per_batch: int = 200,
+    min_runs_per_batch: int = 30,
+    stable_within: float = 0.05,
+    loads: int = 3,
+    max_seconds: float = 120.0,
+    keep_loaded: bool = False,
+    progress: Progress | None = None,
+    clock: Callable[[], float] = time.perf_counter,
+    wall_clock: Callable[[], float] = time.time,
+    seed: int = 0,
+) -> ClassProfile:
+    """Profile ``name`` on ``driver``'s instance and return its ``ClassProfile``.
+
+    Loads ``loads`` times (the first cold, the rest warm; unloading in between),
+    then per batch size runs ``warmup`` executions and then chunks of
+    ``min_runs_per_batch`` until p50 and p99 move by less than ``stable_within``
+    (relative) between chunks, ``runs_per_batch`` runs, or the batch's share of
+    ``max_seconds`` is spent. Every batch size gets at least one chunk, so a
+    profile never lacks a requested size. Unloads at the end unless ``keep_loaded``.
+    """
+    if loads < 1 or runs_per_batch < 1 or min_runs_per_batch < 1 or warmup < 0:
+        raise ValueError("loads, runs_per_batch and min_runs_per_batch must be >= 1, warmup >= 0")
+    specs = input_specs(config)
+    max_batch = max_batch_size(config)
+    batched = max_batch > 0
+    sizes = sorted(set(batch_sizes)) if batch_sizes else default_batch_sizes(max_batch)
+    if sizes[0] < 1 or (sizes[-1] > max(1, max_batch)):
+        raise InvalidArgument(f"batch sizes {sizes} must be within 1..{max(1, max_batch)} "
+                              f"(the config's max_batch_size is {max_batch})")
+    rng = np.random.default_rng(seed)
+    output_names = [o["name"] for o in config.get("output", []) if o.get("name")] or None
+    started = clock()
+    total_units = loads + len(sizes)
+    done_units = 0
+
+    def report(stage: str) -> None:
+        if progress is not None:
+            progress(stage, done_units / total_units)
+
+    cold: list[float] = []
+    warm: list[float] = []
+    loaded = False
+    try:
+        for i in range(loads):
+            kind = "cold" if i == 0 else "warm"
+            report(f"load {kind} {i + 1}/{loads}")
+            if loaded:
+                await driver.unload(name)
+                loaded = False
+            t0 = clock()
+            model_files = await _fetch(files)
+            await driver.load(name, config, model_files)
+            (cold if i == 0 else warm).append(clock() - t0)
+            loaded = True
+            done_units += 1
+
+        memory = memory_from_statistics(await driver.statistics(name), name)
+
+        exec_stats: dict[int, LatencyStats] = {}
+        samples_total = 0
+        for k, batch in enumerate(sizes):
+            report(f"batch {batch}")
+            remaining = max(0.0, max_seconds - (clock() - started))
+            batch_deadline = clock() + remaining / (len(sizes) - k)
+            inputs = synthetic_inputs(specs, batch, batched, rng)
+            for _ in range(warmup):
+                await driver.infer_arrays(name, inputs, output_names)
+            samples: list[float] = []
+            prev: LatencyStats | None = None
+            while len(samples) < runs_per_batch:
+                for _ in range(min(min_runs_per_batch, runs_per_batch - len(samples))):
+                    timing = await driver.infer_arrays(name, inputs, output_names)
+                    samples.append(timing.round_trip_s)
+                cur = LatencyStats.of(samples)
+                if _stable(prev, cur, stable_within) or clock() >= batch_deadline:
+                    break
+                prev = cur
+            exec_stats[batch] = LatencyStats.of(samples)
+            samples_total += len(samples)
+            done_units += 1
+            log.info("profiled %s batch %d: p50 %.6fs p99 %.6fs over %d runs", name, batch,
+                     exec_stats[batch].p50_s, exec_stats[batch].p99_s, len(samples))
+        report("done")
+    finally:
+        if loaded and not keep_loaded:
+            try:
+                await driver.unload(name)
+            except InferplexError as exc:  # the profile (or the original error) matters more
+                log.warning("could not unload %s after profiling: %s", name, exc)
+
+    return ClassProfile(
+        load_time_cold_s=LatencyStats.of(cold),
+        load_time_warm_s=LatencyStats.of(warm) if warm else None,
+        exec=exec_stats,
+        memory_bytes=memory,
+        observations=len(cold) + len(warm) + samples_total,
+        updated_at=wall_clock(),
+    )

@@ -1,0 +1,225 @@
+"""Offline profiling logic against a fake driver on a virtual clock (pure core: fakes allowed)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from kserve.errors import InvalidArgument, ResourceExhausted
+from placement.driver import InferTiming, InstanceDriver, InstanceInfo, ModelState
+from profiler.offline import (
+    default_batch_sizes,
+    input_specs,
+    memory_from_statistics,
+    profile_model,
+    synthetic_inputs,
+)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+class FakeDriver(InstanceDriver):
+    """Loads take ``load_s``, a batch of b takes ``exec_s(b, call_no)``, all on ``clock``."""
+
+    def __init__(self, clock: Clock, exec_s: Any = None, load_s: float = 0.5,
+                 memory: int | None = 4096, fail_infer_at: int | None = None) -> None:
+        self.info = InstanceInfo("i1", "127.0.0.1:1", "127.0.0.1:2", 1 << 30)
+        self.clock = clock
+        self.exec_s = exec_s or (lambda b, n: 0.001 * b)
+        self.load_s = load_s
+        self.memory = memory
+        self.fail_infer_at = fail_infer_at
+        self.calls: list[str] = []
+        self.loaded: set[str] = set()
+        self.infer_inputs: list[dict[str, np.ndarray]] = []
+        self.n_infer = 0
+
+    async def is_ready(self) -> bool:
+        return True
+
+    async def index(self) -> list[ModelState]:
+        return [ModelState(n, "1", "READY") for n in self.loaded]
+
+    async def load(self, name: str, config: dict[str, Any], files: dict[str, bytes]) -> float:
+        assert files == {"1/model.onnx": b"bytes"}
+        self.calls.append("load")
+        self.clock.t += self.load_s
+        self.loaded.add(name)
+        return self.load_s
+
+    async def unload(self, name: str) -> None:
+        self.calls.append("unload")
+        self.loaded.discard(name)
+
+    async def statistics(self, name: str | None = None) -> dict[str, Any]:
+        entry: dict[str, Any] = {"name": name, "version": "1"}
+        if self.memory is not None:
+            entry["memory_usage"] = [{"type": "CPU", "id": 0, "byte_size": self.memory}]
+        return {"model_stats": [entry]}
+
+    async def infer_arrays(self, name: str, inputs: dict[str, np.ndarray],
+                           output_names: list[str] | None = None) -> InferTiming:
+        assert name in self.loaded
+        self.n_infer += 1
+        if self.fail_infer_at is not None and self.n_infer >= self.fail_infer_at:
+            raise InvalidArgument("boom")
+        self.infer_inputs.append(inputs)
+        batch = next(iter(inputs.values())).shape[0]
+        dt = self.exec_s(batch, self.n_infer)
+        self.clock.t += dt
+        return InferTiming(outputs={}, round_trip_s=dt)
+
+    async def close(self) -> None:
+        pass
+
+
+FILES = {"1/model.onnx": b"bytes"}
+
+
+def _config(max_batch: int = 8, **extra: Any) -> dict[str, Any]:
+    return {"name": "m", "max_batch_size": max_batch,
+            "input": [{"name": "x", "data_type": "TYPE_FP32", "dims": [3, -1]}],
+            "output": [{"name": "y", "data_type": "TYPE_FP32", "dims": [2]}], **extra}
+
+
+def test_default_batch_sizes_are_powers_of_two_up_to_max() -> None:
+    assert default_batch_sizes(0) == [1]
+    assert default_batch_sizes(1) == [1]
+    assert default_batch_sizes(8) == [1, 2, 4, 8]
+    assert default_batch_sizes(6) == [1, 2, 4, 6]
+
+
+def test_synthetic_inputs_follow_the_config() -> None:
+    specs = input_specs({"input": [
+        {"name": "img", "data_type": "TYPE_FP16", "dims": ["3", "-1"]},
+        {"name": "ids", "data_type": "INT64", "dims": [4]},
+        {"name": "txt", "data_type": "TYPE_STRING", "dims": [1]},
+    ]})
+    rng = np.random.default_rng(0)
+    batched = synthetic_inputs(specs, 4, True, rng)
+    assert batched["img"].shape == (4, 3, 1) and batched["img"].dtype == np.float16
+    assert batched["ids"].shape == (4, 4) and not batched["ids"].any()
+    assert batched["txt"].dtype == np.object_ and isinstance(batched["txt"][0, 0], bytes)
+    unbatched = synthetic_inputs(specs, 1, False, rng)
+    assert unbatched["img"].shape == (3, 1)
+
+
+def test_bad_config_says_what_is_missing() -> None:
+    with pytest.raises(InvalidArgument, match="no 'input'"):
+        input_specs({"name": "m"})
+    with pytest.raises(InvalidArgument, match="data_type"):
+        input_specs({"input": [{"name": "x", "data_type": "TYPE_COMPLEX", "dims": [1]}]})
+    with pytest.raises(InvalidArgument, match="non-integer dims"):
+        input_specs({"input": [{"name": "x", "data_type": "TYPE_FP32", "dims": ["a"]}]})
+
+
+def test_memory_read_from_statistics_or_none() -> None:
+    stats = {"model_stats": [{"name": "a", "memory_usage": [{"byte_size": 10}, {"byte_size": "5"}]},
+                             {"name": "b"}]}
+    assert memory_from_statistics(stats, "a") == 15
+    assert memory_from_statistics(stats, "b") is None
+    assert memory_from_statistics({}, "a") is None
+
+
+async def test_profile_times_cold_and_warm_loads_and_every_batch() -> None:
+    clock = Clock()
+    driver = FakeDriver(clock)
+    fetches = 0
+
+    async def fetch() -> dict[str, bytes]:
+        nonlocal fetches
+        fetches += 1
+        clock.t += 2.0 if fetches == 1 else 0.1  # the artifact store is cold only once
+        return FILES
+
+    seen: list[tuple[str, float]] = []
+    prof = await profile_model(driver, "m", _config(8), fetch, warmup=2, min_runs_per_batch=10,
+                               clock=clock, wall_clock=lambda: 1234.0,
+                               progress=lambda s, f: seen.append((s, f)))
+    assert prof.load_time_cold_s is not None and prof.load_time_cold_s.p50_s == pytest.approx(2.5)
+    assert prof.load_time_warm_s is not None and prof.load_time_warm_s.p50_s == pytest.approx(0.6)
+    assert prof.load_time_warm_s.n == 2
+    assert sorted(prof.exec) == [1, 2, 4, 8]
+    for b, st in prof.exec.items():
+        assert st.p50_s == pytest.approx(0.001 * b) and st.p99_s == pytest.approx(0.001 * b)
+        # constant latency is stable after the second chunk
+        assert st.n == 20
+    assert prof.memory_bytes == 4096
+    assert prof.updated_at == 1234.0
+    assert prof.observations == 3 + 4 * 20
+    assert driver.calls == ["load", "unload", "load", "unload", "load", "unload"]
+    assert not driver.loaded
+    fractions = [f for _, f in seen]
+    assert fractions == sorted(fractions) and fractions[0] == 0.0 and fractions[-1] == 1.0
+    assert ("batch 4", pytest.approx(5 / 7)) in seen  # 3 loads + 2 batches done
+
+
+async def test_inputs_carry_the_batch_dimension_only_when_batching() -> None:
+    driver = FakeDriver(Clock(), exec_s=lambda b, n: 0.002)
+    await profile_model(driver, "m", _config(4), FILES, warmup=0, min_runs_per_batch=2, loads=1,
+                        clock=driver.clock)
+    assert {x["x"].shape for x in driver.infer_inputs} == {(1, 3, 1), (2, 3, 1), (4, 3, 1)}
+
+    driver = FakeDriver(Clock(), exec_s=lambda b, n: 0.002)
+    prof = await profile_model(driver, "m", _config(0), FILES, warmup=0, min_runs_per_batch=2,
+                               loads=1, clock=driver.clock)
+    assert {x["x"].shape for x in driver.infer_inputs} == {(3, 1)}
+    assert list(prof.exec) == [1] and prof.load_time_warm_s is None
+
+
+async def test_unstable_latency_runs_until_the_run_cap() -> None:
+    # alternating 1 ms / 10 ms with a growing tail: p99 keeps moving, never stable
+    driver = FakeDriver(Clock(), exec_s=lambda b, n: 0.001 if n % 2 else 0.010 + n * 1e-4)
+    prof = await profile_model(driver, "m", _config(1), FILES, warmup=0, min_runs_per_batch=10,
+                               runs_per_batch=55, loads=1, clock=driver.clock, max_seconds=1e9)
+    assert prof.exec[1].n == 55
+
+
+async def test_time_cap_limits_each_batch_to_one_chunk() -> None:
+    driver = FakeDriver(Clock(), exec_s=lambda b, n: 0.001 if n % 2 else 0.010 + n * 1e-4)
+    prof = await profile_model(driver, "m", _config(8), FILES, warmup=0, min_runs_per_batch=10,
+                               runs_per_batch=1000, loads=1, clock=driver.clock, max_seconds=0.05)
+    assert sorted(prof.exec) == [1, 2, 4, 8]
+    assert all(st.n == 10 for st in prof.exec.values())
+
+
+async def test_keep_loaded_leaves_the_model_loaded() -> None:
+    driver = FakeDriver(Clock(), memory=None)
+    prof = await profile_model(driver, "m", _config(2), FILES, warmup=0, min_runs_per_batch=2,
+                               loads=1, keep_loaded=True, clock=driver.clock)
+    assert driver.loaded == {"m"}
+    assert prof.memory_bytes is None
+
+
+async def test_failure_midway_unloads_and_propagates() -> None:
+    driver = FakeDriver(Clock(), fail_infer_at=5)
+    with pytest.raises(InvalidArgument, match="boom"):
+        await profile_model(driver, "m", _config(4), FILES, warmup=0, min_runs_per_batch=3,
+                            loads=1, clock=driver.clock)
+    assert not driver.loaded
+
+
+async def test_load_that_does_not_fit_propagates_without_unload() -> None:
+    class Full(FakeDriver):
+        async def load(self, name: str, config: dict[str, Any], files: dict[str, bytes]) -> float:
+            raise ResourceExhausted("needs 2 GiB, 1 GiB free")
+
+    driver = Full(Clock())
+    with pytest.raises(ResourceExhausted):
+        await profile_model(driver, "m", _config(4), FILES, clock=driver.clock)
+    assert driver.calls == []
+
+
+async def test_batch_sizes_beyond_max_batch_size_are_refused() -> None:
+    driver = FakeDriver(Clock())
+    with pytest.raises(InvalidArgument, match="max_batch_size is 4"):
+        await profile_model(driver, "m", _config(4), FILES, batch_sizes=[1, 8], clock=driver.clock)
+    assert driver.calls == []
