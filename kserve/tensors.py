@@ -162,6 +162,10 @@ def _numbers_from_values(
     if raw.size == 0:
         return raw.astype(dtype)
     kind = raw.dtype.kind
+    if datatype == "UINT64" and kind in "fO":
+        # numpy infers float64 for ints >= 2**63 mixed with small ones; retry exactly.
+        raw = _exact_uint64(values, raw, name, what, source)
+        kind = raw.dtype.kind
     if datatype == "BOOL":
         ok = kind == "b"
         want = "true/false values"
@@ -186,6 +190,22 @@ def _numbers_from_values(
                 f"[{info.min}, {info.max}]"
             )
     return raw.astype(dtype, copy=False)
+
+
+def _exact_uint64(values: Any, raw: np.ndarray, name: str, what: str, source: str) -> np.ndarray:
+    try:
+        items = np.asarray(values, dtype=np.object_).reshape(-1).tolist()
+    except ValueError:
+        return raw
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in items):
+        return raw
+    try:
+        return np.array(items, dtype=np.uint64)
+    except OverflowError:
+        raise InvalidArgument(
+            f"a value in {source} for {what} '{name}' is out of range for UINT64 "
+            f"[0, {np.iinfo(np.uint64).max}]"
+        ) from None
 
 
 def _describe_kind(arr: np.ndarray) -> str:
