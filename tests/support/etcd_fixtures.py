@@ -1,0 +1,68 @@
+"""pytest fixtures for a real etcd (registered in tests/conftest.py via pytest_plugins).
+
+``etcd_server``: one server shared by the whole session; tests isolate themselves by
+key prefix and must not stop it. ``make_etcd``: private servers a test may stop,
+kill and restart (outages, failover).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.etcd import ETCD_BINARY, EtcdServer
+
+needs_etcd = pytest.mark.skipif(
+    ETCD_BINARY is None, reason="etcd is not on PATH (.ci/run installs Debian's etcd-server)"
+)
+
+
+@pytest.fixture(scope="session")
+def etcd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdServer]:
+    if ETCD_BINARY is None:
+        pytest.skip("etcd is not on PATH (.ci/run installs Debian's etcd-server)")
+    server = EtcdServer(tmp_path_factory.mktemp("etcd-shared"), name="shared")
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def make_etcd(tmp_path: Path) -> Iterator[Callable[[], EtcdServer]]:
+    if ETCD_BINARY is None:
+        pytest.skip("etcd is not on PATH (.ci/run installs Debian's etcd-server)")
+    servers: list[EtcdServer] = []
+
+    def make() -> EtcdServer:
+        server = EtcdServer(tmp_path, name=f"private{len(servers)}")
+        servers.append(server)
+        server.start()
+        return server
+
+    try:
+        yield make
+    finally:
+        for server in servers:
+            server.stop()
+
+
+async def eventually(
+    condition: Callable[[], Awaitable[bool]], timeout_s: float = 10.0, what: str = "condition"
+) -> None:
+    """Poll an async condition until true or the deadline passes (no sleeps as sync)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    last: BaseException | None = None
+    while loop.time() < deadline:
+        try:
+            if await condition():
+                return
+        except Exception as exc:  # e.g. StoreUnavailable while a server comes back
+            last = exc
+        await asyncio.sleep(0.05)
+    raise TimeoutError(f"timed out after {timeout_s}s waiting for {what} (last error: {last!r})")
