@@ -1,0 +1,155 @@
+"""Upload validation: format by content, ONNX checks and inference, TorchScript in a child."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from controlplane.validation import (
+    NOT_TORCHSCRIPT,
+    UNKNOWN_FORMAT,
+    TensorSpec,
+    TorchScriptSignature,
+    check_torchscript,
+    sniff_format,
+    validate_model,
+    validate_onnx,
+)
+from kserve.errors import InvalidArgument
+from tests.support import models
+
+
+def write(tmp_path: Path, data: bytes, name: str = "upload.bin") -> Path:
+    path = tmp_path / name
+    path.write_bytes(data)
+    return path
+
+
+def spec(name: str, datatype: str, dims: list[int]) -> TensorSpec:
+    return TensorSpec(name=name, datatype=datatype, dims=dims)
+
+
+def test_format_is_decided_by_content_not_name(tmp_path: Path) -> None:
+    assert sniff_format(write(tmp_path, models.simple().data, "model.pt")) == "onnx"
+    assert sniff_format(write(tmp_path, models.mlp_torchscript().data, "model.onnx")) == "torchscript"
+
+
+def test_plain_pickle_is_refused_without_unpickling(tmp_path: Path) -> None:
+    with pytest.raises(InvalidArgument, match="torch.jit.save"):
+        sniff_format(write(tmp_path, models.pickle_pt(), "model.pt"))
+
+
+def test_state_dict_zip_is_refused_as_not_torchscript(tmp_path: Path) -> None:
+    with pytest.raises(InvalidArgument) as err:
+        sniff_format(write(tmp_path, models.state_dict_pt(), "model.pt"))
+    assert err.value.message == NOT_TORCHSCRIPT
+
+
+def test_other_zip_and_empty_file_are_refused(tmp_path: Path) -> None:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("readme.txt", "hello")
+    with pytest.raises(InvalidArgument) as err:
+        sniff_format(write(tmp_path, buf.getvalue()))
+    assert err.value.message == UNKNOWN_FORMAT
+    with pytest.raises(InvalidArgument, match="empty upload"):
+        sniff_format(write(tmp_path, b""))
+
+
+@pytest.mark.parametrize("data", [models.corrupt_onnx(), b"hello, this is not a model\n" * 10])
+def test_corrupt_or_foreign_bytes_are_unknown_format(tmp_path: Path, data: bytes) -> None:
+    with pytest.raises(InvalidArgument, match="unknown model format"):
+        validate_onnx(write(tmp_path, data), inputs=None, outputs=None, max_batch_size=None)
+
+
+def test_onnx_with_external_data_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(InvalidArgument, match="external data: upload one self-contained file"):
+        validate_onnx(write(tmp_path, models.onnx_external_data()), inputs=None, outputs=None,
+                      max_batch_size=None)
+
+
+def test_onnx_inputs_outputs_inferred_and_batch_dim_stripped(tmp_path: Path) -> None:
+    path = write(tmp_path, models.mlp_onnx().data)
+    v = validate_onnx(path, inputs=None, outputs=None, max_batch_size=None)
+    assert (v.platform, v.filename, v.max_batch_size) == ("onnxruntime_onnx", "model.onnx", 8)
+    assert v.inputs == [spec("INPUT0", "FP32", [64])]  # initializers W1.. are not inputs
+    assert v.outputs == [spec("OUTPUT0", "FP32", [10])]
+    v0 = validate_onnx(path, inputs=None, outputs=None, max_batch_size=0)
+    assert v0.inputs == [spec("INPUT0", "FP32", [-1, 64])]
+
+
+def test_declared_specs_must_match_the_onnx_file(tmp_path: Path) -> None:
+    path = write(tmp_path, models.simple().data)
+    ok = [spec("INPUT1", "INT32", [-1]), spec("INPUT0", "INT32", [16])]
+    v = validate_onnx(path, inputs=ok, outputs=None, max_batch_size=8)
+    assert v.inputs == [spec("INPUT1", "INT32", [16]), spec("INPUT0", "INT32", [16])]
+    with pytest.raises(InvalidArgument, match=r"declared inputs \['INPUT0'\] do not match"):
+        validate_onnx(path, inputs=[spec("INPUT0", "INT32", [16])], outputs=None, max_batch_size=8)
+    with pytest.raises(InvalidArgument, match="'INPUT0': declared datatype FP32 but the model file has INT32"):
+        validate_onnx(path, inputs=[spec("INPUT0", "FP32", [16]), spec("INPUT1", "INT32", [16])],
+                      outputs=None, max_batch_size=8)
+    with pytest.raises(InvalidArgument, match=r"declared dims \[4\] are incompatible .* \[16\]"):
+        validate_onnx(path, inputs=None, outputs=[spec("OUTPUT0", "INT32", [4]), spec("OUTPUT1", "INT32", [16])],
+                      max_batch_size=8)
+
+
+def test_batching_needs_a_dynamic_first_dimension(tmp_path: Path) -> None:
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])], "fixed",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = write(tmp_path, model.SerializeToString())
+    assert validate_onnx(path, inputs=None, outputs=None, max_batch_size=None).max_batch_size == 0
+    with pytest.raises(InvalidArgument, match="send max_batch_size=0"):
+        validate_onnx(path, inputs=None, outputs=None, max_batch_size=4)
+
+
+def test_tensor_spec_rejects_unknown_datatype() -> None:
+    with pytest.raises(ValueError, match="unknown datatype 'FLOAT32'"):
+        TensorSpec(name="x", datatype="FLOAT32", dims=[1])
+
+
+SIG = TorchScriptSignature(args=[("x", "Tensor")], returns=["Tensor"])
+
+
+def test_torchscript_needs_declared_specs_and_matching_counts() -> None:
+    with pytest.raises(InvalidArgument, match="need declared inputs and outputs"):
+        check_torchscript(SIG, inputs=None, outputs=None, max_batch_size=4)
+    with pytest.raises(InvalidArgument, match="declared 2 inputs but forward takes 1"):
+        check_torchscript(SIG, inputs=[spec("a", "FP32", [1]), spec("b", "FP32", [1])],
+                          outputs=[spec("y", "FP32", [1])], max_batch_size=4)
+    two = TorchScriptSignature(args=[("x", "Tensor")], returns=["Tuple[Tensor, Tensor]"])
+    with pytest.raises(InvalidArgument, match="declare 2"):
+        check_torchscript(two, inputs=[spec("x", "FP32", [1])], outputs=[spec("y", "FP32", [1])],
+                          max_batch_size=4)
+    v = check_torchscript(SIG, inputs=[spec("INPUT__0", "FP32", [64])],
+                          outputs=[spec("OUTPUT__0", "FP32", [10])], max_batch_size=None)
+    assert (v.platform, v.filename, v.max_batch_size) == ("pytorch_libtorch", "model.pt", 0)
+
+
+async def test_torchscript_loads_in_a_child_and_reports_its_signature(tmp_path: Path) -> None:
+    path = write(tmp_path, models.mlp_torchscript().data)
+    v = await validate_model(path, inputs=[spec("INPUT__0", "FP32", [64])],
+                             outputs=[spec("OUTPUT__0", "FP32", [10])], max_batch_size=16)
+    assert v.format == "torchscript" and v.max_batch_size == 16
+
+
+async def test_damaged_torchscript_archive_is_refused_by_the_child(tmp_path: Path) -> None:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(models.mlp_torchscript().data)) as src, \
+            zipfile.ZipFile(buf, "w") as dst:
+        for item in src.infolist():
+            if not item.filename.endswith("data.pkl"):  # drop the module's state
+                dst.writestr(item, src.read(item))
+    path = write(tmp_path, buf.getvalue())
+    with pytest.raises(InvalidArgument, match="torch.jit.load could not load the file"):
+        await validate_model(path, inputs=[spec("x", "FP32", [64])], outputs=[spec("y", "FP32", [10])],
+                             max_batch_size=0)
