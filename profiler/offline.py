@@ -124,6 +124,19 @@ def memory_from_statistics(stats: dict[str, Any], name: str) -> int | None:
     return None
 
 
+async def instance_memory_used(driver: InstanceDriver) -> int | None:
+    """The instance's own used-memory report where its driver has one (the embedded
+    worker does, Triton does not); not part of the ABC, so looked up by name."""
+    probe = getattr(driver, "memory_used", None)
+    if probe is None:
+        return None
+    try:
+        used = await probe()
+    except InferplexError:
+        return None
+    return int(used) if used is not None else None
+
+
 def _stable(prev: LatencyStats | None, cur: LatencyStats, tolerance: float) -> bool:
     if prev is None or prev.p50_s <= 0 or prev.p99_s <= 0:
         return False
@@ -181,6 +194,7 @@ async def profile_model(
     cold: list[float] = []
     warm: list[float] = []
     loaded = False
+    used_before = await instance_memory_used(driver)
     try:
         for i in range(loads):
             kind = "cold" if i == 0 else "warm"
@@ -196,6 +210,11 @@ async def profile_model(
             done_units += 1
 
         memory = memory_from_statistics(await driver.statistics(name), name)
+        if memory is None and used_before is not None:
+            # on an idle instance, what the model added is what it costs
+            used_after = await instance_memory_used(driver)
+            if used_after is not None and used_after > used_before:
+                memory = used_after - used_before
 
         exec_stats: dict[int, LatencyStats] = {}
         samples_total = 0

@@ -223,3 +223,14 @@ async def test_batch_sizes_beyond_max_batch_size_are_refused() -> None:
     with pytest.raises(InvalidArgument, match="max_batch_size is 4"):
         await profile_model(driver, "m", _config(4), FILES, batch_sizes=[1, 8], clock=driver.clock)
     assert driver.calls == []
+
+
+async def test_memory_falls_back_to_the_instance_used_memory_delta() -> None:
+    class Reporting(FakeDriver):
+        async def memory_used(self) -> int | None:
+            return 1000 + 500 * len(self.loaded)
+
+    driver = Reporting(Clock(), memory=None)
+    prof = await profile_model(driver, "m", _config(1), FILES, warmup=0, min_runs_per_batch=2,
+                               clock=driver.clock)
+    assert prof.memory_bytes == 500
