@@ -1,0 +1,264 @@
+"""The v2 inference gateway's handler layer, shared by the HTTP routes and the gRPC servicer.
+
+Transports only translate; everything a tenant can observe is decided here:
+which models exist for it (its own, under its own names), how errors read, and
+where a request goes. Inference is forwarded without decoding tensors: the body
+(HTTP) or the protobuf (gRPC) goes to an instance holding the model with the
+model name swapped for the instance-level one, and the answer comes back with
+the tenant's name swapped in again.
+
+Decisions (documented in the README):
+- health (live/ready) and server metadata need no key, so load balancers can probe;
+  everything that names a model needs a tenant key.
+- "model ready" means servable: uploaded and not failed. A model that is not
+  loaded anywhere is still ready, because the next request loads it.
+- admin keys are not bound to a tenant, so they cannot infer (403).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from tritonclient.grpc import service_pb2
+
+from controlplane.metrics import Metrics
+from controlplane.settings import Settings
+from kserve.errors import InferplexError, Internal, InvalidArgument, PermissionDenied
+from placement.instances import InstanceRegistry
+from placement.service import PlacementService
+from profiler.predictor import LatencyPredictor
+from tenants.auth import Principal
+
+if TYPE_CHECKING:
+    from controlplane.catalog import ModelCatalog, ModelRecord
+    from tenants.service import TenantService
+
+log = logging.getLogger(__name__)
+
+SERVER_NAME = "inferplex"
+SERVER_VERSION = "0.1.0"
+EXTENSIONS = ["classification", "model_repository", "statistics", "binary_tensor_data"]
+REPOSITORY_DENIED = ("tenants cannot load or unload models through the repository API; "
+                     "upload models with POST /v1/models (or `inferplex model upload`)")
+
+
+@dataclass(frozen=True, slots=True)
+class HttpResult:
+    status: int
+    body: bytes
+    headers: dict[str, str]
+
+
+def _renamed(exc: InferplexError, qualified: str, name: str) -> InferplexError:
+    """The same error with the instance-level name replaced by the tenant's."""
+    if qualified in exc.message:
+        new = type(exc)(exc.message.replace(qualified, name), retry_after_s=exc.retry_after_s)
+        new.__cause__ = exc
+        return new
+    return exc
+
+
+def _status_kind(exc: InferplexError) -> str:
+    return type(exc).__name__
+
+
+class Gateway:
+    def __init__(self, tenants: TenantService, catalog: ModelCatalog, placement: PlacementService,
+                 instances: InstanceRegistry, predictor: LatencyPredictor, metrics: Metrics,
+                 settings: Settings) -> None:
+        self.tenants = tenants
+        self.catalog = catalog
+        self.placement = placement
+        self.instances = instances
+        self.predictor = predictor
+        self.metrics = metrics
+        self.settings = settings
+
+    # ---- who, and which model ----------------------------------------------------------
+
+    async def authenticate(self, authorization: str | None) -> Principal:
+        principal = await self.tenants.authenticate(authorization)
+        if principal.tenant is None:
+            raise PermissionDenied("the v2 inference API needs a tenant API key; admin keys are not "
+                                   "bound to a tenant (issue one with `inferplex key issue --tenant T`)")
+        return principal
+
+    def resolve(self, principal: Principal, name: str, version: str | None) -> ModelRecord:
+        assert principal.tenant is not None
+        record = self.catalog.resolve(principal.tenant, name, version or None)
+        if record.status == "failed":
+            raise InvalidArgument(f"model '{name}' version {record.version} failed to load on an "
+                                  f"instance: {record.reason}; upload a fixed version")
+        return record
+
+    # ---- metadata ----------------------------------------------------------------------
+
+    def server_metadata(self) -> dict[str, Any]:
+        return {"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": EXTENSIONS}
+
+    async def server_ready(self) -> bool:
+        return any(i.healthy for i in self.instances.list())
+
+    def model_metadata(self, principal: Principal, name: str, version: str | None) -> dict[str, Any]:
+        rec = self.resolve(principal, name, version)
+        batch = [-1] if rec.max_batch_size > 0 else []
+        versions = sorted({r.version for r in self.catalog.list(rec.tenant) if r.name == rec.name})
+
+        def tensors(specs: list[Any]) -> list[dict[str, Any]]:
+            return [{"name": s.name, "datatype": s.datatype, "shape": batch + list(s.dims)} for s in specs]
+
+        return {"name": rec.name, "versions": [str(v) for v in versions or [rec.version]],
+                "platform": rec.platform, "inputs": tensors(rec.inputs), "outputs": tensors(rec.outputs)}
+
+    def model_ready(self, principal: Principal, name: str, version: str | None) -> bool:
+        try:
+            self.resolve(principal, name, version)
+        except InvalidArgument:  # failed: exists, but is not servable
+            return False
+        return True
+
+    def model_config(self, principal: Principal, name: str, version: str | None) -> dict[str, Any]:
+        rec = self.resolve(principal, name, version)
+        return dict(self.catalog.triton_config(rec), name=rec.name)
+
+    # ---- statistics and index ------------------------------------------------------------
+
+    async def statistics(self, principal: Principal, name: str | None,
+                         version: str | None) -> dict[str, Any]:
+        assert principal.tenant is not None
+        if name:
+            records = [self.resolve(principal, name, version)]
+        else:
+            records = self.catalog.list(principal.tenant)
+        by_qualified = {r.qualified_name: r for r in records}
+        stats: dict[str, dict[str, Any]] = {}
+        for iid, models in self.placement.placements().items():
+            held = [q for q in models if q in by_qualified]
+            inst = self.instances.get(iid)
+            if not held or inst is None or not inst.healthy:
+                continue
+            for q in held:
+                try:
+                    answer = await inst.driver.statistics(q)
+                except InferplexError as exc:
+                    log.warning("statistics of %s on %s: %s", q, iid, exc)
+                    continue
+                for entry in answer.get("model_stats", []):
+                    if entry.get("name") == q:
+                        stats[q] = dict(entry, name=by_qualified[q].name)
+        out = []
+        for q, rec in by_qualified.items():
+            out.append(stats.get(q) or {
+                "name": rec.name, "version": str(rec.version), "last_inference": 0,
+                "inference_count": 0, "execution_count": 0, "inference_stats": {}, "batch_stats": [],
+            })
+        return {"model_stats": out}
+
+    def repository_index(self, principal: Principal) -> list[dict[str, str]]:
+        assert principal.tenant is not None
+        loaded = {q for models in self.placement.placements().values() for q in models}
+        rows = []
+        for rec in self.catalog.list(principal.tenant):
+            if rec.status == "failed":
+                state, reason = "UNAVAILABLE", rec.reason
+            elif rec.qualified_name in loaded:
+                state, reason = "READY", ""
+            else:
+                state, reason = "UNAVAILABLE", "not loaded; the first request loads it"
+            rows.append({"name": rec.name, "version": str(rec.version), "state": state, "reason": reason})
+        return rows
+
+    # ---- inference -----------------------------------------------------------------------
+
+    async def infer_http(self, principal: Principal, name: str, version: str | None, body: bytes,
+                         headers: Mapping[str, str]) -> HttpResult:
+        """``body`` is already decompressed and within the size limit."""
+        started = time.perf_counter()
+        tenant = principal.tenant or ""
+        status = "error"
+        qualified = name
+        try:
+            rec = self.resolve(principal, name, version)
+            qualified = rec.qualified_name
+            driver = await self.placement.ensure_loaded(rec)
+            t0 = time.perf_counter()
+            code, out, out_headers = await driver.infer_raw_http(
+                qualified, str(rec.version), body, headers, timeout_s=self.settings.request_timeout_s)
+            if code == 200:
+                self._observe_http(rec, driver, headers, body, time.perf_counter() - t0)
+                out, out_headers = _rename_http_response(out, out_headers, rec.name)
+            else:
+                out = out.replace(qualified.encode(), rec.name.encode())
+                self.metrics.error(tenant, name, f"instance_{code}")
+            status = str(code)
+            return HttpResult(code, out, out_headers)
+        except InferplexError as exc:
+            status = str(exc.http_status)
+            self.metrics.error(tenant, name, _status_kind(exc))
+            raise _renamed(exc, qualified, name) from None
+        finally:
+            self.metrics.request(tenant, name, "http", status, time.perf_counter() - started)
+
+    def _observe_http(self, rec: ModelRecord, driver: Any, headers: Mapping[str, str], body: bytes,
+                      seconds: float) -> None:
+        # the batch size is only cheap to read when the JSON header is split off (binary data)
+        hlen = headers.get("inference-header-content-length")
+        if not hlen or rec.max_batch_size <= 0:
+            return
+        try:
+            inputs = json.loads(body[: int(hlen)]).get("inputs") or []
+            batch = int(inputs[0]["shape"][0])
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+            return
+        self.placement.observe(rec.qualified_name, driver.info.instance_class, batch, seconds)
+
+    async def infer_grpc(self, principal: Principal,
+                         request: service_pb2.ModelInferRequest) -> service_pb2.ModelInferResponse:
+        started = time.perf_counter()
+        tenant = principal.tenant or ""
+        name = request.model_name
+        status = "error"
+        qualified = name
+        try:
+            rec = self.resolve(principal, name, request.model_version)
+            qualified = rec.qualified_name
+            driver = await self.placement.ensure_loaded(rec)
+            request.model_name = qualified
+            request.model_version = str(rec.version)
+            t0 = time.perf_counter()
+            response = await driver.infer_raw_grpc(request, timeout_s=self.settings.request_timeout_s)
+            elapsed = time.perf_counter() - t0
+            if rec.max_batch_size > 0 and request.inputs and request.inputs[0].shape:
+                self.placement.observe(qualified, driver.info.instance_class,
+                                       int(request.inputs[0].shape[0]), elapsed)
+            response.model_name = rec.name
+            status = "OK"
+            return response
+        except InferplexError as exc:
+            status = exc.grpc_code.name
+            self.metrics.error(tenant, name, _status_kind(exc))
+            raise _renamed(exc, qualified, name) from None
+        finally:
+            self.metrics.request(tenant, name, "grpc", status, time.perf_counter() - started)
+
+
+def _rename_http_response(body: bytes, headers: dict[str, str], name: str) -> tuple[bytes, dict[str, str]]:
+    """Swap ``model_name`` in the JSON part of a v2 infer response, keeping binary data."""
+    hlen = headers.get("inference-header-content-length")
+    split = int(hlen) if hlen else len(body)
+    try:
+        header = json.loads(body[:split])
+    except ValueError as exc:
+        raise Internal(f"the instance sent an unreadable infer response: {exc}") from exc
+    header["model_name"] = name
+    head = json.dumps(header, separators=(",", ":")).encode()
+    out_headers = {"content-type": headers.get("content-type", "application/json")}
+    if hlen:
+        out_headers["inference-header-content-length"] = str(len(head))
+        return head + body[split:], out_headers
+    return head, out_headers

@@ -1,0 +1,141 @@
+"""KServe v2 HTTP endpoints for tenants: thin translation onto ``controlplane.gateway``.
+
+Authentication: ``Authorization: Bearer <key>`` on every route that names a model;
+health and server metadata are open (load-balancer probes). Errors answer
+``{"error": msg}`` with the protocol's status codes through the app's handler.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Request, Response
+
+from controlplane.deps import ServicesDep
+from controlplane.gateway import REPOSITORY_DENIED, Gateway
+from kserve.compression import compress, decompress
+from kserve.errors import PayloadTooLarge, PermissionDenied
+from tenants.auth import Principal
+
+router = APIRouter(prefix="/v2", tags=["v2 inference (KServe / Open Inference Protocol)"])
+
+AuthHeader = Annotated[str | None, Header(description="Bearer <tenant API key>")]
+
+
+async def _tenant(gateway: Gateway, authorization: str | None) -> Principal:
+    return await gateway.authenticate(authorization)
+
+
+@router.get("/health/live", summary="Server liveness (no key needed)")
+async def live() -> Response:
+    return Response(status_code=200)
+
+
+@router.get("/health/ready", summary="Server readiness: at least one inference instance is healthy")
+async def ready(services: ServicesDep) -> Response:
+    return Response(status_code=200 if await services.gateway.server_ready() else 503)
+
+
+@router.get("", summary="Server metadata (no key needed)")
+async def server_metadata(services: ServicesDep) -> dict[str, Any]:
+    return services.gateway.server_metadata()
+
+
+@router.get("/models/stats", summary="Statistics of every model of the calling tenant")
+async def all_stats(services: ServicesDep, authorization: AuthHeader = None) -> dict[str, Any]:
+    p = await _tenant(services.gateway, authorization)
+    return await services.gateway.statistics(p, None, None)
+
+
+@router.post("/repository/index", summary="The calling tenant's models and whether each is loaded")
+async def repository_index(services: ServicesDep, authorization: AuthHeader = None) -> list[dict[str, str]]:
+    p = await _tenant(services.gateway, authorization)
+    return services.gateway.repository_index(p)
+
+
+@router.post("/repository/models/{model}/load", summary="Not allowed for tenants (403)")
+@router.post("/repository/models/{model}/unload", summary="Not allowed for tenants (403)")
+async def repository_change(model: str, services: ServicesDep, authorization: AuthHeader = None) -> None:
+    await _tenant(services.gateway, authorization)
+    raise PermissionDenied(REPOSITORY_DENIED)
+
+
+Handler = Callable[..., Any]
+
+
+def _version_routes(suffix: str, method: str, summary: str) -> Callable[[Handler], Handler]:
+    """Register a handler for both /models/{model}<suffix> and the /versions/{version} form."""
+
+    def deco(fn: Handler) -> Handler:
+        router.add_api_route(f"/models/{{model}}{suffix}", fn, methods=[method], summary=summary)
+        router.add_api_route(f"/models/{{model}}/versions/{{version}}{suffix}", fn, methods=[method],
+                             summary=summary + " (one version)")
+        return fn
+    return deco
+
+
+@_version_routes("", "GET", "Model metadata: inputs, outputs, versions")
+async def model_metadata(model: str, services: ServicesDep, version: str | None = None,
+                         authorization: AuthHeader = None) -> dict[str, Any]:
+    p = await _tenant(services.gateway, authorization)
+    return services.gateway.model_metadata(p, model, version)
+
+
+@_version_routes("/ready", "GET", "Model readiness: 200 if servable (loads on first request), else 400")
+async def model_ready(model: str, services: ServicesDep, version: str | None = None,
+                      authorization: AuthHeader = None) -> Response:
+    p = await _tenant(services.gateway, authorization)
+    return Response(status_code=200 if services.gateway.model_ready(p, model, version) else 400)
+
+
+@_version_routes("/config", "GET", "Model configuration (Triton JSON form)")
+async def model_config(model: str, services: ServicesDep, version: str | None = None,
+                       authorization: AuthHeader = None) -> dict[str, Any]:
+    p = await _tenant(services.gateway, authorization)
+    return services.gateway.model_config(p, model, version)
+
+
+@_version_routes("/stats", "GET", "Model statistics")
+async def model_stats(model: str, services: ServicesDep, version: str | None = None,
+                      authorization: AuthHeader = None) -> dict[str, Any]:
+    p = await _tenant(services.gateway, authorization)
+    return await services.gateway.statistics(p, model, version)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"request body of {declared} bytes is over the {limit}-byte limit; "
+                              "send smaller batches")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body is over the {limit}-byte limit; send smaller batches")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@_version_routes("/infer", "POST", "Inference: JSON or binary tensor data, gzip/deflate accepted")
+async def infer(model: str, request: Request, version: str | None = None) -> Response:
+    services = request.app.state.services
+    gateway: Gateway = services.gateway
+    p = await _tenant(gateway, request.headers.get("authorization"))
+    limit = services.settings.max_request_bytes
+    body = await _read_body(request, limit)
+    encoding = request.headers.get("content-encoding")
+    if encoding:
+        body = decompress(body, encoding, limit)
+    result = await gateway.infer_http(p, model, version, body, request.headers)
+    headers = dict(result.headers)
+    out = result.body
+    if result.status == 200:
+        out, coding = compress(out, request.headers.get("accept-encoding"))
+        if coding:
+            headers["content-encoding"] = coding
+    else:
+        headers = {"content-type": result.headers.get("content-type", "application/json")}
+    return Response(out, status_code=result.status, headers=headers)
+

@@ -1,0 +1,182 @@
+"""Registered inference instances: records in the store, one driver each, health.
+
+An instance is registered under ``/inferplex/instances/{id}`` by whoever knows it
+exists: ``inferplex up`` for the workers it starts (kind ``embedded``), an admin
+for an external server such as Triton (kind ``external``), and later a worker
+itself with a lease (``lease`` given: the record vanishes when the worker stops
+refreshing it). Every replica lists the prefix on a timer and keeps one driver
+per record, so a registration made on one replica reaches the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from controlplane.settings import Settings
+from controlplane.store.base import PREFIX, StateStore
+from kserve.errors import InvalidArgument, NotFound
+from placement.driver import InstanceInfo
+from placement.triton_driver import TritonDriver
+
+log = logging.getLogger(__name__)
+
+INSTANCES_PREFIX = f"{PREFIX}instances/"
+HEALTH_INTERVAL_S = 2.0
+
+
+def instance_key(instance_id: str) -> str:
+    return f"{INSTANCES_PREFIX}{instance_id}"
+
+
+class InstanceRecord(BaseModel):
+    """What the store holds about one instance."""
+
+    instance_id: str
+    http_url: str = Field(description="host:port of the v2 HTTP endpoint")
+    grpc_url: str = Field(description="host:port of the v2 gRPC endpoint")
+    memory_bytes: int = Field(gt=0, description="memory the control plane may fill with models")
+    instance_class: str = "cpu"
+    kind: Literal["embedded", "external"] = "external"
+    registered_at: float = 0.0
+
+    def info(self) -> InstanceInfo:
+        return InstanceInfo(self.instance_id, self.http_url, self.grpc_url, self.memory_bytes,
+                            self.instance_class)
+
+
+@dataclass(slots=True)
+class Instance:
+    record: InstanceRecord
+    driver: TritonDriver
+    healthy: bool = False
+    last_checked: float = 0.0
+    # set when an instance (re)appears healthy; placement then rebuilds its state from the index
+    needs_resync: bool = True
+
+
+def _check_hostport(value: str, what: str) -> str:
+    value = value.strip().removeprefix("http://").removeprefix("grpc://").rstrip("/")
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise InvalidArgument(f"{what} {value!r} must be host:port, e.g. 127.0.0.1:8001")
+    return value
+
+
+class InstanceRegistry:
+    def __init__(self, store: StateStore, settings: Settings) -> None:
+        self.store = store
+        self.settings = settings
+        self._instances: dict[str, Instance] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._refresh_lock = asyncio.Lock()
+
+    async def start(self) -> None:
+        await self.refresh()
+        self._task = asyncio.create_task(self._loop(), name="instance-health")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for inst in list(self._instances.values()):
+            await inst.driver.close()
+        self._instances.clear()
+
+    # ---- registration ----------------------------------------------------------------
+
+    async def register(self, http_url: str, grpc_url: str, memory_bytes: int, *,
+                       instance_class: str = "cpu", kind: Literal["embedded", "external"] = "external",
+                       instance_id: str | None = None, lease: int | None = None) -> InstanceRecord:
+        http_url = _check_hostport(http_url, "http_url")
+        grpc_url = _check_hostport(grpc_url, "grpc_url")
+        if memory_bytes <= 0:
+            raise InvalidArgument(f"memory_bytes must be positive, got {memory_bytes}")
+        # the id is stable for a URL so re-registering the same server updates it
+        iid = instance_id or "ext-" + hashlib.sha256(grpc_url.encode()).hexdigest()[:10]
+        rec = InstanceRecord(instance_id=iid, http_url=http_url, grpc_url=grpc_url,
+                             memory_bytes=memory_bytes, instance_class=instance_class, kind=kind,
+                             registered_at=time.time())
+        await self.store.put(instance_key(iid), rec.model_dump_json().encode(), lease=lease)
+        await self.refresh()
+        log.info("registered %s instance %s (http %s, grpc %s, %d bytes)", kind, iid, http_url,
+                 grpc_url, memory_bytes)
+        return rec
+
+    async def register_external(self, url_http: str, url_grpc: str, memory_bytes: int,
+                                instance_class: str = "cpu") -> InstanceRecord:
+        return await self.register(url_http, url_grpc, memory_bytes, instance_class=instance_class)
+
+    async def deregister(self, instance_id: str) -> None:
+        if not await self.store.delete(instance_key(instance_id)):
+            raise NotFound(f"no instance {instance_id!r} is registered; GET /admin/instances lists them")
+        await self.refresh()
+
+    # ---- reading ---------------------------------------------------------------------
+
+    def list(self) -> list[Instance]:
+        return sorted(self._instances.values(), key=lambda i: i.record.instance_id)
+
+    def get(self, instance_id: str) -> Instance | None:
+        return self._instances.get(instance_id)
+
+    def driver(self, instance_id: str) -> TritonDriver:
+        inst = self._instances.get(instance_id)
+        if inst is None:
+            raise NotFound(f"no instance {instance_id!r} is registered")
+        return inst.driver
+
+    # ---- keeping in step with the store and the instances -------------------------------
+
+    async def refresh(self) -> None:
+        """Make the driver set match the store's records, then check health."""
+        async with self._refresh_lock:
+            kvs = await self.store.list_prefix(INSTANCES_PREFIX)
+            wanted: dict[str, InstanceRecord] = {}
+            for kv in kvs:
+                try:
+                    rec = InstanceRecord.model_validate_json(kv.value)
+                except ValueError:
+                    log.warning("ignoring unreadable instance record %s", kv.key)
+                    continue
+                wanted[rec.instance_id] = rec
+            for iid in list(self._instances):
+                cur = self._instances[iid]
+                if iid not in wanted or wanted[iid].model_dump(exclude={"registered_at"}) != \
+                        cur.record.model_dump(exclude={"registered_at"}):
+                    del self._instances[iid]
+                    await cur.driver.close()
+            for iid, rec in wanted.items():
+                if iid not in self._instances:
+                    self._instances[iid] = Instance(rec, TritonDriver(
+                        rec.info(), timeout_s=self.settings.request_timeout_s))
+            await self.check_health()
+
+    async def check_health(self) -> None:
+        insts = list(self._instances.values())
+        results = await asyncio.gather(*(i.driver.is_ready() for i in insts))
+        now = time.monotonic()
+        for inst, ok in zip(insts, results, strict=True):
+            if ok and not inst.healthy:
+                inst.needs_resync = True
+                log.info("instance %s is ready", inst.record.instance_id)
+            elif not ok and inst.healthy:
+                log.warning("instance %s stopped answering", inst.record.instance_id)
+            inst.healthy = ok
+            inst.last_checked = now
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(HEALTH_INTERVAL_S)
+            try:
+                await self.refresh()
+            except Exception:  # the loop must outlive a store or network hiccup
+                log.exception("instance refresh failed")

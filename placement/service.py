@@ -1,0 +1,299 @@
+"""Placement shell (issue 3): which instance holds which model, loading on demand.
+
+Actual state is what the instances say (their repository index), rebuilt when an
+instance (re)appears; the store's ``/inferplex/placement/{instance}/{qualified}``
+keys mirror it for operators and other replicas. Decisions come from the pure
+``first_fit`` core. Eviction and a desired-state reconcile loop come with the
+placement issue; until then a model that fits nowhere is refused with 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from controlplane.metrics import Metrics
+from controlplane.settings import Settings
+from controlplane.store.base import PREFIX, StateStore
+from kserve.errors import InferplexError, InvalidArgument, ResourceExhausted, Unavailable
+from placement.first_fit import InstanceSnapshot, choose_instance, estimate_model_bytes
+from placement.instances import HEALTH_INTERVAL_S, InstanceRegistry
+from placement.triton_driver import TritonDriver
+from profiler.predictor import LatencyPredictor
+from profiler.profile import ModelProfile
+
+if TYPE_CHECKING:
+    from controlplane.catalog import ModelCatalog, ModelRecord
+
+log = logging.getLogger(__name__)
+
+PLACEMENT_PREFIX = f"{PREFIX}placement/"
+# instance-level names that no tenant can produce (tenant names start with a letter)
+PROFILE_NAME_PREFIX = "_profile__"
+
+
+def placement_key(instance_id: str, qualified: str) -> str:
+    return f"{PLACEMENT_PREFIX}{instance_id}/{qualified}"
+
+
+@dataclass(frozen=True, slots=True)
+class Placed:
+    version: str
+    bytes: int
+    loaded_at: float
+
+
+class PlacementService:
+    def __init__(self, store: StateStore, instances: InstanceRegistry, catalog: ModelCatalog,
+                 predictor: LatencyPredictor, metrics: Metrics, settings: Settings) -> None:
+        self.store = store
+        self.instances = instances
+        self.catalog = catalog
+        self.predictor = predictor
+        self.metrics = metrics
+        self.settings = settings
+        # actual state: instance id -> qualified name -> what is loaded there
+        self._actual: dict[str, dict[str, Placed]] = {}
+        # one load per model at a time: concurrent cold requests wait for the same load
+        self._loading: dict[str, asyncio.Task[TritonDriver]] = {}
+        # memory promised to loads in flight, so two cold models don't both take the last room
+        self._reserved: dict[str, int] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[Any]] = set()
+
+    async def start(self) -> None:
+        await self.resync()
+        self._task = asyncio.create_task(self._loop(), name="placement-resync")
+
+    async def close(self) -> None:
+        tasks = [t for t in (self._task, *self._background, *self._loading.values()) if t is not None]
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+
+    # ---- actual state ----------------------------------------------------------------
+
+    async def resync(self) -> None:
+        """Rebuild actual state of instances that (re)appeared from their repository index."""
+        known = {i.record.instance_id for i in self.instances.list()}
+        for iid in list(self._actual):
+            if iid not in known:
+                del self._actual[iid]
+        for inst in self.instances.list():
+            if not (inst.healthy and inst.needs_resync):
+                continue
+            iid = inst.record.instance_id
+            try:
+                rows = await inst.driver.index()
+            except InferplexError as exc:
+                log.warning("cannot read the index of %s: %s", iid, exc)
+                continue
+            actual: dict[str, Placed] = {}
+            for row in rows:
+                if row.state != "READY" or row.name.startswith(PROFILE_NAME_PREFIX):
+                    continue
+                rec = self.catalog.by_qualified(row.name, row.version or None)
+                size = self._model_bytes(rec) if rec is not None else estimate_model_bytes(0)
+                actual[row.name] = Placed(row.version, size, time.time())
+            self._actual[iid] = actual
+            inst.needs_resync = False
+            await self._mirror(iid, actual)
+            log.info("instance %s holds %d models: %s", iid, len(actual), sorted(actual))
+
+    async def _mirror(self, iid: str, actual: dict[str, Placed]) -> None:
+        prefix = f"{PLACEMENT_PREFIX}{iid}/"
+        stored = {kv.key.removeprefix(prefix) for kv in await self.store.list_prefix(prefix)}
+        for name in stored - actual.keys():
+            await self.store.delete(prefix + name)
+        for name, p in actual.items():
+            await self._record(iid, name, p)
+
+    async def _record(self, iid: str, qualified: str, p: Placed) -> None:
+        value = {"version": p.version, "bytes": p.bytes, "loaded_at": p.loaded_at}
+        await self.store.put(placement_key(iid, qualified),
+                             json.dumps(value, sort_keys=True).encode())
+
+    def placements(self) -> dict[str, dict[str, Placed]]:
+        return {iid: dict(models) for iid, models in self._actual.items()}
+
+    def used_bytes(self, instance_id: str) -> int:
+        return sum(p.bytes for p in self._actual.get(instance_id, {}).values()) + \
+            self._reserved.get(instance_id, 0)
+
+    def _snapshot(self) -> list[InstanceSnapshot]:
+        return [
+            InstanceSnapshot(
+                i.record.instance_id, i.record.memory_bytes, self.used_bytes(i.record.instance_id),
+                healthy=i.healthy, models=frozenset(self._actual.get(i.record.instance_id, {})),
+            )
+            for i in self.instances.list()
+        ]
+
+    def _model_bytes(self, record: ModelRecord) -> int:
+        memory = None
+        if record.profile:
+            for cls in (record.profile.get("classes") or {}).values():
+                memory = max(memory or 0, int(cls.get("memory_bytes") or 0)) or None
+        return memory or estimate_model_bytes(record.size_bytes)
+
+    # ---- loading ---------------------------------------------------------------------
+
+    def find_loaded(self, qualified: str, version: str) -> TritonDriver | None:
+        for iid, models in self._actual.items():
+            placed = models.get(qualified)
+            if placed is not None and placed.version == version:
+                inst = self.instances.get(iid)
+                if inst is not None and inst.healthy:
+                    return inst.driver
+        return None
+
+    async def ensure_loaded(self, record: ModelRecord) -> TritonDriver:
+        """An instance driver that holds this model version, loading it first if needed."""
+        version = str(record.version)
+        driver = self.find_loaded(record.qualified_name, version)
+        if driver is not None:
+            return driver
+        task = self._loading.get(record.qualified_name)
+        if task is None:
+            task = asyncio.create_task(self._load(record), name=f"load-{record.qualified_name}")
+            self._loading[record.qualified_name] = task
+            task.add_done_callback(lambda _t, q=record.qualified_name: self._loading.pop(q, None))
+        # shield: one caller giving up (client disconnect) must not cancel the others' load
+        driver = await asyncio.shield(task)
+        if self.find_loaded(record.qualified_name, version) is None:
+            # a different version was loading; load this one now
+            return await self.ensure_loaded(record)
+        return driver
+
+    async def _load(self, record: ModelRecord) -> TritonDriver:
+        qualified, version = record.qualified_name, str(record.version)
+        size = self._model_bytes(record)
+        refused: set[str] = set()
+        last_reason = ""
+        while True:
+            snap = [s for s in self._snapshot() if s.instance_id not in refused]
+            # a different version held somewhere is replaced in place (the instance swaps it)
+            snap = [s if qualified not in s.models or self._actual[s.instance_id][qualified].version
+                    == version else InstanceSnapshot(s.instance_id, s.capacity_bytes, s.used_bytes,
+                                                     s.healthy, s.models - {qualified})
+                    for s in snap]
+            plan = choose_instance(qualified, size, snap)
+            if not plan.placed:
+                reason = plan.reason if not last_reason else f"{plan.reason} (last refusal: {last_reason})"
+                self.metrics.error(record.tenant, record.name, "no_capacity")
+                raise Unavailable(f"cannot load model '{record.name}': {reason}", retry_after_s=5)
+            iid = plan.instance_id
+            assert iid is not None
+            inst = self.instances.get(iid)
+            if inst is None:
+                refused.add(iid)
+                continue
+            self._reserved[iid] = self._reserved.get(iid, 0) + size
+            try:
+                seconds = await inst.driver.load(qualified, self.catalog.triton_config(record),
+                                                 self.catalog.files(record))
+            except ResourceExhausted as exc:
+                # our estimate said it fits, the instance says no: try the next one
+                self.metrics.load(qualified, 0.0, False)
+                log.warning("instance %s refused %s: %s", iid, qualified, exc.message)
+                refused.add(iid)
+                last_reason = exc.message
+                continue
+            except InferplexError:
+                self.metrics.load(qualified, 0.0, False)
+                raise
+            finally:
+                self._reserved[iid] -= size
+            placed = Placed(version, size, time.time())
+            self._actual.setdefault(iid, {})[qualified] = placed
+            await self._record(iid, qualified, placed)
+            self.metrics.load(qualified, seconds, True)
+            self.predictor.observe_load(qualified, inst.record.instance_class, seconds)
+            log.info("loaded %s v%s on %s in %.3fs", qualified, version, iid, seconds)
+            return inst.driver
+
+    async def unload_everywhere(self, qualified_name: str) -> None:
+        """Unload from every instance that holds it (before a model is deleted)."""
+        task = self._loading.get(qualified_name)
+        if task is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(task)
+        for iid, models in list(self._actual.items()):
+            if qualified_name not in models:
+                continue
+            inst = self.instances.get(iid)
+            if inst is not None:
+                await inst.driver.unload(qualified_name)
+            models.pop(qualified_name, None)
+            await self.store.delete(placement_key(iid, qualified_name))
+            self.metrics.eviction(qualified_name)
+            log.info("unloaded %s from %s", qualified_name, iid)
+        self.predictor.forget(qualified_name)
+
+    def observe(self, qualified: str, instance_class: str, batch: int, seconds: float) -> None:
+        self.predictor.observe_exec(qualified, instance_class, max(1, batch), seconds, at=time.time())
+
+    # ---- after an upload ---------------------------------------------------------------
+
+    def model_uploaded(self, record: ModelRecord) -> None:
+        """Profile the new version in the background, then mark it ready (or failed)."""
+        task = asyncio.create_task(self._profile(record), name=f"profile-{record.qualified_name}")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _profile(self, record: ModelRecord) -> None:
+        if not self.settings.profile_on_upload:
+            await self.catalog.set_status(record, "ready")
+            return
+        from profiler.offline import profile_model
+
+        name = PROFILE_NAME_PREFIX + record.qualified_name
+        size = self._model_bytes(record)
+        plan = choose_instance(name, size, self._snapshot())
+        if not plan.placed:
+            # no room to profile is not the model's fault: serve it, seed from live timings
+            log.warning("not profiling %s: %s", record.qualified_name, plan.reason)
+            await self.catalog.set_status(record, "ready", reason=f"not profiled: {plan.reason}")
+            return
+        inst = self.instances.get(plan.instance_id or "")
+        assert inst is not None
+        config = dict(self.catalog.triton_config(record), name=name)
+        self._reserved[inst.record.instance_id] = self._reserved.get(inst.record.instance_id, 0) + size
+        try:
+            profile = await profile_model(
+                inst.driver, name, config, lambda: self.catalog.files(record),
+                loads=2, warmup=3, runs_per_batch=60, min_runs_per_batch=20, max_seconds=15.0,
+            )
+        except (InvalidArgument, ResourceExhausted) as exc:
+            # the instance refused the model itself: it cannot be served either
+            log.warning("profiling %s failed: %s", record.qualified_name, exc.message)
+            await self.catalog.set_status(record, "failed", reason=exc.message)
+            return
+        except Exception as exc:  # an instance went away mid-profile: serve unprofiled
+            log.exception("profiling %s did not finish", record.qualified_name)
+            await self.catalog.set_status(record, "ready", reason=f"not profiled: {exc}")
+            return
+        finally:
+            self._reserved[inst.record.instance_id] -= size
+        self.predictor.seed_from_profile(record.qualified_name, inst.record.instance_class, profile)
+        existing = ModelProfile.model_validate(record.profile) if record.profile else ModelProfile()
+        stored = existing.with_class(inst.record.instance_class, profile).model_dump(mode="json")
+        await self.catalog.set_status(record, "ready", profile=stored)
+        log.info("profiled %s on %s", record.qualified_name, inst.record.instance_id)
+
+    # ---- loop ------------------------------------------------------------------------
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(HEALTH_INTERVAL_S)
+            try:
+                await self.resync()
+            except Exception:  # never let the loop die
+                log.exception("placement resync failed")

@@ -1,0 +1,199 @@
+"""The production InstanceDriver: standard KServe v2 + Triton repository/statistics calls only.
+
+The same class drives NVIDIA Triton and ``inferplex worker``; nothing here depends
+on the worker's extras. Control calls (load, unload, index, stats, profiling
+inference) go through ``tritonclient.grpc.aio``. The gateway's hot path uses raw
+pass-through instead (a gRPC stub on a second channel, a pooled httpx client), so
+a request is forwarded without decoding its tensors.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import grpc
+import httpx
+import numpy as np
+import tritonclient.grpc.aio as grpcclient
+from tritonclient.grpc import InferInput, InferRequestedOutput, service_pb2, service_pb2_grpc
+from tritonclient.utils import InferenceServerException
+
+from kserve.errors import (
+    InferplexError,
+    Internal,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+)
+from placement.driver import InferTiming, InstanceDriver, InstanceInfo, ModelState
+
+log = logging.getLogger(__name__)
+
+# model files travel in load requests; tensors in infer requests
+MAX_MESSAGE_BYTES = 1 << 30
+CHANNEL_OPTIONS: list[tuple[str, Any]] = [
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+]
+# hop-by-hop and recomputed headers are not forwarded to the instance
+_HTTP_FORWARD = ("content-type", "inference-header-content-length")
+_GRPC_STATUS = {c.name: c for c in grpc.StatusCode}
+
+
+def _status_of(exc: InferenceServerException) -> grpc.StatusCode | None:
+    # tritonclient reports "StatusCode.UNAVAILABLE" (str of the enum)
+    status = str(exc.status() or "")
+    return _GRPC_STATUS.get(status.rpartition(".")[2])
+
+
+def _map_error(exc: InferenceServerException | grpc.RpcError, instance: str, doing: str,
+               *, load: bool = False) -> InferplexError:
+    if isinstance(exc, grpc.RpcError):
+        code, msg = exc.code(), exc.details() or str(exc)  # type: ignore[attr-defined]
+    else:
+        code, msg = _status_of(exc), exc.message() or str(exc)
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        return Unavailable(f"instance {instance} is unreachable while {doing}: {msg}", retry_after_s=1)
+    if load:
+        if msg.startswith("insufficient memory budget") or code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+            return ResourceExhausted(msg)
+        return InvalidArgument(f"instance {instance} refused to load the model: {msg}")
+    if code == grpc.StatusCode.NOT_FOUND:
+        return NotFound(msg)
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        return InvalidArgument(msg)
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return ResourceExhausted(msg)
+    return Internal(f"instance {instance} failed while {doing}: {msg}")
+
+
+class TritonDriver(InstanceDriver):
+    def __init__(self, info: InstanceInfo, *, timeout_s: float = 30.0, load_timeout_s: float = 300.0) -> None:
+        self.info = info
+        self.timeout_s = timeout_s
+        self.load_timeout_s = load_timeout_s
+        self._client = grpcclient.InferenceServerClient(info.grpc_url, channel_args=CHANNEL_OPTIONS)
+        self._channel = grpc.aio.insecure_channel(info.grpc_url, options=CHANNEL_OPTIONS)
+        self._stub = service_pb2_grpc.GRPCInferenceServiceStub(self._channel)
+        self._http = httpx.AsyncClient(
+            base_url=f"http://{info.http_url}",
+            timeout=httpx.Timeout(timeout_s, connect=5.0),
+            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
+        )
+
+    # ---- control ---------------------------------------------------------------------
+
+    async def is_ready(self) -> bool:
+        try:
+            return bool(await self._client.is_server_ready(client_timeout=2.0))
+        except (InferenceServerException, grpc.RpcError):
+            return False
+
+    async def index(self) -> list[ModelState]:
+        try:
+            resp = await self._client.get_model_repository_index(client_timeout=self.timeout_s)
+        except InferenceServerException as exc:
+            raise _map_error(exc, self.info.instance_id, "reading the repository index") from exc
+        return [ModelState(m.name, m.version, m.state, m.reason) for m in resp.models]
+
+    async def load(self, name: str, config: dict[str, Any], files: dict[str, bytes]) -> float:
+        started = time.perf_counter()
+        try:
+            await self._client.load_model(
+                name, config=json.dumps(config),
+                files={f"file:{path}": data for path, data in files.items()},
+                client_timeout=self.load_timeout_s,
+            )
+        except InferenceServerException as exc:
+            raise _map_error(exc, self.info.instance_id, f"loading {name}", load=True) from exc
+        return time.perf_counter() - started
+
+    async def unload(self, name: str) -> None:
+        try:
+            await self._client.unload_model(name, client_timeout=self.timeout_s)
+        except InferenceServerException as exc:
+            raise _map_error(exc, self.info.instance_id, f"unloading {name}") from exc
+
+    async def statistics(self, name: str | None = None) -> dict[str, Any]:
+        try:
+            return await self._client.get_inference_statistics(
+                name or "", as_json=True, client_timeout=self.timeout_s)
+        except InferenceServerException as exc:
+            raise _map_error(exc, self.info.instance_id, "reading statistics") from exc
+
+    async def model_config(self, name: str) -> dict[str, Any]:
+        try:
+            resp = await self._client.get_model_config(name, as_json=True, client_timeout=self.timeout_s)
+        except InferenceServerException as exc:
+            raise _map_error(exc, self.info.instance_id, f"reading config of {name}") from exc
+        return resp.get("config", resp)
+
+    async def infer_arrays(
+        self, name: str, inputs: dict[str, np.ndarray], output_names: list[str] | None = None
+    ) -> InferTiming:
+        from kserve.datatypes import numpy_to_v2
+
+        tensors = []
+        for in_name, arr in inputs.items():
+            t = InferInput(in_name, list(arr.shape), numpy_to_v2(arr.dtype))
+            t.set_data_from_numpy(arr)
+            tensors.append(t)
+        outputs = [InferRequestedOutput(n) for n in output_names] if output_names else None
+        started = time.perf_counter()
+        try:
+            result = await self._client.infer(name, tensors, outputs=outputs, client_timeout=self.timeout_s)
+        except InferenceServerException as exc:
+            raise _map_error(exc, self.info.instance_id, f"running {name}") from exc
+        elapsed = time.perf_counter() - started
+        names = output_names or [o.name for o in result.get_response().outputs]
+        return InferTiming({n: result.as_numpy(n) for n in names}, elapsed)
+
+    # ---- gateway pass-through ---------------------------------------------------------
+
+    async def infer_raw_grpc(self, request: service_pb2.ModelInferRequest,
+                             timeout_s: float | None = None) -> service_pb2.ModelInferResponse:
+        """Forward a ModelInferRequest whose model_name is already the instance-level name."""
+        try:
+            return await self._stub.ModelInfer(request, timeout=timeout_s or self.timeout_s)
+        except grpc.RpcError as exc:
+            raise _map_error(exc, self.info.instance_id, f"running {request.model_name}") from exc
+
+    async def infer_raw_http(self, qualified: str, version: str, body: bytes,
+                             headers: Mapping[str, str],
+                             timeout_s: float | None = None) -> tuple[int, bytes, dict[str, str]]:
+        """POST an uncompressed v2 infer body; returns (status, body, headers) as the
+        instance sent them (lower-case header names)."""
+        path = f"/v2/models/{qualified}" + (f"/versions/{version}" if version else "") + "/infer"
+        fwd = {k: v for k, v in headers.items() if k.lower() in _HTTP_FORWARD}
+        try:
+            resp = await self._http.post(path, content=body, headers=fwd,
+                                         timeout=timeout_s or self.timeout_s)
+        except httpx.TransportError as exc:
+            raise Unavailable(f"instance {self.info.instance_id} is unreachable while running "
+                              f"{qualified}: {exc!r}", retry_after_s=1) from exc
+        return resp.status_code, resp.content, {k.lower(): v for k, v in resp.headers.items()}
+
+    async def memory_used(self) -> int | None:
+        """Optional: the embedded worker's own memory report, if it has one (Triton doesn't)."""
+        try:
+            resp = await self._http.get("/v2/memory", timeout=2.0)
+        except httpx.TransportError:
+            return None
+        if resp.status_code != 200:
+            return None
+        try:
+            return int(resp.json()["used_bytes"])
+        except (ValueError, KeyError, TypeError):
+            return None
+
+    async def close(self) -> None:
+        await self._http.aclose()
+        await self._channel.close()
+        await self._client.close()
