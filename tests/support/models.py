@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import ml_dtypes
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
@@ -56,6 +57,7 @@ DATATYPES: dict[str, tuple[str, int, Any]] = {
     "FP32": ("TYPE_FP32", TensorProto.FLOAT, np.float32),
     "FP64": ("TYPE_FP64", TensorProto.DOUBLE, np.float64),
     "BYTES": ("TYPE_STRING", TensorProto.STRING, np.object_),
+    "BF16": ("TYPE_BF16", TensorProto.BFLOAT16, ml_dtypes.bfloat16),
 }
 
 

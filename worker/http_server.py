@@ -1,0 +1,217 @@
+"""KServe v2 HTTP endpoints (plus Triton's repository and statistics extensions) as
+a bare ASGI app: the request path is a table lookup and a handler call, with no
+framework middleware in the way of the latency budget.
+
+Extra route: ``GET /v2/inferplex/memory`` answers the memory budget as
+``{"budget_bytes", "used_bytes", "free_bytes", "models": {name: bytes}}``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from kserve import compression, http_codec
+from kserve.errors import InferplexError, InvalidArgument, NotFound, PayloadTooLarge
+from worker.service import WorkerService, config_json
+
+log = logging.getLogger(__name__)
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+_JSON = b"application/json"
+_MODEL = re.compile(r"^/v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?(?P<rest>/[a-z]+)?$")
+_REPO = re.compile(r"^/v2/repository/models/(?P<name>[^/]+)/(?P<action>load|unload)$")
+
+
+class Reply:
+    __slots__ = ("status", "body", "headers")
+
+    def __init__(self, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+        self.status = status
+        self.body = body
+        self.headers = headers or [(b"content-type", _JSON)]
+
+
+def _json(obj: Any, status: int = 200) -> Reply:
+    return Reply(status, json.dumps(obj, separators=(",", ":")).encode())
+
+
+class WorkerHttpApp:
+    def __init__(self, service: WorkerService, max_request_bytes: int) -> None:
+        self.service = service
+        self.max_request_bytes = max_request_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        headers = _headers(scope)
+        try:
+            reply = await self._route(scope, headers, receive)
+        except InferplexError as exc:
+            reply = Reply(exc.http_status, http_codec.encode_error(exc.message))
+        except Exception as exc:  # a bug: answer it, keep serving
+            log.exception("unhandled error on %s %s", scope["method"], scope["path"])
+            reply = Reply(500, http_codec.encode_error(f"internal error: {exc.__class__.__name__}: {exc}"))
+        body = reply.body
+        out_headers = list(reply.headers)
+        accept = headers.get("accept-encoding")
+        if accept and body:
+            body, encoding = compression.compress(body, accept)
+            if encoding:
+                out_headers.append((b"content-encoding", encoding.encode()))
+        out_headers.append((b"content-length", str(len(body)).encode()))
+        await send({"type": "http.response.start", "status": reply.status, "headers": out_headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _route(self, scope: Scope, headers: dict[str, str], receive: Receive) -> Reply:
+        path: str = scope["path"].rstrip("/") or "/"
+        method: str = scope["method"]
+        svc = self.service
+        match = _MODEL.match(path)
+        if match:
+            name, version, rest = match.group("name"), match.group("version") or "", match.group("rest") or ""
+            if rest == "/infer" and method == "POST":
+                return await self._infer(name, version, headers, receive)
+            if method == "GET":
+                if rest == "":
+                    return _json(svc.model_metadata(name, version))
+                if rest == "/ready":
+                    return Reply(200 if svc.repository.is_ready(name, version) else 400, b"")
+                if rest == "/config":
+                    return _json(config_json(svc.model_config(name, version)))
+                if rest == "/stats":
+                    return _json({"model_stats": svc.statistics(name, version)})
+            if name == "stats" and not version and not rest and method == "GET":
+                return _json({"model_stats": svc.statistics()})
+        elif path == "/v2/health/live":
+            return Reply(200, b"")
+        elif path == "/v2/health/ready":
+            return Reply(200 if svc.ready else 400, b"")
+        elif path == "/v2" and method == "GET":
+            return _json(svc.server_metadata())
+        elif path == "/v2/repository/index" and method == "POST":
+            body = await self._json_body(headers, receive)
+            rows = svc.index(bool(body.get("ready", False)))
+            return _json([{k: v for k, v in (("name", r.name), ("version", r.version), ("state", r.state),
+                                              ("reason", r.reason)) if v or k == "name"} for r in rows])
+        elif path == "/v2/inferplex/memory" and method == "GET":
+            return _json(svc.memory())
+        else:
+            repo = _REPO.match(path)
+            if repo and method == "POST":
+                name = repo.group("name")
+                body = await self._json_body(headers, receive)
+                params = body.get("parameters") or {}
+                if not isinstance(params, dict):
+                    raise InvalidArgument("'parameters' must be a JSON object")
+                if repo.group("action") == "load":
+                    config, files = _load_params(name, params)
+                    await svc.load(name, config, files)
+                else:
+                    await svc.unload(name)
+                return Reply(200, b"")
+        raise NotFound(f"no route for {method} {path}")
+
+    async def _infer(self, name: str, version: str, headers: dict[str, str], receive: Receive) -> Reply:
+        body = await self._body(headers, receive)
+        header_length = headers.get("inference-header-content-length")
+        try:
+            hlen = int(header_length) if header_length is not None else None
+        except ValueError:
+            raise InvalidArgument(
+                f"Inference-Header-Content-Length must be an integer, got {header_length!r}"
+            ) from None
+        request = http_codec.decode_infer_request(body, hlen, name, version)
+        response = await self.service.infer(request)
+        out, out_hlen = http_codec.encode_infer_response(response, request.outputs, request.binary_data_output)
+        if out_hlen is None:
+            return Reply(200, out)
+        return Reply(200, out, [(b"content-type", b"application/octet-stream"),
+                                (b"inference-header-content-length", str(out_hlen).encode())])
+
+    async def _body(self, headers: dict[str, str], receive: Receive) -> bytes:
+        """Read the body, refusing it as soon as it passes the limit (before buffering it all)."""
+        limit = self.max_request_bytes
+        declared = headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise PayloadTooLarge(_too_large(int(declared), limit))
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise InvalidArgument("client disconnected before sending the whole body")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(_too_large(size, limit))
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        encoding = headers.get("content-encoding")
+        if encoding:
+            body = compression.decompress(body, encoding, limit)
+        return body
+
+    async def _json_body(self, headers: dict[str, str], receive: Receive) -> dict[str, Any]:
+        body = await self._body(headers, receive)
+        if not body.strip():
+            return {}
+        try:
+            obj = json.loads(body)
+        except ValueError as exc:
+            raise InvalidArgument(f"request body is not valid JSON: {exc}") from None
+        if not isinstance(obj, dict):
+            raise InvalidArgument("request body must be a JSON object")
+        return obj
+
+
+def _too_large(size: int, limit: int) -> str:
+    return (f"request body of at least {size} bytes is over the worker's limit of {limit} bytes "
+            "(--max-request-bytes); send a smaller batch or raise the limit")
+
+
+def _load_params(name: str, params: dict[str, Any]) -> tuple[str | None, dict[str, bytes]]:
+    config = params.get("config")
+    if config is not None and not isinstance(config, str):
+        if isinstance(config, dict):
+            config = json.dumps(config)
+        else:
+            raise InvalidArgument(f"failed to load '{name}': the 'config' parameter must be a JSON string")
+    files: dict[str, bytes] = {}
+    for key, value in params.items():
+        if not key.startswith("file:"):
+            continue
+        if not isinstance(value, str):
+            raise InvalidArgument(f"failed to load '{name}': '{key}' must be base64-encoded file content")
+        try:
+            files[key] = base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            raise InvalidArgument(f"failed to load '{name}': '{key}' is not valid base64") from None
+    return config, files
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return

@@ -1,0 +1,157 @@
+"""``inferplex worker``: the embedded Triton-compatible inference worker.
+
+HTTP (uvicorn, bare ASGI app) and gRPC (grpc.aio) share one event loop; inference
+runs on the executor thread, loads on a helper thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+from kserve.errors import InferplexError
+from worker.demo import simple_model
+from worker.executor import Executor
+from worker.memory import MemoryBudget, parse_bytes, physical_memory_bytes
+from worker.repository import ModelRepository
+from worker.service import ServerInfo, WorkerService
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_REQUEST_BYTES = 64 * 2**20
+
+
+@dataclass
+class WorkerOptions:
+    host: str = "127.0.0.1"
+    http_port: int = 8000
+    grpc_port: int = 8001
+    memory_budget: int = 0  # 0: the machine's physical memory
+    threads: int = 1
+    model_repository: Path | None = None
+    model_control_mode: str = "explicit"
+    load_models: list[str] = field(default_factory=list)
+    device: str = "cpu"
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    instance_id: str = ""
+    demo: bool = False
+    # called once the worker serves and its startup models are loaded (e.g. control-plane registration)
+    on_ready: list[Callable[[WorkerService], Awaitable[None]]] = field(default_factory=list)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("worker", help="run the embedded Triton-compatible inference worker",
+                              description=__doc__)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--http-port", type=int, default=8000, help="KServe v2 HTTP port (default 8000)")
+    p.add_argument("--grpc-port", type=int, default=8001, help="KServe v2 gRPC port (default 8001)")
+    p.add_argument("--memory-budget", type=parse_bytes, default=0,
+                   help="bytes the loaded models may use, e.g. 4GiB or 4000000000 "
+                        "(default: the machine's physical memory)")
+    p.add_argument("--threads", type=int, default=1, help="intra-op threads per inference (default 1)")
+    p.add_argument("--model-repository", type=Path, default=None,
+                   help="a Triton-layout model repository directory (<model>/config.pbtxt, <model>/<version>/model.*)")
+    p.add_argument("--model-control-mode", choices=["none", "explicit"], default="explicit",
+                   help="none: load every model in --model-repository at start, refuse load/unload; "
+                        "explicit (default): load and unload through the repository API")
+    p.add_argument("--load-model", action="append", default=[], metavar="NAME",
+                   help="in explicit mode, load this model from --model-repository at start (repeatable; '*' = all)")
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda:N")
+    p.add_argument("--max-request-bytes", type=parse_bytes, default=DEFAULT_MAX_REQUEST_BYTES,
+                   help="largest request body / gRPC message accepted (default 64MiB)")
+    p.add_argument("--instance-id", default="", help="name this worker reports (default host:http-port)")
+    p.add_argument("--demo", action="store_true", help="serve the built-in 'simple' model (Triton's example)")
+    p.set_defaults(func=run)
+
+
+def options_from_args(args: argparse.Namespace) -> WorkerOptions:
+    return WorkerOptions(
+        host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
+        memory_budget=args.memory_budget, threads=args.threads, model_repository=args.model_repository,
+        model_control_mode=args.model_control_mode, load_models=list(args.load_model), device=args.device,
+        max_request_bytes=args.max_request_bytes, instance_id=args.instance_id, demo=args.demo,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    options = options_from_args(args)
+    if options.threads < 1:
+        raise SystemExit("--threads must be at least 1")
+    if options.model_control_mode == "none" and options.model_repository is None:
+        raise SystemExit("--model-control-mode none needs --model-repository")
+    try:
+        import uvloop
+    except ImportError:  # plain asyncio works, just slower
+        asyncio.run(serve(options))
+    else:
+        uvloop.run(serve(options))
+    return 0
+
+
+def _version() -> str:
+    try:
+        return metadata.version("inferplex")
+    except metadata.PackageNotFoundError:
+        return "0.0.0"
+
+
+def build_service(options: WorkerOptions) -> WorkerService:
+    budget = MemoryBudget(options.memory_budget or physical_memory_bytes())
+    repository = ModelRepository(budget, directory=options.model_repository, device=options.device,
+                                 threads=options.threads)
+    info = ServerInfo(version=_version(), instance_id=options.instance_id or f"{options.host}:{options.http_port}")
+    return WorkerService(repository, Executor(), info,
+                         allow_repository_control=options.model_control_mode == "explicit")
+
+
+async def _startup_loads(service: WorkerService, options: WorkerOptions) -> None:
+    repository = service.repository
+    names: list[str] = []
+    if options.model_control_mode == "none" or "*" in options.load_models:
+        names = repository.directory_models()
+    else:
+        names = options.load_models
+    if options.demo:
+        config, files = simple_model()
+        await repository.load("simple", config, files)
+    for name in names:
+        try:
+            await repository.load(name)
+        except InferplexError as exc:  # shown as UNAVAILABLE in the index, like Triton
+            log.error("startup load of '%s' failed: %s", name, exc.message)
+
+
+async def serve(options: WorkerOptions) -> None:
+    import uvicorn
+
+    from worker.grpc_server import build_server
+    from worker.http_server import WorkerHttpApp
+
+    service = build_service(options)
+    grpc_server = build_server(service, options.host, options.grpc_port, options.max_request_bytes)
+    await grpc_server.start()
+    http = uvicorn.Server(uvicorn.Config(
+        WorkerHttpApp(service, options.max_request_bytes), host=options.host, port=options.http_port,
+        log_level="warning", access_log=False, lifespan="off", timeout_keep_alive=75,
+        h11_max_incomplete_event_size=None,
+    ))
+    http_task = asyncio.create_task(http.serve())
+    try:
+        await _startup_loads(service, options)
+        service.ready = True
+        for hook in options.on_ready:
+            await hook(service)
+        log.info("worker %s ready: HTTP %s:%d, gRPC %s:%d, budget %d bytes, %d intra-op threads, device %s",
+                 service.info.instance_id, options.host, options.http_port, options.host, options.grpc_port,
+                 service.repository.budget.budget, options.threads, options.device)
+        await http_task  # returns when uvicorn handles SIGINT/SIGTERM
+    finally:
+        http.should_exit = True
+        await grpc_server.stop(grace=1.0)
+        service.executor.shutdown()
+        log.info("worker stopped")

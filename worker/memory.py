@@ -1,0 +1,83 @@
+"""The worker's memory budget.
+
+How a model's bytes are measured: loads are serialized, so the process's
+resident set size (``/proc/self/statm``) read just before and just after a
+load (including one warm-up run, which is when ONNX Runtime's arena grows) is
+that load's cost. RSS is noisy (allocator reuse after an unload can make a
+delta near zero), so a model is charged ``max(measured delta, file bytes)``.
+Before loading, the file bytes are the estimate: if even that does not fit,
+the load is refused without touching the runtime. The worker never evicts.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+
+from kserve.errors import InvalidArgument, ResourceExhausted
+
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+_UNITS = {
+    "": 1, "b": 1,
+    "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9, "t": 10**12, "tb": 10**12,
+    "ki": 2**10, "kib": 2**10, "mi": 2**20, "mib": 2**20, "gi": 2**30, "gib": 2**30,
+    "ti": 2**40, "tib": 2**40,
+}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+
+
+def parse_bytes(text: str | int) -> int:
+    """``"2GiB"`` -> 2147483648; plain ints pass through. K/M/G/T (and KB/MB/..) are
+    powers of 1000, Ki/Mi/Gi/Ti (and KiB/MiB/..) powers of 1024."""
+    if isinstance(text, int):
+        return text
+    match = _SIZE.match(text)
+    unit = match.group(2).lower() if match else None
+    if match is None or unit not in _UNITS:
+        raise InvalidArgument(
+            f"cannot read {text!r} as a size in bytes; write e.g. 2147483648, 2GiB, 512MiB or 8G"
+        )
+    return int(float(match.group(1)) * _UNITS[unit])
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * _PAGE
+
+
+def physical_memory_bytes() -> int:
+    return os.sysconf("SC_PHYS_PAGES") * _PAGE
+
+
+@dataclass
+class MemoryBudget:
+    budget: int
+    charged: dict[str, int] = field(default_factory=dict)  # model name -> bytes
+
+    @property
+    def used(self) -> int:
+        return sum(self.charged.values())
+
+    @property
+    def free(self) -> int:
+        return self.budget - self.used
+
+    def check(self, model: str, needed: int, releasing: int = 0) -> None:
+        """Refuse when ``needed`` does not fit; ``releasing`` is what a reload will free."""
+        free = self.free + releasing
+        if needed > free:
+            raise ResourceExhausted(
+                f"insufficient memory budget to load '{model}': needs {needed} bytes, "
+                f"{max(free, 0)} free of {self.budget} budget"
+            )
+
+    def charge(self, model: str, nbytes: int) -> None:
+        self.charged[model] = nbytes
+
+    def release(self, model: str) -> int:
+        return self.charged.pop(model, 0)
+
+    def snapshot(self) -> dict[str, object]:
+        return {"budget_bytes": self.budget, "used_bytes": self.used, "free_bytes": self.free,
+                "models": dict(self.charged)}

@@ -1,0 +1,211 @@
+"""A worker registers itself with the control plane and keeps its registration alive.
+
+``inferplex worker --register http://cp-a:8000,http://cp-b:8000`` calls
+``POST /admin/instances/register`` on one replica (admin key), which grants a store
+lease and writes the worker's record bound to it. The worker then heartbeats
+``POST /admin/instances/{id}/heartbeat`` every ttl/3; any replica can refresh it,
+because the lease lives in the shared store. If the worker dies, it stops
+heartbeating, the lease expires, the record vanishes and every replica takes the
+worker out of routing (the placement leader re-places its models).
+
+Failure handling:
+- a replica that does not answer (or answers 5xx) -> the next URL, round robin;
+- 404 on a heartbeat (the lease expired or the record was replaced) -> register again;
+- no heartbeat confirmed for a whole TTL -> the lease is surely gone: register again;
+- 401/403 (bad key) -> logged loudly and retried slowly: an operator must fix the key,
+  and the worker keeps serving whatever it already holds meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from dataclasses import asdict, dataclass
+
+import httpx
+
+log = logging.getLogger(__name__)
+
+_ID_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def default_instance_id(advertise_host: str, grpc_port: int) -> str:
+    """Stable across restarts of the same worker, so a restart replaces its old record."""
+    return _ID_UNSAFE.sub("-", f"w-{advertise_host}-{grpc_port}").strip("-")
+
+
+def parse_urls(value: str) -> list[str]:
+    """``http://a:8000,http://b:8000`` -> list; a bare host:port gets ``http://``."""
+    urls = []
+    for part in value.split(","):
+        part = part.strip().rstrip("/")
+        if not part:
+            continue
+        if "://" not in part:
+            part = "http://" + part
+        if not part.startswith(("http://", "https://")):
+            raise ValueError(f"--register URL {part!r} must be http(s)://host:port of a control plane")
+        urls.append(part)
+    if not urls:
+        raise ValueError("--register needs at least one control-plane URL, e.g. http://127.0.0.1:8000")
+    return urls
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    """What the worker tells the control plane about itself (the register request body)."""
+
+    instance_id: str
+    http_url: str  # host:port the control plane reaches the v2 HTTP endpoint at
+    grpc_url: str  # host:port of the v2 gRPC endpoint
+    memory_bytes: int
+    instance_class: str = "cpu"
+    ttl_s: int = 10
+
+
+class _Rejected(Exception):
+    """The control plane answered, and said no (4xx other than 404)."""
+
+
+class RegistrationClient:
+    def __init__(self, urls: list[str], key: str | None, registration: Registration, *,
+                 request_timeout_s: float | None = None) -> None:
+        if registration.ttl_s < 1:
+            raise ValueError(f"registration TTL must be at least 1 s, got {registration.ttl_s}")
+        self.urls = urls
+        self.registration = registration
+        self.lease_id: int | None = None
+        self.registrations = 0  # how many times a register call succeeded
+        self.registered = asyncio.Event()
+        self._next = 0  # index of the replica to talk to
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        # a call must give up well within a TTL so the next replica can be tried in time
+        timeout = request_timeout_s or max(0.5, registration.ttl_s / 4)
+        self._http = httpx.AsyncClient(headers=headers, timeout=timeout)
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def ttl_s(self) -> int:
+        return self.registration.ttl_s
+
+    def start(self) -> asyncio.Task[None]:
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self.run(), name="registration")
+        return self._task
+
+    async def close(self, *, deregister: bool = True) -> None:
+        """Stop heartbeating; on a graceful stop also give the lease back, so the
+        control plane stops routing here at once instead of after the TTL."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if deregister and self.lease_id is not None:
+            path = f"/admin/instances/{self.registration.instance_id}/deregister"
+            with contextlib.suppress(Exception):
+                await self._call(path, {"lease_id": self.lease_id})
+            self.lease_id = None
+        await self._http.aclose()
+
+    async def run(self) -> None:
+        """Register, then heartbeat forever; never dies on an error."""
+        loop = asyncio.get_running_loop()
+        period = self.ttl_s / 3
+        confirmed = loop.time()
+        while True:
+            try:
+                if self.lease_id is None:
+                    await self._register()
+                    confirmed = loop.time()
+                else:
+                    await asyncio.sleep(period)
+                    sent = loop.time()
+                    if await self._heartbeat():
+                        confirmed = sent
+                    elif loop.time() - confirmed > self.ttl_s:
+                        log.warning("no heartbeat confirmed for %.1fs (TTL %ds): registering again",
+                                    loop.time() - confirmed, self.ttl_s)
+                        self._lost()
+            except asyncio.CancelledError:
+                raise
+            except _Rejected as exc:
+                log.error("control plane refused registration of %s: %s",
+                          self.registration.instance_id, exc)
+                await asyncio.sleep(max(period, 2.0))
+            except Exception:
+                log.exception("registration loop error; retrying")
+                await asyncio.sleep(min(period, 1.0))
+
+    # ---- one step each --------------------------------------------------------------
+
+    async def _register(self) -> None:
+        body = asdict(self.registration)
+        for _ in range(len(self.urls)):
+            url = self.urls[self._next]
+            try:
+                resp = await self._call("/admin/instances/register", body)
+            except httpx.HTTPError as exc:
+                log.warning("control plane %s unreachable for registration: %s", url, exc)
+                self._rotate()
+                continue
+            if resp.status_code >= 500:
+                log.warning("control plane %s cannot register now (%d): %s", url, resp.status_code,
+                            _error_text(resp))
+                self._rotate()
+                continue
+            if resp.status_code != 200:
+                raise _Rejected(f"{resp.status_code} from {url}: {_error_text(resp)}")
+            self.lease_id = int(resp.json()["lease_id"])
+            self.registrations += 1
+            self.registered.set()
+            log.info("registered as %s with %s (lease %x, TTL %ds)", self.registration.instance_id,
+                     url, self.lease_id, self.ttl_s)
+            return
+        # every replica failed: back off a little before the next round
+        await asyncio.sleep(min(self.ttl_s / 3, 1.0))
+
+    async def _heartbeat(self) -> bool:
+        """True when a replica confirmed the lease; re-registers on 404."""
+        assert self.lease_id is not None
+        path = f"/admin/instances/{self.registration.instance_id}/heartbeat"
+        for _ in range(len(self.urls)):
+            url = self.urls[self._next]
+            try:
+                resp = await self._call(path, {"lease_id": self.lease_id})
+            except httpx.HTTPError as exc:
+                log.warning("heartbeat to %s failed: %s", url, exc)
+                self._rotate()
+                continue
+            if resp.status_code == 200:
+                return True
+            if resp.status_code == 404:
+                log.warning("registration of %s is gone (%s): registering again",
+                            self.registration.instance_id, _error_text(resp))
+                self._lost()
+                return False
+            if resp.status_code >= 500:
+                log.warning("heartbeat to %s answered %d: %s", url, resp.status_code, _error_text(resp))
+                self._rotate()
+                continue
+            raise _Rejected(f"{resp.status_code} from {url}: {_error_text(resp)}")
+        return False
+
+    async def _call(self, path: str, body: dict[str, object]) -> httpx.Response:
+        return await self._http.post(self.urls[self._next] + path, json=body)
+
+    def _rotate(self) -> None:
+        self._next = (self._next + 1) % len(self.urls)
+
+    def _lost(self) -> None:
+        self.lease_id = None
+        self.registered.clear()
+
+
+def _error_text(resp: httpx.Response) -> str:
+    try:
+        return str(resp.json().get("error", resp.text))
+    except ValueError:
+        return resp.text[:200]

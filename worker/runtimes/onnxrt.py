@@ -1,0 +1,79 @@
+"""ONNX Runtime for ``onnxruntime_onnx`` models."""
+
+from __future__ import annotations
+
+import ctypes
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kserve.errors import InvalidArgument
+from worker.config import ModelSpec
+from worker.runtimes.base import Runtime
+
+_BF16_ONNX = 16  # TensorProto.BFLOAT16
+
+
+class OnnxRuntime(Runtime):
+    def __init__(self, path: Path, spec: ModelSpec, device: str, threads: int) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        # one executor runs one batch at a time: --threads is the whole parallelism budget
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.log_severity_level = 3
+        providers: list[Any] = ["CPUExecutionProvider"]
+        if device.startswith("cuda"):
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise InvalidArgument(
+                    f"device {device} asked for, but this onnxruntime build has no CUDA provider; "
+                    "install onnxruntime-gpu or run with --device cpu"
+                )
+            index = int(device.partition(":")[2] or 0)
+            providers = [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
+        try:
+            self.session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+        except Exception as exc:  # ORT raises its own exception types for bad graphs
+            raise InvalidArgument(
+                f"failed to load '{spec.name}': onnxruntime could not create a session: {exc}"
+            ) from None
+        self._ort = ort
+        self._bf16 = {t.name for t in (*spec.inputs, *spec.outputs) if t.datatype == "BF16"}
+
+    def prepare(self, inputs: dict[str, np.ndarray]) -> Any:
+        if not self._bf16:
+            return inputs
+        feed: dict[str, Any] = dict(inputs)
+        for name in self._bf16 & inputs.keys():
+            # numpy has no native bfloat16; hand ORT the raw 16-bit words with the ONNX type
+            raw = np.ascontiguousarray(inputs[name]).view(np.uint16)
+            feed[name] = self._ort.OrtValue.ortvalue_from_numpy_with_onnx_type(raw, _BF16_ONNX)
+        return feed
+
+    def infer(self, prepared: Any, output_names: list[str]) -> Any:
+        if self._bf16:
+            return self.session.run_with_ort_values(output_names, prepared)
+        return self.session.run(output_names, prepared)
+
+    def collect(self, raw: Any, output_names: list[str]) -> dict[str, np.ndarray]:
+        if self._bf16:
+            import ml_dtypes
+
+            out = {}
+            for name, value in zip(output_names, raw, strict=True):
+                if name in self._bf16:
+                    # OrtValue.numpy() cannot express bfloat16: copy the raw words out
+                    shape = value.shape()
+                    words = ctypes.string_at(value.data_ptr(), 2 * math.prod(shape))
+                    out[name] = np.frombuffer(words, np.uint16).reshape(shape).view(ml_dtypes.bfloat16)
+                else:
+                    out[name] = value.numpy()
+            return out
+        return dict(zip(output_names, raw, strict=True))
+
+    def close(self) -> None:
+        del self.session

@@ -1,0 +1,134 @@
+"""The worker's transport-agnostic handler layer: both the HTTP and the gRPC server
+call these methods and only translate to and from their wire formats."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from tritonclient.grpc import model_config_pb2 as mc
+
+from kserve.errors import InferplexError, Internal, NotFound, Unavailable
+from kserve.tensors import InferRequest, InferResponse, Tensor
+from worker import config as cfg
+from worker.executor import Executor
+from worker.repository import IndexRow, ModelRepository
+from worker.validation import check_request
+
+log = logging.getLogger(__name__)
+
+SERVER_NAME = "inferplex-worker"
+# Only what this worker really implements.
+EXTENSIONS = ["binary_tensor_data", "model_repository", "model_configuration", "statistics"]
+
+
+@dataclass(frozen=True, slots=True)
+class ServerInfo:
+    version: str
+    instance_id: str
+
+
+class WorkerService:
+    def __init__(self, repository: ModelRepository, executor: Executor, info: ServerInfo, *,
+                 allow_repository_control: bool = True) -> None:
+        self.repository = repository
+        self.executor = executor
+        self.info = info
+        self.allow_repository_control = allow_repository_control
+        self.ready = False  # set once the startup loads are done
+
+    # ------------------------------------------------------------------ metadata
+
+    def server_metadata(self) -> dict[str, Any]:
+        return {"name": SERVER_NAME, "version": self.info.version, "extensions": list(EXTENSIONS)}
+
+    def model_metadata(self, name: str, version: str = "") -> dict[str, Any]:
+        model, _ = self.repository.get(name, version)
+        spec = model.spec
+        return {
+            "name": name,
+            "versions": [str(v) for v in sorted(model.versions)] if not version else [version],
+            "platform": spec.platform,
+            "inputs": [{"name": t.name, "datatype": t.datatype, "shape": t.full_shape(spec.max_batch_size)}
+                       for t in spec.inputs],
+            "outputs": [{"name": t.name, "datatype": t.datatype, "shape": t.full_shape(spec.max_batch_size)}
+                        for t in spec.outputs],
+        }
+
+    def model_config(self, name: str, version: str = "") -> mc.ModelConfig:
+        model, _ = self.repository.get(name, version)
+        return model.config
+
+    def memory(self) -> dict[str, Any]:
+        return self.repository.budget.snapshot()
+
+    def index(self, ready_only: bool = False) -> list[IndexRow]:
+        return self.repository.index(ready_only)
+
+    # ------------------------------------------------------------------ inference
+
+    async def infer(self, request: InferRequest) -> InferResponse:
+        received = time.monotonic_ns()
+        model, loaded = self.repository.get(request.model_name, request.model_version)
+        try:
+            checked = check_request(model.spec, request)
+            try:
+                outputs, timing = await self.executor.run(loaded.runtime, checked.inputs, checked.output_names)
+            except InferplexError:
+                raise
+            except Exception as exc:
+                raise Internal(
+                    f"inference failed for model '{request.model_name}' ({model.spec.platform}): {exc}"
+                ) from exc
+        except InferplexError:
+            loaded.stats.record_failure(time.monotonic_ns() - received)
+            raise
+        spec = model.spec
+        tensors = []
+        for name in checked.output_names:
+            out_spec = spec.output(name)
+            assert out_spec is not None
+            array = outputs[name]
+            tensors.append(Tensor(name, out_spec.datatype, list(array.shape), array))
+        loaded.stats.record_success(checked.batch_size, timing, time.monotonic_ns() - received)
+        return InferResponse(request.model_name, str(loaded.version), request.id, tensors)
+
+    # ------------------------------------------------------------------ repository
+
+    def _check_control(self) -> None:
+        if not self.allow_repository_control:
+            raise Unavailable(
+                "explicit model load / unload is not allowed: the worker runs with "
+                "--model-control-mode none; restart it with --model-control-mode explicit"
+            )
+
+    async def load(self, name: str, config_json: str | None, files: dict[str, bytes]) -> None:
+        self._check_control()
+        await self.repository.load(name, config_json, files)
+
+    async def unload(self, name: str) -> None:
+        self._check_control()
+        await self.repository.unload(name)
+
+    # ------------------------------------------------------------------ statistics
+
+    def statistics(self, name: str = "", version: str = "") -> list[dict[str, Any]]:
+        """The statistics extension's ``model_stats`` entries (HTTP JSON form)."""
+        if name:
+            model, loaded = self.repository.get(name, version)
+            chosen = [loaded] if version else [model.versions[v] for v in sorted(model.versions)]
+            return [lv.stats.json(name, str(lv.version)) for lv in chosen]
+        if version:
+            raise NotFound("a model version was given without a model name")
+        entries = []
+        for entry_name, entry in sorted(self.repository.entries.items()):
+            if entry.model is not None:
+                entries.extend(entry.model.versions[v].stats.json(entry_name, str(v))
+                               for v in sorted(entry.model.versions))
+        return entries
+
+
+def config_json(config: mc.ModelConfig) -> dict[str, Any]:
+    return cfg.to_json(config)
