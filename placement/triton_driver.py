@@ -183,7 +183,7 @@ class TritonDriver(InstanceDriver):
     async def memory_used(self) -> int | None:
         """Optional: the embedded worker's own memory report, if it has one (Triton doesn't)."""
         try:
-            resp = await self._http.get("/v2/memory", timeout=2.0)
+            resp = await self._http.get("/v2/inferplex/memory", timeout=2.0)
         except httpx.TransportError:
             return None
         if resp.status_code != 200:

@@ -1,0 +1,75 @@
+"""Operator API for inference instances: list (with memory and loaded models), register, remove."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+
+from controlplane.deps import AdminDep, ServicesDep
+
+router = APIRouter(prefix="/admin/instances", tags=["admin: instances"])
+
+
+class LoadedModel(BaseModel):
+    name: str = Field(description="instance-level (tenant-qualified) name")
+    version: str
+    bytes: int = Field(description="memory the control plane accounts for it")
+
+
+class InstanceView(BaseModel):
+    instance_id: str
+    kind: Literal["embedded", "external"]
+    http_url: str
+    grpc_url: str
+    instance_class: str
+    healthy: bool
+    memory_bytes: int = Field(description="budget the control plane may fill")
+    used_bytes: int = Field(description="sum of loaded models' accounted memory")
+    reported_used_bytes: int | None = Field(
+        None, description="what the instance itself reports, if it can (inferplex worker does)")
+    models: list[LoadedModel]
+
+
+class RegisterInstance(BaseModel):
+    http_url: str = Field(description="host:port of the instance's v2 HTTP endpoint")
+    grpc_url: str = Field(description="host:port of the instance's v2 gRPC endpoint")
+    memory_bytes: int = Field(gt=0, description="memory inferplex may fill with models on it")
+    instance_class: str = Field("cpu", description="hardware class; profiles are kept per class")
+
+
+async def _views(services: ServicesDep) -> list[InstanceView]:
+    placements = services.placement.placements()
+    views = []
+    for inst in services.instances.list():
+        iid = inst.record.instance_id
+        held = placements.get(iid, {})
+        reported = await inst.driver.memory_used() if inst.healthy else None
+        views.append(InstanceView(
+            instance_id=iid, kind=inst.record.kind, http_url=inst.record.http_url,
+            grpc_url=inst.record.grpc_url, instance_class=inst.record.instance_class,
+            healthy=inst.healthy, memory_bytes=inst.record.memory_bytes,
+            used_bytes=services.placement.used_bytes(iid), reported_used_bytes=reported,
+            models=[LoadedModel(name=q, version=p.version, bytes=p.bytes) for q, p in sorted(held.items())],
+        ))
+    return views
+
+
+@router.get("", summary="Every instance: budget, used memory, health and loaded models")
+async def list_instances(_: AdminDep, services: ServicesDep) -> list[InstanceView]:
+    return await _views(services)
+
+
+@router.post("", status_code=201, summary="Register an external instance (e.g. a Triton server) by URL")
+async def register_instance(body: RegisterInstance, _: AdminDep, services: ServicesDep) -> InstanceView:
+    rec = await services.instances.register_external(body.http_url, body.grpc_url, body.memory_bytes,
+                                                     body.instance_class)
+    await services.placement.resync()
+    return next(v for v in await _views(services) if v.instance_id == rec.instance_id)
+
+
+@router.delete("/{instance_id}", status_code=204, summary="Forget an instance (its models stay loaded there)")
+async def delete_instance(instance_id: str, _: AdminDep, services: ServicesDep) -> None:
+    await services.instances.deregister(instance_id)
+    await services.placement.resync()

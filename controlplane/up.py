@@ -1,0 +1,238 @@
+"""``inferplex up``: the whole system on one machine in one command.
+
+Starts N ``inferplex worker`` children on free loopback ports, the embedded state
+store under ``--data-dir`` (a restart keeps tenants, keys and models), and the
+control plane (REST + v2 HTTP via uvicorn, v2 gRPC) in this process. Workers are
+registered as ``embedded`` instances ``worker-0..N-1``. SIGINT/SIGTERM stop
+everything; children also get SIGTERM if this process dies (PDEATHSIG), so no
+worker outlives it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import uvicorn
+
+from controlplane.settings import Settings
+
+log = logging.getLogger(__name__)
+
+_PR_SET_PDEATHSIG = 1
+
+
+def parse_bytes(text: str) -> int:
+    """``1073741824``, ``512MiB``, ``2GiB``, ``1.5GB``."""
+    units = {"kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40,
+             "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "b": 1}
+    t = text.strip().lower()
+    for suffix, mult in units.items():
+        if t.endswith(suffix) and t[: -len(suffix)].strip():
+            try:
+                return int(float(t[: -len(suffix)]) * mult)
+            except ValueError:
+                break
+    try:
+        return int(t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a size: use bytes or a suffix like 512MiB, 2GiB") from None
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+@dataclass(slots=True)
+class WorkerChild:
+    index: int
+    http_port: int
+    grpc_port: int
+    popen: subprocess.Popen[bytes]
+
+    @property
+    def instance_id(self) -> str:
+        return f"worker-{self.index}"
+
+
+def start_worker(index: int, host: str, memory_bytes: int, threads: int, log_dir: Path) -> WorkerChild:
+    http_port, grpc_port = _free_port(host), _free_port(host)
+    args = [sys.executable, "-m", "controlplane.cli", "worker", "--host", host,
+            "--http-port", str(http_port), "--grpc-port", str(grpc_port),
+            "--memory-budget", str(memory_bytes), "--threads", str(threads),
+            "--model-control-mode", "explicit", "--instance-id", f"worker-{index}"]
+    log_dir.mkdir(parents=True, exist_ok=True)
+    out = open(log_dir / f"worker-{index}.log", "ab")  # noqa: SIM115 - the child owns it
+    popen = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                             preexec_fn=_die_with_parent)
+    out.close()
+    return WorkerChild(index, http_port, grpc_port, popen)
+
+
+async def wait_workers_ready(workers: list[WorkerChild], host: str, timeout_s: float,
+                             log_dir: Path, stop: StopFlag) -> None:
+    deadline = time.monotonic() + timeout_s
+    pending = list(workers)
+    async with httpx.AsyncClient(timeout=1.0) as client:
+        while pending:
+            stop.check()
+            for w in list(pending):
+                if w.popen.poll() is not None:
+                    tail = (log_dir / f"worker-{w.index}.log").read_text(errors="replace")[-2000:]
+                    raise RuntimeError(f"worker-{w.index} exited with {w.popen.returncode}:\n{tail}")
+                with contextlib.suppress(httpx.HTTPError):
+                    r = await client.get(f"http://{host}:{w.http_port}/v2/health/ready")
+                    if r.status_code == 200:
+                        pending.remove(w)
+            if pending and time.monotonic() > deadline:
+                raise TimeoutError(f"workers {[w.index for w in pending]} not ready after {timeout_s}s; "
+                                   f"see {log_dir}")
+            if pending:
+                await asyncio.sleep(0.1)
+
+
+def stop_workers(workers: list[WorkerChild], timeout_s: float = 10.0) -> None:
+    for w in workers:
+        if w.popen.poll() is None:
+            w.popen.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    for w in workers:
+        try:
+            w.popen.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            log.warning("worker-%d did not stop in %.0fs; killing it", w.index, timeout_s)
+            w.popen.kill()
+            w.popen.wait()
+
+
+def write_admin_key(path: Path, key: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(key + "\n")
+    os.chmod(path, 0o600)
+
+
+async def _serve(args: argparse.Namespace, stop: StopFlag) -> int:
+    from controlplane.app import create_app
+    from controlplane.services import build_services, close_services
+
+    data_dir: Path = args.data_dir
+    settings = Settings(data_dir=data_dir, host=args.host, http_port=args.http_port, grpc_port=args.grpc_port)
+    log_dir = data_dir / "logs"
+    workers: list[WorkerChild] = []
+    services = None
+    try:
+        workers = [start_worker(i, args.host, args.worker_memory, args.worker_threads, log_dir)
+                   for i in range(args.workers)]
+        await wait_workers_ready(workers, args.host, args.worker_start_timeout, log_dir, stop)
+        services = await build_services(settings)
+        stop.check()
+        current = {w.instance_id for w in workers}
+        for inst in services.instances.list():
+            if inst.record.kind == "embedded" and inst.record.instance_id not in current:
+                await services.instances.deregister(inst.record.instance_id)  # from a larger earlier run
+        for w in workers:
+            await services.instances.register(
+                f"{args.host}:{w.http_port}", f"{args.host}:{w.grpc_port}", args.worker_memory,
+                kind="embedded", instance_id=w.instance_id)
+        await services.placement.resync()
+
+        app = create_app(settings, services)
+        server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.http_port, log_level="warning",
+                                               access_log=False, lifespan="on"))
+        stop.server = server
+        stop.check()
+        serving = asyncio.create_task(server.serve())
+        # uvicorn exposes only a flag for "listening"
+        while not server.started and not serving.done():  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        if serving.done():
+            await serving
+            return 1
+        key_file = settings.admin_key_file or data_dir / "admin.key"
+        lines = ["inferplex is up",
+                 f"  REST API + v2 HTTP : http://{args.host}:{args.http_port}   (docs: /docs)",
+                 f"  v2 gRPC            : {args.host}:{args.grpc_port}",
+                 f"  workers            : {len(workers)} x {args.worker_memory} bytes",
+                 f"  data               : {data_dir}"]
+        if services.new_admin_key:
+            write_admin_key(key_file, services.new_admin_key)
+            lines.append(f"  admin key          : {services.new_admin_key}   (shown once; also in {key_file})")
+        else:
+            lines.append(f"  admin key          : created on first start (see {key_file})")
+        print("\n".join(lines), flush=True)
+        await serving
+        return 0
+    finally:
+        if services is not None:
+            await close_services(services)
+        stop_workers(workers)
+        log.info("inferplex stopped")
+
+
+class Stopped(Exception):
+    """SIGINT/SIGTERM arrived before serving began."""
+
+
+@dataclass(slots=True)
+class StopFlag:
+    requested: bool = False
+    server: uvicorn.Server | None = None
+
+    def handle(self, signum: int, _frame: object) -> None:
+        # a flag, never an exception: uvicorn re-raises the signal after its own graceful exit
+        self.requested = True
+        if self.server is not None:
+            self.server.should_exit = True
+
+    def check(self) -> None:
+        if self.requested:
+            raise Stopped()
+
+
+def run(args: argparse.Namespace) -> int:
+    args.data_dir = Path(args.data_dir).resolve()
+    args.data_dir.mkdir(parents=True, exist_ok=True)
+    stop = StopFlag()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, stop.handle)
+    try:
+        return asyncio.run(_serve(args, stop))
+    except Stopped:
+        return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = subparsers.add_parser("up", help="run control plane + N embedded workers on this machine")
+    p.add_argument("--data-dir", default=os.environ.get("INFERPLEX_DATA_DIR", "./data"),
+                   help="state store, artifacts, logs and admin.key live here (default ./data)")
+    p.add_argument("--workers", type=int, default=2, help="embedded workers to start (default 2)")
+    p.add_argument("--worker-memory", type=parse_bytes, default=parse_bytes("1GiB"),
+                   help="memory budget per worker, e.g. 512MiB (default 1GiB)")
+    p.add_argument("--worker-threads", type=int, default=1, help="intra-op threads per worker")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    p.add_argument("--http-port", type=int, default=8000, help="REST + v2 HTTP port (default 8000)")
+    p.add_argument("--grpc-port", type=int, default=8001, help="v2 gRPC port (default 8001)")
+    p.add_argument("--worker-start-timeout", type=float, default=60.0, help=argparse.SUPPRESS)
+    p.set_defaults(func=run)
