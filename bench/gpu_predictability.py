@@ -64,14 +64,16 @@ class Bottleneck(nn.Module):
 
 
 class ResNet50(nn.Module):
-    def __init__(self, classes: int = 1000) -> None:
+    """``base=64`` is ResNet-50 (25.6 M parameters); smaller ``base`` narrows every layer."""
+
+    def __init__(self, classes: int = 1000, base: int = 64) -> None:
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False),
-                                  nn.BatchNorm2d(64), nn.ReLU(inplace=True),
+        self.stem = nn.Sequential(nn.Conv2d(3, base, 7, stride=2, padding=3, bias=False),
+                                  nn.BatchNorm2d(base), nn.ReLU(inplace=True),
                                   nn.MaxPool2d(3, stride=2, padding=1))
         layers: list[nn.Module] = []
-        in_ch = 64
-        for width, blocks, stride in ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)):
+        in_ch = base
+        for width, blocks, stride in ((base, 3, 1), (2 * base, 4, 2), (4 * base, 6, 2), (8 * base, 3, 2)):
             for i in range(blocks):
                 layers.append(Bottleneck(in_ch, width, stride if i == 0 else 1))
                 in_ch = width * Bottleneck.expansion
