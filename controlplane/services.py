@@ -54,7 +54,7 @@ async def build_services(settings: Settings) -> Services:
     from tenants.service import TenantService
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    store = await open_store(settings.store_url, settings.data_dir)
+    store = open_store(settings.store_url, settings.data_dir)
     metrics = Metrics()
     artifacts = ArtifactStore(settings.artifacts_path)
     tenants = TenantService(store)

@@ -197,8 +197,8 @@ class PlacementService:
                 continue
             self._reserved[iid] = self._reserved.get(iid, 0) + size
             try:
-                seconds = await inst.driver.load(qualified, self.catalog.triton_config(record),
-                                                 self.catalog.files(record))
+                files = await asyncio.to_thread(self.catalog.files, record)
+                seconds = await inst.driver.load(qualified, self.catalog.triton_config(record), files)
             except ResourceExhausted as exc:
                 # our estimate said it fits, the instance says no: try the next one
                 self.metrics.load(qualified, 0.0, False)
@@ -268,7 +268,7 @@ class PlacementService:
         self._reserved[inst.record.instance_id] = self._reserved.get(inst.record.instance_id, 0) + size
         try:
             profile = await profile_model(
-                inst.driver, name, config, lambda: self.catalog.files(record),
+                inst.driver, name, config, lambda: asyncio.to_thread(self.catalog.files, record),
                 loads=2, warmup=3, runs_per_batch=60, min_runs_per_batch=20, max_seconds=15.0,
             )
         except (InvalidArgument, ResourceExhausted) as exc:
