@@ -32,12 +32,16 @@ _REPO = re.compile(r"^/v2/repository/models/(?P<name>[^/]+)/(?P<action>load|unlo
 
 
 class Reply:
-    __slots__ = ("status", "body", "headers")
+    __slots__ = ("status", "body", "headers", "compressible")
 
-    def __init__(self, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    def __init__(self, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None,
+                 compressible: bool = False) -> None:
         self.status = status
         self.body = body
         self.headers = headers or [(b"content-type", _JSON)]
+        # Like Triton, only inference responses honour Accept-Encoding: tritonclient reads
+        # every other body as plain JSON even though aiohttp always sends Accept-Encoding.
+        self.compressible = compressible
 
 
 def _json(obj: Any, status: int = 200) -> Reply:
@@ -66,7 +70,7 @@ class WorkerHttpApp:
         body = reply.body
         out_headers = list(reply.headers)
         accept = headers.get("accept-encoding")
-        if accept and body:
+        if accept and body and reply.compressible:
             body, encoding = compression.compress(body, accept)
             if encoding:
                 out_headers.append((b"content-encoding", encoding.encode()))
@@ -136,9 +140,9 @@ class WorkerHttpApp:
         response = await self.service.infer(request)
         out, out_hlen = http_codec.encode_infer_response(response, request.outputs, request.binary_data_output)
         if out_hlen is None:
-            return Reply(200, out)
+            return Reply(200, out, compressible=True)
         return Reply(200, out, [(b"content-type", b"application/octet-stream"),
-                                (b"inference-header-content-length", str(out_hlen).encode())])
+                                (b"inference-header-content-length", str(out_hlen).encode())], compressible=True)
 
     async def _body(self, headers: dict[str, str], receive: Receive) -> bytes:
         """Read the body, refusing it as soon as it passes the limit (before buffering it all)."""

@@ -15,6 +15,7 @@ from importlib import metadata
 from pathlib import Path
 
 from kserve.errors import InferplexError
+from worker import registration
 from worker.demo import simple_model
 from worker.executor import Executor
 from worker.memory import MemoryBudget, parse_bytes, physical_memory_bytes
@@ -42,6 +43,8 @@ class WorkerOptions:
     demo: bool = False
     # called once the worker serves and its startup models are loaded (e.g. control-plane registration)
     on_ready: list[Callable[[WorkerService], Awaitable[None]]] = field(default_factory=list)
+    # called when the worker stops, before its servers close (e.g. deregistration)
+    on_stop: list[Callable[[WorkerService], Awaitable[None]]] = field(default_factory=list)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -66,6 +69,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="largest request body / gRPC message accepted (default 64MiB)")
     p.add_argument("--instance-id", default="", help="name this worker reports (default host:http-port)")
     p.add_argument("--demo", action="store_true", help="serve the built-in 'simple' model (Triton's example)")
+    registration.add_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -80,6 +84,7 @@ def options_from_args(args: argparse.Namespace) -> WorkerOptions:
 
 def run(args: argparse.Namespace) -> int:
     options = options_from_args(args)
+    registration.attach(args, options)
     if options.threads < 1:
         raise SystemExit("--threads must be at least 1")
     if options.model_control_mode == "none" and options.model_repository is None:
@@ -151,6 +156,11 @@ async def serve(options: WorkerOptions) -> None:
                  service.repository.budget.budget, options.threads, options.device)
         await http_task  # returns when uvicorn handles SIGINT/SIGTERM
     finally:
+        for stop_hook in options.on_stop:
+            try:
+                await stop_hook(service)
+            except Exception:  # stopping must reach the servers
+                log.exception("stop hook failed")
         http.should_exit = True
         await grpc_server.stop(grace=1.0)
         service.executor.shutdown()

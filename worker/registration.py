@@ -18,13 +18,21 @@ Failure handling:
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import re
+import socket
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import httpx
+
+if TYPE_CHECKING:
+    from worker.main import WorkerOptions
+    from worker.service import WorkerService
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +70,8 @@ class Registration:
     grpc_url: str  # host:port of the v2 gRPC endpoint
     memory_bytes: int
     instance_class: str = "cpu"
-    ttl_s: int = 10
+    # None: the control plane's instance_lease_ttl_s (the operator sets TTLs in one place)
+    ttl_s: int | None = None
 
 
 class _Rejected(Exception):
@@ -72,23 +81,20 @@ class _Rejected(Exception):
 class RegistrationClient:
     def __init__(self, urls: list[str], key: str | None, registration: Registration, *,
                  request_timeout_s: float | None = None) -> None:
-        if registration.ttl_s < 1:
+        if registration.ttl_s is not None and registration.ttl_s < 1:
             raise ValueError(f"registration TTL must be at least 1 s, got {registration.ttl_s}")
         self.urls = urls
         self.registration = registration
         self.lease_id: int | None = None
+        # the TTL the control plane granted (it may pick it); until then a guess for retry pacing
+        self.ttl_s = registration.ttl_s or 3
         self.registrations = 0  # how many times a register call succeeded
         self.registered = asyncio.Event()
         self._next = 0  # index of the replica to talk to
         headers = {"Authorization": f"Bearer {key}"} if key else {}
-        # a call must give up well within a TTL so the next replica can be tried in time
-        timeout = request_timeout_s or max(0.5, registration.ttl_s / 4)
-        self._http = httpx.AsyncClient(headers=headers, timeout=timeout)
+        self._request_timeout_s = request_timeout_s
+        self._http = httpx.AsyncClient(headers=headers)
         self._task: asyncio.Task[None] | None = None
-
-    @property
-    def ttl_s(self) -> int:
-        return self.registration.ttl_s
 
     def start(self) -> asyncio.Task[None]:
         if self._task is None or self._task.done():
@@ -113,9 +119,9 @@ class RegistrationClient:
     async def run(self) -> None:
         """Register, then heartbeat forever; never dies on an error."""
         loop = asyncio.get_running_loop()
-        period = self.ttl_s / 3
         confirmed = loop.time()
         while True:
+            period = self.ttl_s / 3
             try:
                 if self.lease_id is None:
                     await self._register()
@@ -142,7 +148,7 @@ class RegistrationClient:
     # ---- one step each --------------------------------------------------------------
 
     async def _register(self) -> None:
-        body = asdict(self.registration)
+        body = {k: v for k, v in asdict(self.registration).items() if v is not None}
         for _ in range(len(self.urls)):
             url = self.urls[self._next]
             try:
@@ -158,7 +164,9 @@ class RegistrationClient:
                 continue
             if resp.status_code != 200:
                 raise _Rejected(f"{resp.status_code} from {url}: {_error_text(resp)}")
-            self.lease_id = int(resp.json()["lease_id"])
+            answer = resp.json()
+            self.lease_id = int(answer["lease_id"])
+            self.ttl_s = int(answer["ttl_s"])
             self.registrations += 1
             self.registered.set()
             log.info("registered as %s with %s (lease %x, TTL %ds)", self.registration.instance_id,
@@ -194,7 +202,9 @@ class RegistrationClient:
         return False
 
     async def _call(self, path: str, body: dict[str, object]) -> httpx.Response:
-        return await self._http.post(self.urls[self._next] + path, json=body)
+        # a call must give up well within a TTL so the next replica can be tried in time
+        timeout = self._request_timeout_s or max(1.0, self.ttl_s / 4)
+        return await self._http.post(self.urls[self._next] + path, json=body, timeout=timeout)
 
     def _rotate(self) -> None:
         self._next = (self._next + 1) % len(self.urls)
@@ -209,3 +219,55 @@ def _error_text(resp: httpx.Response) -> str:
         return str(resp.json().get("error", resp.text))
     except ValueError:
         return resp.text[:200]
+
+
+# ---- `inferplex worker` wiring ------------------------------------------------------------
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("control-plane registration")
+    g.add_argument("--register", default="", metavar="URL[,URL...]",
+                   help="register with these control-plane replicas (REST URLs, comma-separated) under "
+                        "a lease kept alive by heartbeats; the first that answers is used")
+    g.add_argument("--advertise-host", default="",
+                   help="host the control plane reaches this worker at (default: --host, or this "
+                        "machine's hostname when --host is 0.0.0.0)")
+    g.add_argument("--register-key", default=os.environ.get("INFERPLEX_KEY", ""),
+                   help="admin API key for registration (default: env INFERPLEX_KEY)")
+    g.add_argument("--instance-class", default="cpu",
+                   help="hardware class reported to the control plane (profiles are kept per class)")
+
+
+def attach(args: argparse.Namespace, options: WorkerOptions) -> None:
+    """With --register: register once the worker serves, deregister when it stops.
+    Bad flags fail here, before the worker binds its ports."""
+    if not args.register:
+        return
+    try:
+        urls = parse_urls(args.register)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
+    if not args.register_key:
+        raise SystemExit("--register needs an admin key: pass --register-key or set INFERPLEX_KEY")
+    host = args.advertise_host or args.host
+    if host in ("0.0.0.0", "::", ""):
+        host = socket.gethostname()
+    instance_id = _ID_UNSAFE.sub("-", args.instance_id).strip("-") if args.instance_id else \
+        default_instance_id(host, args.grpc_port)
+    clients: list[RegistrationClient] = []
+
+    async def start(service: WorkerService) -> None:
+        registration = Registration(
+            instance_id=instance_id, http_url=f"{host}:{args.http_port}",
+            grpc_url=f"{host}:{args.grpc_port}", memory_bytes=service.repository.budget.budget,
+            instance_class=args.instance_class,
+        )
+        client = RegistrationClient(urls, args.register_key, registration)
+        clients.append(client)
+        client.start()
+
+    async def stop(_: WorkerService) -> None:
+        for client in clients:
+            await client.close(deregister=True)
+
+    options.on_ready.append(start)
+    options.on_stop.append(stop)

@@ -43,11 +43,15 @@ class OnnxRuntime(Runtime):
             ) from None
         self._ort = ort
         self._bf16 = {t.name for t in (*spec.inputs, *spec.outputs) if t.datatype == "BF16"}
+        self._strings_in = {t.name for t in spec.inputs if t.datatype == "BYTES"}
+        self._strings_out = {t.name for t in spec.outputs if t.datatype == "BYTES"}
 
     def prepare(self, inputs: dict[str, np.ndarray]) -> Any:
-        if not self._bf16:
+        if not self._bf16 and not self._strings_in:
             return inputs
         feed: dict[str, Any] = dict(inputs)
+        for name in self._strings_in & inputs.keys():
+            feed[name] = _as_text(name, inputs[name])
         for name in self._bf16 & inputs.keys():
             # numpy has no native bfloat16; hand ORT the raw 16-bit words with the ONNX type
             raw = np.ascontiguousarray(inputs[name]).view(np.uint16)
@@ -60,6 +64,11 @@ class OnnxRuntime(Runtime):
         return self.session.run(output_names, prepared)
 
     def collect(self, raw: Any, output_names: list[str]) -> dict[str, np.ndarray]:
+        if self._strings_out and not self._bf16:
+            out = dict(zip(output_names, raw, strict=True))
+            for name in self._strings_out & out.keys():
+                out[name] = _as_bytes(out[name])
+            return out
         if self._bf16:
             import ml_dtypes
 
@@ -70,6 +79,8 @@ class OnnxRuntime(Runtime):
                     shape = value.shape()
                     words = ctypes.string_at(value.data_ptr(), 2 * math.prod(shape))
                     out[name] = np.frombuffer(words, np.uint16).reshape(shape).view(ml_dtypes.bfloat16)
+                elif name in self._strings_out:
+                    out[name] = _as_bytes(value.numpy())
                 else:
                     out[name] = value.numpy()
             return out
@@ -77,3 +88,27 @@ class OnnxRuntime(Runtime):
 
     def close(self) -> None:
         del self.session
+
+
+def _as_text(name: str, array: np.ndarray) -> np.ndarray:
+    """ONNX Runtime's Python binding holds string tensors as UTF-8 ``str``; a ``bytes``
+    element would be stored as its repr."""
+    flat = array.reshape(-1)
+    out = np.empty(flat.shape, dtype=np.object_)
+    for i, item in enumerate(flat):
+        try:
+            out[i] = item.decode("utf-8") if isinstance(item, bytes) else str(item)
+        except UnicodeDecodeError:
+            raise InvalidArgument(
+                f"BYTES input '{name}' element {i} is not valid UTF-8; ONNX string tensors hold "
+                "UTF-8 text"
+            ) from None
+    return out.reshape(array.shape)
+
+
+def _as_bytes(array: np.ndarray) -> np.ndarray:
+    flat = array.reshape(-1)
+    out = np.empty(flat.shape, dtype=np.object_)
+    for i, item in enumerate(flat):
+        out[i] = item.encode("utf-8") if isinstance(item, str) else item
+    return out.reshape(array.shape)
