@@ -1,0 +1,245 @@
+"""The model catalog: every tenant's model versions, their files and status.
+
+Records live at ``/inferplex/models/{tenant}/{model}/{version}`` in the state
+store; bytes live in the artifact store under their SHA-256. Lookups on the
+request path (``resolve``, ``by_qualified``, ``list``) read an index kept by a
+watched PrefixCache, never the store. Another tenant's model is answered exactly
+like a model that does not exist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from controlplane.artifacts import ArtifactStore, StagedUpload
+from controlplane.settings import Settings
+from controlplane.store.base import PREFIX, StateStore
+from controlplane.store.cache import PrefixCache
+from controlplane.validation import Platform, TensorSpec, ValidatedModel
+from kserve.datatypes import v2_to_config_type
+from kserve.errors import Conflict, InvalidArgument, NotFound
+from tenants.naming import check_model_name, qualified_name, split_qualified
+
+log = logging.getLogger(__name__)
+
+MODELS = f"{PREFIX}models/"
+Status = Literal["profiling", "ready", "failed", "loading"]
+
+_CACHE_CATCHUP_S = 5.0
+
+__all__ = ["MODELS", "ModelCatalog", "ModelRecord", "Status", "TensorSpec", "model_key", "unknown_model"]
+
+
+def model_key(tenant: str, name: str, version: int) -> str:
+    return f"{MODELS}{tenant}/{name}/{version}"
+
+
+def unknown_model(name: str, version: int | str | None = None) -> NotFound:
+    """Triton's wording, for unknown models and other tenants' models alike."""
+    if version is None:
+        return NotFound(f"Request for unknown model: '{name}' is not found")
+    return NotFound(f"Request for unknown model: '{name}' version {version} is not found")
+
+
+class ModelRecord(BaseModel):
+    tenant: str
+    name: str
+    version: int
+    qualified_name: str
+    platform: Platform
+    filename: str
+    sha256: str
+    size_bytes: int
+    max_batch_size: int
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    slo_ms: float
+    status: Status
+    reason: str = ""
+    created_at: float
+    profile: dict[str, Any] | None = None
+
+
+class ModelCatalog:
+    def __init__(self, store: StateStore, artifacts: ArtifactStore, settings: Settings) -> None:
+        self.store = store
+        self.artifacts = artifacts
+        self.settings = settings
+        # (tenant, model) -> version -> record; maintained from the cache's change feed
+        self._index: dict[tuple[str, str], dict[int, ModelRecord]] = {}
+        self._cache = PrefixCache(store, MODELS, decode=ModelRecord.model_validate_json,
+                                  on_change=self._on_change)
+        # serialises "record + bytes" against "last reference gone -> delete bytes" in this
+        # process, so an upload of bytes being deleted cannot lose them
+        self._bytes_lock = asyncio.Lock()
+
+    async def start(self) -> None:
+        removed = await asyncio.to_thread(self.artifacts.clean_tmp)
+        if removed:
+            log.info("removed %d stale partial uploads", removed)
+        await self._cache.start()
+
+    async def close(self) -> None:
+        await self._cache.close()
+
+    def _on_change(self, key: str, value: ModelRecord | None, _revision: int) -> None:
+        tenant, name, version = key.removeprefix(MODELS).split("/")
+        versions = self._index.setdefault((tenant, name), {})
+        if value is None:
+            versions.pop(int(version), None)
+            if not versions:
+                del self._index[(tenant, name)]
+        else:
+            versions[value.version] = value
+
+    async def _caught_up(self, revision: int) -> None:
+        try:
+            await self._cache.wait_for(lambda c: c.revision >= revision, _CACHE_CATCHUP_S)
+        except TimeoutError:
+            log.warning("model cache has not reached revision %d after %.0fs", revision, _CACHE_CATCHUP_S)
+
+    # ------------------------------------------------------------------ request path (no I/O)
+
+    def resolve(self, tenant: str | None, name: str, version: int | str | None = None) -> ModelRecord:
+        """The tenant's model version (latest that has not failed, when version is None)."""
+        versions = self._index.get((tenant, name)) if tenant is not None else None
+        if not versions:
+            raise unknown_model(name)
+        if version is None or version == "":
+            return _latest(versions)
+        try:
+            wanted = int(version)
+        except (TypeError, ValueError):
+            raise unknown_model(name, version) from None
+        record = versions.get(wanted)
+        if record is None:
+            raise unknown_model(name, version)
+        return record
+
+    def by_qualified(self, qualified: str, version: int | str | None = None) -> ModelRecord | None:
+        try:
+            tenant, name = split_qualified(qualified)
+            return self.resolve(tenant, name, version)
+        except (ValueError, NotFound):
+            return None
+
+    def list(self, tenant: str) -> list[ModelRecord]:
+        return sorted(
+            (r for (t, _), versions in self._index.items() if t == tenant for r in versions.values()),
+            key=lambda r: (r.name, r.version),
+        )
+
+    def triton_config(self, record: ModelRecord) -> dict[str, Any]:
+        """Triton's model config (JSON form) for the instances; named by the qualified name."""
+
+        def io(specs: list[TensorSpec]) -> list[dict[str, Any]]:
+            return [{"name": s.name, "data_type": v2_to_config_type(s.datatype), "dims": s.dims}
+                    for s in specs]
+
+        return {"name": record.qualified_name, "platform": record.platform,
+                "max_batch_size": record.max_batch_size,
+                "input": io(record.inputs), "output": io(record.outputs)}
+
+    def files(self, record: ModelRecord) -> dict[str, bytes]:
+        """The repository API's files, keyed ``<version>/<filename>`` (the driver adds ``file:``)."""
+        return {f"{record.version}/{record.filename}": self.artifacts.read(record.sha256)}
+
+    # ------------------------------------------------------------------ writes
+
+    async def add_version(self, tenant: str, name: str, version: int | None, staged: StagedUpload,
+                          model: ValidatedModel, slo_ms: float) -> ModelRecord:
+        """Record a validated upload and move its bytes to their content address.
+        ``version`` None means the next one. Nothing stays behind on failure."""
+        check_model_name(name)
+        if version is not None and version < 1:
+            raise InvalidArgument(f"version must be >= 1, got {version}")
+        if slo_ms <= 0:
+            raise InvalidArgument(f"slo_ms must be > 0, got {slo_ms}")
+        async with self._bytes_lock:
+            for _ in range(20):  # racing uploads without a version take the next free one
+                v = version if version is not None else await self._next_version(tenant, name)
+                record = ModelRecord(
+                    tenant=tenant, name=name, version=v, qualified_name=qualified_name(tenant, name),
+                    platform=model.platform, filename=model.filename, sha256=staged.sha256,
+                    size_bytes=staged.size_bytes, max_batch_size=model.max_batch_size,
+                    inputs=model.inputs, outputs=model.outputs, slo_ms=slo_ms, status="profiling",
+                    created_at=time.time(),
+                )
+                key = model_key(tenant, name, v)
+                rev = await self.store.create(key, record.model_dump_json().encode())
+                if rev is not None:
+                    break
+                if version is not None:
+                    raise Conflict(f"model '{name}' version {version} already exists: upload another "
+                                   "version (or none for the next), or delete this one first")
+            else:
+                raise Conflict(f"too many concurrent uploads of model '{name}'; try again")
+            try:
+                await asyncio.to_thread(self.artifacts.commit, staged)
+            except BaseException:
+                await self.store.delete(key)
+                raise
+        await self._caught_up(rev)
+        log.info("model %s v%d of tenant %s stored (%s, %d bytes)", name, v, tenant,
+                 staged.sha256[:12], staged.size_bytes)
+        return record
+
+    async def _next_version(self, tenant: str, name: str) -> int:
+        # from the store, not the cache: a version created a moment ago must count
+        prefix = f"{MODELS}{tenant}/{name}/"
+        versions = [int(kv.key.removeprefix(prefix)) for kv in await self.store.list_prefix(prefix)]
+        return max(versions) + 1 if versions else 1
+
+    async def set_status(self, record: ModelRecord, status: Status, reason: str = "",
+                         profile: dict[str, Any] | None = None) -> ModelRecord | None:
+        """CAS update of one version's status (profile kept unless given); None if the
+        version was deleted meanwhile."""
+
+        def change(value: dict[str, Any]) -> dict[str, Any]:
+            new = {**value, "status": status, "reason": reason}
+            if profile is not None:
+                new["profile"] = profile
+            return new
+
+        updated = await self.store.update_json(model_key(record.tenant, record.name, record.version), change)
+        if updated is None:
+            log.info("status %s for deleted model %s v%d ignored", status, record.qualified_name, record.version)
+            return None
+        await self._caught_up(updated[1])
+        return ModelRecord.model_validate(updated[0])
+
+    async def delete(self, tenant: str, name: str, version: int | None = None) -> list[ModelRecord]:
+        """Delete one version or all of them (metadata, then bytes no record still uses).
+        The caller unloads the model from every instance first."""
+        prefix = f"{MODELS}{tenant}/{name}/"
+        kvs = [kv for kv in await self.store.list_prefix(prefix)
+               if version is None or kv.key == prefix + str(version)]
+        if not kvs:
+            raise unknown_model(name, version)
+        deleted = []
+        last_rev = 0
+        async with self._bytes_lock:
+            for kv in kvs:
+                if await self.store.delete(kv.key):
+                    deleted.append(ModelRecord.model_validate_json(kv.value))
+                    last_rev = max(last_rev, await self.store.current_revision())
+            shas = {r.sha256 for r in deleted}
+            if shas:
+                still_used = {ModelRecord.model_validate_json(kv.value).sha256
+                              for kv in await self.store.list_prefix(MODELS)}
+                for sha in shas - still_used:
+                    await asyncio.to_thread(self.artifacts.delete, sha)
+        if last_rev:
+            await self._caught_up(last_rev)
+        log.info("deleted %d version(s) of model %s of tenant %s", len(deleted), name, tenant)
+        return deleted
+
+
+def _latest(versions: dict[int, ModelRecord]) -> ModelRecord:
+    usable = [v for v, r in versions.items() if r.status != "failed"]
+    return versions[max(usable or versions)]

@@ -1,0 +1,207 @@
+"""Tenant REST API for models: upload, list, describe, delete.
+
+A tenant key acts on its own tenant; an admin key names the tenant with
+``?tenant=``. Another tenant's model answers exactly like a missing one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, status
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
+
+from controlplane.catalog import ModelRecord, unknown_model
+from controlplane.deps import PrincipalDep, ServicesDep
+from controlplane.services import Services
+from controlplane.upload import FILE_FIELD, receive_upload
+from controlplane.validation import TensorSpec, validate_model
+from kserve.errors import InferplexError, InvalidArgument, PermissionDenied
+from tenants.auth import Principal
+from tenants.naming import check_model_name
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/v1/models", tags=["models"])
+
+TenantQuery = Annotated[str | None, Query(description="Admin keys only: the tenant to act on.")]
+
+_SPECS = TypeAdapter(list[TensorSpec])
+_SPEC_HELP = 'a JSON list like [{"name": "INPUT0", "datatype": "FP32", "dims": [64]}]'
+_OPTIONS = {"name", "version", "max_batch_size", "inputs", "outputs", "slo_ms", "tenant"}
+DEFAULT_SLO_MS = 100.0
+
+
+class ModelList(BaseModel):
+    models: list[ModelRecord]
+
+
+class ModelDetail(BaseModel):
+    name: str
+    versions: list[ModelRecord] = Field(description="Every version, oldest first, with status and profile.")
+
+
+class DeletedModel(BaseModel):
+    name: str
+    versions: list[int]
+
+
+def scope(principal: Principal, tenant: str | None) -> str:
+    """The tenant a request acts on."""
+    if principal.role == "admin":
+        if not tenant:
+            raise InvalidArgument("admin keys act on one tenant's models: add ?tenant=<tenant>")
+        return tenant
+    assert principal.tenant is not None
+    if tenant and tenant != principal.tenant:
+        raise PermissionDenied("a tenant key acts only on its own tenant's models: leave out ?tenant=")
+    return principal.tenant
+
+
+def _int(options: dict[str, str], key: str) -> int | None:
+    raw = options.get(key)
+    if raw is None or raw == "":
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise InvalidArgument(f"{key} must be an integer, got {raw!r}") from None
+
+
+def _specs(options: dict[str, str], key: str) -> list[TensorSpec] | None:
+    raw = options.get(key)
+    if raw is None or raw == "":
+        return None
+    try:
+        return _SPECS.validate_python(json.loads(raw))
+    except json.JSONDecodeError as exc:
+        raise InvalidArgument(f"{key} is not valid JSON ({exc}): send {_SPEC_HELP}") from None
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise InvalidArgument(f"{key}: {problems}; send {_SPEC_HELP}") from None
+
+
+def _slo(options: dict[str, str]) -> float:
+    raw = options.get("slo_ms")
+    if raw is None or raw == "":
+        return DEFAULT_SLO_MS
+    try:
+        return float(raw)
+    except ValueError:
+        raise InvalidArgument(f"slo_ms must be a number of milliseconds, got {raw!r}") from None
+
+
+_UPLOAD_DOC: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": "The model file (ONNX or TorchScript; the format is read from the content). "
+        "Either multipart/form-data with the file in `file` and the options as form fields, or the raw "
+        "bytes with the options as query parameters.",
+        "content": {
+            "multipart/form-data": {"schema": {"type": "object", "required": [FILE_FIELD, "name"], "properties": {
+                FILE_FIELD: {"type": "string", "format": "binary"},
+                "name": {"type": "string"}, "version": {"type": "integer"},
+                "max_batch_size": {"type": "integer"}, "slo_ms": {"type": "number"},
+                "inputs": {"type": "string", "description": _SPEC_HELP},
+                "outputs": {"type": "string", "description": _SPEC_HELP},
+            }}},
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+        },
+    },
+    "parameters": [
+        {"name": "name", "in": "query", "schema": {"type": "string"},
+         "description": "Model name (required, here or as a form field)."},
+        {"name": "version", "in": "query", "schema": {"type": "integer"},
+         "description": "Version number; default: the next one."},
+        {"name": "max_batch_size", "in": "query", "schema": {"type": "integer"},
+         "description": "Largest batch; default: 8 for ONNX models whose tensors all have a dynamic "
+         "first dimension, else 0."},
+        {"name": "inputs", "in": "query", "schema": {"type": "string"},
+         "description": f"{_SPEC_HELP}; inferred from ONNX files, required for TorchScript."},
+        {"name": "outputs", "in": "query", "schema": {"type": "string"},
+         "description": f"{_SPEC_HELP}; inferred from ONNX files, required for TorchScript."},
+        {"name": "slo_ms", "in": "query", "schema": {"type": "number"},
+         "description": f"Latency target in ms (default {DEFAULT_SLO_MS:g})."},
+        {"name": "tenant", "in": "query", "schema": {"type": "string"},
+         "description": "Admin keys only: the tenant to upload for."},
+    ],
+}
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=ModelRecord,
+             summary="Upload a model version (ONNX or TorchScript), validated before it is accepted",
+             openapi_extra=_UPLOAD_DOC)
+async def upload_model(request: Request, services: ServicesDep, principal: PrincipalDep) -> ModelRecord:
+    query = dict(request.query_params)
+    tenant = scope(principal, query.get("tenant"))
+    if principal.role == "admin":
+        await services.tenants.get_tenant(tenant)
+    if query.get("name"):
+        check_model_name(query["name"])  # before reading a byte of the body
+    try:
+        received = await receive_upload(request, services.artifacts, services.settings.max_upload_bytes)
+    except InferplexError:
+        services.metrics.error(tenant, query.get("name") or "-", "upload_refused")
+        raise
+    options = {**query, **{k: v for k, v in received.fields.items() if k in _OPTIONS}}
+    name = options.get("name", "")
+    try:
+        if not name:
+            raise InvalidArgument("missing model name: send name=<model> (query parameter or form field)")
+        check_model_name(name)
+        model = await validate_model(
+            received.staged.path, inputs=_specs(options, "inputs"), outputs=_specs(options, "outputs"),
+            max_batch_size=_int(options, "max_batch_size"),
+        )
+        record = await services.catalog.add_version(
+            tenant, name, _int(options, "version"), received.staged, model, _slo(options))
+    except InferplexError as exc:
+        services.metrics.error(tenant, name or "-", "upload_refused")
+        log.info("upload of %r for tenant %s refused: %s", name, tenant, exc.message)
+        raise
+    finally:
+        services.artifacts.discard(received.staged)  # a no-op once the bytes were accepted
+    services.placement.model_uploaded(record)
+    return record
+
+
+@router.get("", response_model=ModelList, summary="List the tenant's models (every version)")
+async def list_models(services: ServicesDep, principal: PrincipalDep, tenant: TenantQuery = None) -> ModelList:
+    return ModelList(models=services.catalog.list(scope(principal, tenant)))
+
+
+def _versions(services: Services, tenant: str, name: str) -> list[ModelRecord]:
+    records = [r for r in services.catalog.list(tenant) if r.name == name]
+    if not records:
+        raise unknown_model(name)
+    return records
+
+
+@router.get("/{name}", response_model=ModelDetail, summary="Describe a model: versions, status, reason, profile")
+async def describe_model(name: str, services: ServicesDep, principal: PrincipalDep,
+                         tenant: TenantQuery = None) -> ModelDetail:
+    return ModelDetail(name=name, versions=_versions(services, scope(principal, tenant), name))
+
+
+@router.delete("/{name}", response_model=DeletedModel,
+               summary="Delete a model (every version); it is unloaded from every instance first")
+async def delete_model(name: str, services: ServicesDep, principal: PrincipalDep,
+                       tenant: TenantQuery = None) -> DeletedModel:
+    owner = scope(principal, tenant)
+    records = _versions(services, owner, name)
+    await services.placement.unload_everywhere(records[0].qualified_name)
+    deleted = await services.catalog.delete(owner, name)
+    return DeletedModel(name=name, versions=[r.version for r in deleted])
+
+
+@router.delete("/{name}/versions/{version}", response_model=DeletedModel,
+               summary="Delete one version of a model; the model is unloaded from every instance first")
+async def delete_model_version(name: str, version: int, services: ServicesDep, principal: PrincipalDep,
+                               tenant: TenantQuery = None) -> DeletedModel:
+    owner = scope(principal, tenant)
+    record = services.catalog.resolve(owner, name, version)
+    await services.placement.unload_everywhere(record.qualified_name)
+    deleted = await services.catalog.delete(owner, name, version)
+    return DeletedModel(name=name, versions=[r.version for r in deleted])

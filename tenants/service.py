@@ -1,0 +1,160 @@
+"""Tenants and API keys over the state store.
+
+The request path (``authenticate``) reads an in-memory cache of
+``/inferplex/apikeys/`` fed by the store's watch, never the store itself; every
+write is create-if-absent or compare-and-set, so two replicas (or two racing
+admins) cannot both create the same tenant.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from controlplane.store.base import StateStore
+from controlplane.store.cache import PrefixCache
+from kserve.errors import Conflict, InvalidArgument, NotFound, Unauthenticated
+from tenants.auth import Principal, Role
+from tenants.keys import (
+    UNKNOWN_KEY,
+    ApiKeyRecord,
+    hash_secret,
+    new_record,
+    new_secret,
+    secret_from_header,
+)
+from tenants.naming import check_tenant_name
+
+log = logging.getLogger(__name__)
+
+TENANTS = "/inferplex/tenants/"
+APIKEYS = "/inferplex/apikeys/"
+# create-if-absent marker: exactly one replica mints the first admin key
+ADMIN_BOOTSTRAP = "/inferplex/bootstrap/admin-key"
+
+# how long an issuing replica waits for its own watch to deliver a new key, so the key
+# works on this replica as soon as it is returned
+_CACHE_CATCHUP_S = 5.0
+
+
+class Tenant(BaseModel):
+    name: str
+    display_name: str = ""
+    quotas: dict[str, float] = Field(default_factory=dict)
+    created_at: float
+
+
+class TenantService:
+    def __init__(self, store: StateStore) -> None:
+        self.store = store
+        self._keys = PrefixCache(store, APIKEYS, decode=ApiKeyRecord.model_validate_json)
+
+    async def start(self) -> None:
+        await self._keys.start()
+
+    async def close(self) -> None:
+        await self._keys.close()
+
+    # ------------------------------------------------------------------ request path
+
+    async def authenticate(self, authorization: str | None) -> Principal:
+        secret = secret_from_header(authorization)
+        record: ApiKeyRecord | None = self._keys.get(APIKEYS + hash_secret(secret))
+        if record is None:
+            raise Unauthenticated(UNKNOWN_KEY)
+        return record.principal(time.time())
+
+    # ------------------------------------------------------------------ tenants
+
+    async def create_tenant(self, name: str, display_name: str = "",
+                            quotas: dict[str, float] | None = None) -> Tenant:
+        check_tenant_name(name)
+        tenant = Tenant(name=name, display_name=display_name, quotas=quotas or {}, created_at=time.time())
+        rev = await self.store.create(TENANTS + name, tenant.model_dump_json().encode())
+        if rev is None:
+            raise Conflict(f"tenant {name!r} already exists")
+        log.info("created tenant %s", name)
+        return tenant
+
+    async def list_tenants(self) -> list[Tenant]:
+        return [Tenant.model_validate(kv.json()) for kv in await self.store.list_prefix(TENANTS)]
+
+    async def get_tenant(self, name: str) -> Tenant:
+        kv = await self.store.get(TENANTS + name)
+        if kv is None:
+            raise NotFound(f"unknown tenant {name!r}: create it with POST /admin/tenants")
+        return Tenant.model_validate(kv.json())
+
+    async def delete_tenant(self, name: str) -> None:
+        """Deletes the tenant record and all its keys; the caller removes its models first."""
+        await self.get_tenant(name)
+        for kv in await self.store.list_prefix(APIKEYS):
+            if kv.json().get("tenant") == name:
+                await self.store.delete(kv.key)
+        await self.store.delete(TENANTS + name)
+        log.info("deleted tenant %s", name)
+
+    # ------------------------------------------------------------------ keys
+
+    async def issue_key(self, role: Role, tenant: str | None = None,
+                        expires_in_s: float | None = None) -> tuple[ApiKeyRecord, str]:
+        """A new key; returns (record, secret). The secret exists only in this return value."""
+        if role == "tenant":
+            if tenant is None:
+                raise InvalidArgument("a tenant key needs a tenant")
+            await self.get_tenant(tenant)
+        elif tenant is not None:
+            raise InvalidArgument("admin keys are not bound to a tenant")
+        if expires_in_s is not None and expires_in_s <= 0:
+            raise InvalidArgument(f"expires_in_s must be > 0, got {expires_in_s}")
+        record = new_record(role, tenant, expires_in_s)
+        secret = new_secret()
+        await self._put_new_key(secret, record)
+        log.info("issued %s key %s for tenant %s", role, record.key_id, tenant)
+        return record, secret
+
+    async def _put_new_key(self, secret: str, record: ApiKeyRecord) -> None:
+        rev = await self.store.create(APIKEYS + hash_secret(secret), record.model_dump_json().encode())
+        if rev is None:
+            raise Conflict("API key collision; issue the key again")  # 256 random bits: never
+        await self._caught_up(rev)
+
+    async def _caught_up(self, revision: int) -> None:
+        try:
+            await self._keys.wait_for(lambda c: c.revision >= revision, _CACHE_CATCHUP_S)
+        except TimeoutError:  # the write stands; this replica's cache is only late
+            log.warning("key cache has not reached revision %d after %.0fs", revision, _CACHE_CATCHUP_S)
+
+    async def list_keys(self, tenant: str | None) -> list[ApiKeyRecord]:
+        """Keys of one tenant (or the admin keys for None), secrets never included."""
+        records = [ApiKeyRecord.model_validate(kv.json()) for kv in await self.store.list_prefix(APIKEYS)]
+        return sorted((r for r in records if r.tenant == tenant), key=lambda r: r.created_at)
+
+    async def revoke_key(self, key_id: str) -> ApiKeyRecord:
+        for kv in await self.store.list_prefix(APIKEYS):
+            if kv.json().get("key_id") != key_id:
+                continue
+
+            def revoke(value: dict[str, Any]) -> dict[str, Any]:
+                return {**value, "revoked": True}
+
+            updated = await self.store.update_json(kv.key, revoke)
+            if updated is None:
+                break  # deleted meanwhile (its tenant went away)
+            await self._caught_up(updated[1])
+            log.info("revoked key %s", key_id)
+            return ApiKeyRecord.model_validate(updated[0])
+        raise NotFound(f"unknown API key id {key_id!r}: list keys with GET /admin/tenants/<tenant>/keys")
+
+    async def ensure_admin_key(self, bootstrap: str | None) -> str | None:
+        """On the very first start, create an admin key (``bootstrap`` if given) and return
+        its secret; afterwards (or on another replica) return None."""
+        if await self.store.create(ADMIN_BOOTSTRAP, b'{"done": true}') is None:
+            return None
+        secret = bootstrap or new_secret()
+        await self._put_new_key(secret, new_record("admin", None, None))
+        log.info("created the first admin key")
+        return secret

@@ -1,0 +1,62 @@
+"""The real control-plane app in-process, for REST-level tests: a real EmbeddedStore
+under a temp data dir, the real lifespan (services, gRPC gateway on a free port),
+and an ``httpx.AsyncClient`` talking ASGI to it. No workers: REST tests need none."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+
+from controlplane.app import create_app
+from controlplane.settings import Settings
+from tests.support.procs import free_port
+
+ADMIN_KEY = "ipx_test-admin-key"
+
+
+@dataclass
+class RunningApp:
+    app: FastAPI
+    client: httpx.AsyncClient
+    settings: Settings
+
+    @property
+    def services(self) -> Any:
+        return self.app.state.services
+
+    def headers(self, key: str | None) -> dict[str, str]:
+        return {} if key is None else {"Authorization": f"Bearer {key}"}
+
+    async def admin(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        return await self.client.request(method, path, headers=self.headers(ADMIN_KEY), **kwargs)
+
+    async def tenant_with_key(self, tenant: str) -> str:
+        r = await self.admin("POST", "/admin/tenants", json={"name": tenant})
+        assert r.status_code == 201, r.text
+        r = await self.admin("POST", f"/admin/tenants/{tenant}/keys", json={})
+        assert r.status_code == 201, r.text
+        return r.json()["key"]
+
+
+def settings_for(data_dir: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = dict(
+        data_dir=data_dir, http_port=free_port(), grpc_port=free_port(),
+        bootstrap_admin_key=ADMIN_KEY, profile_on_upload=False,
+    )
+    values.update(overrides)
+    return Settings(**values)
+
+
+@contextlib.asynccontextmanager
+async def running_app(settings: Settings) -> AsyncIterator[RunningApp]:
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://cp") as client:
+            yield RunningApp(app, client, settings)
