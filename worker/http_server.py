@@ -85,6 +85,8 @@ class WorkerHttpApp:
         match = _MODEL.match(path)
         if match:
             name, version, rest = match.group("name"), match.group("version") or "", match.group("rest") or ""
+            if name == "stats" and not version and not rest and method == "GET":
+                return _json({"model_stats": svc.statistics()})  # v2/models/stats: every model
             if rest == "/infer" and method == "POST":
                 return await self._infer(name, version, headers, receive)
             if method == "GET":
@@ -96,8 +98,6 @@ class WorkerHttpApp:
                     return _json(config_json(svc.model_config(name, version)))
                 if rest == "/stats":
                     return _json({"model_stats": svc.statistics(name, version)})
-            if name == "stats" and not version and not rest and method == "GET":
-                return _json({"model_stats": svc.statistics()})
         elif path == "/v2/health/live":
             return Reply(200, b"")
         elif path == "/v2/health/ready":

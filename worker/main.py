@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -145,6 +146,10 @@ async def serve(options: WorkerOptions) -> None:
         log_level="warning", access_log=False, lifespan="off", timeout_keep_alive=75,
         h11_max_incomplete_event_size=None,
     ))
+    # uvicorn re-raises the signal it handled once it has stopped, with the handlers it
+    # found; a no-op handler keeps that from killing us before the cleanup below runs
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: None)
     http_task = asyncio.create_task(http.serve())
     try:
         await _startup_loads(service, options)

@@ -254,6 +254,8 @@ def attach(args: argparse.Namespace, options: WorkerOptions) -> None:
     instance_id = _ID_UNSAFE.sub("-", args.instance_id).strip("-") if args.instance_id else \
         default_instance_id(host, args.grpc_port)
     clients: list[RegistrationClient] = []
+    # one INFO line per heartbeat from httpx would drown the worker's own log
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
     async def start(service: WorkerService) -> None:
         registration = Registration(

@@ -1,0 +1,182 @@
+"""Model repository extension: load from files (HTTP base64 / gRPC bytes), unload, index
+states, config inference, refusals of bad files; plus statistics after N requests."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
+
+from tests.integration.conftest import WorkerProcess
+from tests.support import models
+
+
+def _index(worker: WorkerProcess) -> dict[str, dict]:
+    with httpclient.InferenceServerClient(worker.http_url) as client:
+        return {row["name"]: row for row in client.get_model_repository_index()}
+
+
+def _infer_simple(client, module, model: str) -> np.ndarray:
+    a = np.arange(16, dtype=np.int32).reshape(1, 16)
+    inputs = [module.InferInput("INPUT0", [1, 16], "INT32"), module.InferInput("INPUT1", [1, 16], "INT32")]
+    inputs[0].set_data_from_numpy(a)
+    inputs[1].set_data_from_numpy(a)
+    return client.infer(model, inputs).as_numpy("OUTPUT0")
+
+
+def test_load_over_http_infer_unload_and_index_states(worker: WorkerProcess) -> None:
+    config, files = models.model_files("repo_http", "simple")
+    with httpclient.InferenceServerClient(worker.http_url) as client:
+        client.load_model("repo_http", config=json.dumps(config), files=files)
+        assert client.is_model_ready("repo_http")
+        assert _index(worker)["repo_http"] == {"name": "repo_http", "version": "1", "state": "READY"}
+        np.testing.assert_array_equal(_infer_simple(client, httpclient, "repo_http"), 2 * np.arange(16).reshape(1, 16))
+        client.unload_model("repo_http")
+        assert not client.is_model_ready("repo_http")
+        row = _index(worker)["repo_http"]
+        assert (row["state"], row["reason"]) == ("UNAVAILABLE", "unloaded")
+        ready_only = client.get_model_repository_index(query_params=None)
+        assert any(r["name"] == "repo_http" for r in ready_only)
+        with pytest.raises(InferenceServerException, match="Request for unknown model: 'repo_http'"):
+            _infer_simple(client, httpclient, "repo_http")
+
+
+def test_load_over_grpc_with_bytes_and_ready_only_index(worker: WorkerProcess) -> None:
+    config, files = models.model_files("repo_grpc", "mlp")
+    with grpcclient.InferenceServerClient(worker.grpc_url) as client:
+        client.load_model("repo_grpc", config=json.dumps(config), files=files)
+        assert client.is_model_ready("repo_grpc")
+        names = [m.name for m in client.get_model_repository_index().models if m.state == "READY"]
+        assert "repo_grpc" in names
+        client.unload_model("repo_grpc")
+        assert not client.is_model_ready("repo_grpc")
+
+
+def test_load_without_config_infers_it_from_the_onnx_graph(worker: WorkerProcess) -> None:
+    _, files = models.model_files("inferred_cnn", "cnn")
+    with httpclient.InferenceServerClient(worker.http_url) as client:
+        client.load_model("inferred_cnn", files=files)
+        config = client.get_model_config("inferred_cnn")
+        assert config["platform"] == "onnxruntime_onnx"
+        assert config["max_batch_size"] > 0
+        assert config["input"] == [{"name": "INPUT0", "data_type": "TYPE_FP32", "dims": [3, 32, 32]}]
+        assert config["output"] == [{"name": "OUTPUT0", "data_type": "TYPE_FP32", "dims": [10]}]
+        x = np.zeros((2, 3, 32, 32), np.float32)
+        inp = httpclient.InferInput("INPUT0", [2, 3, 32, 32], "FP32")
+        inp.set_data_from_numpy(x)
+        assert client.infer("inferred_cnn", [inp]).as_numpy("OUTPUT0").shape == (2, 10)
+        client.unload_model("inferred_cnn")
+
+
+def test_reload_replaces_the_model_and_version_selection(worker: WorkerProcess) -> None:
+    art = models.simple("versioned")
+    files = {"file:1/model.onnx": art.data, "file:3/model.onnx": art.data}
+    with grpcclient.InferenceServerClient(worker.grpc_url) as client:
+        client.load_model("versioned", config=json.dumps(art.config), files=files)
+        # Triton's default version policy: only the latest version is served
+        assert client.is_model_ready("versioned", "3") and not client.is_model_ready("versioned", "1")
+        with pytest.raises(InferenceServerException, match="Request for unknown model: 'versioned' version 1 is not found"):
+            a = np.zeros((1, 16), np.int32)
+            inputs = [grpcclient.InferInput(n, [1, 16], "INT32") for n in ("INPUT0", "INPUT1")]
+            for i in inputs:
+                i.set_data_from_numpy(a)
+            client.infer("versioned", inputs, model_version="1")
+        config = dict(art.config, version_policy={"all": {}})
+        client.load_model("versioned", config=json.dumps(config), files=files)
+        assert client.is_model_ready("versioned", "1") and client.is_model_ready("versioned", "3")
+        client.unload_model("versioned")
+
+
+BAD_FILES = {
+    "corrupt_onnx": (models.corrupt_onnx, "model.onnx", "not a valid ONNX model"),
+    "escaping_external_data": (models.onnx_external_data, "model.onnx", "outside the model's folder"),
+    "absolute_external_data": (lambda: models.onnx_external_data("/etc/passwd"), "model.onnx",
+                               "outside the model's folder"),
+    "pickle_pt": (models.pickle_pt, "model.pt", "not a TorchScript archive"),
+    "state_dict_pt": (models.state_dict_pt, "model.pt", "torch.save'd state_dict"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_FILES))
+@pytest.mark.parametrize("transport", ["http", "grpc"])
+def test_bad_model_file_is_refused_and_the_worker_keeps_serving(worker: WorkerProcess, case: str,
+                                                                transport: str) -> None:
+    build, filename, expected = BAD_FILES[case]
+    name = f"bad_{case}_{transport}"
+    config, files = models.bad_model_files(name, build(), filename)
+    module = httpclient if transport == "http" else grpcclient
+    url = worker.http_url if transport == "http" else worker.grpc_url
+    with module.InferenceServerClient(url) as client:
+        used_before = _memory(worker)["used_bytes"]
+        with pytest.raises(InferenceServerException, match=expected) as err:
+            client.load_model(name, config=json.dumps(config), files=files)
+        if filename == "model.pt":
+            assert "torch.jit.save" in str(err.value)  # says how to fix it
+        assert not client.is_model_ready(name)
+        row = _index(worker)[name]
+        assert row["state"] == "UNAVAILABLE" and expected in row["reason"]
+        assert _memory(worker)["used_bytes"] == used_before  # nothing charged for a failed load
+        np.testing.assert_array_equal(_infer_simple(client, module, "simple"), 2 * np.arange(16).reshape(1, 16))
+
+
+def test_file_parameter_escaping_the_model_folder_is_refused(worker: WorkerProcess) -> None:
+    art = models.simple("escape")
+    with httpclient.InferenceServerClient(worker.http_url) as client:
+        with pytest.raises(InferenceServerException, match="bad file parameter"):
+            client.load_model("escape", config=json.dumps(art.config),
+                              files={"file:1/../../evil.onnx": art.data})
+
+
+def test_config_that_disagrees_with_the_graph_is_refused(worker: WorkerProcess) -> None:
+    art = models.simple("wrongtype")
+    config = json.loads(json.dumps(art.config))
+    config["input"][0]["data_type"] = "TYPE_FP32"
+    with grpcclient.InferenceServerClient(worker.grpc_url) as client:
+        with pytest.raises(InferenceServerException, match="expects datatype TYPE_FP32 for input 'INPUT0'"):
+            client.load_model("wrongtype", config=json.dumps(config), files=art.files())
+
+
+def _memory(worker: WorkerProcess) -> dict:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://{worker.http_url}/v2/inferplex/memory", timeout=5) as r:
+        return json.loads(r.read())
+
+
+def test_statistics_after_n_requests_add_up(worker: WorkerProcess) -> None:
+    config, files = models.model_files("stats_mlp", "mlp")
+    n, batch = 7, 3
+    with grpcclient.InferenceServerClient(worker.grpc_url) as client:
+        client.load_model("stats_mlp", config=json.dumps(config), files=files)
+        x = np.ones((batch, 64), np.float32)
+        for _ in range(n):
+            inp = grpcclient.InferInput("INPUT0", [batch, 64], "FP32")
+            inp.set_data_from_numpy(x)
+            client.infer("stats_mlp", [inp])
+        bad = grpcclient.InferInput("INPUT0", [batch, 63], "FP32")
+        bad.set_data_from_numpy(np.ones((batch, 63), np.float32))
+        with pytest.raises(InferenceServerException, match="unexpected shape"):
+            client.infer("stats_mlp", [bad])
+        grpc_stats = client.get_inference_statistics("stats_mlp", as_json=True)["model_stats"][0]
+    with httpclient.InferenceServerClient(worker.http_url) as client:
+        stats = client.get_inference_statistics("stats_mlp")["model_stats"]
+        all_stats = client.get_inference_statistics()["model_stats"]
+    assert [s["name"] for s in all_stats].count("stats_mlp") == 1
+    (s,) = stats
+    assert (s["name"], s["version"]) == ("stats_mlp", "1")
+    assert s["inference_count"] == n * batch and s["execution_count"] == n
+    inf = s["inference_stats"]
+    assert inf["success"]["count"] == n and inf["fail"]["count"] == 1
+    for phase in ("queue", "compute_input", "compute_infer", "compute_output"):
+        assert inf[phase]["count"] == n and inf[phase]["ns"] > 0
+    # success time covers queue and all compute phases of every request
+    parts = sum(inf[p]["ns"] for p in ("queue", "compute_input", "compute_infer", "compute_output"))
+    assert inf["success"]["ns"] >= parts
+    assert s["batch_stats"] == [{"batch_size": batch, **{p: inf[p] for p in
+                                                         ("compute_input", "compute_infer", "compute_output")}}]
+    assert s["last_inference"] > 0
+    assert int(grpc_stats["inference_count"]) == n * batch
