@@ -107,10 +107,12 @@ class ModelCatalog:
 
     def resolve(self, tenant: str | None, name: str, version: int | str | None = None) -> ModelRecord:
         """The tenant's model version (latest that has not failed, when version is None)."""
+        if version == "":
+            version = None
         versions = self._index.get((tenant, name)) if tenant is not None else None
         if not versions:
-            raise unknown_model(name)
-        if version is None or version == "":
+            raise unknown_model(name, version)
+        if version is None:
             return _latest(versions)
         try:
             wanted = int(version)
