@@ -212,6 +212,8 @@ class StopFlag:
 
 
 def run(args: argparse.Namespace) -> int:
+    # the per-request lines of the readiness/memory polls drown everything else
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     args.data_dir = Path(args.data_dir).resolve()
     args.data_dir.mkdir(parents=True, exist_ok=True)
     stop = StopFlag()

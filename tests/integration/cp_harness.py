@@ -1,0 +1,129 @@
+"""``inferplex up`` as a real process for end-to-end tests, plus small REST helpers.
+
+    with running_up(tmp_path / "data", tmp_path / "up.log") as cp:
+        key = cp.create_tenant("acme")
+        cp.upload(key, "mlp", mlp_onnx().data)
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.support.procs import Proc, free_port, inferplex_cmd, wait_until
+
+
+@dataclass
+class ControlPlane:
+    proc: Proc
+    data_dir: Path
+    http_port: int
+    grpc_port: int
+    admin_key: str
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def http_url(self) -> str:
+        """host:port, the form tritonclient.http wants."""
+        return f"127.0.0.1:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def client(self, key: str | None = None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=60.0)
+
+    def admin(self) -> httpx.Client:
+        return self.client(self.admin_key)
+
+    def create_tenant(self, name: str) -> str:
+        """Create a tenant and return a fresh key for it."""
+        with self.admin() as c:
+            r = c.post("/admin/tenants", json={"name": name})
+            assert r.status_code in (201, 409), r.text
+            r = c.post(f"/admin/tenants/{name}/keys", json={})
+            assert r.status_code == 201, r.text
+            return r.json()["key"]
+
+    def upload(self, key: str, name: str, data: bytes, **options: Any) -> httpx.Response:
+        params = {"name": name}
+        for k, v in options.items():
+            params[k] = json.dumps(v) if isinstance(v, list | dict) else str(v)
+        with self.client(key) as c:
+            return c.post("/v1/models", params=params, content=data,
+                          headers={"Content-Type": "application/octet-stream"})
+
+    def model_status(self, key: str, name: str) -> dict[str, Any]:
+        with self.client(key) as c:
+            r = c.get(f"/v1/models/{name}")
+            r.raise_for_status()
+            return r.json()
+
+    def wait_model_status(self, key: str, name: str, want: str = "ready", timeout_s: float = 60.0) -> None:
+        def latest_status() -> bool:
+            body = self.model_status(key, name)
+            versions = body.get("versions") or [body]
+            return versions[-1]["status"] == want
+
+        wait_until(latest_status, timeout_s, f"model {name} to be {want}", interval_s=0.2)
+
+    def instances(self) -> list[dict[str, Any]]:
+        with self.admin() as c:
+            r = c.get("/admin/instances")
+            r.raise_for_status()
+            return r.json()
+
+    def metrics(self) -> str:
+        with self.client() as c:
+            return c.get("/metrics").text
+
+    def stop(self) -> int | None:
+        return self.proc.stop(timeout_s=20.0)
+
+
+def metric_value(text: str, series: str) -> float:
+    """The value of one exact series line in Prometheus text; 0 if absent."""
+    for line in text.splitlines():
+        if line.startswith(series + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def start_up(data_dir: Path, log_path: Path, *, workers: int = 2, worker_memory: str = "512MiB",
+             env: dict[str, str] | None = None, timeout_s: float = 90.0) -> ControlPlane:
+    http_port, grpc_port = free_port(), free_port()
+    proc = Proc(inferplex_cmd("up", "--data-dir", str(data_dir), "--workers", str(workers),
+                              "--worker-memory", worker_memory, "--http-port", str(http_port),
+                              "--grpc-port", str(grpc_port)), log_path, env=env)
+
+    def ready() -> bool:
+        r = httpx.get(f"http://127.0.0.1:{http_port}/v2/health/ready", timeout=1.0)
+        return r.status_code == 200 and (data_dir / "admin.key").exists()
+
+    try:
+        proc.wait_ready(ready, timeout_s, "inferplex up")
+    except BaseException:
+        proc.stop()
+        raise
+    admin_key = (data_dir / "admin.key").read_text().strip()
+    return ControlPlane(proc, data_dir, http_port, grpc_port, admin_key)
+
+
+@contextmanager
+def running_up(data_dir: Path, log_path: Path, **kwargs: Any) -> Iterator[ControlPlane]:
+    cp = start_up(data_dir, log_path, **kwargs)
+    try:
+        yield cp
+    finally:
+        cp.stop()
