@@ -1,0 +1,223 @@
+"""Operator and tenant commands against a running control plane's REST API:
+``inferplex tenant create|list|delete``, ``inferplex key issue|list|revoke``,
+``inferplex model upload|list|describe|delete``.
+
+Every command takes ``--url`` (env INFERPLEX_URL) and ``--key`` (env INFERPLEX_KEY).
+Server errors are printed as the server's message and exit with status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+CHUNK = 1024 * 1024
+
+
+class CliError(Exception):
+    pass
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--url", default=os.environ.get("INFERPLEX_URL", DEFAULT_URL),
+                        help="control plane REST URL (env INFERPLEX_URL)")
+    common.add_argument("--key", default=os.environ.get("INFERPLEX_KEY"),
+                        help="API key (env INFERPLEX_KEY)")
+    common.add_argument("--tenant", help="admin keys: the tenant to act on")
+
+    def group(name: str, help_text: str) -> argparse._SubParsersAction:
+        parser = subparsers.add_parser(name, help=help_text)
+        return parser.add_subparsers(dest=f"{name}_command", required=True)
+
+    def leaf(sub: argparse._SubParsersAction, name: str, help_text: str,
+             func: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
+        parser = sub.add_parser(name, help=help_text, parents=[common])
+        parser.set_defaults(func=lambda args: _run(func, args))
+        return parser
+
+    tenant = group("tenant", "manage tenants (admin)")
+    p = leaf(tenant, "create", "create a tenant", _tenant_create)
+    p.add_argument("name")
+    p.add_argument("--display-name", default="")
+    leaf(tenant, "list", "list tenants", _tenant_list)
+    p = leaf(tenant, "delete", "delete a tenant with its keys and models", _tenant_delete)
+    p.add_argument("name")
+
+    key = group("key", "manage API keys (admin)")
+    p = leaf(key, "issue", "issue a key for --tenant (or an admin key without it); shown once", _key_issue)
+    p.add_argument("--expires-in-s", type=float, default=None)
+    leaf(key, "list", "list the key ids of --tenant (or the admin keys)", _key_list)
+    p = leaf(key, "revoke", "revoke a key by its id", _key_revoke)
+    p.add_argument("key_id")
+
+    model = group("model", "upload and manage models")
+    p = leaf(model, "upload", "upload an ONNX or TorchScript model", _model_upload)
+    p.add_argument("file", type=Path)
+    p.add_argument("--name", required=True)
+    p.add_argument("--version", type=int)
+    p.add_argument("--max-batch-size", type=int)
+    p.add_argument("--slo-ms", type=float)
+    p.add_argument("--inputs", help='JSON list, e.g. \'[{"name":"INPUT__0","datatype":"FP32","dims":[64]}]\'')
+    p.add_argument("--outputs", help="JSON list, like --inputs")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    leaf(model, "list", "list models", _model_list)
+    p = leaf(model, "describe", "a model's versions, status and profile", _model_describe)
+    p.add_argument("name")
+    p = leaf(model, "delete", "delete a model (or one --version)", _model_delete)
+    p.add_argument("name")
+    p.add_argument("--version", type=int)
+
+
+def _run(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    # one INFO line per HTTP request would drown the command's own output
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    try:
+        return func(args)
+    except CliError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except httpx.TransportError as exc:
+        print(f"error: cannot talk to the control plane at {args.url}: {exc} "
+              "(set --url or INFERPLEX_URL)", file=sys.stderr)
+        return 2
+
+
+def _client(args: argparse.Namespace) -> httpx.Client:
+    if not args.key:
+        raise CliError("no API key: pass --key or set INFERPLEX_KEY")
+    return httpx.Client(base_url=args.url, headers={"Authorization": f"Bearer {args.key}"},
+                        timeout=httpx.Timeout(30.0, read=300.0))
+
+
+def _call(args: argparse.Namespace, method: str, path: str, **kwargs: Any) -> Any:
+    with _client(args) as client:
+        return _checked(client.request(method, path, **kwargs))
+
+
+def _checked(response: httpx.Response) -> Any:
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if response.status_code >= 400:
+        message = body.get("error") if isinstance(body, dict) else None
+        raise CliError(message or f"HTTP {response.status_code}: {response.text[:500]}")
+    return body
+
+
+def _print(value: Any) -> None:
+    print(json.dumps(value, indent=2, sort_keys=False))
+
+
+def _tenant_params(args: argparse.Namespace) -> dict[str, str]:
+    return {"tenant": args.tenant} if args.tenant else {}
+
+
+# --------------------------------------------------------------------------- tenants and keys
+
+
+def _tenant_create(args: argparse.Namespace) -> int:
+    _print(_call(args, "POST", "/admin/tenants", json={"name": args.name, "display_name": args.display_name}))
+    return 0
+
+
+def _tenant_list(args: argparse.Namespace) -> int:
+    for tenant in _call(args, "GET", "/admin/tenants")["tenants"]:
+        print(f"{tenant['name']}\t{tenant['display_name']}")
+    return 0
+
+
+def _tenant_delete(args: argparse.Namespace) -> int:
+    _call(args, "DELETE", f"/admin/tenants/{args.name}")
+    print(f"deleted tenant {args.name}")
+    return 0
+
+
+def _key_issue(args: argparse.Namespace) -> int:
+    path = f"/admin/tenants/{args.tenant}/keys" if args.tenant else "/admin/keys"
+    issued = _call(args, "POST", path, json={"expires_in_s": args.expires_in_s})
+    _print(issued)
+    print("store the key now: it is not shown again", file=sys.stderr)
+    return 0
+
+
+def _key_list(args: argparse.Namespace) -> int:
+    path = f"/admin/tenants/{args.tenant}/keys" if args.tenant else "/admin/keys"
+    for k in _call(args, "GET", path)["keys"]:
+        print(f"{k['key_id']}\t{k['role']}\t{'revoked' if k['revoked'] else 'active'}")
+    return 0
+
+
+def _key_revoke(args: argparse.Namespace) -> int:
+    _call(args, "DELETE", f"/admin/keys/{args.key_id}")
+    print(f"revoked {args.key_id}")
+    return 0
+
+
+# --------------------------------------------------------------------------- models
+
+
+def _file_chunks(path: Path, size: int, quiet: bool) -> Iterator[bytes]:
+    sent = 0
+    last = -1
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            sent += len(chunk)
+            percent = 100 * sent // size if size else 100
+            if not quiet and percent != last:
+                bar = "#" * (percent // 4)
+                print(f"\ruploading {path.name} [{bar:<25}] {percent:3d}% ({sent}/{size} bytes)",
+                      end="", file=sys.stderr, flush=True)
+                last = percent
+            yield chunk
+    if not quiet:
+        print(file=sys.stderr)
+
+
+def _model_upload(args: argparse.Namespace) -> int:
+    if not args.file.is_file():
+        raise CliError(f"no such file: {args.file}")
+    size = args.file.stat().st_size
+    params: dict[str, Any] = {"name": args.name, **_tenant_params(args)}
+    for key, value in (("version", args.version), ("max_batch_size", args.max_batch_size),
+                       ("slo_ms", args.slo_ms), ("inputs", args.inputs), ("outputs", args.outputs)):
+        if value is not None:
+            params[key] = value
+    with _client(args) as client:
+        response = client.post(
+            "/v1/models", params=params, content=_file_chunks(args.file, size, args.quiet),
+            headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
+        )
+    record = _checked(response)
+    print(f"uploaded {record['name']} version {record['version']} ({record['platform']}, "
+          f"status {record['status']})")
+    return 0
+
+
+def _model_list(args: argparse.Namespace) -> int:
+    for m in _call(args, "GET", "/v1/models", params=_tenant_params(args))["models"]:
+        reason = f"\t{m['reason']}" if m["reason"] else ""
+        print(f"{m['name']}\t{m['version']}\t{m['platform']}\t{m['status']}{reason}")
+    return 0
+
+
+def _model_describe(args: argparse.Namespace) -> int:
+    _print(_call(args, "GET", f"/v1/models/{args.name}", params=_tenant_params(args)))
+    return 0
+
+
+def _model_delete(args: argparse.Namespace) -> int:
+    path = f"/v1/models/{args.name}" + (f"/versions/{args.version}" if args.version else "")
+    deleted = _call(args, "DELETE", path, params=_tenant_params(args))
+    print(f"deleted {deleted['name']} versions {deleted['versions']}")
+    return 0
