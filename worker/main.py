@@ -19,7 +19,7 @@ from kserve.errors import InferplexError
 from worker import registration
 from worker.demo import simple_model
 from worker.executor import Executor
-from worker.memory import MemoryBudget, parse_bytes, physical_memory_bytes
+from worker.memory import MemoryBudget, parse_bytes, physical_memory_bytes, steady_allocator
 from worker.repository import ModelRepository
 from worker.service import ServerInfo, WorkerService
 
@@ -107,6 +107,7 @@ def _version() -> str:
 
 
 def build_service(options: WorkerOptions) -> WorkerService:
+    steady_allocator()
     budget = MemoryBudget(options.memory_budget or physical_memory_bytes())
     repository = ModelRepository(budget, directory=options.model_repository, device=options.device,
                                  threads=options.threads)

@@ -11,6 +11,7 @@ the load is refused without touching the runtime. The worker never evicts.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import re
 from dataclasses import dataclass, field
@@ -41,7 +42,32 @@ def parse_bytes(text: str | int) -> int:
     return int(float(match.group(1)) * _UNITS[unit])
 
 
+_M_MMAP_THRESHOLD = -3
+
+
+def _libc() -> ctypes.CDLL | None:
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim  # noqa: B018 - glibc only
+        return libc
+    except (OSError, AttributeError):
+        return None
+
+
+_LIBC = _libc()
+
+
+def steady_allocator() -> None:
+    """Make RSS track live memory: glibc otherwise raises its mmap threshold after the
+    first large free, and later large buffers (a model's weights while parsing) stay in
+    the heap as RSS after they are freed, so a reload would measure twice a first load."""
+    if _LIBC is not None:
+        _LIBC.mallopt(_M_MMAP_THRESHOLD, 1 << 20)
+
+
 def rss_bytes() -> int:
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)  # hand freed heap pages back first: we measure what is kept
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * _PAGE
 

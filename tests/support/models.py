@@ -207,6 +207,19 @@ def cnn_onnx(name: str = "cnn") -> ModelArtifact:
     return ModelArtifact(config, "model.onnx", _onnx_bytes(graph))
 
 
+def wide_onnx(name: str = "wide") -> ModelArtifact:
+    """FP32 [batch,1024] x [1024,4096]: 16 MiB of weights, so file bytes dominate its memory."""
+    w = np.random.default_rng(2).standard_normal((1024, 4096)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["INPUT0", "W"], ["OUTPUT0"])], "wide",
+        [helper.make_tensor_value_info("INPUT0", TensorProto.FLOAT, ["batch", 1024])],
+        [helper.make_tensor_value_info("OUTPUT0", TensorProto.FLOAT, ["batch", 4096])],
+        initializer=[numpy_helper.from_array(w, "W")],
+    )
+    config = _onnx_config(name, 8, [_io("INPUT0", "TYPE_FP32", [1024])], [_io("OUTPUT0", "TYPE_FP32", [4096])])
+    return ModelArtifact(config, "model.onnx", _onnx_bytes(graph))
+
+
 def identity(datatype: str) -> Builder:
     """A builder for OUTPUT0 = INPUT0 of one v2 datatype, shape [batch, -1] (max_batch_size 8)."""
     config_type, onnx_type, _ = DATATYPES[datatype]
@@ -230,6 +243,7 @@ BUILDERS: dict[str, Builder] = {
     "mlp": mlp_onnx,
     "mlp_pt": mlp_torchscript,
     "cnn": cnn_onnx,
+    "wide": wide_onnx,
     **{f"identity_{dt.lower()}": identity(dt) for dt in DATATYPES},
 }
 
