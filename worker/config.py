@@ -99,6 +99,8 @@ def _ints(value: Any) -> Any:
 def resolve_platform(config: mc.ModelConfig, version_dir: Path | None) -> str:
     """Fill ``platform``/``backend`` consistently; detect from the file when neither is set."""
     platform = config.platform or _BACKEND_TO_PLATFORM.get(config.backend, "")
+    if platform not in DEFAULT_FILENAME:
+        platform = ""
     if config.platform and config.backend and _BACKEND_TO_PLATFORM.get(config.backend) != config.platform:
         raise InvalidArgument(
             f"failed to load '{config.name}': platform '{config.platform}' and backend "

@@ -1,0 +1,178 @@
+"""Pure parts of the worker: config parsing and inference, request validation,
+byte sizes, the memory budget, and the file safety checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from kserve.errors import InvalidArgument, ResourceExhausted
+from kserve.tensors import InferRequest, RequestedOutput, Tensor
+from tests.support import models
+from worker import config as cfg
+from worker.memory import MemoryBudget, parse_bytes
+from worker.runtimes.safety import check_onnx, check_torchscript
+from worker.validation import check_request
+
+
+def _spec(kind: str = "simple", name: str = "simple") -> cfg.ModelSpec:
+    art = models.BUILDERS[kind](name)
+    config = cfg.parse_json(art.config, name)
+    cfg.resolve_platform(config, None)
+    return cfg.spec_of(config)
+
+
+def _request(*tensors: Tensor, outputs: list[str] | None = None) -> InferRequest:
+    return InferRequest("simple", "", "", {}, list(tensors), [RequestedOutput(o) for o in outputs or []])
+
+
+def _t(name: str, shape: list[int], dtype=np.int32) -> Tensor:
+    return Tensor.from_numpy(name, np.zeros(shape, dtype))
+
+
+def test_valid_request_gives_inputs_outputs_and_batch_size() -> None:
+    checked = check_request(_spec(), _request(_t("INPUT0", [3, 16]), _t("INPUT1", [3, 16])))
+    assert checked.batch_size == 3
+    assert checked.output_names == ["OUTPUT0", "OUTPUT1"]
+    assert set(checked.inputs) == {"INPUT0", "INPUT1"}
+
+
+@pytest.mark.parametrize(("tensors", "message"), [
+    ([_t("INPUT0", [1, 16]), _t("X", [1, 16])], "unexpected inference input 'X' for model 'simple'"),
+    ([_t("INPUT0", [1, 16])], "expected 2 inputs but got 1 inputs for model 'simple'. Got input(s) ['INPUT0'], "
+                              "but missing required input(s) ['INPUT1']"),
+    ([_t("INPUT0", [1, 16]), _t("INPUT1", [1, 16], np.float32)],
+     "inference input 'INPUT1' data-type is 'FP32', but model 'simple' expects 'INT32'"),
+    ([_t("INPUT0", [1, 16]), _t("INPUT1", [1, 8])],
+     "unexpected shape for input 'INPUT1' for model 'simple'. Expected [-1,16], got [1,8]"),
+    ([_t("INPUT0", [16]), _t("INPUT1", [16])], "Expected [-1,16], got [16]"),
+    ([_t("INPUT0", [2, 16]), _t("INPUT1", [3, 16])], "batch size does not match"),
+    ([_t("INPUT0", [9, 16]), _t("INPUT1", [9, 16])], "batch-size must be <= 8 for 'simple'"),
+    ([_t("INPUT0", [0, 16]), _t("INPUT1", [0, 16])], "at least 1"),
+])
+def test_bad_requests_get_tritons_wording(tensors: list[Tensor], message: str) -> None:
+    with pytest.raises(InvalidArgument) as err:
+        check_request(_spec(), _request(*tensors))
+    assert message in err.value.message
+
+
+def test_unknown_requested_output_is_refused() -> None:
+    with pytest.raises(InvalidArgument, match="unexpected inference output 'NOPE' for model 'simple'"):
+        check_request(_spec(), _request(_t("INPUT0", [1, 16]), _t("INPUT1", [1, 16]), outputs=["NOPE"]))
+
+
+def test_variable_dims_accept_any_size() -> None:
+    spec = _spec("identity_fp32", "ident")
+    assert spec.inputs[0].full_shape(spec.max_batch_size) == [-1, -1]
+    checked = check_request(spec, _request(Tensor.from_numpy("INPUT0", np.zeros((2, 7), np.float32))))
+    assert checked.batch_size == 2
+
+
+def test_config_inferred_from_onnx_graph_like_triton_autocomplete() -> None:
+    art = models.cnn_onnx("c")
+    graph = onnx.load_from_string(art.data).graph
+    config = cfg.parse_json({"name": "c", "platform": "onnxruntime_onnx"}, "c")
+    cfg.complete_from_onnx(config, graph)
+    spec = cfg.spec_of(config)
+    assert spec.max_batch_size == cfg.INFERRED_MAX_BATCH_SIZE
+    assert spec.inputs == (cfg.TensorSpec("INPUT0", "FP32", (3, 32, 32)),)
+    assert spec.outputs == (cfg.TensorSpec("OUTPUT0", "FP32", (10,)),)
+
+
+def test_config_naming_a_tensor_the_graph_lacks_is_refused() -> None:
+    art = models.simple("s")
+    config = cfg.parse_json(art.config, "s")
+    config.input[1].name = "INPUT7"
+    with pytest.raises(InvalidArgument, match="unexpected input 'INPUT7'"):
+        cfg.complete_from_onnx(config, onnx.load_from_string(art.data).graph)
+
+
+def test_platform_from_backend_name_and_from_file(tmp_path: Path) -> None:
+    config = cfg.parse_json({"name": "m", "backend": "pytorch"}, "m")
+    assert cfg.resolve_platform(config, None) == cfg.TORCHSCRIPT
+    assert config.default_model_filename == "model.pt"
+    (tmp_path / "model.onnx").write_bytes(b"")
+    config = cfg.parse_json({"name": "m"}, "m")
+    assert cfg.resolve_platform(config, tmp_path) == cfg.ONNX
+    with pytest.raises(InvalidArgument, match="unsupported platform/backend 'tensorflow_savedmodel'"):
+        cfg.resolve_platform(cfg.parse_json({"name": "m", "platform": "tensorflow_savedmodel"}, "m"), None)
+
+
+def test_bad_config_json_says_what_is_wrong() -> None:
+    with pytest.raises(InvalidArgument, match="not a valid JSON model configuration"):
+        cfg.parse_json('{"max_batch_size": "lots"}', "m")
+    with pytest.raises(InvalidArgument, match="not valid protobuf text format"):
+        cfg.parse_pbtxt("max_batch_size: {", "m")
+
+
+def test_config_json_round_trips_with_integer_dims() -> None:
+    config = cfg.parse_json(models.simple().config, "simple")
+    assert cfg.to_json(config)["input"][0]["dims"] == [16]
+    assert cfg.to_json(config)["max_batch_size"] == 8
+
+
+@pytest.mark.parametrize(("text", "value"), [("1000", 1000), ("2GiB", 2 * 2**30), ("512MiB", 512 * 2**20),
+                                             ("8G", 8 * 10**9), ("1.5Ki", 1536), (123, 123)])
+def test_parse_bytes(text: str | int, value: int) -> None:
+    assert parse_bytes(text) == value
+
+
+def test_parse_bytes_refuses_nonsense() -> None:
+    with pytest.raises(InvalidArgument, match="write e.g. 2147483648, 2GiB"):
+        parse_bytes("lots")
+
+
+def test_budget_refusal_states_needed_free_and_budget() -> None:
+    budget = MemoryBudget(1000)
+    budget.charge("a", 700)
+    with pytest.raises(ResourceExhausted) as err:
+        budget.check("b", 400)
+    assert err.value.message == "insufficient memory budget to load 'b': needs 400 bytes, 300 free of 1000 budget"
+    budget.check("a", 900, releasing=700)  # a reload may reuse what it replaces
+    assert budget.release("a") == 700 and budget.free == 1000
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    (models.pickle_pt(), "not a TorchScript archive"),
+    (models.state_dict_pt(), "torch.save'd state_dict"),
+])
+def test_non_torchscript_files_are_refused_without_unpickling(tmp_path: Path, data: bytes, message: str) -> None:
+    path = tmp_path / "model.pt"
+    path.write_bytes(data)
+    with pytest.raises(InvalidArgument, match=message) as err:
+        check_torchscript(path, "m")
+    assert "torch.jit.save" in err.value.message
+
+
+def test_torchscript_archive_passes_the_check(tmp_path: Path) -> None:
+    path = tmp_path / "model.pt"
+    path.write_bytes(models.mlp_torchscript().data)
+    check_torchscript(path, "m")
+
+
+@pytest.mark.parametrize("location", ["../../etc/passwd", "/etc/passwd", "sub/../../x"])
+def test_onnx_external_data_outside_the_folder_is_refused(tmp_path: Path, location: str) -> None:
+    path = tmp_path / "1" / "model.onnx"
+    path.parent.mkdir()
+    path.write_bytes(models.onnx_external_data(location))
+    with pytest.raises(InvalidArgument, match="outside the model's folder"):
+        check_onnx(path, "m")
+
+
+def test_onnx_external_data_inside_the_folder_must_exist(tmp_path: Path) -> None:
+    path = tmp_path / "model.onnx"
+    path.write_bytes(models.onnx_external_data("weights.bin"))
+    with pytest.raises(InvalidArgument, match="was not provided"):
+        check_onnx(path, "m")
+    (tmp_path / "weights.bin").write_bytes(np.ones(4, np.float32).tobytes())
+    check_onnx(path, "m")
+
+
+def test_corrupt_onnx_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "model.onnx"
+    path.write_bytes(models.corrupt_onnx())
+    with pytest.raises(InvalidArgument, match="not a valid ONNX model"):
+        check_onnx(path, "m")
