@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import random
 import sys
 import tempfile
@@ -37,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from placement.driver import InstanceDriver, InstanceInfo
-from profiler.offline import input_specs, max_batch_size, profile_model, synthetic_inputs
+from profiler.offline import ExecClock, input_specs, max_batch_size, profile_model, synthetic_inputs
 from profiler.predictor import LatencyPredictor, PredictorConfig
 
 log = logging.getLogger(__name__)
@@ -110,7 +111,8 @@ async def run(driver: InstanceDriver, models: dict[str, tuple[dict[str, Any], di
     for name, (config, files) in models.items():
         t0 = time.perf_counter()
         prof = await profile_model(driver, name, config, files, loads=2, warmup=5,
-                                   max_seconds=args.profile_seconds, keep_loaded=True)
+                                   max_seconds=args.profile_seconds, keep_loaded=True,
+                                   timing=args.timing)
         profile_s[name] = time.perf_counter() - t0
         predictor.seed_from_profile(name, INSTANCE_CLASS, prof)
         batches[name] = sorted(prof.exec)
@@ -121,6 +123,7 @@ async def run(driver: InstanceDriver, models: dict[str, tuple[dict[str, Any], di
     pick = random.Random(1)
     inputs = {name: {b: synthetic_inputs(input_specs(cfg), b, max_batch_size(cfg) > 0, rng)
                      for b in batches[name]} for name, (cfg, _) in models.items()}
+    clocks = {name: ExecClock(driver, name, args.timing) for name in models}
     samples: list[Sample] = []
     for _ in range(args.requests):
         name = pick.choice(list(models))
@@ -128,9 +131,9 @@ async def run(driver: InstanceDriver, models: dict[str, tuple[dict[str, Any], di
         p50 = predictor.exec_time(name, INSTANCE_CLASS, batch, percentile=50)
         p99 = predictor.exec_time(name, INSTANCE_CLASS, batch)
         assert p50 is not None and p99 is not None
-        timing = await driver.infer_arrays(name, inputs[name][batch])
-        samples.append(Sample(name, batch, p50, p99, timing.round_trip_s))
-        predictor.observe_exec(name, INSTANCE_CLASS, batch, timing.round_trip_s)
+        observed = await clocks[name].run(inputs[name][batch], None)
+        samples.append(Sample(name, batch, p50, p99, observed))
+        predictor.observe_exec(name, INSTANCE_CLASS, batch, observed)
     for name in models:
         await driver.unload(name)
     return samples, profile_s
@@ -148,6 +151,9 @@ def summarise(samples: list[Sample]) -> dict[str, dict[str, float]]:
             "abs_err_p50": float(np.percentile(err, 50)),
             "abs_err_p95": float(np.percentile(err, 95)),
             "within_10pct": float(np.mean(err <= 0.10)),
+            # sub-millisecond models: 10% is a few microseconds of Python scheduling noise
+            "within_10pct_or_50us": float(np.mean([abs(s.observed - s.predicted_p50) <= max(0.10 * s.predicted_p50, 50e-6)
+                                                   for s in group])),
             "over_p99": float(np.mean([s.observed > s.predicted_p99 for s in group])),
         }
     return out
@@ -159,22 +165,25 @@ def write_report(samples: list[Sample], profile_s: dict[str, float], args: argpa
     lines = ["# Prediction accuracy under a mixed workload", "",
              f"Command: `python -m bench.prediction_accuracy {' '.join(args.argv)}`", "",
              f"{len(samples)} requests, random model and batch size, dispatched one at a time to one "
-             f"`inferplex worker` ({args.threads} threads) through the instance driver (gRPC round trip); "
+             f"`inferplex worker` ({args.threads} threads) through the instance driver; execute time measured as {args.timing}; "
              f"predictor window {args.window}, seeded by an offline profile per model "
              f"(profiling took {', '.join(f'{k} {v:.0f}s' for k, v in profile_s.items())}). "
-             f"Whole run: {wall_s:.0f} s.", "",
+             f"Whole run: {wall_s:.0f} s; load average at the end {os.getloadavg()[0]:.2f} on "
+             f"{os.cpu_count()} CPUs (the machine is shared with other work).", "",
              "Relative error is |observed - predicted p50| / predicted p50; 'over p99' counts executions "
              "longer than the p99 prediction made at dispatch time.", "",
-             "| model | n | median abs. error | p95 abs. error | within 10% | over p99 |",
-             "|---|---:|---:|---:|---:|---:|"]
+             "| model | n | median abs. error | p95 abs. error | within 10% | within 10% or 50 µs | over p99 |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     for key, s in summary.items():
         lines.append(f"| {key} | {s['n']} | {s['abs_err_p50']:.1%} | {s['abs_err_p95']:.1%} | "
-                     f"{s['within_10pct']:.1%} | {s['over_p99']:.2%} |")
+                     f"{s['within_10pct']:.1%} | {s['within_10pct_or_50us']:.1%} | {s['over_p99']:.2%} |")
     lines += ["", "Target (issue 5): 95% within 10%, under 1% over the p99 prediction.", ""]
     text = "\n".join(lines)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".md").write_text(text)
+    out.with_suffix(".csv").write_text("model,batch,predicted_p50_s,predicted_p99_s,observed_s\n" + "".join(
+        f"{s.model},{s.batch},{s.predicted_p50:.9f},{s.predicted_p99:.9f},{s.observed:.9f}\n" for s in samples))
     _plot(samples, out.with_suffix(".png"))
     return text
 
@@ -209,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--requests", type=int, default=3000)
     p.add_argument("--window", type=int, default=32)
+    p.add_argument("--timing", choices=["round_trip", "compute"], default="round_trip",
+                   help="execute time = client round trip, or the worker's compute time (statistics)")
     p.add_argument("--threads", type=int, default=1, help="worker compute threads")
     p.add_argument("--memory", default="2GiB", help="worker memory budget")
     p.add_argument("--image", type=int, default=32, help="ResNet-50 input size")

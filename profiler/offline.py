@@ -137,6 +137,50 @@ async def instance_memory_used(driver: InstanceDriver) -> int | None:
     return int(used) if used is not None else None
 
 
+def compute_ns(stats: dict[str, Any], name: str) -> int | None:
+    """Total compute_input + compute_infer + compute_output nanoseconds the instance's
+    statistics extension reports for ``name`` (summed over versions)."""
+    total = None
+    for entry in stats.get("model_stats", []) or []:
+        if entry.get("name") != name:
+            continue
+        inf = entry.get("inference_stats") or {}
+        total = (total or 0) + sum(int((inf.get(k) or {}).get("ns", 0))
+                                   for k in ("compute_input", "compute_infer", "compute_output"))
+    return total
+
+
+class ExecClock:
+    """What one execution 'took': the client's round trip, or (``compute``) the
+    instance's own compute time from its statistics extension, which leaves out
+    transport and the client's event loop. Both Triton and the worker keep these."""
+
+    def __init__(self, driver: InstanceDriver, name: str, timing: str) -> None:
+        if timing not in ("round_trip", "compute"):
+            raise ValueError(f"timing must be 'round_trip' or 'compute', got {timing!r}")
+        self.driver, self.name, self.timing = driver, name, timing
+        self._last_ns: int | None = None
+
+    async def run(self, inputs: dict[str, np.ndarray], output_names: list[str] | None) -> float:
+        if self.timing == "round_trip":
+            return (await self.driver.infer_arrays(self.name, inputs, output_names)).round_trip_s
+        if self._last_ns is None:
+            self._last_ns = await self._read()
+        timing = await self.driver.infer_arrays(self.name, inputs, output_names)
+        now = await self._read()
+        before, self._last_ns = self._last_ns, now
+        if now is None or before is None or now <= before:
+            return timing.round_trip_s  # instance without compute statistics
+        return (now - before) / 1e9
+
+    def reset(self) -> None:
+        """Forget the last reading (other executions ran since, e.g. warm-up)."""
+        self._last_ns = None
+
+    async def _read(self) -> int | None:
+        return compute_ns(await self.driver.statistics(self.name), self.name)
+
+
 def _stable(prev: LatencyStats | None, cur: LatencyStats, tolerance: float) -> bool:
     if prev is None or prev.p50_s <= 0 or prev.p99_s <= 0:
         return False
@@ -157,6 +201,7 @@ async def profile_model(
     stable_within: float = 0.05,
     loads: int = 3,
     max_seconds: float = 120.0,
+    timing: str = "round_trip",
     keep_loaded: bool = False,
     progress: Progress | None = None,
     clock: Callable[[], float] = time.perf_counter,
@@ -170,7 +215,9 @@ async def profile_model(
     ``min_runs_per_batch`` until p50 and p99 move by less than ``stable_within``
     (relative) between chunks, ``runs_per_batch`` runs, or the batch's share of
     ``max_seconds`` is spent. Every batch size gets at least one chunk, so a
-    profile never lacks a requested size. Unloads at the end unless ``keep_loaded``.
+    profile never lacks a requested size. ``timing`` is what an execution's time
+    means (see ``ExecClock``); the predictor must be fed the same kind later.
+    Unloads at the end unless ``keep_loaded``.
     """
     if loads < 1 or runs_per_batch < 1 or min_runs_per_batch < 1 or warmup < 0:
         raise ValueError("loads, runs_per_batch and min_runs_per_batch must be >= 1, warmup >= 0")
@@ -181,6 +228,7 @@ async def profile_model(
     if sizes[0] < 1 or (sizes[-1] > max(1, max_batch)):
         raise InvalidArgument(f"batch sizes {sizes} must be within 1..{max(1, max_batch)} "
                               f"(the config's max_batch_size is {max_batch})")
+    exec_clock = ExecClock(driver, name, timing)
     rng = np.random.default_rng(seed)
     output_names = [o["name"] for o in config.get("output", []) if o.get("name")] or None
     started = clock()
@@ -225,12 +273,12 @@ async def profile_model(
             inputs = synthetic_inputs(specs, batch, batched, rng)
             for _ in range(warmup):
                 await driver.infer_arrays(name, inputs, output_names)
+            exec_clock.reset()
             samples: list[float] = []
             prev: LatencyStats | None = None
             while len(samples) < runs_per_batch:
                 for _ in range(min(min_runs_per_batch, runs_per_batch - len(samples))):
-                    timing = await driver.infer_arrays(name, inputs, output_names)
-                    samples.append(timing.round_trip_s)
+                    samples.append(await exec_clock.run(inputs, output_names))
                 cur = LatencyStats.of(samples)
                 if _stable(prev, cur, stable_within) or clock() >= batch_deadline:
                     break
