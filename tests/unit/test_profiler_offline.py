@@ -234,3 +234,44 @@ async def test_memory_falls_back_to_the_instance_used_memory_delta() -> None:
     prof = await profile_model(driver, "m", _config(1), FILES, warmup=0, min_runs_per_batch=2,
                                clock=driver.clock)
     assert prof.memory_bytes == 500
+
+
+class ComputeReporting(FakeDriver):
+    """Reports compute time (statistics) as 40% of each round trip, like an instance
+    whose transport and serialisation take the rest."""
+
+    def __init__(self, *a: Any, **kw: Any) -> None:
+        super().__init__(*a, **kw)
+        self.compute_ns = 0
+
+    async def infer_arrays(self, name: str, inputs: dict[str, np.ndarray],
+                           output_names: list[str] | None = None) -> InferTiming:
+        timing = await super().infer_arrays(name, inputs, output_names)
+        self.compute_ns += round(timing.round_trip_s * 0.4e9)
+        return timing
+
+    async def statistics(self, name: str | None = None) -> dict[str, Any]:
+        stats = await super().statistics(name)
+        part = {"count": self.n_infer, "ns": self.compute_ns // 2}
+        stats["model_stats"][0]["inference_stats"] = {
+            "compute_input": {"count": self.n_infer, "ns": 0}, "compute_infer": part,
+            "compute_output": {"count": self.n_infer, "ns": self.compute_ns - part["ns"]}}
+        return stats
+
+
+async def test_compute_timing_uses_the_instance_statistics_not_the_round_trip() -> None:
+    driver = ComputeReporting(Clock())
+    prof = await profile_model(driver, "m", _config(4), FILES, warmup=3, min_runs_per_batch=5,
+                               loads=1, clock=driver.clock, timing="compute")
+    for b, st in prof.exec.items():
+        # warm-up runs must not leak into the first measured delta
+        assert st.p50_s == pytest.approx(0.0004 * b) and st.p99_s == pytest.approx(0.0004 * b)
+
+
+async def test_compute_timing_falls_back_to_round_trip_without_statistics() -> None:
+    driver = FakeDriver(Clock())
+    prof = await profile_model(driver, "m", _config(2), FILES, warmup=0, min_runs_per_batch=5,
+                               loads=1, clock=driver.clock, timing="compute")
+    assert prof.exec[2].p50_s == pytest.approx(0.002)
+    with pytest.raises(ValueError, match="timing"):
+        await profile_model(driver, "m", _config(2), FILES, clock=driver.clock, timing="wall")
