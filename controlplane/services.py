@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from controlplane.metrics import Metrics
     from controlplane.store.base import StateStore
     from placement.instances import InstanceRegistry
+    from placement.reconcile import PlacementReconciler
     from placement.service import PlacementService
     from profiler.predictor import LatencyPredictor
     from tenants.service import TenantService
@@ -40,6 +41,8 @@ class Services:
     metrics: Metrics
     # set when this process created the first admin key (printed once by `inferplex up`)
     new_admin_key: str | None = None
+    # leader-elected reconcile loop (issue 4); every replica runs one, only the leader acts
+    reconciler: PlacementReconciler | None = None
 
 
 async def build_services(settings: Settings) -> Services:
@@ -73,10 +76,22 @@ async def build_services(settings: Settings) -> Services:
     await catalog.start()
     await instances.start()
     await placement.start()
+    from placement.reconcile import PlacementReconciler
+
+    services.reconciler = PlacementReconciler(
+        store, instances, placement, catalog, identity=settings.replica_id,
+        leader_ttl_s=settings.leader_lease_ttl_s,
+    )
+    await services.reconciler.start()
     return services
 
 
 async def close_services(services: Services) -> None:
+    if services.reconciler is not None:
+        try:
+            await services.reconciler.close()  # resigns: another replica leads at once
+        except Exception:
+            log.exception("error closing the reconciler")
     for part in (services.placement, services.instances, services.catalog, services.tenants):
         try:
             await part.close()

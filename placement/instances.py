@@ -22,6 +22,7 @@ from pydantic import BaseModel, Field
 
 from controlplane.settings import Settings
 from controlplane.store.base import PREFIX, StateStore
+from controlplane.store.cache import PrefixCache
 from kserve.errors import InvalidArgument, NotFound
 from placement.driver import InstanceInfo
 from placement.triton_driver import TritonDriver
@@ -77,8 +78,13 @@ class InstanceRegistry:
         self._instances: dict[str, Instance] = {}
         self._task: asyncio.Task[None] | None = None
         self._refresh_lock = asyncio.Lock()
+        # a registration or lease expiry seen through the watch triggers a refresh at once,
+        # so every replica follows within the watch lag, not the health interval
+        self._changed = asyncio.Event()
+        self._watch = PrefixCache(store, INSTANCES_PREFIX, on_change=lambda *_: self._changed.set())
 
     async def start(self) -> None:
+        await self._watch.start()
         await self.refresh()
         self._task = asyncio.create_task(self._loop(), name="instance-health")
 
@@ -87,6 +93,7 @@ class InstanceRegistry:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        await self._watch.close()
         for inst in list(self._instances.values()):
             await inst.driver.close()
         self._instances.clear()
@@ -175,7 +182,10 @@ class InstanceRegistry:
 
     async def _loop(self) -> None:
         while True:
-            await asyncio.sleep(HEALTH_INTERVAL_S)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(HEALTH_INTERVAL_S):
+                    await self._changed.wait()
+            self._changed.clear()
             try:
                 await self.refresh()
             except Exception:  # the loop must outlive a store or network hiccup

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from controlplane.metrics import Metrics
 from controlplane.settings import Settings
 from controlplane.store.base import PREFIX, StateStore
+from controlplane.store.cache import PrefixCache
 from kserve.errors import InferplexError, InvalidArgument, ResourceExhausted, Unavailable
 from placement.first_fit import InstanceSnapshot, choose_instance, estimate_model_bytes
 from placement.instances import HEALTH_INTERVAL_S, InstanceRegistry
@@ -65,12 +66,17 @@ class PlacementService:
         self._reserved: dict[str, int] = {}
         self._task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
+        # loads and unloads made by other replicas reach this one through a watch, so the
+        # request path finds a model another replica loaded without reading the store
+        self._shared = PrefixCache(store, PLACEMENT_PREFIX, on_change=self._placement_changed)
 
     async def start(self) -> None:
+        await self._shared.start()
         await self.resync()
         self._task = asyncio.create_task(self._loop(), name="placement-resync")
 
     async def close(self) -> None:
+        await self._shared.close()
         tasks = [t for t in (self._task, *self._background, *self._loading.values()) if t is not None]
         for t in tasks:
             t.cancel()
@@ -119,6 +125,22 @@ class PlacementService:
         value = {"version": p.version, "bytes": p.bytes, "loaded_at": p.loaded_at}
         await self.store.put(placement_key(iid, qualified),
                              json.dumps(value, sort_keys=True).encode())
+
+    def _placement_changed(self, key: str, value: Any | None, _revision: int) -> None:
+        iid, _, qualified = key.removeprefix(PLACEMENT_PREFIX).partition("/")
+        if value is None:
+            self._actual.get(iid, {}).pop(qualified, None)
+            return
+        try:
+            placed = Placed(str(value["version"]), int(value["bytes"]), float(value["loaded_at"]))
+        except (KeyError, TypeError, ValueError):
+            log.warning("ignoring unreadable placement %s", key)
+            return
+        self._actual.setdefault(iid, {})[qualified] = placed
+
+    def forget(self, instance_id: str, qualified: str) -> None:
+        """Drop a placement from memory after the reconcile leader unloaded it."""
+        self._actual.get(instance_id, {}).pop(qualified, None)
 
     def placements(self) -> dict[str, dict[str, Placed]]:
         return {iid: dict(models) for iid, models in self._actual.items()}

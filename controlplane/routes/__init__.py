@@ -11,6 +11,7 @@ _ROUTERS = [
     "controlplane.routes.tenants",
     "controlplane.routes.models",
     "controlplane.routes.admin",
+    "controlplane.routes.registration",
     "controlplane.routes.metrics",
     "controlplane.routes.v2",
 ]

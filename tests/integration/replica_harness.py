@@ -1,0 +1,223 @@
+"""Several control-plane replicas on one real etcd, with self-registering workers.
+
+    cluster = Cluster(tmp_path, etcd_server)
+    a, b = cluster.start_replica("a"), cluster.start_replica("b")
+    cluster.start_worker("w1")
+    ...
+    cluster.stop()
+
+Every process is a real ``inferplex controlplane --etcd`` / ``inferplex worker
+--register`` on free loopback ports; the replicas share one artifact directory (a
+multi-node deployment mounts one shared volume there). Short TTLs keep failover
+tests fast. ``stop()`` reaps everything, also after a failed test.
+"""
+
+from __future__ import annotations
+
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+
+from tests.integration.cp_harness import ControlPlane
+from tests.support.etcd import EtcdServer
+from tests.support.procs import Proc, free_port, inferplex_cmd, wait_until
+
+ADMIN_KEY = "replica-test-admin-key-0123456789"
+INSTANCE_TTL_S = 2
+LEADER_TTL_S = 2
+
+
+@dataclass
+class Replica:
+    name: str
+    cp: ControlPlane
+
+    @property
+    def proc(self) -> Proc:
+        return self.cp.proc
+
+    def alive(self) -> bool:
+        return self.proc.alive()
+
+    def leader_view(self) -> dict[str, Any]:
+        with self.cp.admin() as c:
+            r = c.get("/admin/leader", timeout=3.0)
+            r.raise_for_status()
+            return r.json()
+
+
+@dataclass
+class Worker:
+    name: str
+    proc: Proc
+    http_port: int
+    grpc_port: int
+
+    @property
+    def instance_id(self) -> str:
+        return f"w-127.0.0.1-{self.grpc_port}"
+
+
+class Cluster:
+    def __init__(self, base: Path, etcd: EtcdServer, *, env: dict[str, str] | None = None) -> None:
+        self.base = base
+        self.etcd = etcd
+        self.artifact_dir = base / "shared-artifacts"
+        self.env = {
+            "INFERPLEX_BOOTSTRAP_ADMIN_KEY": ADMIN_KEY,
+            "INFERPLEX_INSTANCE_LEASE_TTL_S": str(INSTANCE_TTL_S),
+            "INFERPLEX_LEADER_LEASE_TTL_S": str(LEADER_TTL_S),
+            # profiling is tested elsewhere; here it would only slow every upload down
+            "INFERPLEX_PROFILE_ON_UPLOAD": "false",
+            **(env or {}),
+        }
+        self.replicas: dict[str, Replica] = {}
+        self.workers: dict[str, Worker] = {}
+        self._starts = 0
+
+    # ---- control-plane replicas ----------------------------------------------------------
+
+    def start_replica(self, name: str, *, http_port: int | None = None, grpc_port: int | None = None,
+                      wait: bool = True) -> Replica:
+        old = self.replicas.get(name)
+        http_port = http_port or (old.cp.http_port if old else free_port())
+        grpc_port = grpc_port or (old.cp.grpc_port if old else free_port())
+        self._starts += 1
+        data_dir = self.base / f"replica-{name}"
+        proc = Proc(inferplex_cmd(
+            "controlplane", "--etcd", self.etcd.url, "--data-dir", str(data_dir),
+            "--artifact-dir", str(self.artifact_dir), "--http-port", str(http_port),
+            "--grpc-port", str(grpc_port), "--replica-id", name,
+        ), self.base / f"replica-{name}.{self._starts}.log", env=self.env)
+        replica = Replica(name, ControlPlane(proc, data_dir, http_port, grpc_port, ADMIN_KEY))
+        self.replicas[name] = replica
+        if wait:
+            self.wait_replica(replica)
+        return replica
+
+    def wait_replica(self, replica: Replica, timeout_s: float = 60.0) -> None:
+        def ready() -> bool:
+            # ready and its tenant cache knows the admin key
+            r = httpx.get(f"{replica.cp.url}/admin/leader",
+                          headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=1.0)
+            return r.status_code == 200
+
+        replica.proc.wait_ready(ready, timeout_s, f"replica {replica.name}")
+
+    def kill_replica(self, name: str) -> None:
+        replica = self.replicas[name]
+        replica.proc.signal(signal.SIGKILL)
+        replica.proc.popen.wait(10)
+        replica.proc.stop()
+
+    def leader(self) -> str | None:
+        """The leader as the store says it, asked through any live replica."""
+        for replica in self.replicas.values():
+            if replica.alive():
+                try:
+                    return replica.leader_view()["leader"]
+                except (httpx.HTTPError, KeyError):
+                    continue
+        return None
+
+    def live_replica(self) -> Replica:
+        return next(r for r in self.replicas.values() if r.alive())
+
+    # ---- workers ---------------------------------------------------------------------------
+
+    def start_worker(self, name: str, *, memory: str = "256MiB", register: list[str] | None = None,
+                     wait: bool = True) -> Worker:
+        """A worker on fresh ports (a new instance id, like a rescheduled pod)."""
+        http_port, grpc_port = free_port(), free_port()
+        urls = ",".join(self.replicas[r].cp.url for r in (register or list(self.replicas)))
+        self._starts += 1
+        proc = Proc(inferplex_cmd(
+            "worker", "--http-port", str(http_port), "--grpc-port", str(grpc_port),
+            "--memory-budget", memory, "--register", urls,
+        ), self.base / f"worker-{name}.{self._starts}.log", env={**self.env, "INFERPLEX_KEY": ADMIN_KEY})
+        worker = Worker(name, proc, http_port, grpc_port)
+        self.workers[name] = worker
+        if wait:
+            self.wait_worker(worker)
+        return worker
+
+    def wait_worker(self, worker: Worker, timeout_s: float = 60.0) -> None:
+        """Until every live replica routes to it."""
+        def seen_everywhere() -> bool:
+            return all(any(i["instance_id"] == worker.instance_id and i["healthy"]
+                           for i in r.cp.instances())
+                       for r in self.replicas.values() if r.alive())
+
+        worker.proc.wait_ready(seen_everywhere, timeout_s, f"worker {worker.name} to register")
+
+    def kill_worker(self, name: str) -> None:
+        worker = self.workers[name]
+        worker.proc.signal(signal.SIGKILL)
+        worker.proc.popen.wait(10)
+        worker.proc.stop()
+
+    def instances(self) -> list[dict[str, Any]]:
+        return self.live_replica().cp.instances()
+
+    def instance(self, instance_id: str) -> dict[str, Any] | None:
+        return next((i for i in self.instances() if i["instance_id"] == instance_id), None)
+
+    def holders(self, qualified: str) -> list[str]:
+        """Instances whose placement includes this model (instance-level name)."""
+        return [i["instance_id"] for i in self.instances()
+                if any(m["name"] == qualified for m in i["models"])]
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        for worker in self.workers.values():
+            worker.proc.stop()
+        for replica in self.replicas.values():
+            replica.proc.stop(timeout_s=20.0)
+
+
+# ---- tenant helpers ------------------------------------------------------------------------
+
+def auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def mlp_input(rows: int = 3) -> np.ndarray:
+    return np.random.default_rng(rows).standard_normal((rows, 64)).astype(np.float32)
+
+
+def http_infer(cp: ControlPlane, key: str, model: str, x: np.ndarray, timeout_s: float = 30.0) -> np.ndarray:
+    with httpclient.InferenceServerClient(cp.http_url, network_timeout=timeout_s,
+                                          connection_timeout=timeout_s) as c:
+        inp = httpclient.InferInput("INPUT0", list(x.shape), "FP32")
+        inp.set_data_from_numpy(x)
+        res = c.infer(model, [inp], headers=auth(key))
+        return res.as_numpy("OUTPUT0")
+
+
+def grpc_infer(cp: ControlPlane, key: str, model: str, x: np.ndarray) -> np.ndarray:
+    with grpcclient.InferenceServerClient(cp.grpc_url) as c:
+        inp = grpcclient.InferInput("INPUT0", list(x.shape), "FP32")
+        inp.set_data_from_numpy(x)
+        res = c.infer(model, [inp], headers={"authorization": f"Bearer {key}"}, client_timeout=30.0)
+        return res.as_numpy("OUTPUT0")
+
+
+def key_works(cp: ControlPlane, key: str) -> bool:
+    with cp.client(key) as c:
+        return c.get("/v1/models").status_code == 200
+
+
+def wait_for(condition: Any, timeout_s: float, what: str) -> float:
+    """Poll until true; returns the seconds it took."""
+    import time
+
+    t0 = time.monotonic()
+    wait_until(condition, timeout_s, what, interval_s=0.05)
+    return time.monotonic() - t0
