@@ -70,8 +70,9 @@ class ModelCatalog:
         self.store = store
         self.artifacts = artifacts
         self.settings = settings
-        # (tenant, model) -> version -> record; maintained from the cache's change feed
-        self._index: dict[tuple[str, str], dict[int, ModelRecord]] = {}
+        # tenant -> model -> version -> record; maintained from the cache's change feed so
+        # lookups cost a few dict reads however many tenants there are
+        self._index: dict[str, dict[str, dict[int, ModelRecord]]] = {}
         self._cache = PrefixCache(store, MODELS, decode=ModelRecord.model_validate_json,
                                   on_change=self._on_change)
         # serialises "record + bytes" against "last reference gone -> delete bytes" in this
@@ -89,13 +90,16 @@ class ModelCatalog:
 
     def _on_change(self, key: str, value: ModelRecord | None, _revision: int) -> None:
         tenant, name, version = key.removeprefix(MODELS).split("/")
-        versions = self._index.setdefault((tenant, name), {})
+        models = self._index.setdefault(tenant, {})
+        versions = models.setdefault(name, {})
         if value is None:
             versions.pop(int(version), None)
-            if not versions:
-                del self._index[(tenant, name)]
         else:
             versions[value.version] = value
+        if not versions:
+            del models[name]
+        if not models:
+            del self._index[tenant]
 
     async def _caught_up(self, revision: int) -> None:
         try:
@@ -109,7 +113,7 @@ class ModelCatalog:
         """The tenant's model version (latest that has not failed, when version is None)."""
         if version == "":
             version = None
-        versions = self._index.get((tenant, name)) if tenant is not None else None
+        versions = self._index.get(tenant, {}).get(name) if tenant is not None else None
         if not versions:
             raise unknown_model(name, version)
         if version is None:
@@ -131,10 +135,16 @@ class ModelCatalog:
             return None
 
     def list(self, tenant: str) -> list[ModelRecord]:
-        return sorted(
-            (r for (t, _), versions in self._index.items() if t == tenant for r in versions.values()),
-            key=lambda r: (r.name, r.version),
-        )
+        """Every version of every model of the tenant, by name then version."""
+        models = self._index.get(tenant, {})
+        return [models[name][v] for name in sorted(models) for v in sorted(models[name])]
+
+    def versions(self, tenant: str, name: str) -> list[ModelRecord]:
+        """Every version of one model, oldest first; NotFound (as for any unknown model) if none."""
+        versions = self._index.get(tenant, {}).get(name)
+        if not versions:
+            raise unknown_model(name)
+        return [versions[v] for v in sorted(versions)]
 
     def triton_config(self, record: ModelRecord) -> dict[str, Any]:
         """Triton's model config (JSON form) for the instances; named by the qualified name."""

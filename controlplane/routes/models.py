@@ -13,9 +13,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, status
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
-from controlplane.catalog import ModelRecord, unknown_model
+from controlplane.catalog import ModelRecord
 from controlplane.deps import PrincipalDep, ServicesDep
-from controlplane.services import Services
 from controlplane.upload import FILE_FIELD, receive_upload
 from controlplane.validation import TensorSpec, validate_model
 from kserve.errors import InferplexError, InvalidArgument, PermissionDenied
@@ -172,17 +171,10 @@ async def list_models(services: ServicesDep, principal: PrincipalDep, tenant: Te
     return ModelList(models=services.catalog.list(scope(principal, tenant)))
 
 
-def _versions(services: Services, tenant: str, name: str) -> list[ModelRecord]:
-    records = [r for r in services.catalog.list(tenant) if r.name == name]
-    if not records:
-        raise unknown_model(name)
-    return records
-
-
 @router.get("/{name}", response_model=ModelDetail, summary="Describe a model: versions, status, reason, profile")
 async def describe_model(name: str, services: ServicesDep, principal: PrincipalDep,
                          tenant: TenantQuery = None) -> ModelDetail:
-    return ModelDetail(name=name, versions=_versions(services, scope(principal, tenant), name))
+    return ModelDetail(name=name, versions=services.catalog.versions(scope(principal, tenant), name))
 
 
 @router.delete("/{name}", response_model=DeletedModel,
@@ -190,7 +182,7 @@ async def describe_model(name: str, services: ServicesDep, principal: PrincipalD
 async def delete_model(name: str, services: ServicesDep, principal: PrincipalDep,
                        tenant: TenantQuery = None) -> DeletedModel:
     owner = scope(principal, tenant)
-    records = _versions(services, owner, name)
+    records = services.catalog.versions(owner, name)
     await services.placement.unload_everywhere(records[0].qualified_name)
     deleted = await services.catalog.delete(owner, name)
     return DeletedModel(name=name, versions=[r.version for r in deleted])

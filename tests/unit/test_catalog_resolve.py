@@ -1,0 +1,102 @@
+"""Catalog lookups: latest usable version, tenant scoping, qualified names, Triton config.
+A real EmbeddedStore in a temp dir (cheap, in-process) feeds the catalog's watched index."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from controlplane.artifacts import ArtifactStore, StagedUpload
+from controlplane.catalog import ModelCatalog
+from controlplane.settings import Settings
+from controlplane.store.embedded import EmbeddedStore
+from controlplane.validation import TensorSpec, ValidatedModel
+from kserve.errors import Conflict, NotFound
+
+MODEL = ValidatedModel(
+    format="onnx", platform="onnxruntime_onnx", filename="model.onnx", max_batch_size=4,
+    inputs=[TensorSpec(name="TEXT", datatype="BYTES", dims=[-1])],
+    outputs=[TensorSpec(name="SCORE", datatype="FP32", dims=[2])],
+)
+
+
+@pytest.fixture
+async def catalog(tmp_path: Path) -> AsyncIterator[ModelCatalog]:
+    store = EmbeddedStore(tmp_path / "state.json")
+    cat = ModelCatalog(store, ArtifactStore(tmp_path / "artifacts"), Settings(data_dir=tmp_path))
+    await cat.start()
+    try:
+        yield cat
+    finally:
+        await cat.close()
+        await store.close()
+
+
+async def stage(cat: ModelCatalog, data: bytes) -> StagedUpload:
+    async def chunks() -> AsyncIterator[bytes]:
+        yield data
+
+    return await cat.artifacts.stage(chunks(), 1 << 20)
+
+
+async def add(cat: ModelCatalog, tenant: str, name: str, data: bytes = b"bytes", version: int | None = None):
+    return await cat.add_version(tenant, name, version, await stage(cat, data), MODEL, 100.0)
+
+
+async def test_latest_version_skips_failed_ones(catalog: ModelCatalog) -> None:
+    v1 = await add(catalog, "acme", "m")
+    v2 = await add(catalog, "acme", "m")
+    assert (v1.version, v2.version) == (1, 2)
+    assert catalog.resolve("acme", "m").version == 2
+    await catalog.set_status(v2, "failed", reason="instance refused it")
+    assert catalog.resolve("acme", "m").version == 1
+    assert catalog.resolve("acme", "m", "2").reason == "instance refused it"
+    await catalog.set_status(v1, "failed")
+    assert catalog.resolve("acme", "m").version == 2  # all failed: the newest, with its reason
+
+
+async def test_lookups_are_scoped_to_the_tenant(catalog: ModelCatalog) -> None:
+    await add(catalog, "acme", "m")
+    with pytest.raises(NotFound) as err:
+        catalog.resolve("globex", "m")
+    assert err.value.message == "Request for unknown model: 'm' is not found"
+    with pytest.raises(NotFound, match="'m' version x is not found"):
+        catalog.resolve("acme", "m", "x")
+    with pytest.raises(NotFound):
+        catalog.resolve(None, "m")  # admin principals own no models
+    assert catalog.list("globex") == []
+    assert catalog.by_qualified("acme__m").version == 1
+    assert catalog.by_qualified("globex__m") is None
+    assert catalog.by_qualified("not-qualified") is None
+
+
+async def test_concurrent_uploads_get_distinct_versions(catalog: ModelCatalog) -> None:
+    records = await asyncio.gather(*(add(catalog, "acme", "m", bytes([i])) for i in range(3)))
+    assert sorted(r.version for r in records) == [1, 2, 3]
+    with pytest.raises(Conflict, match="version 2 already exists"):
+        await add(catalog, "acme", "m", version=2)
+    assert [r.version for r in catalog.versions("acme", "m")] == [1, 2, 3]
+
+
+async def test_triton_config_and_files_use_the_qualified_name(catalog: ModelCatalog) -> None:
+    record = await add(catalog, "acme", "m", b"onnx-bytes")
+    assert record.sha256 == hashlib.sha256(b"onnx-bytes").hexdigest()
+    assert catalog.triton_config(record) == {
+        "name": "acme__m", "platform": "onnxruntime_onnx", "max_batch_size": 4,
+        "input": [{"name": "TEXT", "data_type": "TYPE_STRING", "dims": [-1]}],
+        "output": [{"name": "SCORE", "data_type": "TYPE_FP32", "dims": [2]}],
+    }
+    assert catalog.files(record) == {"1/model.onnx": b"onnx-bytes"}
+
+
+async def test_set_status_on_a_deleted_version_is_ignored(catalog: ModelCatalog) -> None:
+    record = await add(catalog, "acme", "m")
+    await catalog.delete("acme", "m")
+    assert await catalog.set_status(record, "ready") is None
+    with pytest.raises(NotFound):
+        catalog.versions("acme", "m")
+    assert not catalog.artifacts.exists(record.sha256)
