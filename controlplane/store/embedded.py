@@ -66,9 +66,9 @@ class _Watcher:
 
     __slots__ = ("prefix", "queue", "lagged", "error", "__weakref__")
 
-    def __init__(self, prefix: str) -> None:
+    def __init__(self, prefix: str, limit: int) -> None:
         self.prefix = prefix
-        self.queue: asyncio.Queue[WatchEvent | None] = asyncio.Queue(WATCH_QUEUE_LIMIT)
+        self.queue: asyncio.Queue[WatchEvent | None] = asyncio.Queue(limit)
         self.lagged = False
         self.error: WatchCompacted | None = None
 
@@ -84,9 +84,18 @@ class _Watcher:
 class EmbeddedStore(StateStore):
     """In-process store; ``path=None`` keeps everything in memory."""
 
-    def __init__(self, path: Path | None = None, *, fsync: bool = True) -> None:
+    def __init__(
+        self,
+        path: Path | None = None,
+        *,
+        fsync: bool = True,
+        history_limit: int = HISTORY_LIMIT,
+        watch_queue_limit: int = WATCH_QUEUE_LIMIT,
+    ) -> None:
         self._path = path
         self._fsync = fsync
+        self._history_limit = history_limit
+        self._watch_queue_limit = watch_queue_limit
         self._data: dict[str, _Entry] = {}
         self._leases: dict[int, _Lease] = {}
         self._revision = 1  # etcd's first revision of an empty store
@@ -172,7 +181,7 @@ class EmbeddedStore(StateStore):
 
     def _emit(self, event: WatchEvent) -> None:
         self._history.append(event)
-        while len(self._history) > HISTORY_LIMIT:
+        while len(self._history) > self._history_limit:
             self._compacted = self._history.popleft().revision
         for w in list(self._watchers):
             if event.key.startswith(w.prefix):
@@ -329,7 +338,7 @@ class EmbeddedStore(StateStore):
         # Subscribe now, not at first iteration, so nothing written after this call is
         # missed even when start_revision is None.
         self._check_open()
-        w = _Watcher(prefix)
+        w = _Watcher(prefix, self._watch_queue_limit)
         if start_revision is not None:
             if start_revision <= self._compacted:
                 w.error = WatchCompacted(
@@ -354,7 +363,7 @@ class EmbeddedStore(StateStore):
                         return
                     if w.lagged:
                         raise WatchCompacted(
-                            f"watch on {w.prefix!r} fell more than {WATCH_QUEUE_LIMIT} events "
+                            f"watch on {w.prefix!r} fell more than {w.queue.maxsize} events "
                             "behind; relist and watch again",
                             compact_revision=self._revision,
                         )

@@ -104,7 +104,8 @@ class EtcdStore(StateStore):
     @staticmethod
     async def _close_quietly(client: aetcd.Client) -> None:
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(client.close(), 5)
+            async with asyncio.timeout(5):
+                await client.close()
 
     def _unavailable(self, what: str, exc: BaseException) -> StoreUnavailable:
         detail = str(exc) or type(exc).__name__
@@ -117,7 +118,10 @@ class EtcdStore(StateStore):
         client = self._get_client()
         try:
             # gRPC enforces timeout_s per RPC; this outer bound also covers connecting.
-            return await asyncio.wait_for(fn(client), self._timeout_s + 1.0)
+            # (asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation
+            # that races with completion, which left cancelled tasks running.)
+            async with asyncio.timeout(self._timeout_s + 1.0):
+                return await fn(client)
         except (etcd_errors.ConnectionFailedError, etcd_errors.ConnectionTimeoutError,
                 TimeoutError) as exc:
             self._failed(client)
@@ -248,10 +252,8 @@ class EtcdStore(StateStore):
             watch = None
             try:
                 client = self._get_client()
-                watch = await asyncio.wait_for(
-                    client.watch_prefix(prefix.encode(), start_revision=next_rev),
-                    self._timeout_s + 1.0,
-                )
+                async with asyncio.timeout(self._timeout_s + 1.0):
+                    watch = await client.watch_prefix(prefix.encode(), start_revision=next_rev)
                 async for ev in watch:
                     rev = ev.kv.mod_revision
                     if ev.kind == "PUT":
@@ -274,7 +276,8 @@ class EtcdStore(StateStore):
             finally:
                 if watch is not None:
                     with contextlib.suppress(Exception):
-                        await asyncio.wait_for(watch.cancel(), 1.0)
+                        async with asyncio.timeout(1.0):
+                            await watch.cancel()
             if not self._closed:
                 await asyncio.sleep(self._watch_retry_s)
 
