@@ -51,6 +51,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         return JSONResponse(exc.to_json(), status_code=exc.http_status, headers=headers)
 
     from controlplane.routes import include_routers
+    from controlplane.routes.v2 import InferFastPath
 
     include_routers(app)
+    # v2 infer is served before routing: the router alone costs more than the gateway's budget
+    app.add_middleware(InferFastPath)
     return app

@@ -7,6 +7,8 @@ health and server metadata are open (load-balancer probes). Errors answer
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -15,7 +17,7 @@ from fastapi import APIRouter, Header, Request, Response
 from controlplane.deps import ServicesDep
 from controlplane.gateway import REPOSITORY_DENIED, Gateway
 from kserve.compression import compress, decompress
-from kserve.errors import PayloadTooLarge, PermissionDenied
+from kserve.errors import InferplexError, InvalidArgument, PayloadTooLarge, PermissionDenied
 from tenants.auth import Principal
 
 router = APIRouter(prefix="/v2", tags=["v2 inference (KServe / Open Inference Protocol)"])
@@ -139,3 +141,77 @@ async def infer(model: str, request: Request, version: str | None = None) -> Res
         headers = {"content-type": result.headers.get("content-type", "application/json")}
     return Response(out, status_code=result.status, headers=headers)
 
+
+
+_INFER_PATH = re.compile(r"^/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[^/]+))?/infer$")
+
+
+class InferFastPath:
+    """ASGI middleware serving ``POST /v2/models/{m}[/versions/{v}]/infer`` before routing.
+
+    FastAPI's router matches every route's regex and solves dependencies per request,
+    which costs more than the gateway's whole budget (< 1 ms added at p50). The route
+    above stays registered: it documents the endpoint in OpenAPI and serves the same
+    requests when this middleware is not installed."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or not scope["path"].endswith("/infer"):
+            await self.app(scope, receive, send)
+            return
+        m = _INFER_PATH.match(scope["path"])
+        if m is None:
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        try:
+            status, body, out_headers = await self._infer(scope, receive, headers, m)
+        except InferplexError as exc:
+            status, body = exc.http_status, json.dumps(exc.to_json()).encode()
+            out_headers = {"content-type": "application/json"}
+            if exc.retry_after_s is not None:
+                out_headers["retry-after"] = str(max(1, round(exc.retry_after_s)))
+        out_headers["content-length"] = str(len(body))
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in out_headers.items()]})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _infer(self, scope: dict[str, Any], receive: Any, headers: dict[str, str],
+                     m: re.Match[str]) -> tuple[int, bytes, dict[str, str]]:
+        services = scope["app"].state.services
+        gateway: Gateway = services.gateway
+        principal = await gateway.authenticate(headers.get("authorization"))
+        limit = services.settings.max_request_bytes
+        declared = headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            raise PayloadTooLarge(f"request body of {declared} bytes is over the {limit}-byte limit; "
+                                  "send smaller batches")
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise InvalidArgument("client disconnected before sending the whole body")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"request body is over the {limit}-byte limit; send smaller batches")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        encoding = headers.get("content-encoding")
+        if encoding:
+            body = decompress(body, encoding, limit)
+        # ASGI paths arrive percent-decoded already
+        result = await gateway.infer_http(principal, m.group("model"), m.group("version"), body, headers)
+        if result.status != 200:
+            return result.status, result.body, {
+                "content-type": result.headers.get("content-type", "application/json")}
+        out_headers = dict(result.headers)
+        out, coding = compress(result.body, headers.get("accept-encoding"))
+        if coding:
+            out_headers["content-encoding"] = coding
+        return 200, out, out_headers

@@ -1,0 +1,221 @@
+"""Gateway overhead: the same requests through the gateway and straight to the worker.
+
+Starts ``inferplex up --workers 1``, uploads the small MLP for a tenant, loads it
+through the gateway, then in one run, interleaved:
+- latency: sequential requests alternating gateway / direct (unmodified tritonclient,
+  binary tensors), p50/p99 per protocol;
+- throughput: alternating fixed-length windows of ``--concurrency`` asyncio clients.
+Direct requests use the worker's address and the instance-level model name.
+
+    .venv/bin/python -m bench.gateway_overhead [--requests 2000] [--seconds 3]
+
+Writes bench/results/gateway_overhead.{md,json,png}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tritonclient.grpc as grpcclient
+import tritonclient.grpc.aio as grpcaio
+import tritonclient.http as httpclient
+import tritonclient.http.aio as httpaio
+
+from tests.integration.cp_harness import running_up
+from tests.support import models
+
+RESULTS = Path(__file__).resolve().parent / "results"
+X = np.random.default_rng(0).standard_normal((1, 64)).astype(np.float32)
+
+
+def _pct(samples: list[float], p: float) -> float:
+    return float(np.percentile(np.asarray(samples), p))
+
+
+def _sync_caller(protocol: str, url: str, model: str, headers: dict[str, str]) -> tuple[Callable[[], Any], Any]:
+    headers = dict(headers)  # tritonclient.http adds its own entries to the dict it is given
+    if protocol == "http":
+        c = httpclient.InferenceServerClient(url)
+        inp = httpclient.InferInput("INPUT0", list(X.shape), "FP32")
+        inp.set_data_from_numpy(X, binary_data=True)
+        out = [httpclient.InferRequestedOutput("OUTPUT0", binary_data=True)]
+    else:
+        c = grpcclient.InferenceServerClient(url)
+        inp = grpcclient.InferInput("INPUT0", list(X.shape), "FP32")
+        inp.set_data_from_numpy(X)
+        out = [grpcclient.InferRequestedOutput("OUTPUT0")]
+    return (lambda: c.infer(model, [inp], outputs=out, headers=headers)), c
+
+
+def latency(protocol: str, targets: dict[str, tuple[str, str, dict[str, str]]], n: int) -> dict[str, list[float]]:
+    callers = {k: _sync_caller(protocol, *v) for k, v in targets.items()}
+    for call, _ in callers.values():  # warm-up: connections, caches
+        for _ in range(50):
+            call()
+    samples: dict[str, list[float]] = {k: [] for k in callers}
+    order = list(callers)
+    for i in range(n):
+        for k in (order if i % 2 == 0 else order[::-1]):  # alternate who goes first
+            call = callers[k][0]
+            t0 = time.perf_counter()
+            call()
+            samples[k].append(time.perf_counter() - t0)
+    for _, client in callers.values():
+        client.close()
+    return samples
+
+
+async def _window(protocol: str, url: str, model: str, headers: dict[str, str], concurrency: int,
+                  seconds: float) -> int:
+    if protocol == "http":
+        client: Any = httpaio.InferenceServerClient(url, conn_limit=concurrency)
+        inp = httpaio.InferInput("INPUT0", list(X.shape), "FP32")
+        inp.set_data_from_numpy(X, binary_data=True)
+        outputs = [httpaio.InferRequestedOutput("OUTPUT0", binary_data=True)]
+    else:
+        client = grpcaio.InferenceServerClient(url)
+        inp = grpcaio.InferInput("INPUT0", list(X.shape), "FP32")
+        inp.set_data_from_numpy(X)
+        outputs = [grpcaio.InferRequestedOutput("OUTPUT0")]
+    headers = dict(headers)
+    done = 0
+    try:
+        for _ in range(20):
+            await client.infer(model, [inp], outputs=outputs, headers=headers)
+        deadline = time.perf_counter() + seconds
+
+        async def loop() -> None:
+            nonlocal done
+            while time.perf_counter() < deadline:
+                await client.infer(model, [inp], outputs=outputs, headers=headers)
+                done += 1
+
+        await asyncio.gather(*(loop() for _ in range(concurrency)))
+    finally:
+        await client.close()
+    return done
+
+
+def throughput(protocol: str, targets: dict[str, tuple[str, str, dict[str, str]]], concurrency: int,
+               seconds: float, rounds: int) -> dict[str, list[float]]:
+    rates: dict[str, list[float]] = {k: [] for k in targets}
+    for r in range(rounds):
+        for k in (list(targets) if r % 2 == 0 else list(targets)[::-1]):
+            n = asyncio.run(_window(protocol, *targets[k], concurrency, seconds))
+            rates[k].append(n / seconds)
+    return rates
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp, running_up(
+        Path(tmp) / "data", Path(tmp) / "up.log", workers=1,
+        env={"INFERPLEX_PROFILE_ON_UPLOAD": "false"},
+    ) as cp:
+        key = cp.create_tenant("bench")
+        r = cp.upload(key, "mlp", models.mlp_onnx().data)
+        r.raise_for_status()
+        cp.wait_model_status(key, "mlp", "ready")
+        auth = {"authorization": f"Bearer {key}"}
+        _sync_caller("grpc", cp.grpc_url, "mlp", auth)[0]()  # loads it on the worker
+        worker = next(i for i in cp.instances() if i["models"])
+        qualified = worker["models"][0]["name"]
+        results: dict[str, Any] = {"protocols": {}}
+        for protocol in ("http", "grpc"):
+            gw_url = cp.http_url if protocol == "http" else cp.grpc_url
+            w_url = worker["http_url"] if protocol == "http" else worker["grpc_url"]
+            targets = {"gateway": (gw_url, "mlp", auth), "direct": (w_url, qualified, {})}
+            lat = latency(protocol, targets, args.requests)
+            thr = throughput(protocol, targets, args.concurrency, args.seconds, args.rounds)
+            results["protocols"][protocol] = {
+                "latency_ms": {k: {"p50": _pct(v, 50) * 1e3, "p99": _pct(v, 99) * 1e3, "n": len(v)}
+                               for k, v in lat.items()},
+                "throughput_rps": {k: float(np.median(v)) for k, v in thr.items()},
+                "throughput_windows": thr,
+                "_samples": lat,
+            }
+            p = results["protocols"][protocol]
+            p["added_p50_ms"] = p["latency_ms"]["gateway"]["p50"] - p["latency_ms"]["direct"]["p50"]
+            p["added_p99_ms"] = p["latency_ms"]["gateway"]["p99"] - p["latency_ms"]["direct"]["p99"]
+            p["throughput_ratio"] = p["throughput_rps"]["gateway"] / p["throughput_rps"]["direct"]
+            print(f"{protocol}: added p50 {p['added_p50_ms']:.3f} ms, p99 {p['added_p99_ms']:.3f} ms, "
+                  f"throughput ratio {p['throughput_ratio']:.2f}", flush=True)
+        results["setup"] = {
+            "requests_per_target": args.requests, "concurrency": args.concurrency,
+            "window_s": args.seconds, "rounds": args.rounds, "model": "MLP 64-128-10 FP32 ONNX, batch 1",
+            "machine": f"{platform.machine()} {os.cpu_count()} cpus, {platform.python_version()}",
+            "note": "client, control plane and worker share the same cores",
+        }
+        return results
+
+
+def write(results: dict[str, Any]) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    samples = {p: v.pop("_samples") for p, v in results["protocols"].items()}
+    (RESULTS / "gateway_overhead.json").write_text(json.dumps(results, indent=2) + "\n")
+    s = results["setup"]
+    lines = ["# Gateway overhead", "",
+             f"Command: `.venv/bin/python -m bench.gateway_overhead --requests {s['requests_per_target']} "
+             f"--concurrency {s['concurrency']} --seconds {s['window_s']} --rounds {s['rounds']}`", "",
+             f"Setup: `inferplex up --workers 1`, {s['model']}; unmodified tritonclient, binary tensors; "
+             f"gateway and direct requests interleaved in one run. Machine: {s['machine']}; {s['note']}.", "",
+             "| protocol | direct p50 ms | gateway p50 ms | added p50 ms | direct p99 ms | gateway p99 ms "
+             "| direct req/s | gateway req/s | ratio |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for proto, p in results["protocols"].items():
+        d, g = p["latency_ms"]["direct"], p["latency_ms"]["gateway"]
+        lines.append(f"| {proto} | {d['p50']:.3f} | {g['p50']:.3f} | {p['added_p50_ms']:.3f} | {d['p99']:.3f} | "
+                     f"{g['p99']:.3f} | {p['throughput_rps']['direct']:.0f} | {p['throughput_rps']['gateway']:.0f} "
+                     f"| {p['throughput_ratio']:.2f} |")
+    lines += ["", "Target: under 1 ms added at p50, throughput at least 0.7 of direct.", ""]
+    (RESULTS / "gateway_overhead.md").write_text("\n".join(lines))
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for proto, lat in samples.items():
+        for target, values in lat.items():
+            v = np.sort(np.asarray(values) * 1e3)
+            axes[0].plot(v, np.linspace(0, 1, len(v)), label=f"{proto} {target}")
+    axes[0].set_xscale("log")
+    axes[0].set_xlabel("latency (ms, log)")
+    axes[0].set_ylabel("CDF")
+    axes[0].legend()
+    axes[0].set_title("sequential latency")
+    protos = list(results["protocols"])
+    xs = np.arange(len(protos))
+    for i, target in enumerate(("direct", "gateway")):
+        axes[1].bar(xs + i * 0.4, [results["protocols"][p]["throughput_rps"][target] for p in protos], 0.4,
+                    label=target)
+    axes[1].set_xticks(xs + 0.2, protos)
+    axes[1].set_ylabel("requests/s")
+    axes[1].set_title(f"throughput, {s['concurrency']} concurrent clients")
+    axes[1].legend()
+    fig.tight_layout()
+    fig.savefig(RESULTS / "gateway_overhead.png", dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=2000, help="sequential requests per target")
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=3.0, help="length of one throughput window")
+    parser.add_argument("--rounds", type=int, default=4, help="throughput windows per target")
+    write(run(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
