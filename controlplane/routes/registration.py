@@ -69,6 +69,12 @@ async def register_instance(body: RegisterBody, services: ServicesDep, _: AdminD
         with contextlib.suppress(Exception):
             await store.revoke_lease(lease)
         raise
+    inst = services.instances.get(body.instance_id)
+    if inst is not None:
+        # a worker that restarted under the same id holds nothing any more: rebuild what it
+        # holds from its index (the mirror update reaches the other replicas by watch)
+        inst.needs_resync = True
+        await services.placement.resync()
     if previous is not None and previous.lease not in (None, lease):
         # the record now rides on the new lease; the old one only holds garbage
         with contextlib.suppress(StoreUnavailable, LeaseExpired):

@@ -132,9 +132,14 @@ class Cluster:
     # ---- workers ---------------------------------------------------------------------------
 
     def start_worker(self, name: str, *, memory: str = "256MiB", register: list[str] | None = None,
-                     wait: bool = True) -> Worker:
-        """A worker on fresh ports (a new instance id, like a rescheduled pod)."""
-        http_port, grpc_port = free_port(), free_port()
+                     wait: bool = True, same_ports: bool = False) -> Worker:
+        """A worker on fresh ports (a new instance id, like a rescheduled pod), or on the
+        ports it had (``same_ports``: the same id, like a container restarted in place)."""
+        old = self.workers.get(name)
+        if same_ports and old is not None:
+            http_port, grpc_port = old.http_port, old.grpc_port
+        else:
+            http_port, grpc_port = free_port(), free_port()
         urls = ",".join(self.replicas[r].cp.url for r in (register or list(self.replicas)))
         self._starts += 1
         proc = Proc(inferplex_cmd(

@@ -20,6 +20,7 @@ from tests.integration.replica_harness import (
     INSTANCE_TTL_S,
     LEADER_TTL_S,
     Cluster,
+    Worker,
     grpc_infer,
     http_infer,
     key_works,
@@ -168,6 +169,31 @@ def test_killed_worker_leaves_routing_and_its_models_are_replaced(
     assert r.status_code == 200
     np.testing.assert_allclose(http_infer(b, tenant["key"], "mlp", x), mlp_reference(x), rtol=1e-4, atol=1e-5)
     cluster.start_worker(victim.name)
+
+
+def test_worker_restarted_in_place_is_resynced_not_trusted(cluster: Cluster, tenant: dict[str, str]) -> None:
+    """Same id, new process, empty memory: no replica may route to a model it lost."""
+    b = cluster.replicas["b"].cp
+    x = mlp_input()
+    http_infer(b, tenant["key"], "mlp", x)
+    wait_for(lambda: len(cluster.holders(tenant["qualified"])) == 1, 5.0, "the placement to show")
+    holder = cluster.holders(tenant["qualified"])[0]
+    worker = next(w for w in cluster.workers.values() if w.instance_id == holder)
+    cluster.kill_worker(worker.name)
+    # back within the lease TTL: the record never vanished
+    restarted = cluster.start_worker(worker.name, same_ports=True, wait=False)
+    assert restarted.instance_id == holder
+    wait_for(lambda: holder not in cluster.holders(tenant["qualified"]) or _holds(restarted, tenant),
+             INSTANCE_TTL_S + LEASE_SLACK_S, "the restarted worker's placements to be rebuilt")
+    for cp in (b, cluster.replicas["a"].cp):
+        np.testing.assert_allclose(http_infer(cp, tenant["key"], "mlp", x), mlp_reference(x),
+                                   rtol=1e-4, atol=1e-5)
+
+
+def _holds(worker: Worker, tenant: dict[str, str]) -> bool:
+    with httpx.Client() as c:
+        url = f"http://127.0.0.1:{worker.http_port}/v2/models/{tenant['qualified']}/ready"
+        return c.get(url, timeout=1.0).status_code == 200
 
 
 def test_etcd_restart_writes_fail_fast_with_503_and_the_control_plane_recovers_by_itself(
