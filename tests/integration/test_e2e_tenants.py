@@ -277,3 +277,27 @@ def test_upload_is_profiled_on_a_worker_before_ready(cp: ControlPlane, keys: dic
     assert latest["status"] == "ready", latest
     cpu = latest["profile"]["classes"]["cpu"]
     assert cpu["load_time_cold_s"]["n"] == 1 and cpu["exec"]["1"]["p50_s"] > 0
+
+
+def test_admin_registers_an_external_instance_and_models_load_there(
+        cp: ControlPlane, keys: dict[str, str], tmp_path: Path) -> None:
+    from tests.integration.conftest import run_worker
+
+    with run_worker(tmp_path, "--memory-budget", "1GiB") as ext, cp.admin() as admin:
+        r = admin.post("/admin/instances", json={"http_url": ext.http_url, "grpc_url": f"127.0.0.1:{ext.grpc_port}",
+                                                 "memory_bytes": 1 << 30})
+        assert r.status_code == 201, r.text
+        view = r.json()
+        assert view["kind"] == "external" and view["healthy"] and view["models"] == []
+        bad = admin.post("/admin/instances", json={"http_url": "nowhere", "grpc_url": "x", "memory_bytes": 1})
+        assert bad.status_code == 400 and "host:port" in bad.json()["error"]
+        with cp.client(keys["acme"]) as tenant:
+            assert tenant.get("/admin/instances").status_code == 403
+        # first fit takes instances in id order, and "ext-..." sorts before "worker-..."
+        assert cp.upload(keys["globex"], "onext", models.mlp_onnx().data).status_code == 201
+        assert _http_infer(cp, keys["globex"], "onext", "INPUT0", "OUTPUT0", _x()).shape == (3, 10)
+        listed = {i["instance_id"]: i for i in admin.get("/admin/instances").json()}
+        assert "globex__onext" in {m["name"] for m in listed[view["instance_id"]]["models"]}
+        assert admin.delete(f"/admin/instances/{view['instance_id']}").status_code == 204
+        assert view["instance_id"] not in {i["instance_id"] for i in admin.get("/admin/instances").json()}
+        assert admin.delete(f"/admin/instances/{view['instance_id']}").status_code == 404
