@@ -24,6 +24,7 @@ from controlplane.store.etcd import EtcdStore
 from kserve.errors import Conflict
 from tests.support.etcd import EtcdServer
 from tests.support.etcd_fixtures import eventually
+from tests.support.procs import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -378,6 +379,7 @@ async def test_etcd_hung_server_raises_store_unavailable_within_timeout(
         await store.put("/hung/k", b"1")
         assert server.proc is not None
         server.proc.signal(signal.SIGSTOP)  # accepts connections, never answers
+        wait_until(lambda: _stopped(server.proc.popen.pid), 5, "etcd to be stopped")
         try:
             t0 = time.monotonic()
             with pytest.raises(StoreUnavailable):
@@ -406,6 +408,14 @@ async def test_etcd_watch_from_compacted_revision_raises_watch_compacted(
             await _collect(store.watch_prefix(ns, start_revision=r1), 1)
     finally:
         await store.close()
+
+
+def _stopped(pid: int) -> bool:
+    """Every thread of pid is in state T (signal delivery is asynchronous)."""
+    states = []
+    for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+        states.append(stat.read_text().rsplit(")", 1)[1].split()[0])
+    return bool(states) and all(st in ("T", "t") for st in states)
 
 
 async def _true(value: bool) -> bool:
