@@ -424,3 +424,20 @@ async def _true(value: bool) -> bool:
 
 async def _true_async(aw: object) -> bool:
     return await aw is not None  # type: ignore[misc]
+
+
+@pytest.mark.etcd
+async def test_etcd_store_moves_to_the_next_endpoint_when_one_is_down(
+    etcd_server: EtcdServer,
+) -> None:
+    from tests.support.procs import free_port
+
+    dead = f"127.0.0.1:{free_port()}"
+    store = EtcdStore(f"etcd://{dead},{etcd_server.endpoint}", timeout_s=1.0)
+    try:
+        with pytest.raises(StoreUnavailable, match=dead):
+            await store.get("/rotate/k")
+        assert store.endpoint == etcd_server.endpoint
+        assert await store.put("/rotate/k", b"1") > 0
+    finally:
+        await store.close()
