@@ -4,7 +4,9 @@
 Run: ``.venv/bin/python -m bench.worker_overhead`` (about a minute). Writes
 ``bench/results/worker_overhead.md`` and ``.png``. Paths are measured in interleaved
 rounds so they share the machine's noise; one client, sequential requests, and the
-worker and the in-process runtime both use one intra-op thread.
+worker and the in-process runtime both use one intra-op thread. Two workers run:
+the default (``--grpc-server threads``) serves HTTP and gRPC, a second one with
+``--grpc-server aio`` serves the "gRPC (aio server)" path for comparison.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from worker import config as cfg
 from worker.runtimes import open_runtime
 
 RESULTS = Path(__file__).resolve().parent / "results"
-PATHS = ("in-process", "HTTP", "gRPC")
+PATHS = ("in-process", "HTTP", "gRPC", "gRPC (aio server)")
 
 
 @dataclass(frozen=True)
@@ -57,7 +59,7 @@ def _inputs(workload: Workload) -> np.ndarray:
     return np.random.default_rng(0).standard_normal((workload.batch, *shape)).astype(np.float32)
 
 
-def _callers(workload: Workload, worker_http: str, worker_grpc: str,
+def _callers(workload: Workload, worker_http: str, worker_grpc: str, aio_grpc: str,
              workdir: Path) -> dict[str, Callable[[], object]]:
     art = models.BUILDERS[workload.model](workload.model)
     x = _inputs(workload)
@@ -78,6 +80,7 @@ def _callers(workload: Workload, worker_http: str, worker_grpc: str,
     grpc = grpcclient.InferenceServerClient(worker_grpc)
     grpc_in = grpcclient.InferInput("INPUT0", list(x.shape), "FP32")
     grpc_in.set_data_from_numpy(x)
+    aio = grpcclient.InferenceServerClient(aio_grpc)
 
     expected = runtime.run({"INPUT0": x}, outputs)["OUTPUT0"]
     got = http.infer(workload.model, [http_in], outputs=http_out).as_numpy("OUTPUT0")
@@ -86,6 +89,7 @@ def _callers(workload: Workload, worker_http: str, worker_grpc: str,
         "in-process": lambda: runtime.run({"INPUT0": x}, outputs),
         "HTTP": lambda: http.infer(workload.model, [http_in], outputs=http_out),
         "gRPC": lambda: grpc.infer(workload.model, [grpc_in]),
+        "gRPC (aio server)": lambda: aio.infer(workload.model, [grpc_in]),
     }
 
 
@@ -106,18 +110,25 @@ def _stats(lat: list[float], batch: int) -> dict[str, float]:
 
 def run(rounds: int) -> dict[str, dict[str, dict[str, float]]]:
     workdir = Path(tempfile.mkdtemp(prefix="inferplex-bench-"))
-    http_port, grpc_port = free_port(), free_port()
-    proc = Proc(inferplex_cmd("--log-level", "WARNING", "worker", "--http-port", str(http_port),
-                              "--grpc-port", str(grpc_port), "--threads", "1"), workdir / "worker.log")
+    procs: list[Proc] = []
+    grpc_urls: list[str] = []
     try:
-        proc.wait_ready(lambda: port_open(http_port) and port_open(grpc_port), 60, "worker")
-        http_url, grpc_url = f"127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}"
-        with grpcclient.InferenceServerClient(grpc_url) as client:
-            wait_until(client.is_server_ready, 30, "worker ready")
-            for w in WORKLOADS:
-                config, files = models.model_files(w.model)
-                client.load_model(w.model, config=json.dumps(config), files=files)
-        callers = {w: _callers(w, http_url, grpc_url, workdir) for w in WORKLOADS}
+        for mode in ("threads", "aio"):
+            http_port, grpc_port = free_port(), free_port()
+            proc = Proc(inferplex_cmd("--log-level", "WARNING", "worker", "--http-port", str(http_port),
+                                      "--grpc-port", str(grpc_port), "--threads", "1", "--grpc-server", mode),
+                        workdir / f"worker-{mode}.log")
+            procs.append(proc)
+            proc.wait_ready(lambda h=http_port, g=grpc_port: port_open(h) and port_open(g), 60, "worker")
+            if mode == "threads":
+                http_url = f"127.0.0.1:{http_port}"
+            grpc_urls.append(f"127.0.0.1:{grpc_port}")
+            with grpcclient.InferenceServerClient(grpc_urls[-1]) as client:
+                wait_until(client.is_server_ready, 30, "worker ready")
+                for w in WORKLOADS:
+                    config, files = models.model_files(w.model)
+                    client.load_model(w.model, config=json.dumps(config), files=files)
+        callers = {w: _callers(w, http_url, grpc_urls[0], grpc_urls[1], workdir) for w in WORKLOADS}
         samples = {w: Samples() for w in WORKLOADS}
         for w in WORKLOADS:  # warm-up, not recorded
             for call in callers[w].values():
@@ -128,7 +139,8 @@ def run(rounds: int) -> dict[str, dict[str, dict[str, float]]]:
                     _measure(callers[w][name], w.requests_per_round, samples[w].latencies_s[name])
         return {w.label: {p: _stats(samples[w].latencies_s[p], w.batch) for p in PATHS} for w in WORKLOADS}
     finally:
-        proc.stop()
+        for proc in procs:
+            proc.stop()
 
 
 def write_markdown(results: dict[str, dict[str, dict[str, float]]], rounds: int, seconds: float) -> str:

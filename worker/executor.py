@@ -1,9 +1,19 @@
-"""Runs batches off the event loop: by default one thread, one batch at a time, so
-a model's execute time does not depend on what else is running in the worker."""
+"""Runs batches one at a time (by default), so a model's execute time does not depend
+on what else is running in the worker.
+
+"One at a time" is a semaphore with ``concurrency`` permits, held for exactly the
+batch. The event loop (HTTP) hands batches to a helper thread, which takes a permit;
+a caller already on its own thread (a gRPC handler) takes the permit and runs the
+batch right there, which saves a thread hand-off (~50 us of wake-up on a busy core)
+per request without letting two batches overlap. The runtimes' thread settings are
+process-wide, so which thread runs a batch does not change how it runs. Waiters are
+not strictly FIFO; the control plane keeps an instance's queue a slot or two deep.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -12,23 +22,35 @@ import numpy as np
 from worker.runtimes import Runtime
 from worker.stats import ExecTiming
 
+ExecResult = tuple[dict[str, np.ndarray], ExecTiming]
+
 
 class Executor:
     def __init__(self, concurrency: int = 1) -> None:
+        self._permits = threading.BoundedSemaphore(concurrency)
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="inferplex-exec")
 
-    async def run(self, runtime: Runtime, inputs: dict[str, np.ndarray],
-                  output_names: list[str]) -> tuple[dict[str, np.ndarray], ExecTiming]:
+    async def run(self, runtime: Runtime, inputs: dict[str, np.ndarray], output_names: list[str]) -> ExecResult:
         enqueued = time.monotonic_ns()
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, _execute, runtime, inputs, output_names, enqueued)
+        return await loop.run_in_executor(self._pool, self._execute, runtime, inputs, output_names, enqueued)
+
+    def run_blocking(self, runtime: Runtime, inputs: dict[str, np.ndarray], output_names: list[str]) -> ExecResult:
+        """For callers on their own threads (the gRPC server): waits for a permit and runs
+        the batch on the calling thread."""
+        return self._execute(runtime, inputs, output_names, time.monotonic_ns())
+
+    def _execute(self, runtime: Runtime, inputs: dict[str, np.ndarray], output_names: list[str],
+                 enqueued: int) -> ExecResult:
+        with self._permits:
+            return _execute(runtime, inputs, output_names, enqueued)
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _execute(runtime: Runtime, inputs: dict[str, np.ndarray], output_names: list[str],
-             enqueued: int) -> tuple[dict[str, np.ndarray], ExecTiming]:
+             enqueued: int) -> ExecResult:
     started = time.monotonic_ns()
     prepared = runtime.prepare(inputs)
     inputs_ready = time.monotonic_ns()

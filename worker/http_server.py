@@ -49,9 +49,11 @@ def _json(obj: Any, status: int = 200) -> Reply:
 
 
 class WorkerHttpApp:
-    def __init__(self, service: WorkerService, max_request_bytes: int) -> None:
+    def __init__(self, service: WorkerService, max_request_bytes: int, max_model_bytes: int | None = None) -> None:
         self.service = service
         self.max_request_bytes = max_request_bytes
+        # load bodies carry the files base64-encoded: 4 bytes on the wire for every 3 of model
+        self.max_load_body_bytes = (max_model_bytes if max_model_bytes is not None else max_request_bytes) * 4 // 3
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -115,7 +117,7 @@ class WorkerHttpApp:
             repo = _REPO.match(path)
             if repo and method == "POST":
                 name = repo.group("name")
-                body = await self._json_body(headers, receive)
+                body = await self._json_body(headers, receive, self.max_load_body_bytes, "--max-model-bytes")
                 params = body.get("parameters") or {}
                 if not isinstance(params, dict):
                     raise InvalidArgument("'parameters' must be a JSON object")
@@ -144,12 +146,14 @@ class WorkerHttpApp:
         return Reply(200, out, [(b"content-type", b"application/octet-stream"),
                                 (b"inference-header-content-length", str(out_hlen).encode())], compressible=True)
 
-    async def _body(self, headers: dict[str, str], receive: Receive) -> bytes:
+    async def _body(self, headers: dict[str, str], receive: Receive, limit: int | None = None,
+                    flag: str = "--max-request-bytes") -> bytes:
         """Read the body, refusing it as soon as it passes the limit (before buffering it all)."""
-        limit = self.max_request_bytes
+        if limit is None:
+            limit = self.max_request_bytes
         declared = headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise PayloadTooLarge(_too_large(int(declared), limit))
+            raise PayloadTooLarge(_too_large(int(declared), limit, flag))
         chunks: list[bytes] = []
         size = 0
         more = True
@@ -160,7 +164,7 @@ class WorkerHttpApp:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
-                raise PayloadTooLarge(_too_large(size, limit))
+                raise PayloadTooLarge(_too_large(size, limit, flag))
             chunks.append(chunk)
             more = message.get("more_body", False)
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
@@ -169,8 +173,9 @@ class WorkerHttpApp:
             body = compression.decompress(body, encoding, limit)
         return body
 
-    async def _json_body(self, headers: dict[str, str], receive: Receive) -> dict[str, Any]:
-        body = await self._body(headers, receive)
+    async def _json_body(self, headers: dict[str, str], receive: Receive, limit: int | None = None,
+                         flag: str = "--max-request-bytes") -> dict[str, Any]:
+        body = await self._body(headers, receive, limit, flag)
         if not body.strip():
             return {}
         try:
@@ -182,9 +187,9 @@ class WorkerHttpApp:
         return obj
 
 
-def _too_large(size: int, limit: int) -> str:
-    return (f"request body of at least {size} bytes is over the worker's limit of {limit} bytes "
-            "(--max-request-bytes); send a smaller batch or raise the limit")
+def _too_large(size: int, limit: int, flag: str) -> str:
+    advice = "send a smaller batch or raise the limit" if flag == "--max-request-bytes" else "raise the limit"
+    return f"request body of at least {size} bytes is over the worker's limit of {limit} bytes ({flag}); {advice}"
 
 
 def _load_params(name: str, params: dict[str, Any]) -> tuple[str | None, dict[str, bytes]]:

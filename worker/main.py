@@ -1,7 +1,8 @@
 """``inferplex worker``: the embedded Triton-compatible inference worker.
 
-HTTP (uvicorn, bare ASGI app) and gRPC (grpc.aio) share one event loop; inference
-runs on the executor thread, loads on a helper thread.
+HTTP (uvicorn, bare ASGI app) runs on the event loop, gRPC on its own handler threads
+(or on the loop with --grpc-server aio); inference runs on the executor thread, loads
+on a helper thread.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from worker.service import ServerInfo, WorkerService
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_REQUEST_BYTES = 64 * 2**20
+DEFAULT_MAX_MODEL_BYTES = 2**30
 
 
 @dataclass
@@ -40,6 +42,8 @@ class WorkerOptions:
     load_models: list[str] = field(default_factory=list)
     device: str = "cpu"
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    max_model_bytes: int = DEFAULT_MAX_MODEL_BYTES
+    grpc_server: str = "threads"
     instance_id: str = ""
     demo: bool = False
     # called once the worker serves and its startup models are loaded (e.g. control-plane registration)
@@ -67,7 +71,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="in explicit mode, load this model from --model-repository at start (repeatable; '*' = all)")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda:N")
     p.add_argument("--max-request-bytes", type=parse_bytes, default=DEFAULT_MAX_REQUEST_BYTES,
-                   help="largest request body / gRPC message accepted (default 64MiB)")
+                   help="largest inference request accepted, HTTP body or gRPC message (default 64MiB)")
+    p.add_argument("--max-model-bytes", type=parse_bytes, default=DEFAULT_MAX_MODEL_BYTES,
+                   help="largest repository load accepted: the gRPC message, or the HTTP body with its "
+                        "files base64-encoded, allowed 4/3 of this (default 1GiB)")
+    p.add_argument("--grpc-server", choices=["threads", "aio"], default="threads",
+                   help="threads (default): grpc's sync server, handler threads hand batches straight to the "
+                        "executor; aio: grpc.aio on the event loop (slower per call, kept for comparison)")
     p.add_argument("--instance-id", default="", help="name this worker reports (default host:http-port)")
     p.add_argument("--demo", action="store_true", help="serve the built-in 'simple' model (Triton's example)")
     registration.add_arguments(p)
@@ -79,7 +89,8 @@ def options_from_args(args: argparse.Namespace) -> WorkerOptions:
         host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
         memory_budget=args.memory_budget, threads=args.threads, model_repository=args.model_repository,
         model_control_mode=args.model_control_mode, load_models=list(args.load_model), device=args.device,
-        max_request_bytes=args.max_request_bytes, instance_id=args.instance_id, demo=args.demo,
+        max_request_bytes=args.max_request_bytes, max_model_bytes=args.max_model_bytes,
+        grpc_server=args.grpc_server, instance_id=args.instance_id, demo=args.demo,
     )
 
 
@@ -140,10 +151,12 @@ async def serve(options: WorkerOptions) -> None:
     from worker.http_server import WorkerHttpApp
 
     service = build_service(options)
-    grpc_server = build_server(service, options.host, options.grpc_port, options.max_request_bytes)
+    grpc_server = build_server(service, options.host, options.grpc_port, options.max_request_bytes,
+                               options.max_model_bytes, options.grpc_server)
     await grpc_server.start()
     http = uvicorn.Server(uvicorn.Config(
-        WorkerHttpApp(service, options.max_request_bytes), host=options.host, port=options.http_port,
+        WorkerHttpApp(service, options.max_request_bytes, options.max_model_bytes),
+        host=options.host, port=options.http_port,
         log_level="warning", access_log=False, lifespan="off", timeout_keep_alive=75,
         h11_max_incomplete_event_size=None,
     ))

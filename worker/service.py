@@ -8,14 +8,16 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from tritonclient.grpc import model_config_pb2 as mc
 
 from kserve.errors import InferplexError, Internal, NotFound, Unavailable
 from kserve.tensors import InferRequest, InferResponse, Tensor
 from worker import config as cfg
 from worker.executor import Executor
-from worker.repository import IndexRow, ModelRepository
-from worker.validation import check_request
+from worker.repository import IndexRow, LoadedVersion, ModelRepository
+from worker.stats import ExecTiming
+from worker.validation import CheckedRequest, check_request
 
 log = logging.getLogger(__name__)
 
@@ -79,21 +81,29 @@ class WorkerService:
             except InferplexError:
                 raise
             except Exception as exc:
-                raise Internal(
-                    f"inference failed for model '{request.model_name}' ({model.spec.platform}): {exc}"
-                ) from exc
+                raise _failed(request, model.spec.platform, exc) from exc
         except InferplexError:
             loaded.stats.record_failure(time.monotonic_ns() - received)
             raise
-        spec = model.spec
-        tensors = []
-        for name in checked.output_names:
-            out_spec = spec.output(name)
-            assert out_spec is not None
-            array = outputs[name]
-            tensors.append(Tensor(name, out_spec.datatype, list(array.shape), array))
-        loaded.stats.record_success(checked.batch_size, timing, time.monotonic_ns() - received)
-        return InferResponse(request.model_name, str(loaded.version), request.id, tensors)
+        return _respond(request, model.spec, loaded, checked, outputs, timing, received)
+
+    def infer_blocking(self, request: InferRequest) -> InferResponse:
+        """``infer`` for callers on their own threads (the gRPC server's): same checks,
+        same executor, same statistics, no event loop in between."""
+        received = time.monotonic_ns()
+        model, loaded = self.repository.get(request.model_name, request.model_version)
+        try:
+            checked = check_request(model.spec, request)
+            try:
+                outputs, timing = self.executor.run_blocking(loaded.runtime, checked.inputs, checked.output_names)
+            except InferplexError:
+                raise
+            except Exception as exc:
+                raise _failed(request, model.spec.platform, exc) from exc
+        except InferplexError:
+            loaded.stats.record_failure(time.monotonic_ns() - received)
+            raise
+        return _respond(request, model.spec, loaded, checked, outputs, timing, received)
 
     # ------------------------------------------------------------------ repository
 
@@ -128,6 +138,22 @@ class WorkerService:
                 entries.extend(entry.model.versions[v].stats.json(entry_name, str(v))
                                for v in sorted(entry.model.versions))
         return entries
+
+
+def _failed(request: InferRequest, platform: str, exc: Exception) -> Internal:
+    return Internal(f"inference failed for model '{request.model_name}' ({platform}): {exc}")
+
+
+def _respond(request: InferRequest, spec: cfg.ModelSpec, loaded: LoadedVersion, checked: CheckedRequest,
+             outputs: dict[str, np.ndarray], timing: ExecTiming, received: int) -> InferResponse:
+    tensors = []
+    for name in checked.output_names:
+        out_spec = spec.output(name)
+        assert out_spec is not None
+        array = outputs[name]
+        tensors.append(Tensor(name, out_spec.datatype, list(array.shape), array))
+    loaded.stats.record_success(checked.batch_size, timing, time.monotonic_ns() - received)
+    return InferResponse(request.model_name, str(loaded.version), request.id, tensors)
 
 
 def config_json(config: mc.ModelConfig) -> dict[str, Any]:

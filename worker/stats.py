@@ -1,11 +1,13 @@
 """Triton's statistics extension: per model version counts and nanoseconds.
 
-Recorded on the event loop thread after each request completes, from the
-timestamps the executor thread took, so no locks are needed.
+Recorded after each request completes, from the timestamps the executor thread
+took, by the thread that served the request (the event loop for HTTP, a gRPC
+server thread for gRPC), so each model's numbers are guarded by a lock.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,8 +60,13 @@ class ModelStats:
     compute_infer: Duration = field(default_factory=Duration)
     compute_output: Duration = field(default_factory=Duration)
     batches: dict[int, BatchStats] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def record_success(self, batch_size: int, timing: ExecTiming, total_ns: int) -> None:
+        with self._lock:
+            self._record_success(batch_size, timing, total_ns)
+
+    def _record_success(self, batch_size: int, timing: ExecTiming, total_ns: int) -> None:
         self.last_inference_ms = time.time_ns() // 1_000_000
         self.inference_count += batch_size
         self.execution_count += 1  # no dynamic batching inside the worker: one request, one batch
@@ -76,10 +83,15 @@ class ModelStats:
         batch.compute_output.add(phases[2])
 
     def record_failure(self, total_ns: int) -> None:
-        self.fail.add(total_ns)
+        with self._lock:
+            self.fail.add(total_ns)
 
     def json(self, name: str, version: str) -> dict[str, Any]:
         """The HTTP form (``v2/models/{m}/stats``), one ``model_stats`` entry."""
+        with self._lock:
+            return self._json(name, version)
+
+    def _json(self, name: str, version: str) -> dict[str, Any]:
         zero = Duration().json()
         return {
             "name": name,
