@@ -38,6 +38,9 @@ pytestmark = [
 # how long a lease-bound fact may take to be noticed: TTL, plus the registry's poll
 # and the reconcile interval (2 s each at most), plus slack for a loaded 2-core box
 LEASE_SLACK_S = 6.0
+# a deadline for watch propagation (ms normally), generous because a watch that was cut
+# by an etcd restart resumes after the store's reconnect back-off (seconds)
+WATCH_SLACK_S = 15.0
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +102,7 @@ def test_model_uploaded_through_one_replica_is_served_through_the_other(
     np.testing.assert_allclose(grpc_infer(b, tenant["key"], "mlp", x), want, rtol=1e-4, atol=1e-5)
     # replica a learns b's load through the placement watch and serves it without loading again
     a = cluster.replicas["a"].cp
-    wait_for(lambda: len(cluster.holders(tenant["qualified"])) == 1, 5.0, "one placement")
+    wait_for(lambda: len(cluster.holders(tenant["qualified"])) == 1, WATCH_SLACK_S, "one placement")
     np.testing.assert_allclose(grpc_infer(a, tenant["key"], "mlp", x), want, rtol=1e-4, atol=1e-5)
     assert len(cluster.holders(tenant["qualified"])) == 1, "a second replica loaded the model again"
 
@@ -151,7 +154,8 @@ def test_killed_worker_leaves_routing_and_its_models_are_replaced(
     b = cluster.replicas["b"].cp
     x = mlp_input()
     http_infer(b, tenant["key"], "mlp", x)  # make sure it is loaded somewhere
-    wait_for(lambda: len(cluster.holders(tenant["qualified"])) == 1, 5.0, "the placement to show")
+    wait_for(lambda: len(cluster.holders(tenant["qualified"])) == 1, WATCH_SLACK_S,
+             "the placement to show")
     holder = cluster.holders(tenant["qualified"])[0]
     victim = next(w for w in cluster.workers.values() if w.instance_id == holder)
     other = next(w for w in cluster.workers.values() if w.instance_id != holder)
@@ -176,7 +180,8 @@ def test_worker_restarted_in_place_is_resynced_not_trusted(cluster: Cluster, ten
     b = cluster.replicas["b"].cp
     x = mlp_input()
     http_infer(b, tenant["key"], "mlp", x)
-    wait_for(lambda: len(cluster.holders(tenant["qualified"])) == 1, 5.0, "the placement to show")
+    wait_for(lambda: len(cluster.holders(tenant["qualified"])) == 1, WATCH_SLACK_S,
+             "the placement to show")
     holder = cluster.holders(tenant["qualified"])[0]
     worker = next(w for w in cluster.workers.values() if w.instance_id == holder)
     cluster.kill_worker(worker.name)
@@ -237,7 +242,8 @@ def test_restart_of_every_process_brings_back_tenants_keys_models_and_placements
     _heal(cluster)
     b = cluster.replicas["b"].cp
     http_infer(b, tenant["key"], "mlp", mlp_input())
-    wait_for(lambda: len(cluster.holders(tenant["qualified"])) == 1, 5.0, "the placement to show")
+    wait_for(lambda: len(cluster.holders(tenant["qualified"])) == 1, WATCH_SLACK_S,
+             "the placement to show")
     for w in cluster.workers.values():
         w.proc.stop()
     for r in cluster.replicas.values():
@@ -258,7 +264,7 @@ def test_restart_of_every_process_brings_back_tenants_keys_models_and_placements
     assert {"acme", "globex", "after-outage"} <= tenants
     # the placement comes back: the leader loads the model on a live worker, unasked
     new_ids = {w.instance_id for w in cluster.workers.values()}
-    wait_for(lambda: set(cluster.holders(tenant["qualified"])) & new_ids, LEASE_SLACK_S + 10.0,
+    wait_for(lambda: set(cluster.holders(tenant["qualified"])) & new_ids, LEASE_SLACK_S + 20.0,
              "the model's placement to be restored on a restarted worker")
     x = mlp_input()
     np.testing.assert_allclose(grpc_infer(a, tenant["key"], "mlp", x), mlp_reference(x), rtol=1e-4, atol=1e-5)
