@@ -30,7 +30,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from controlplane.store.base import PREFIX, StateStore
+from controlplane.store import keys
+from controlplane.store.base import StateStore
 from controlplane.store.leader import LeaderElection
 from kserve.errors import InferplexError, NotFound
 from placement.instances import INSTANCES_PREFIX, InstanceRegistry
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-LEADER_KEY = f"{PREFIX}leader/placement"
+LEADER_KEY = keys.LEADER_PLACEMENT
 # A placement younger than this is never unloaded for a missing model: the catalog
 # cache of this replica may not have seen the upload yet (watch lag).
 UNLOAD_GRACE_S = 10.0
