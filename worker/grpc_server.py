@@ -25,7 +25,7 @@ from tritonclient.grpc import service_pb2_grpc
 
 from kserve import grpc_codec
 from kserve.errors import InferplexError, InvalidArgument, PayloadTooLarge
-from worker.service import WorkerService
+from worker.service import LOAD_ENVELOPE_BYTES, WorkerService, check_model_files
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ HANDLER_THREADS = 16
 def server_options(max_request_bytes: int, max_model_bytes: int) -> list[tuple[str, int]]:
     # The transport admits the larger of the two; each handler enforces its own limit.
     return [
-        ("grpc.max_receive_message_length", max(max_request_bytes, max_model_bytes)),
+        ("grpc.max_receive_message_length", max(max_request_bytes, max_model_bytes + LOAD_ENVELOPE_BYTES)),
         ("grpc.max_send_message_length", -1),  # responses are bounded by the model, not the client
     ]
 
@@ -57,13 +57,8 @@ class Limits:
                 "bytes (--max-request-bytes); send a smaller batch or raise the limit"
             )
 
-    def check_load(self, request: pb.RepositoryModelLoadRequest) -> None:
-        size = request.ByteSize()
-        if size > self.max_model_bytes:
-            raise PayloadTooLarge(
-                f"load request for '{request.model_name}' of {size} bytes is over the worker's limit of "
-                f"{self.max_model_bytes} bytes (--max-model-bytes); raise the limit to load this model"
-            )
+    def check_load(self, name: str, files: dict[str, bytes]) -> None:
+        check_model_files(name, files, self.max_model_bytes)
 
 
 # ---------------------------------------------------------------- translation (shared)
@@ -170,8 +165,8 @@ class WorkerServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
     def RepositoryModelLoad(self, request: pb.RepositoryModelLoadRequest,
                             context: Any) -> pb.RepositoryModelLoadResponse:
         def call() -> pb.RepositoryModelLoadResponse:
-            self.limits.check_load(request)
             config, files = _load_args(request)
+            self.limits.check_load(request.model_name, files)
             self._on_loop(self.service.load(request.model_name, config, files))
             return _LOADED
 
@@ -240,8 +235,8 @@ class AioWorkerServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
     async def RepositoryModelLoad(self, request: pb.RepositoryModelLoadRequest,
                                   context: Any) -> pb.RepositoryModelLoadResponse:
         async def call() -> pb.RepositoryModelLoadResponse:
-            self.limits.check_load(request)
             config, files = _load_args(request)
+            self.limits.check_load(request.model_name, files)
             await self.service.load(request.model_name, config, files)
             return _LOADED
 

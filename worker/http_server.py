@@ -18,7 +18,7 @@ from typing import Any
 
 from kserve import compression, http_codec
 from kserve.errors import InferplexError, InvalidArgument, NotFound, PayloadTooLarge
-from worker.service import WorkerService, config_json
+from worker.service import LOAD_ENVELOPE_BYTES, WorkerService, check_model_files, config_json
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +52,9 @@ class WorkerHttpApp:
     def __init__(self, service: WorkerService, max_request_bytes: int, max_model_bytes: int | None = None) -> None:
         self.service = service
         self.max_request_bytes = max_request_bytes
+        self.max_model_bytes = max_model_bytes if max_model_bytes is not None else max_request_bytes
         # load bodies carry the files base64-encoded: 4 bytes on the wire for every 3 of model
-        self.max_load_body_bytes = (max_model_bytes if max_model_bytes is not None else max_request_bytes) * 4 // 3
+        self.max_load_body_bytes = self.max_model_bytes * 4 // 3 + LOAD_ENVELOPE_BYTES
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -123,6 +124,7 @@ class WorkerHttpApp:
                     raise InvalidArgument("'parameters' must be a JSON object")
                 if repo.group("action") == "load":
                     config, files = _load_params(name, params)
+                    check_model_files(name, files, self.max_model_bytes)
                     await svc.load(name, config, files)
                 else:
                     await svc.unload(name)

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from tritonclient.grpc import model_config_pb2 as mc
 
-from kserve.errors import InferplexError, Internal, NotFound, Unavailable
+from kserve.errors import InferplexError, Internal, NotFound, PayloadTooLarge, Unavailable
 from kserve.tensors import InferRequest, InferResponse, Tensor
 from worker import config as cfg
 from worker.executor import Executor
@@ -138,6 +138,21 @@ class WorkerService:
                 entries.extend(entry.model.versions[v].stats.json(entry_name, str(v))
                                for v in sorted(entry.model.versions))
         return entries
+
+
+# Room for what a load carries besides its files (config JSON, names, framing), so a
+# load whose files are just over --max-model-bytes gets a message naming the flag
+# rather than the transport's generic "message larger than max".
+LOAD_ENVELOPE_BYTES = 1 << 20
+
+
+def check_model_files(name: str, files: dict[str, bytes], max_model_bytes: int) -> None:
+    size = sum(len(data) for data in files.values())
+    if size > max_model_bytes:
+        raise PayloadTooLarge(
+            f"failed to load '{name}': its files are {size} bytes, over the worker's limit of "
+            f"{max_model_bytes} bytes (--max-model-bytes); raise the limit to load this model"
+        )
 
 
 def _failed(request: InferRequest, platform: str, exc: Exception) -> Internal:

@@ -7,6 +7,7 @@ import json
 import socket
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 
 import grpc
 import numpy as np
@@ -16,7 +17,8 @@ import tritonclient.http as httpclient
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
-from tests.integration.conftest import SESSION_MAX_REQUEST_BYTES, WorkerProcess
+from tests.integration.conftest import SESSION_MAX_REQUEST_BYTES, WorkerProcess, run_worker
+from tests.support import models
 
 
 def _post(worker: WorkerProcess, path: str, body: bytes, headers: dict[str, str] | None = None) -> tuple[int, dict]:
@@ -156,3 +158,73 @@ def test_grpc_message_over_the_limit_is_refused(worker: WorkerProcess) -> None:
             stub.ModelInfer(request, timeout=10)
         assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert stub.ServerLive(service_pb2.ServerLiveRequest(), timeout=5).live
+
+
+@pytest.fixture(scope="module")
+def small_limits_worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
+    """Inference bodies up to 64 KiB, model loads up to 256 KiB: small, so nothing big is allocated."""
+    with run_worker(tmp_path_factory.mktemp("limits"), "--demo", "--max-request-bytes", str(SMALL_INFER),
+                    "--max-model-bytes", str(SMALL_MODEL)) as w:
+        yield w
+
+
+SMALL_INFER = 64 * 1024
+SMALL_MODEL = 256 * 1024
+
+
+def _padded_simple(name: str, size: int) -> tuple[str, dict[str, bytes]]:
+    """The `simple` model plus an unused file that makes the load `size` bytes of files."""
+    art = models.simple(name)
+    pad = max(size - len(art.data), 0)
+    return json.dumps(art.config), {"file:1/model.onnx": art.data, "file:1/padding.bin": b"\0" * pad}
+
+
+@pytest.mark.parametrize("transport", ["grpc", "http"])
+def test_model_loads_may_exceed_the_inference_limit_up_to_max_model_bytes(
+        small_limits_worker: WorkerProcess, transport: str) -> None:
+    w = small_limits_worker
+    module = grpcclient if transport == "grpc" else httpclient
+    url = w.grpc_url if transport == "grpc" else w.http_url
+    with module.InferenceServerClient(url) as client:
+        # 3x the inference limit: refused as an inference body, fine as a model load
+        config, files = _padded_simple(f"big_{transport}", 3 * SMALL_INFER)
+        client.load_model(f"big_{transport}", config=config, files=files)
+        assert client.is_model_ready(f"big_{transport}")
+        config, files = _padded_simple(f"huge_{transport}", SMALL_MODEL + 1024)
+        with pytest.raises(InferenceServerException, match="--max-model-bytes") as err:
+            client.load_model(f"huge_{transport}", config=config, files=files)
+        if transport == "grpc":
+            assert err.value.status() == "StatusCode.RESOURCE_EXHAUSTED"
+        assert not client.is_model_ready(f"huge_{transport}")
+        client.unload_model(f"big_{transport}")
+
+
+def test_inference_over_max_request_bytes_is_refused_although_loads_may_be_bigger(
+        small_limits_worker: WorkerProcess) -> None:
+    w = small_limits_worker
+    width = SMALL_INFER // 4 + 16  # one INT32 tensor just over the inference limit, under the model limit
+    huge = np.zeros((1, width), np.int32)
+    with grpcclient.InferenceServerClient(w.grpc_url) as client:
+        inputs = [grpcclient.InferInput("INPUT0", [1, width], "INT32"), grpcclient.InferInput("INPUT1", [1, 16], "INT32")]
+        inputs[0].set_data_from_numpy(huge)
+        inputs[1].set_data_from_numpy(np.zeros((1, 16), np.int32))
+        with pytest.raises(InferenceServerException, match="over the worker's limit of 65536 bytes .--max-request-bytes.") as err:
+            client.infer("simple", inputs)
+        assert err.value.status() == "StatusCode.RESOURCE_EXHAUSTED"
+        assert _infer_ok(client, grpcclient)
+    with httpclient.InferenceServerClient(w.http_url) as client:
+        inputs = [httpclient.InferInput("INPUT0", [1, width], "INT32"), httpclient.InferInput("INPUT1", [1, 16], "INT32")]
+        inputs[0].set_data_from_numpy(huge)
+        inputs[1].set_data_from_numpy(np.zeros((1, 16), np.int32))
+        with pytest.raises(InferenceServerException, match="--max-request-bytes"):
+            client.infer("simple", inputs)
+        assert _infer_ok(client, httpclient)
+    code, body = _post(w, "/v2/models/simple/infer", b"{" + b" " * SMALL_INFER + b"}")
+    assert code == 413 and "--max-request-bytes" in body["error"]
+
+
+def _infer_ok(client, module) -> bool:
+    inputs = [module.InferInput(n, [1, 16], "INT32") for n in ("INPUT0", "INPUT1")]
+    for i in inputs:
+        i.set_data_from_numpy(np.ones((1, 16), np.int32))
+    return client.infer("simple", inputs).as_numpy("OUTPUT0").tolist() == [[2] * 16]
