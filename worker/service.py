@@ -15,7 +15,7 @@ from kserve.errors import InferplexError, Internal, NotFound, PayloadTooLarge, U
 from kserve.tensors import InferRequest, InferResponse, Tensor
 from worker import config as cfg
 from worker.executor import Executor
-from worker.repository import IndexRow, LoadedVersion, ModelRepository
+from worker.repository import IndexRow, LoadedModel, LoadedVersion, ModelRepository
 from worker.stats import ExecTiming
 from worker.validation import CheckedRequest, check_request
 
@@ -125,19 +125,27 @@ class WorkerService:
     # ------------------------------------------------------------------ statistics
 
     def statistics(self, name: str = "", version: str = "") -> list[dict[str, Any]]:
-        """The statistics extension's ``model_stats`` entries (HTTP JSON form)."""
+        """The statistics extension's ``model_stats`` entries (HTTP JSON form), with
+        ``memory_usage`` carrying the model's accounted bytes the way Triton reports
+        its memory: ``{"type": "CPU"|"GPU", "id": device, "byte_size": n}``."""
         if name:
             model, loaded = self.repository.get(name, version)
-            chosen = [loaded] if version else [model.versions[v] for v in sorted(model.versions)]
-            return [lv.stats.json(name, str(lv.version)) for lv in chosen]
+            chosen = [loaded.version] if version else sorted(model.versions)
+            return [self._version_stats(name, model, v) for v in chosen]
         if version:
             raise NotFound("a model version was given without a model name")
         entries = []
         for entry_name, entry in sorted(self.repository.entries.items()):
             if entry.model is not None:
-                entries.extend(entry.model.versions[v].stats.json(entry_name, str(v))
-                               for v in sorted(entry.model.versions))
+                entries.extend(self._version_stats(entry_name, entry.model, v) for v in sorted(entry.model.versions))
         return entries
+
+    def _version_stats(self, name: str, model: LoadedModel, version: int) -> dict[str, Any]:
+        stats = model.versions[version].stats.json(name, str(version))
+        kind, device_id = _memory_kind(self.repository.device)
+        stats["memory_usage"] = [{"type": kind, "id": device_id,
+                                  "byte_size": _version_share(model.charged_bytes, sorted(model.versions), version)}]
+        return stats
 
 
 # Room for what a load carries besides its files (config JSON, names, framing), so a
@@ -153,6 +161,20 @@ def check_model_files(name: str, files: dict[str, bytes], max_model_bytes: int) 
             f"failed to load '{name}': its files are {size} bytes, over the worker's limit of "
             f"{max_model_bytes} bytes (--max-model-bytes); raise the limit to load this model"
         )
+
+
+def _memory_kind(device: str) -> tuple[str, int]:
+    if device.startswith("cuda"):
+        _, _, index = device.partition(":")
+        return "GPU", int(index or 0)
+    return "CPU", 0
+
+
+def _version_share(charged: int, versions: list[int], version: int) -> int:
+    """Versions load together and are measured as one; split the charge so the versions'
+    figures add up to the model's (the remainder goes to the newest)."""
+    share = charged // len(versions)
+    return share + (charged - share * len(versions) if version == versions[-1] else 0)
 
 
 def _failed(request: InferRequest, platform: str, exc: Exception) -> Internal:

@@ -180,3 +180,26 @@ def test_statistics_after_n_requests_add_up(worker: WorkerProcess) -> None:
                                                          ("compute_input", "compute_infer", "compute_output")}}]
     assert s["last_inference"] > 0
     assert int(grpc_stats["inference_count"]) == n * batch
+
+
+def test_statistics_report_each_models_accounted_memory_like_triton(worker: WorkerProcess) -> None:
+    art = models.simple("mem_versions")
+    config = dict(art.config, version_policy={"all": {}})
+    files = {"file:1/model.onnx": art.data, "file:2/model.onnx": art.data}
+    with grpcclient.InferenceServerClient(worker.grpc_url) as client:
+        client.load_model("mem_versions", config=json.dumps(config), files=files)
+        try:
+            grpc_stats = client.get_inference_statistics("mem_versions")  # the protobuf form
+            with httpclient.InferenceServerClient(worker.http_url) as http:
+                http_stats = http.get_inference_statistics("mem_versions")["model_stats"]
+            charged = _memory(worker)["models"]["mem_versions"]
+        finally:
+            client.unload_model("mem_versions")
+    assert charged >= 2 * len(art.data)  # at least the file bytes of both versions
+    usage = {s["version"]: s["memory_usage"] for s in http_stats}
+    assert set(usage) == {"1", "2"}
+    assert all(u[0]["type"] == "CPU" and u[0]["id"] == 0 and len(u) == 1 for u in usage.values())
+    # the versions' figures add up to what the budget charged the model
+    assert sum(u[0]["byte_size"] for u in usage.values()) == charged
+    assert sum(m.byte_size for s in grpc_stats.model_stats for m in s.memory_usage) == charged
+    assert {m.type for s in grpc_stats.model_stats for m in s.memory_usage} == {"CPU"}
