@@ -336,8 +336,8 @@ class EmbeddedStore(StateStore):
         self, prefix: str, start_revision: int | None = None
     ) -> AsyncIterator[WatchEvent]:
         # Subscribe now, not at first iteration, so nothing written after this call is
-        # missed even when start_revision is None.
-        self._check_open()
+        # missed even when start_revision is None. On a closed store the iterator just
+        # ends, as every watch does when its store closes.
         w = _Watcher(prefix, self._watch_queue_limit)
         if start_revision is not None:
             if start_revision <= self._compacted:

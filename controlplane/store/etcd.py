@@ -239,9 +239,12 @@ class EtcdStore(StateStore):
 
         Survives etcd outages: it retries until etcd answers and resumes from the last
         delivered revision + 1. Raises WatchCompacted when that revision is gone.
+        Ends when the store is closed.
         """
         next_rev = start_revision
         while next_rev is None:
+            if self._closed:
+                return
             try:
                 next_rev = await self.current_revision() + 1
             except StoreUnavailable as exc:

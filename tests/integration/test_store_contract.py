@@ -441,3 +441,20 @@ async def test_etcd_store_moves_to_the_next_endpoint_when_one_is_down(
         assert await store.put("/rotate/k", b"1") > 0
     finally:
         await store.close()
+
+
+async def test_watches_end_when_the_store_closes(kind: str, request: pytest.FixtureRequest,
+                                                 tmp_path: Path) -> None:
+    if kind == "embedded":
+        store: StateStore = EmbeddedStore(tmp_path / "state.json")
+    else:
+        store = EtcdStore(request.getfixturevalue("etcd_server").url)
+    running = store.watch_prefix("/closing/", start_revision=await store.current_revision() + 1)
+    pending = asyncio.ensure_future(_collect(running, 1))
+    await store.put("/closing/a", b"1")
+    await asyncio.wait_for(pending, 5)
+    rest = asyncio.ensure_future(_collect(running, 1))
+    await store.close()
+    await asyncio.wait_for(rest, 5)  # the iterator finished instead of hanging
+    assert rest.result() == []
+    assert await _collect(store.watch_prefix("/closing/"), 1) == []
