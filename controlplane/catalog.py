@@ -18,7 +18,8 @@ from pydantic import BaseModel
 
 from controlplane.artifacts import ArtifactStore, StagedUpload
 from controlplane.settings import Settings
-from controlplane.store.base import PREFIX, StateStore
+from controlplane.store import keys
+from controlplane.store.base import StateStore
 from controlplane.store.cache import PrefixCache
 from controlplane.validation import Platform, TensorSpec, ValidatedModel
 from kserve.datatypes import v2_to_config_type
@@ -27,7 +28,7 @@ from tenants.naming import check_model_name, qualified_name, split_qualified
 
 log = logging.getLogger(__name__)
 
-MODELS = f"{PREFIX}models/"
+MODELS = keys.MODELS
 Status = Literal["profiling", "ready", "failed", "loading"]
 
 _CACHE_CATCHUP_S = 5.0
@@ -36,7 +37,7 @@ __all__ = ["MODELS", "ModelCatalog", "ModelRecord", "Status", "TensorSpec", "mod
 
 
 def model_key(tenant: str, name: str, version: int) -> str:
-    return f"{MODELS}{tenant}/{name}/{version}"
+    return keys.model_version(tenant, name, version)
 
 
 def unknown_model(name: str, version: int | str | None = None) -> NotFound:
@@ -63,6 +64,8 @@ class ModelRecord(BaseModel):
     reason: str = ""
     created_at: float
     profile: dict[str, Any] | None = None
+    progress: float | None = None
+    """While ``profiling``: the fraction of the profile done (0..1), for `inferplex model upload`."""
 
 
 class ModelCatalog:
@@ -224,6 +227,17 @@ class ModelCatalog:
             return None
         await self._caught_up(updated[1])
         return ModelRecord.model_validate(updated[0])
+
+    async def set_progress(self, record: ModelRecord, progress: float) -> None:
+        """CAS update of a version's profiling progress; ignored once it left ``profiling``
+        (a late write must not look like work still going on)."""
+
+        def change(value: dict[str, Any]) -> dict[str, Any]:
+            if value.get("status") != "profiling":
+                return value
+            return {**value, "progress": round(min(1.0, max(0.0, progress)), 4)}
+
+        await self.store.update_json(model_key(record.tenant, record.name, record.version), change)
 
     async def delete(self, tenant: str, name: str, version: int | None = None) -> list[ModelRecord]:
         """Delete one version or all of them (metadata, then bytes no record still uses).

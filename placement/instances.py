@@ -21,7 +21,8 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from controlplane.settings import Settings
-from controlplane.store.base import PREFIX, StateStore
+from controlplane.store import keys
+from controlplane.store.base import StateStore
 from controlplane.store.cache import PrefixCache
 from kserve.errors import InvalidArgument, NotFound
 from placement.driver import InstanceInfo
@@ -29,12 +30,12 @@ from placement.triton_driver import TritonDriver
 
 log = logging.getLogger(__name__)
 
-INSTANCES_PREFIX = f"{PREFIX}instances/"
+INSTANCES_PREFIX = keys.INSTANCES
 HEALTH_INTERVAL_S = 2.0
 
 
 def instance_key(instance_id: str) -> str:
-    return f"{INSTANCES_PREFIX}{instance_id}"
+    return keys.instance(instance_id)
 
 
 class InstanceRecord(BaseModel):

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 from controlplane.metrics import Metrics
 from controlplane.settings import Settings
-from controlplane.store.base import PREFIX, StateStore
+from controlplane.store import keys
+from controlplane.store.base import StateStore
 from controlplane.store.cache import PrefixCache
 from kserve.errors import InferplexError, InvalidArgument, ResourceExhausted, Unavailable
 from placement.first_fit import InstanceSnapshot, choose_instance, estimate_model_bytes
@@ -33,13 +34,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PLACEMENT_PREFIX = f"{PREFIX}placement/"
+PLACEMENT_PREFIX = keys.PLACEMENT
 # instance-level names that no tenant can produce (tenant names start with a letter)
 PROFILE_NAME_PREFIX = "_profile__"
 
 
 def placement_key(instance_id: str, qualified: str) -> str:
-    return f"{PLACEMENT_PREFIX}{instance_id}/{qualified}"
+    return keys.placement(instance_id, qualified)
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from controlplane.store import keys
 from controlplane.store.base import StateStore
 from controlplane.store.cache import PrefixCache
 from kserve.errors import Conflict, InvalidArgument, NotFound, Unauthenticated
@@ -30,10 +31,10 @@ from tenants.naming import check_tenant_name
 
 log = logging.getLogger(__name__)
 
-TENANTS = "/inferplex/tenants/"
-APIKEYS = "/inferplex/apikeys/"
+TENANTS = keys.TENANTS
+APIKEYS = keys.APIKEYS
 # create-if-absent marker: exactly one replica mints the first admin key
-ADMIN_BOOTSTRAP = "/inferplex/bootstrap/admin-key"
+ADMIN_BOOTSTRAP = keys.BOOTSTRAP_ADMIN
 
 # how long an issuing replica waits for its own watch to deliver a new key, so the key
 # works on this replica as soon as it is returned

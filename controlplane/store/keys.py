@@ -10,18 +10,19 @@ bound to a lease, which vanish when their owner stops refreshing it.
 ::
 
     /inferplex/
-      tenants/{tenant}                                  tenant record: quotas, state      create, CAS
-      apikeys/{sha256}                                  API key hash -> tenant, role       create, CAS
-      models/{tenant}/{model}                           model record: SLO, latest version  create, CAS
-      models/{tenant}/{model}/versions/{version}        version: artifact sha256, format   create
-      instances/{instance_id}                           registered instance: URL, memory   lease (its own)
-      placement/{instance_id}/{qualified_model}         desired placement of a model       leader writes, CAS
-      profiles/{qualified_model}/{version}/{instance_class}
-                                                        observed load/exec latency         single writer, put
-      leader/placement                                  placement leader's identity        lease + create
+      tenants/{tenant}                                  tenant record: quotas, state        create, CAS
+      apikeys/{sha256}                                  API key hash -> tenant, role, expiry create, CAS
+      bootstrap/admin-key                               marker: the first admin key exists  create
+      models/{tenant}/{model}/{version}                 model version: artifact sha256,     create, CAS
+                                                        format, specs, SLO, status, profile
+      instances/{instance_id}                           registered instance: URLs, memory,  lease (its own,
+                                                        class                               when self-registered)
+      placement/{instance_id}/{qualified_model}         a model placed on an instance       CAS
+      leader/placement                                  placement leader's identity         lease + create
 
-Listing ``models_of(tenant)`` returns model records and their versions; tell
-them apart with ``segments(key)`` (a model record has 3 segments, a version 5).
+A model version's latency profile (per instance class) is stored inside its record
+(``profile``), so a version and its profile are read and deleted together.
+
 Prefix helpers end in ``/`` so a listing of ``models/acme/`` never includes
 ``models/acme2/``. Names are validated by their owners (tenants/, controlplane/)
 before they reach a key; this module only refuses a ``/`` that would change the
@@ -37,7 +38,7 @@ APIKEYS = PREFIX + "apikeys/"
 MODELS = PREFIX + "models/"
 INSTANCES = PREFIX + "instances/"
 PLACEMENT = PREFIX + "placement/"
-PROFILES = PREFIX + "profiles/"
+BOOTSTRAP_ADMIN = PREFIX + "bootstrap/admin-key"
 LEADER_PLACEMENT = PREFIX + "leader/placement"
 
 
@@ -64,14 +65,8 @@ def model(tenant_name: str, model_name: str) -> str:
     return models_of(tenant_name) + _seg(model_name, "model")
 
 
-def model_versions(tenant_name: str, model_name: str) -> str:
-    """Prefix of one model's versions."""
-    return model(tenant_name, model_name) + "/versions/"
-
-
 def model_version(tenant_name: str, model_name: str, version: int | str) -> str:
-    return model_versions(tenant_name, model_name) + _seg(str(version), "version")
-
+    return f"{model(tenant_name, model_name)}/{_seg(str(version), 'version')}"
 
 def instance(instance_id: str) -> str:
     return INSTANCES + _seg(instance_id, "instance id")
@@ -84,16 +79,6 @@ def placements_on(instance_id: str) -> str:
 
 def placement(instance_id: str, qualified_model: str) -> str:
     return placements_on(instance_id) + _seg(qualified_model, "model")
-
-
-def profiles_of(qualified_model: str) -> str:
-    return f"{PROFILES}{_seg(qualified_model, 'model')}/"
-
-
-def profile(qualified_model: str, version: int | str, instance_class: str) -> str:
-    return f"{profiles_of(qualified_model)}{_seg(str(version), 'version')}/" + _seg(
-        instance_class, "instance class"
-    )
 
 
 def segments(key: str) -> list[str]:
