@@ -116,12 +116,31 @@ def test_malformed_json_body(worker: WorkerProcess) -> None:
     assert code == 400 and body["error"]
 
 
+def _read_answer(sock: socket.socket) -> str:
+    """One whole HTTP response: status line, headers and body may arrive in separate segments."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return data.decode(errors="replace")
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                   if line.lower().startswith(b"content-length:")), 0)
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return (head + b"\r\n\r\n" + body).decode(errors="replace")
+
+
 def test_http_body_over_the_limit_is_refused_with_413_before_reading_it_all(worker: WorkerProcess) -> None:
     # Declare a body over the limit and send only a little of it: the answer must come anyway.
     with socket.create_connection(("127.0.0.1", worker.http_port), timeout=10) as sock:
         sock.sendall(b"POST /v2/models/simple/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                      + f"Content-Length: {SESSION_MAX_REQUEST_BYTES + 1}\r\n\r\n".encode() + b"{" * 1000)
-        answer = sock.recv(65536).decode(errors="replace")
+        answer = _read_answer(sock)
     assert answer.startswith("HTTP/1.1 413")
     assert "--max-request-bytes" in answer
     # chunked upload (no Content-Length): refused once what arrived passes the limit
@@ -133,7 +152,7 @@ def test_http_body_over_the_limit_is_refused_with_413_before_reading_it_all(work
                 sock.sendall(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
         except OSError:
             pass  # the worker may answer and close before we finish
-        answer = sock.recv(65536).decode(errors="replace")
+        answer = _read_answer(sock)
     assert answer.startswith("HTTP/1.1 413")
     # tritonclient sees the message, and the worker still serves
     with httpclient.InferenceServerClient(worker.http_url) as client:
