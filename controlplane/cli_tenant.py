@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--inputs", help='JSON list, e.g. \'[{"name":"INPUT__0","datatype":"FP32","dims":[64]}]\'')
     p.add_argument("--outputs", help="JSON list, like --inputs")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--no-wait", action="store_true",
+                   help="return once uploaded, without waiting for profiling to finish")
+    p.add_argument("--wait-timeout-s", type=float, default=600.0,
+                   help="how long to wait for profiling (default 600)")
     leaf(model, "list", "list models", _model_list)
     p = leaf(model, "describe", "a model's versions, status and profile", _model_describe)
     p.add_argument("name")
@@ -201,7 +206,36 @@ def _model_upload(args: argparse.Namespace) -> int:
     record = _checked(response)
     print(f"uploaded {record['name']} version {record['version']} ({record['platform']}, "
           f"status {record['status']})")
-    return 0
+    if args.no_wait or record["status"] != "profiling":
+        return 0
+    final = _wait_profiled(args, record, args.wait_timeout_s)
+    reason = f": {final['reason']}" if final.get("reason") else ""
+    print(f"{final['name']} version {final['version']} is {final['status']}{reason}")
+    return 1 if final["status"] == "failed" else 0
+
+
+def _wait_profiled(args: argparse.Namespace, record: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+    """Poll the server's record of this version until profiling ends, printing its progress."""
+    deadline = time.monotonic() + timeout_s
+    last = ""
+    with _client(args) as client:
+        while True:
+            body = _checked(client.get(f"/v1/models/{record['name']}", params=_tenant_params(args)))
+            current = next((v for v in body["versions"] if v["version"] == record["version"]), None)
+            if current is None:
+                raise CliError(f"model {record['name']} version {record['version']} was deleted while profiling")
+            if current["status"] != "profiling":
+                if not args.quiet and last:
+                    print(file=sys.stderr)
+                return current
+            line = f"profiling {round(100 * (current.get('progress') or 0.0)):3d}%"
+            if not args.quiet and line != last:
+                print(f"\r{line}", end="", file=sys.stderr, flush=True)
+                last = line
+            if time.monotonic() > deadline:
+                raise CliError(f"still profiling after {timeout_s:.0f}s; check later with "
+                               f"`inferplex model describe {record['name']}`")
+            time.sleep(0.2)
 
 
 def _model_list(args: argparse.Namespace) -> int:

@@ -31,7 +31,9 @@ from controlplane.settings import Settings
 from kserve.errors import InferplexError, Internal, InvalidArgument, PermissionDenied
 from placement.instances import InstanceRegistry
 from placement.service import PlacementService
+from profiler.feed import Prediction
 from profiler.predictor import LatencyPredictor
+from profiler.profile import ModelProfile
 from tenants.auth import Principal
 
 if TYPE_CHECKING:
@@ -186,11 +188,13 @@ class Gateway:
             rec = self.resolve(principal, name, version)
             qualified = rec.qualified_name
             driver = await self.placement.ensure_loaded(rec)
+            batch = _http_batch(rec, headers, body)
+            prediction = self._predict(rec, driver, batch)
             t0 = time.perf_counter()
             code, out, out_headers = await driver.infer_raw_http(
                 qualified, str(rec.version), body, headers, timeout_s=self.settings.request_timeout_s)
             if code == 200:
-                self._observe_http(rec, driver, headers, body, time.perf_counter() - t0)
+                self.placement.observe(driver, qualified, batch, time.perf_counter() - t0, prediction)
                 out, out_headers = _rename_http_response(out, out_headers, rec.name)
             else:
                 out = out.replace(qualified.encode(), rec.name.encode())
@@ -204,18 +208,19 @@ class Gateway:
         finally:
             self.metrics.request(tenant, name, "http", status, time.perf_counter() - started)
 
-    def _observe_http(self, rec: ModelRecord, driver: Any, headers: Mapping[str, str], body: bytes,
-                      seconds: float) -> None:
-        # the batch size is only cheap to read when the JSON header is split off (binary data)
-        hlen = headers.get("inference-header-content-length")
-        if not hlen or rec.max_batch_size <= 0:
-            return
-        try:
-            inputs = json.loads(body[: int(hlen)]).get("inputs") or []
-            batch = int(inputs[0]["shape"][0])
-        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
-            return
-        self.placement.observe(rec.qualified_name, driver.info.instance_class, batch, seconds)
+    def _predict(self, rec: ModelRecord, driver: Any, batch: int | None) -> Prediction | None:
+        """The predictor's answer at dispatch time, kept to compare with what then happens."""
+        if batch is None:
+            return None
+        q, cls = rec.qualified_name, driver.info.instance_class
+        if rec.profile and cls not in self.predictor.known(q):
+            # another replica (or this one before a restart) profiled it: seed from the store
+            self.predictor.seed_model(q, ModelProfile.model_validate(rec.profile))
+        p50 = self.predictor.exec_time(q, cls, batch, percentile=50.0)
+        p99 = self.predictor.exec_time(q, cls, batch)
+        if p50 is None or p99 is None:
+            return None
+        return Prediction(batch, p50, p99)
 
     async def infer_grpc(self, principal: Principal,
                          request: service_pb2.ModelInferRequest) -> service_pb2.ModelInferResponse:
@@ -230,12 +235,13 @@ class Gateway:
             driver = await self.placement.ensure_loaded(rec)
             request.model_name = qualified
             request.model_version = str(rec.version)
+            batch = 1
+            if rec.max_batch_size > 0:
+                batch = int(request.inputs[0].shape[0]) if request.inputs and request.inputs[0].shape else 0
+            prediction = self._predict(rec, driver, batch or None)
             t0 = time.perf_counter()
             response = await driver.infer_raw_grpc(request, timeout_s=self.settings.request_timeout_s)
-            elapsed = time.perf_counter() - t0
-            if rec.max_batch_size > 0 and request.inputs and request.inputs[0].shape:
-                self.placement.observe(qualified, driver.info.instance_class,
-                                       int(request.inputs[0].shape[0]), elapsed)
+            self.placement.observe(driver, qualified, batch or None, time.perf_counter() - t0, prediction)
             response.model_name = rec.name
             status = "OK"
             return response
@@ -245,6 +251,21 @@ class Gateway:
             raise _renamed(exc, qualified, name) from None
         finally:
             self.metrics.request(tenant, name, "grpc", status, time.perf_counter() - started)
+
+
+def _http_batch(rec: ModelRecord, headers: Mapping[str, str], body: bytes) -> int | None:
+    """The batch size, when it is cheap to read: the JSON header is split off (binary
+    data) or the model is not batched. Otherwise the statistics still tell it later."""
+    if rec.max_batch_size <= 0:
+        return 1
+    hlen = headers.get("inference-header-content-length")
+    if not hlen:
+        return None
+    try:
+        inputs = json.loads(body[: int(hlen)]).get("inputs") or []
+        return int(inputs[0]["shape"][0])
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        return None
 
 
 def _rename_http_response(body: bytes, headers: dict[str, str], name: str) -> tuple[bytes, dict[str, str]]:

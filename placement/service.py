@@ -26,6 +26,7 @@ from kserve.errors import InferplexError, InvalidArgument, ResourceExhausted, Un
 from placement.first_fit import InstanceSnapshot, choose_instance, estimate_model_bytes
 from placement.instances import HEALTH_INTERVAL_S, InstanceRegistry
 from placement.triton_driver import TritonDriver
+from profiler.feed import ExecutionFeed, Prediction
 from profiler.predictor import LatencyPredictor
 from profiler.profile import ModelProfile
 
@@ -70,14 +71,18 @@ class PlacementService:
         # loads and unloads made by other replicas reach this one through a watch, so the
         # request path finds a model another replica loaded without reading the store
         self._shared = PrefixCache(store, PLACEMENT_PREFIX, on_change=self._placement_changed)
+        # executions the gateway forwarded -> predictor, on the profile's (compute) basis
+        self.feed = ExecutionFeed(predictor)
 
     async def start(self) -> None:
         await self._shared.start()
+        await self.feed.start()
         await self.resync()
         self._task = asyncio.create_task(self._loop(), name="placement-resync")
 
     async def close(self) -> None:
         await self._shared.close()
+        await self.feed.close()
         tasks = [t for t in (self._task, *self._background, *self._loading.values()) if t is not None]
         for t in tasks:
             t.cancel()
@@ -220,8 +225,11 @@ class PlacementService:
                 continue
             self._reserved[iid] = self._reserved.get(iid, 0) + size
             try:
+                # timed from the artifact store on, like the profile's load times
+                fetch_started = time.perf_counter()
                 files = await asyncio.to_thread(self.catalog.files, record)
-                seconds = await inst.driver.load(qualified, self.catalog.triton_config(record), files)
+                await inst.driver.load(qualified, self.catalog.triton_config(record), files)
+                seconds = time.perf_counter() - fetch_started
             except ResourceExhausted as exc:
                 # our estimate said it fits, the instance says no: try the next one
                 self.metrics.load(qualified, 0.0, False)
@@ -259,9 +267,14 @@ class PlacementService:
             self.metrics.eviction(qualified_name)
             log.info("unloaded %s from %s", qualified_name, iid)
         self.predictor.forget(qualified_name)
+        self.feed.forget(qualified_name)
 
-    def observe(self, qualified: str, instance_class: str, batch: int, seconds: float) -> None:
-        self.predictor.observe_exec(qualified, instance_class, max(1, batch), seconds, at=time.time())
+    def observe(self, driver: TritonDriver, qualified: str, batch: int | None, round_trip_s: float,
+                prediction: Prediction | None) -> None:
+        """One execution the gateway forwarded; the feed reads its compute time later."""
+        info = driver.info
+        self.feed.executed(info.instance_id, driver, qualified, info.instance_class, batch,
+                           round_trip_s, prediction)
 
     # ---- after an upload ---------------------------------------------------------------
 
@@ -289,10 +302,15 @@ class PlacementService:
         assert inst is not None
         config = dict(self.catalog.triton_config(record), name=name)
         self._reserved[inst.record.instance_id] = self._reserved.get(inst.record.instance_id, 0) + size
+        async def progress(_stage: str, done: float) -> None:
+            await self.catalog.set_progress(record, done)
+
         try:
+            # compute timing: the basis the feed observes live executions on
             profile = await profile_model(
                 inst.driver, name, config, lambda: asyncio.to_thread(self.catalog.files, record),
                 loads=2, warmup=3, runs_per_batch=60, min_runs_per_batch=20, max_seconds=15.0,
+                timing="compute", progress=progress,
             )
         except (InvalidArgument, ResourceExhausted) as exc:
             # the instance refused the model itself: it cannot be served either

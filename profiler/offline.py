@@ -27,7 +27,8 @@ FilesSource = dict[str, bytes] | Callable[[], Awaitable[dict[str, bytes]] | dict
 """Model files keyed ``"<version>/<filename>"``, or a callable fetching them; the
 first call is timed as the cold load (artifact store cold), later calls as warm."""
 
-Progress = Callable[[str, float], None]
+Progress = Callable[[str, float], Awaitable[None] | None]
+"""Called with (stage, fraction done) as profiling advances; may be async (e.g. a store write)."""
 
 # Model-config data types (with or without the TYPE_ prefix) → numpy; STRING is BYTES.
 _DTYPES: dict[str, np.dtype] = {
@@ -235,9 +236,11 @@ async def profile_model(
     total_units = loads + len(sizes)
     done_units = 0
 
-    def report(stage: str) -> None:
+    async def report(stage: str) -> None:
         if progress is not None:
-            progress(stage, done_units / total_units)
+            result = progress(stage, done_units / total_units)
+            if inspect.isawaitable(result):
+                await result
 
     cold: list[float] = []
     warm: list[float] = []
@@ -246,7 +249,7 @@ async def profile_model(
     try:
         for i in range(loads):
             kind = "cold" if i == 0 else "warm"
-            report(f"load {kind} {i + 1}/{loads}")
+            await report(f"load {kind} {i + 1}/{loads}")
             if loaded:
                 await driver.unload(name)
                 loaded = False
@@ -267,7 +270,7 @@ async def profile_model(
         exec_stats: dict[int, LatencyStats] = {}
         samples_total = 0
         for k, batch in enumerate(sizes):
-            report(f"batch {batch}")
+            await report(f"batch {batch}")
             remaining = max(0.0, max_seconds - (clock() - started))
             batch_deadline = clock() + remaining / (len(sizes) - k)
             inputs = synthetic_inputs(specs, batch, batched, rng)
@@ -288,7 +291,7 @@ async def profile_model(
             done_units += 1
             log.info("profiled %s batch %d: p50 %.6fs p99 %.6fs over %d runs", name, batch,
                      exec_stats[batch].p50_s, exec_stats[batch].p99_s, len(samples))
-        report("done")
+        await report("done")
     finally:
         if loaded and not keep_loaded:
             try:

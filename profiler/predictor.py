@@ -14,20 +14,24 @@ import math
 from collections import deque
 from dataclasses import dataclass, field
 
-from profiler.profile import ClassProfile, LatencyStats, ModelProfile, percentile
+from profiler.profile import ClassProfile, LatencyStats, ModelProfile, percentile, percentile_upper
 
 ClassKey = tuple[str, str]  # (model, instance_class)
 
 
 @dataclass(frozen=True, slots=True)
 class PredictorConfig:
-    window: int = 32
+    window: int = 50
     """Most recent observations kept per (model, class, batch) and per (model, class) for loads."""
     percentile: float = 99.0
     """Percentile answered when the caller does not ask for one."""
     min_live_observations: int = 10
     """Live observations a key needs before they replace the offline profile's numbers:
     a p99 over three samples is just their max, worse than a profile over hundreds."""
+    conservative_tail: bool = True
+    """Percentiles above the median take the upper closest rank instead of interpolating:
+    over a window under 100 samples the p99 is then the window's max, never a value
+    between the two largest that the next execution exceeds more often than 1%."""
 
     def __post_init__(self) -> None:
         if self.window < 1:
@@ -41,12 +45,13 @@ class PredictorConfig:
 class _Window:
     """Recent samples with a lazily sorted copy, rebuilt only after a change."""
 
-    __slots__ = ("_values", "_sorted", "total")
+    __slots__ = ("_values", "_sorted", "total", "conservative")
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, conservative: bool = True) -> None:
         self._values: deque[float] = deque(maxlen=size)
         self._sorted: list[float] | None = None
         self.total = 0  # all-time count, for the API's "observations"
+        self.conservative = conservative
 
     def add(self, value: float) -> None:
         self._values.append(value)
@@ -59,6 +64,8 @@ class _Window:
     def percentile(self, pct: float) -> float:
         if self._sorted is None:
             self._sorted = sorted(self._values)
+        if self.conservative and pct > 50.0:
+            return percentile_upper(self._sorted, pct)
         return percentile(self._sorted, pct)
 
     def stats(self) -> LatencyStats:
@@ -124,7 +131,7 @@ class LatencyPredictor:
         st = self._class_state(model, instance_class)
         win = st.exec_live.get(batch)
         if win is None:
-            win = st.exec_live[batch] = _Window(self.config.window)
+            win = st.exec_live[batch] = _Window(self.config.window, self.config.conservative_tail)
         win.add(seconds)
         st.curves.clear()
         if at is not None:
@@ -135,7 +142,7 @@ class LatencyPredictor:
         _check_seconds(seconds)
         st = self._class_state(model, instance_class)
         if st.load_live is None:
-            st.load_live = _Window(self.config.window)
+            st.load_live = _Window(self.config.window, self.config.conservative_tail)
         st.load_live.add(seconds)
         if at is not None:
             st.last_observed_at = max(st.last_observed_at, at)

@@ -120,3 +120,14 @@ def percentile(ordered: Sequence[float], pct: float) -> float:
         return float(ordered[-1])
     frac = rank - lo
     return float(ordered[lo] + (ordered[lo + 1] - ordered[lo]) * frac)
+
+
+def percentile_upper(ordered: Sequence[float], pct: float) -> float:
+    """The upper closest rank (numpy's ``method="higher"``): never below the interpolated
+    value, and the max for ``pct`` above ``100 * (n - 2) / (n - 1)``."""
+    n = len(ordered)
+    if n == 0:
+        raise ValueError("percentile of no values")
+    if not 0.0 <= pct <= 100.0:
+        raise ValueError(f"percentile must be in [0, 100], got {pct}")
+    return float(ordered[min(n - 1, math.ceil((n - 1) * pct / 100.0 - 1e-12))])

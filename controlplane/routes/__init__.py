@@ -13,6 +13,7 @@ _ROUTERS = [
     "controlplane.routes.admin",
     "controlplane.routes.registration",
     "controlplane.routes.metrics",
+    "controlplane.routes.profile",
     "controlplane.routes.v2",
 ]
 

@@ -42,8 +42,27 @@ def test_default_percentile_is_p99_over_the_window() -> None:
     samples = [0.001 * i for i in range(1, 51)]
     for s in samples:
         p.observe_exec("m", "cpu", 4, s)
-    assert p.exec_time("m", "cpu", 4) == pytest.approx(float(np.percentile(samples, 99)))
+    # conservative tail: the upper closest rank, which over 50 samples is their max
+    assert p.exec_time("m", "cpu", 4) == pytest.approx(float(np.percentile(samples, 99, method="higher")))
+    assert p.exec_time("m", "cpu", 4) == pytest.approx(max(samples))
     assert p.exec_time("m", "cpu", 4, percentile=50) == pytest.approx(float(np.median(samples)))
+
+
+def test_interpolated_tail_when_not_conservative() -> None:
+    p = LatencyPredictor(PredictorConfig(window=50, conservative_tail=False))
+    samples = [0.001 * i for i in range(1, 51)]
+    for s in samples:
+        p.observe_exec("m", "cpu", 4, s)
+    assert p.exec_time("m", "cpu", 4) == pytest.approx(float(np.percentile(samples, 99)))
+
+
+def test_upper_rank_matches_numpy_higher_and_stays_below_max_over_big_windows() -> None:
+    from profiler.profile import percentile_upper
+
+    values = sorted(float(v) for v in np.random.default_rng(3).exponential(size=400))
+    for pct in (50.0, 90.0, 99.0, 99.9, 100.0, 0.0):
+        assert percentile_upper(values, pct) == pytest.approx(float(np.percentile(values, pct, method="higher")))
+    assert percentile_upper(values, 99.0) < values[-1]
 
 
 def test_configured_default_percentile_is_used() -> None:

@@ -1,0 +1,228 @@
+"""Feeding the predictor from the executions the gateway forwarded.
+
+The basis is the instance's own compute time (compute_input + compute_infer +
+compute_output from the statistics extension, per batch size): the offline
+profile is measured the same way (``profile_model(timing="compute")``), so seed
+and live observations agree, and transport or event-loop noise in the control
+plane does not enter the prediction. An instance without statistics falls back
+to the gateway's round trip, as ``ExecClock`` does when profiling it.
+
+Reads are cheap: nothing happens while a model is idle; after executions, one
+statistics call per (instance, model), never two at once, spaced by
+``min_interval_s``. When exactly one execution of a batch size ran since the last
+read, its time is exact; when several did (concurrent traffic, other replicas),
+their mean is fed once. Predictions made at dispatch are paired with the exact
+observations only, so the accuracy log never flatters itself with averages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from kserve.errors import InferplexError
+from profiler.predictor import LatencyPredictor
+
+log = logging.getLogger(__name__)
+
+
+class StatisticsSource(Protocol):
+    """The part of an InstanceDriver the feed needs."""
+
+    async def statistics(self, name: str | None = None) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    """What the predictor said at dispatch time for one execution."""
+
+    batch: int
+    p50_s: float
+    p99_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class PredictionSample:
+    """A dispatch-time prediction next to the execute time then observed."""
+
+    model: str
+    instance_class: str
+    batch: int
+    predicted_p50_s: float
+    predicted_p99_s: float
+    observed_s: float
+    basis: str  # "compute" or "round_trip"
+    at: float
+
+
+def batch_compute_ns(stats: dict[str, Any], name: str) -> dict[int, tuple[int, int]] | None:
+    """Per batch size: (executions, total compute ns) from a statistics answer; None when
+    the instance reports no per-batch statistics for ``name``."""
+    found = False
+    out: dict[int, tuple[int, int]] = {}
+    for entry in stats.get("model_stats", []) or []:
+        if entry.get("name") != name:
+            continue
+        for row in entry.get("batch_stats") or []:
+            found = True
+            size = int(row.get("batch_size", 0))
+            infer = row.get("compute_infer") or {}
+            count = int(infer.get("count", 0))
+            ns = sum(int((row.get(k) or {}).get("ns", 0))
+                     for k in ("compute_input", "compute_infer", "compute_output"))
+            prev = out.get(size, (0, 0))
+            out[size] = (prev[0] + count, prev[1] + ns)  # summed over versions
+    return out if found else None
+
+
+@dataclass(slots=True)
+class _Pending:
+    batch: int | None
+    round_trip_s: float
+    prediction: Prediction | None
+
+
+@dataclass(slots=True)
+class _Source:
+    driver: StatisticsSource
+    instance_class: str
+    pending: list[_Pending] = field(default_factory=list)
+    baseline: dict[int, tuple[int, int]] | None = None
+    reading: bool = False
+
+
+class ExecutionFeed:
+    """Turns forwarded executions into predictor observations (and an accuracy log)."""
+
+    def __init__(self, predictor: LatencyPredictor, *, min_interval_s: float = 0.0,
+                 log_size: int = 20_000, wall_clock: Callable[[], float] = time.time) -> None:
+        self.predictor = predictor
+        self.min_interval_s = min_interval_s
+        self.samples: deque[PredictionSample] = deque(maxlen=log_size)
+        self.exact = 0
+        """Executions observed exactly (one per statistics read and batch size)."""
+        self.merged = 0
+        """Executions only seen as part of a mean (several ran between two reads)."""
+        self._wall = wall_clock
+        self._sources: dict[tuple[str, str], _Source] = {}
+        self._dirty: set[tuple[str, str]] = set()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="execution-feed")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def executed(self, instance_id: str, driver: StatisticsSource, model: str, instance_class: str,
+                 batch: int | None, round_trip_s: float, prediction: Prediction | None) -> None:
+        """One successful forward of ``model`` to ``instance_id`` (cheap: no I/O here)."""
+        key = (instance_id, model)
+        src = self._sources.get(key)
+        if src is None or src.driver is not driver:
+            src = self._sources[key] = _Source(driver, instance_class)
+        src.pending.append(_Pending(batch, round_trip_s, prediction))
+        self._dirty.add(key)
+        self._wake.set()
+
+    def forget(self, model: str) -> None:
+        for key in [k for k in self._sources if k[1] == model]:
+            del self._sources[key]
+        self._dirty = {k for k in self._dirty if k[1] != model}
+
+    async def drain(self) -> None:
+        """Process everything pending now (tests and shutdown; the loop does it otherwise)."""
+        await self._read_dirty()
+
+    # ---- internals ---------------------------------------------------------------------
+
+    async def _loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self._read_dirty()
+            except Exception:  # the feed must outlive one bad answer
+                log.exception("execution feed read failed")
+            if self.min_interval_s > 0:
+                await asyncio.sleep(self.min_interval_s)
+
+    async def _read_dirty(self) -> None:
+        keys, self._dirty = self._dirty, set()
+        await asyncio.gather(*(self._read(k) for k in keys))
+
+    async def _read(self, key: tuple[str, str]) -> None:
+        src = self._sources.get(key)
+        if src is None or src.reading:
+            if src is not None:
+                self._dirty.add(key)  # read again once the one in flight is done
+            return
+        src.reading = True
+        pending, src.pending = src.pending, []
+        model = key[1]
+        try:
+            try:
+                now = batch_compute_ns(await src.driver.statistics(model), model)
+            except InferplexError as exc:
+                log.debug("statistics of %s on %s unavailable: %s", model, key[0], exc)
+                now = None
+            if now is None:
+                self._round_trips(model, src.instance_class, pending)
+                return
+            before, src.baseline = src.baseline, now
+            if before is None:
+                return  # first read of this (instance, model): only a baseline
+            self._deltas(model, src.instance_class, before, now, pending)
+        finally:
+            src.reading = False
+            if src.pending:
+                self._dirty.add(key)
+                self._wake.set()
+
+    def _round_trips(self, model: str, instance_class: str, pending: list[_Pending]) -> None:
+        at = self._wall()
+        for p in pending:
+            if p.batch is None:
+                continue
+            self._record(model, instance_class, p.prediction, p.batch, p.round_trip_s, "round_trip", at)
+            self.predictor.observe_exec(model, instance_class, p.batch, p.round_trip_s, at=at)
+            self.exact += 1
+
+    def _deltas(self, model: str, instance_class: str, before: dict[int, tuple[int, int]],
+                now: dict[int, tuple[int, int]], pending: list[_Pending]) -> None:
+        at = self._wall()
+        by_batch: dict[int, list[_Pending]] = {}
+        for p in pending:
+            if p.batch is not None:
+                by_batch.setdefault(p.batch, []).append(p)
+        for batch, (count, ns) in now.items():
+            c0, n0 = before.get(batch, (0, 0))
+            runs, spent = count - c0, ns - n0
+            if runs <= 0 or spent < 0:
+                continue  # nothing new, or the instance restarted (counters went back)
+            seconds = spent / runs / 1e9
+            self.predictor.observe_exec(model, instance_class, batch, seconds, at=at)
+            mine = by_batch.get(batch, [])
+            if runs == 1:
+                self.exact += 1
+                if len(mine) == 1:
+                    self._record(model, instance_class, mine[0].prediction, batch, seconds, "compute", at)
+            else:
+                self.merged += runs
+
+    def _record(self, model: str, instance_class: str, prediction: Prediction | None, batch: int,
+                observed: float, basis: str, at: float) -> None:
+        if prediction is None or prediction.batch != batch:
+            return
+        self.samples.append(PredictionSample(model, instance_class, batch, prediction.p50_s,
+                                             prediction.p99_s, observed, basis, at))
