@@ -63,14 +63,15 @@ class PredictionSample:
 
 def batch_compute_ns(stats: dict[str, Any], name: str) -> dict[int, tuple[int, int]] | None:
     """Per batch size: (executions, total compute ns) from a statistics answer; None when
-    the instance reports no per-batch statistics for ``name``."""
+    the answer has no entry for ``name`` (an instance without statistics). An entry
+    without ``batch_stats`` means no executions yet (protobuf JSON leaves empty lists out)."""
     found = False
     out: dict[int, tuple[int, int]] = {}
     for entry in stats.get("model_stats", []) or []:
         if entry.get("name") != name:
             continue
+        found = True
         for row in entry.get("batch_stats") or []:
-            found = True
             size = int(row.get("batch_size", 0))
             infer = row.get("compute_infer") or {}
             count = int(infer.get("count", 0))

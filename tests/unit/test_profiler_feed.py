@@ -1,0 +1,117 @@
+"""ExecutionFeed: statistics deltas -> predictor observations and the accuracy log
+(a fake statistics source: the feed's arithmetic, not transport, is under test)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kserve.errors import Unavailable
+from profiler.feed import ExecutionFeed, Prediction, batch_compute_ns
+from profiler.predictor import LatencyPredictor
+
+
+class Stats:
+    """Cumulative batch_stats the way Triton and the worker report them."""
+
+    def __init__(self, name: str = "m") -> None:
+        self.name = name
+        self.rows: dict[int, list[int]] = {}
+        self.fail = False
+
+    def run(self, batch: int, seconds: float) -> None:
+        row = self.rows.setdefault(batch, [0, 0])
+        row[0] += 1
+        row[1] += round(seconds * 1e9)
+
+    async def statistics(self, name: str | None = None) -> dict[str, Any]:
+        if self.fail:
+            raise Unavailable("instance gone")
+        # split over the three phases, as instances do: the feed must add them up
+        return {"model_stats": [{"name": self.name, "batch_stats": [
+            {"batch_size": b, "compute_input": {"count": c, "ns": ns // 4},
+             "compute_infer": {"count": c, "ns": ns - 2 * (ns // 4)},
+             "compute_output": {"count": c, "ns": ns // 4}}
+            for b, (c, ns) in self.rows.items()]}]}
+
+
+def feed_with(stats: Stats) -> tuple[ExecutionFeed, LatencyPredictor]:
+    predictor = LatencyPredictor()
+    return ExecutionFeed(predictor, wall_clock=lambda: 1234.0), predictor
+
+
+async def test_one_execution_between_reads_is_observed_exactly_and_paired() -> None:
+    stats = Stats()
+    feed, predictor = feed_with(stats)
+    feed.executed("i1", stats, "m", "cpu", 4, 0.5, None)
+    stats.run(4, 0.010)
+    await feed.drain()  # first read: a baseline only
+    assert predictor.exec_time("m", "cpu", 4) is None
+    stats.run(4, 0.020)
+    feed.executed("i1", stats, "m", "cpu", 4, 0.5, Prediction(4, 0.019, 0.025))
+    await feed.drain()
+    assert predictor.exec_time("m", "cpu", 4, percentile=50) == 0.020  # compute, not the 0.5 s round trip
+    assert feed.exact == 1 and feed.merged == 0
+    [sample] = feed.samples
+    assert (sample.batch, sample.observed_s, sample.predicted_p50_s, sample.basis) == (4, 0.020, 0.019, "compute")
+
+
+async def test_several_executions_between_reads_feed_their_mean_once_and_are_not_paired() -> None:
+    stats = Stats()
+    feed, predictor = feed_with(stats)
+    feed.executed("i1", stats, "m", "cpu", 2, 0.1, None)
+    await feed.drain()
+    for s in (0.010, 0.030):
+        stats.run(2, s)
+        feed.executed("i1", stats, "m", "cpu", 2, 0.1, Prediction(2, 0.02, 0.03))
+    await feed.drain()
+    assert predictor.exec_time("m", "cpu", 2, percentile=50) == 0.020
+    assert predictor.snapshot("m").classes["cpu"].exec[2].n == 1
+    assert feed.merged == 2 and feed.exact == 0 and not feed.samples
+
+
+async def test_batch_sizes_come_from_the_statistics_when_the_gateway_could_not_read_them() -> None:
+    stats = Stats()
+    feed, predictor = feed_with(stats)
+    feed.executed("i1", stats, "m", "cpu", None, 0.1, None)
+    await feed.drain()
+    stats.run(8, 0.04)
+    feed.executed("i1", stats, "m", "cpu", None, 0.1, None)
+    await feed.drain()
+    assert predictor.exec_time("m", "cpu", 8) == 0.04
+
+
+async def test_an_instance_without_statistics_is_fed_round_trips() -> None:
+    stats = Stats()
+    stats.fail = True
+    feed, predictor = feed_with(stats)
+    feed.executed("i1", stats, "m", "cpu", 1, 0.007, Prediction(1, 0.006, 0.008))
+    await feed.drain()
+    assert predictor.exec_time("m", "cpu", 1) == 0.007
+    assert [s.basis for s in feed.samples] == ["round_trip"]
+
+
+async def test_counters_going_back_after_an_instance_restart_are_not_negative_times() -> None:
+    stats = Stats()
+    feed, predictor = feed_with(stats)
+    stats.run(1, 0.05)
+    feed.executed("i1", stats, "m", "cpu", 1, 0.1, None)
+    await feed.drain()
+    stats.rows.clear()  # restarted
+    feed.executed("i1", stats, "m", "cpu", 1, 0.1, None)
+    await feed.drain()
+    assert predictor.exec_time("m", "cpu", 1) is None
+
+
+def test_batch_compute_ns_sums_phases_and_versions_and_says_none_without_batch_stats() -> None:
+    answer = {"model_stats": [
+        {"name": "m", "version": "1", "batch_stats": [
+            {"batch_size": 1, "compute_input": {"count": 1, "ns": 1}, "compute_infer": {"count": 1, "ns": 10},
+             "compute_output": {"count": 1, "ns": 100}}]},
+        {"name": "m", "version": "2", "batch_stats": [
+            {"batch_size": 1, "compute_input": {"count": 2, "ns": 0}, "compute_infer": {"count": 2, "ns": 5},
+             "compute_output": {"count": 2, "ns": 0}}]},
+        {"name": "other", "batch_stats": []}]}
+    assert batch_compute_ns(answer, "m") == {1: (3, 116)}
+    assert batch_compute_ns(answer, "other") == {}
+    assert batch_compute_ns({"model_stats": [{"name": "m", "inference_stats": {}}]}, "m") == {}
+    assert batch_compute_ns(answer, "absent") is None
