@@ -3,8 +3,8 @@
 The same class drives NVIDIA Triton and ``inferplex worker``; nothing here depends
 on the worker's extras. Control calls (load, unload, index, stats, profiling
 inference) go through ``tritonclient.grpc.aio``. The gateway's hot path uses raw
-pass-through instead (a gRPC stub on a second channel, a pooled httpx client), so
-a request is forwarded without decoding its tensors.
+pass-through instead (a gRPC stub on a second channel, a keep-alive HTTP/1.1 pool
+from ``placement.http_hop``), so a request is forwarded without decoding its tensors.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-import aiohttp
 import grpc
 import httpx
 import numpy as np
@@ -32,6 +31,7 @@ from kserve.errors import (
     Unavailable,
 )
 from placement.driver import InferTiming, InstanceDriver, InstanceInfo, ModelState
+from placement.http_hop import HopError, HttpHop
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +88,8 @@ class TritonDriver(InstanceDriver):
             timeout=httpx.Timeout(timeout_s, connect=5.0),
             limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
         )
-        # the infer hot path: aiohttp costs a fraction of httpx's per-request CPU
-        self._session: aiohttp.ClientSession | None = None
+        # the infer hot path: a bare keep-alive pool costs a fraction of httpx's or aiohttp's CPU
+        self._hop = HttpHop(info.http_url)
 
     # ---- control ---------------------------------------------------------------------
 
@@ -173,21 +173,12 @@ class TritonDriver(InstanceDriver):
                              timeout_s: float | None = None) -> tuple[int, bytes, dict[str, str]]:
         """POST an uncompressed v2 infer body; returns (status, body, headers) as the
         instance sent them (lower-case header names)."""
-        url = f"http://{self.info.http_url}/v2/models/{qualified}" + \
-            (f"/versions/{version}" if version else "") + "/infer"
-        fwd = {k: v for k, v in headers.items() if k.lower() in _HTTP_FORWARD}
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=256, keepalive_timeout=60),
-                auto_decompress=False, skip_auto_headers=("User-Agent", "Accept-Encoding"))
+        # names are URL-safe by construction (tenants.naming), so no quoting
+        path = f"/v2/models/{qualified}" + (f"/versions/{version}" if version else "") + "/infer"
+        fwd = {k: v for k in _HTTP_FORWARD if (v := headers.get(k)) is not None}
         try:
-            async with self._session.post(
-                url, data=body, headers=fwd,
-                timeout=aiohttp.ClientTimeout(total=timeout_s or self.timeout_s, connect=5.0),
-            ) as resp:
-                out = await resp.read()
-                return resp.status, out, {k.lower(): v for k, v in resp.headers.items()}
-        except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+            return await self._hop.post(path, body, fwd, timeout_s or self.timeout_s)
+        except (HopError, TimeoutError) as exc:
             raise Unavailable(f"instance {self.info.instance_id} is unreachable while running "
                               f"{qualified}: {exc!r}", retry_after_s=1) from exc
 
@@ -206,7 +197,6 @@ class TritonDriver(InstanceDriver):
 
     async def close(self) -> None:
         await self._http.aclose()
-        if self._session is not None:
-            await self._session.close()
+        self._hop.close()
         await self._channel.close()
         await self._client.close()
