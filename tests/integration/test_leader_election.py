@@ -5,13 +5,10 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
 from controlplane.store import StateStore
-from controlplane.store.embedded import EmbeddedStore
 from controlplane.store.etcd import EtcdStore
 from controlplane.store.leader import LeaderElection
 from tests.support.etcd import EtcdServer
@@ -22,22 +19,6 @@ pytestmark = pytest.mark.timeout(60)
 TTL = 2
 
 
-@pytest.fixture(params=["embedded", "etcd"])
-async def stores(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> AsyncIterator[tuple[StateStore, StateStore]]:
-    """Each candidate's own handle (two etcd clients, or one shared embedded store)."""
-    if request.param == "embedded":
-        one = EmbeddedStore(tmp_path / "state.json")
-        two: StateStore = one
-    else:
-        server: EtcdServer = request.getfixturevalue("etcd_server")
-        one, two = EtcdStore(server.url), EtcdStore(server.url)
-    try:
-        yield one, two
-    finally:
-        await one.close()
-        await two.close()
 
 
 @pytest.fixture

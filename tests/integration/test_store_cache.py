@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -12,27 +11,10 @@ import pytest
 from controlplane.store import StateStore
 from controlplane.store.cache import PrefixCache
 from controlplane.store.embedded import EmbeddedStore
-from controlplane.store.etcd import EtcdStore
-from tests.support.etcd import EtcdServer
 
 pytestmark = pytest.mark.timeout(60)
 
 
-@pytest.fixture(params=["embedded", "etcd"])
-async def stores(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> AsyncIterator[tuple[StateStore, StateStore]]:
-    if request.param == "embedded":
-        one = EmbeddedStore(tmp_path / "state.json")
-        two: StateStore = one
-    else:
-        server: EtcdServer = request.getfixturevalue("etcd_server")
-        one, two = EtcdStore(server.url), EtcdStore(server.url)
-    try:
-        yield one, two
-    finally:
-        await one.close()
-        await two.close()
 
 
 @pytest.fixture

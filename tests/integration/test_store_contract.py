@@ -29,29 +29,8 @@ from tests.support.procs import wait_until
 pytestmark = pytest.mark.timeout(60)
 
 
-@pytest.fixture(params=["embedded", "etcd"])
-def kind(request: pytest.FixtureRequest) -> str:
-    if request.param == "etcd":
-        request.applymarker(pytest.mark.etcd)
-    return request.param
 
 
-@pytest.fixture
-async def stores(
-    kind: str, request: pytest.FixtureRequest, tmp_path: Path
-) -> AsyncIterator[tuple[StateStore, StateStore]]:
-    """Two handles on one store: two clients for etcd, the same object for embedded."""
-    if kind == "embedded":
-        one = EmbeddedStore(tmp_path / "state.json")
-        two: StateStore = one
-    else:
-        server: EtcdServer = request.getfixturevalue("etcd_server")
-        one, two = EtcdStore(server.url), EtcdStore(server.url)
-    try:
-        yield one, two
-    finally:
-        await one.close()
-        await two.close()
 
 
 @pytest.fixture

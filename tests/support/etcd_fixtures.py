@@ -8,11 +8,14 @@ kill and restart (outages, failover).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from controlplane.store.base import StateStore
+from controlplane.store.embedded import EmbeddedStore
+from controlplane.store.etcd import EtcdStore
 from tests.support.etcd import ETCD_BINARY, EtcdServer
 
 needs_etcd = pytest.mark.skipif(
@@ -49,6 +52,32 @@ def make_etcd(tmp_path: Path) -> Iterator[Callable[[], EtcdServer]]:
     finally:
         for server in servers:
             server.stop()
+
+
+@pytest.fixture(params=["embedded", "etcd"])
+def kind(request: pytest.FixtureRequest) -> str:
+    """Which store implementation a contract-style test runs against."""
+    if request.param == "etcd":
+        request.applymarker(pytest.mark.etcd)
+    return request.param
+
+
+@pytest.fixture
+async def stores(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[tuple[StateStore, StateStore]]:
+    """Two handles on one store: two clients for etcd, the same object for embedded."""
+    if kind == "embedded":
+        one = EmbeddedStore(tmp_path / "state.json")
+        two: StateStore = one
+    else:
+        server: EtcdServer = request.getfixturevalue("etcd_server")
+        one, two = EtcdStore(server.url), EtcdStore(server.url)
+    try:
+        yield one, two
+    finally:
+        await one.close()
+        await two.close()
 
 
 async def eventually(
