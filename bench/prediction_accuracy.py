@@ -1,16 +1,13 @@
-"""How good are the predictor's answers under a real mixed workload?
+"""How good are the predictor's answers under a real mixed workload, through the gateway?
 
-For an MLP, a small CNN and a larger model (ResNet-50 at half width, 7 M parameters, on
-32x32 images: full width is 100 MB, over the worker's 64 MiB gRPC message limit
-for a load), each
-profiled offline first (``profiler.offline.profile_model``) and seeded into a
-``LatencyPredictor``: a mixed stream of requests of random model and batch size
-is dispatched one at a time (the dispatcher keeps an instance's queue at a slot
-or two), and each prediction made at dispatch time is compared with the execute
-time then observed; every observation is fed back, as the control plane does.
-
-Today it drives an ``inferplex worker`` directly through the instance driver; once
-the gateway's dispatcher is in, the same comparison should be taken there.
+Starts ``inferplex up`` (one embedded worker), uploads an MLP, a small CNN and a
+larger model (ResNet-50 at half width, 7 M parameters, on 32x32 images) as a
+tenant; each upload is profiled by the control plane (compute timing) before it
+turns ready. Then a mixed stream of requests of random model and batch size goes
+through the v2 gRPC gateway with unmodified tritonclient, one at a time. The
+gateway asks the predictor at dispatch time and the control plane's execution
+feed pairs each prediction with the execute time the instance then reports
+(statistics extension); ``GET /admin/predictions`` hands the pairs over.
 
 Reports the relative error of the p50 prediction, the fraction of executions
 within 10% of it, and the fraction that ran longer than the p99 prediction.
@@ -22,24 +19,19 @@ within 10% of it, and the fraction that ran longer than the p99 prediction.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import random
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from placement.driver import InstanceDriver, InstanceInfo
-from profiler.offline import ExecClock, input_specs, max_batch_size, profile_model, synthetic_inputs
-from profiler.predictor import LatencyPredictor, PredictorConfig
+from profiler.offline import input_specs, max_batch_size, synthetic_inputs
 
 log = logging.getLogger(__name__)
 
@@ -85,58 +77,63 @@ def build_models(image: int) -> dict[str, tuple[dict[str, Any], dict[str, bytes]
     return models
 
 
-@contextmanager
-def running_worker(memory: str, threads: int) -> Iterator[InstanceInfo]:
-    """A real ``inferplex worker`` on free loopback ports, stopped on exit."""
-    from tests.support.procs import Proc, free_port, inferplex_cmd, port_open
+def run_through_gateway(models: dict[str, tuple[dict[str, Any], dict[str, bytes]]],
+                        args: argparse.Namespace) -> tuple[list[Sample], dict[str, Any]]:
+    """Upload, wait for profiles, send the mixed workload, read the paired predictions."""
+    import httpx
+    import tritonclient.grpc as grpcclient
 
-    http, grpc_port = free_port(), free_port()
-    log_path = Path(tempfile.mkstemp(prefix="bench-worker-", suffix=".log")[1])
-    proc = Proc(inferplex_cmd("worker", "--host", "127.0.0.1", "--http-port", str(http),
-                              "--grpc-port", str(grpc_port), "--memory-budget", memory,
-                              "--threads", str(threads)), log_path)
-    try:
-        proc.wait_ready(lambda: port_open(http) and port_open(grpc_port), 60, "worker")
-        yield InstanceInfo("bench-worker", f"127.0.0.1:{http}", f"127.0.0.1:{grpc_port}",
-                           memory_bytes=0, instance_class=INSTANCE_CLASS)
-    finally:
-        proc.stop()
+    from tests.integration.cp_harness import running_up
+    from tests.support.procs import wait_until
 
+    info: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-pa-") as tmp, \
+            running_up(Path(tmp) / "data", Path(tmp) / "up.log", workers=1,
+                       worker_memory=args.memory) as cp:
+        key = cp.create_tenant("bench")
+        batches: dict[str, list[int]] = {}
+        for name, (config, files) in models.items():
+            t0 = time.perf_counter()
+            r = cp.upload(key, name, next(iter(files.values())), max_batch_size=min(16, config["max_batch_size"]))
+            r.raise_for_status()
+            cp.wait_model_status(key, name, "ready", timeout_s=120)
+            with cp.client(key) as c:
+                prof = c.get(f"/v2/models/{name}/profile").json()["classes"][INSTANCE_CLASS]
+            batches[name] = sorted(int(b) for b in prof["exec"])
+            info.setdefault("profile_s", {})[name] = time.perf_counter() - t0
+            log.info("profiled %s: %s", name, {b: round(v["p50_s"] * 1e3, 3) for b, v in prof["exec"].items()})
+        rng = np.random.default_rng(1)
+        pick = random.Random(1)
+        inputs = {name: {b: synthetic_inputs(input_specs(cfg), b, max_batch_size(cfg) > 0, rng)
+                         for b in batches[name]} for name, (cfg, _) in models.items()}
+        auth = {"authorization": f"Bearer {key}"}
+        with httpx.Client(base_url=cp.url, headers={"Authorization": f"Bearer {cp.admin_key}"}) as admin:
+            before = admin.get("/admin/predictions", params={"since": time.time()}).json()
+            base = before["exact"] + before["merged"]
+            since = time.time()
+            with grpcclient.InferenceServerClient(cp.grpc_url) as client:
+                for _ in range(args.requests):
+                    name = pick.choice(list(models))
+                    batch = pick.choice(batches[name])
+                    tensors = []
+                    for in_name, arr in inputs[name][batch].items():
+                        t = grpcclient.InferInput(in_name, list(arr.shape), "FP32")
+                        t.set_data_from_numpy(arr)
+                        tensors.append(t)
+                    client.infer(name, tensors, headers=dict(auth))
 
-async def run(driver: InstanceDriver, models: dict[str, tuple[dict[str, Any], dict[str, bytes]]],
-              args: argparse.Namespace) -> tuple[list[Sample], dict[str, float]]:
-    predictor = LatencyPredictor(PredictorConfig(window=args.window))
-    profile_s: dict[str, float] = {}
-    batches: dict[str, list[int]] = {}
-    for name, (config, files) in models.items():
-        t0 = time.perf_counter()
-        prof = await profile_model(driver, name, config, files, loads=2, warmup=5,
-                                   max_seconds=args.profile_seconds, keep_loaded=True,
-                                   timing=args.timing)
-        profile_s[name] = time.perf_counter() - t0
-        predictor.seed_from_profile(name, INSTANCE_CLASS, prof)
-        batches[name] = sorted(prof.exec)
-        log.info("profiled %s in %.1fs: %s", name, profile_s[name],
-                 {b: round(s.p50_s * 1e3, 3) for b, s in prof.exec.items()})
+            def settled() -> bool:
+                now = admin.get("/admin/predictions", params={"since": time.time()}).json()
+                # the first read of each freshly loaded model is a baseline only
+                return now["exact"] + now["merged"] >= base + args.requests - len(models)
 
-    rng = np.random.default_rng(1)
-    pick = random.Random(1)
-    inputs = {name: {b: synthetic_inputs(input_specs(cfg), b, max_batch_size(cfg) > 0, rng)
-                     for b in batches[name]} for name, (cfg, _) in models.items()}
-    clocks = {name: ExecClock(driver, name, args.timing) for name in models}
-    samples: list[Sample] = []
-    for _ in range(args.requests):
-        name = pick.choice(list(models))
-        batch = pick.choice(batches[name])
-        p50 = predictor.exec_time(name, INSTANCE_CLASS, batch, percentile=50)
-        p99 = predictor.exec_time(name, INSTANCE_CLASS, batch)
-        assert p50 is not None and p99 is not None
-        observed = await clocks[name].run(inputs[name][batch], None)
-        samples.append(Sample(name, batch, p50, p99, observed))
-        predictor.observe_exec(name, INSTANCE_CLASS, batch, observed)
-    for name in models:
-        await driver.unload(name)
-    return samples, profile_s
+            wait_until(settled, 30, "the feed to catch up")
+            body = admin.get("/admin/predictions", params={"since": since}).json()
+        info.update(exact=body["exact"] - before["exact"], merged=body["merged"] - before["merged"],
+                    load=os.getloadavg()[0])
+    samples = [Sample(row["model"].split("__", 1)[1], row["batch"], row["predicted_p50_s"],
+                      row["predicted_p99_s"], row["observed_s"]) for row in body["samples"]]
+    return samples, info
 
 
 def summarise(samples: list[Sample]) -> dict[str, dict[str, float]]:
@@ -159,16 +156,22 @@ def summarise(samples: list[Sample]) -> dict[str, dict[str, float]]:
     return out
 
 
-def write_report(samples: list[Sample], profile_s: dict[str, float], args: argparse.Namespace,
+def write_report(samples: list[Sample], info: dict[str, Any], args: argparse.Namespace,
                  wall_s: float) -> str:
     summary = summarise(samples)
-    lines = ["# Prediction accuracy under a mixed workload", "",
+    paired = len(samples) / max(1, info["exact"] + info["merged"])
+    lines = ["# Prediction accuracy under a mixed workload, through the gateway", "",
              f"Command: `python -m bench.prediction_accuracy {' '.join(args.argv)}`", "",
-             f"{len(samples)} requests, random model and batch size, dispatched one at a time to one "
-             f"`inferplex worker` ({args.threads} threads) through the instance driver; execute time measured as {args.timing}; "
-             f"predictor window {args.window}, seeded by an offline profile per model "
-             f"(profiling took {', '.join(f'{k} {v:.0f}s' for k, v in profile_s.items())}). "
-             f"Whole run: {wall_s:.0f} s; load average at the end {os.getloadavg()[0]:.2f} on "
+             f"{args.requests} requests of random model and batch size, sent one at a time with "
+             "tritonclient gRPC to `inferplex up` (one worker, 1 compute thread). Each model was "
+             "profiled by the control plane on upload (compute timing; "
+             f"{', '.join(f'{k} {v:.0f}s' for k, v in info['profile_s'].items())} from upload to ready). "
+             "The predictor (default config: window 50, p99 = upper closest rank, i.e. the window's max) "
+             "answered at dispatch time; the execute time is the instance's compute time from its "
+             "statistics extension, read by the control plane's execution feed after each execution. "
+             f"Executions seen exactly: {info['exact']}, only inside a mean (several between two reads): "
+             f"{info['merged']}; {len(samples)} exact ones paired with their prediction ({paired:.0%}). "
+             f"Whole run: {wall_s:.0f} s; load average at the end {info['load']:.2f} on "
              f"{os.cpu_count()} CPUs (the machine is shared with other work).", "",
              "Relative error is |observed - predicted p50| / predicted p50; 'over p99' counts executions "
              "longer than the p99 prediction made at dispatch time.", "",
@@ -217,33 +220,16 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--requests", type=int, default=3000)
-    p.add_argument("--window", type=int, default=32)
-    p.add_argument("--timing", choices=["round_trip", "compute"], default="round_trip",
-                   help="execute time = client round trip, or the worker's compute time (statistics)")
-    p.add_argument("--threads", type=int, default=1, help="worker compute threads")
     p.add_argument("--memory", default="2GiB", help="worker memory budget")
     p.add_argument("--image", type=int, default=32, help="ResNet-50 input size")
-    p.add_argument("--profile-seconds", type=float, default=20.0, help="offline profile cap per model")
     p.add_argument("--out", default=str(RESULTS / "prediction_accuracy"))
     args = p.parse_args(argv)
     args.argv = argv
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
-    from placement.triton_driver import TritonDriver
-
     started = time.perf_counter()
-    models = build_models(args.image)
-
-    async def go(info: InstanceInfo) -> tuple[list[Sample], dict[str, float]]:
-        driver = TritonDriver(info)
-        try:
-            return await run(driver, models, args)
-        finally:
-            await driver.close()
-
-    with running_worker(args.memory, args.threads) as info:
-        samples, profile_s = asyncio.run(go(info))
-    print(write_report(samples, profile_s, args, time.perf_counter() - started))
+    samples, info = run_through_gateway(build_models(args.image), args)
+    print(write_report(samples, info, args, time.perf_counter() - started))
     return 0
 
 
