@@ -53,7 +53,7 @@ async def build_services(settings: Settings) -> Services:
     from controlplane.store import open_store
     from placement.instances import InstanceRegistry
     from placement.service import PlacementService
-    from profiler.predictor import LatencyPredictor
+    from profiler.predictor import LatencyPredictor, PredictorConfig
     from tenants.service import TenantService
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -62,7 +62,9 @@ async def build_services(settings: Settings) -> Services:
     artifacts = ArtifactStore(settings.artifacts_path)
     tenants = TenantService(store)
     catalog = ModelCatalog(store, artifacts, settings)
-    predictor = LatencyPredictor()
+    predictor = LatencyPredictor(
+        PredictorConfig(window=settings.predictor_window, percentile=settings.predictor_percentile)
+    )
     instances = InstanceRegistry(store, settings)
     placement = PlacementService(store, instances, catalog, predictor, metrics, settings)
     gateway = Gateway(tenants, catalog, placement, instances, predictor, metrics, settings)

@@ -36,6 +36,16 @@ class Settings(BaseSettings):
     instance_lease_ttl_s: int = Field(10, description="TTL of an instance's registration lease.")
     leader_lease_ttl_s: int = Field(5, description="TTL of the placement leader's lease.")
     request_timeout_s: float = Field(30.0, description="Upper bound on one inference through the gateway.")
+    predictor_window: int = Field(
+        50, ge=1, description="Most recent observations per (model, instance class, batch) the predictor keeps."
+    )
+    predictor_percentile: float = Field(
+        99.0, ge=0, le=100, description="Percentile the predictor answers by default (admission uses it)."
+    )
+    stats_poll_interval_s: float = Field(
+        0.0, ge=0, description="Least time between two reads of an instance's statistics for one model "
+        "(exact execute times for the predictor); 0 reads after every execution, at most one read in flight.",
+    )
     profile_on_upload: bool = Field(True, description="Profile each new model version on an instance after upload.")
 
     @property

@@ -72,7 +72,7 @@ class PlacementService:
         # request path finds a model another replica loaded without reading the store
         self._shared = PrefixCache(store, PLACEMENT_PREFIX, on_change=self._placement_changed)
         # executions the gateway forwarded -> predictor, on the profile's (compute) basis
-        self.feed = ExecutionFeed(predictor)
+        self.feed = ExecutionFeed(predictor, min_interval_s=settings.stats_poll_interval_s)
 
     async def start(self) -> None:
         await self._shared.start()
