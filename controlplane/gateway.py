@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -195,7 +196,7 @@ class Gateway:
                 qualified, str(rec.version), body, headers, timeout_s=self.settings.request_timeout_s)
             if code == 200:
                 self.placement.observe(driver, qualified, batch, time.perf_counter() - t0, prediction)
-                out, out_headers = _rename_http_response(out, out_headers, rec.name)
+                out, out_headers = _rename_http_response(out, out_headers, qualified, rec.name)
             else:
                 out = out.replace(qualified.encode(), rec.name.encode())
                 self.metrics.error(tenant, name, f"instance_{code}")
@@ -268,16 +269,29 @@ def _http_batch(rec: ModelRecord, headers: Mapping[str, str], body: bytes) -> in
         return None
 
 
-def _rename_http_response(body: bytes, headers: dict[str, str], name: str) -> tuple[bytes, dict[str, str]]:
+# v2 servers (Triton, inferplex worker) write model_name first in an infer response
+_MODEL_NAME_FIRST = re.compile(rb'\{\s*"model_name"\s*:\s*"')
+
+
+def _rename_http_response(body: bytes, headers: dict[str, str], qualified: str,
+                          name: str) -> tuple[bytes, dict[str, str]]:
     """Swap ``model_name`` in the JSON part of a v2 infer response, keeping binary data."""
     hlen = headers.get("inference-header-content-length")
     split = int(hlen) if hlen else len(body)
-    try:
-        header = json.loads(body[:split])
-    except ValueError as exc:
-        raise Internal(f"the instance sent an unreadable infer response: {exc}") from exc
-    header["model_name"] = name
-    head = json.dumps(header, separators=(",", ":")).encode()
+    m = _MODEL_NAME_FIRST.match(body)
+    q = qualified.encode()
+    if m is not None and body.startswith(q + b'"', m.end()):
+        # both names need no JSON escaping (tenants.naming), so swapping the bytes of the
+        # top-level value is exact and skips a parse and re-encode of the whole header
+        at = m.end()
+        head = b"".join((body[:at], name.encode(), body[at + len(q):split]))
+    else:
+        try:
+            header = json.loads(body[:split])
+        except ValueError as exc:
+            raise Internal(f"the instance sent an unreadable infer response: {exc}") from exc
+        header["model_name"] = name
+        head = json.dumps(header, separators=(",", ":")).encode()
     out_headers = {"content-type": headers.get("content-type", "application/json")}
     if hlen:
         out_headers["inference-header-content-length"] = str(len(head))

@@ -82,6 +82,9 @@ class Metrics:
         self._lock = threading.Lock()
         self._counters: dict[str, dict[Labels, float]] = {}
         self._histograms: dict[str, dict[Labels, _Histogram]] = {}
+        # the gateway's per-request series, bound once per (tenant, model, protocol, status):
+        # the hot path then skips building label tuples and looking up families
+        self._request_series: dict[tuple[str, str, str, str], tuple[Labels, _Histogram]] = {}
 
     def _inc(self, name: str, labels: Labels, by: float = 1.0) -> None:
         with self._lock:
@@ -99,11 +102,27 @@ class Metrics:
     # ---- recording -------------------------------------------------------------------
 
     def request(self, tenant: str, model: str, protocol: str, status: str, seconds: float) -> None:
+        key = (tenant, model, protocol, status)
+        with self._lock:
+            series = self._request_series.get(key)
+            if series is None:
+                series = self._bind_request(key)
+            labels, hist = series
+            counters = self._counters["inferplex_requests_total"]
+            counters[labels] = counters.get(labels, 0.0) + 1.0
+            hist.observe(seconds)
+
+    def _bind_request(self, key: tuple[str, str, str, str]) -> tuple[Labels, _Histogram]:
+        tenant, model, protocol, status = key
         labels = (("tenant", tenant), ("model", model), ("protocol", protocol), ("status", status))
-        self._inc("inferplex_requests_total", labels)
-        self._observe("inferplex_request_duration_seconds",
-                      (("tenant", tenant), ("model", model), ("protocol", protocol)),
-                      seconds, LATENCY_BUCKETS)
+        self._counters.setdefault("inferplex_requests_total", {})
+        fam = self._histograms.setdefault("inferplex_request_duration_seconds", {})
+        hist_labels = labels[:3]
+        hist = fam.get(hist_labels)
+        if hist is None:
+            hist = fam[hist_labels] = _Histogram(LATENCY_BUCKETS)
+        series = self._request_series[key] = (labels, hist)
+        return series
 
     def error(self, tenant: str, model: str, kind: str) -> None:
         self._inc("inferplex_errors_total", (("tenant", tenant), ("model", model), ("kind", kind)))
