@@ -18,6 +18,7 @@ class InstanceSnapshot:
     healthy: bool = True
     # models already loaded (qualified names); a model already there needs no room
     models: frozenset[str] = frozenset()
+    instance_class: str = "cpu"
 
     @property
     def free_bytes(self) -> int:
@@ -29,6 +30,8 @@ class PlacementPlan:
     instance_id: str | None
     reason: str = ""
     already_loaded: bool = False
+    # for profiling plans: the instance serves no tenant model, so timings are undisturbed
+    idle: bool = False
 
     @property
     def placed(self) -> bool:
@@ -62,3 +65,21 @@ def choose_instance(model: str, model_bytes: int, instances: list[InstanceSnapsh
         f"no instance has room for {model_bytes} bytes (most free: {best.free_bytes} bytes on "
         f"{best.instance_id}); eviction is not implemented yet, so delete a model or add an instance",
     )
+
+
+def choose_profiling_instance(model_bytes: int, instances: list[InstanceSnapshot],
+                              instance_class: str | None = None) -> PlacementPlan:
+    """Where to profile a model (of ``instance_class``, when given) without disturbing
+    tenants' traffic: an idle instance (no tenant models) with room, else the instance
+    with room that serves the fewest models (the plan says it is not idle)."""
+    fits = [i for i in instances if i.healthy and i.free_bytes >= model_bytes
+            and (instance_class is None or i.instance_class == instance_class)]
+    if not fits:
+        where = f" of class {instance_class!r}" if instance_class else ""
+        return PlacementPlan(None, f"no healthy instance{where} has {model_bytes} bytes free to profile on")
+    idle = [i for i in fits if not i.models]
+    if idle:
+        best = max(idle, key=lambda i: i.free_bytes)
+        return PlacementPlan(best.instance_id, idle=True)
+    best = min(fits, key=lambda i: (len(i.models), -i.free_bytes))
+    return PlacementPlan(best.instance_id, idle=False)

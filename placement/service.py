@@ -23,7 +23,12 @@ from controlplane.store import keys
 from controlplane.store.base import StateStore
 from controlplane.store.cache import PrefixCache
 from kserve.errors import InferplexError, InvalidArgument, ResourceExhausted, Unavailable
-from placement.first_fit import InstanceSnapshot, choose_instance, estimate_model_bytes
+from placement.first_fit import (
+    InstanceSnapshot,
+    choose_instance,
+    choose_profiling_instance,
+    estimate_model_bytes,
+)
 from placement.instances import HEALTH_INTERVAL_S, InstanceRegistry
 from placement.triton_driver import TritonDriver
 from profiler.feed import ExecutionFeed, Prediction
@@ -68,6 +73,8 @@ class PlacementService:
         self._reserved: dict[str, int] = {}
         self._task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
+        # (qualified, version, class) profiles in flight, so a class is profiled once
+        self._profiling: set[tuple[str, str, str]] = set()
         # loads and unloads made by other replicas reach this one through a watch, so the
         # request path finds a model another replica loaded without reading the store
         self._shared = PrefixCache(store, PLACEMENT_PREFIX, on_change=self._placement_changed)
@@ -160,6 +167,7 @@ class PlacementService:
             InstanceSnapshot(
                 i.record.instance_id, i.record.memory_bytes, self.used_bytes(i.record.instance_id),
                 healthy=i.healthy, models=frozenset(self._actual.get(i.record.instance_id, {})),
+                instance_class=i.record.instance_class,
             )
             for i in self.instances.list()
         ]
@@ -248,6 +256,7 @@ class PlacementService:
             self.metrics.load(qualified, seconds, True)
             self.predictor.observe_load(qualified, inst.record.instance_class, seconds)
             log.info("loaded %s v%s on %s in %.3fs", qualified, version, iid, seconds)
+            self._profile_new_class(record, inst.record.instance_class)
             return inst.driver
 
     async def unload_everywhere(self, qualified_name: str) -> None:
@@ -280,24 +289,48 @@ class PlacementService:
 
     def model_uploaded(self, record: ModelRecord) -> None:
         """Profile the new version in the background, then mark it ready (or failed)."""
-        task = asyncio.create_task(self._profile(record), name=f"profile-{record.qualified_name}")
+        self._start_profiling(record, None)
+
+    def _start_profiling(self, record: ModelRecord, instance_class: str | None) -> None:
+        key = (record.qualified_name, str(record.version), instance_class or "")
+        if key in self._profiling:
+            return
+        self._profiling.add(key)
+        task = asyncio.create_task(self._profile(record, instance_class),
+                                   name=f"profile-{record.qualified_name}")
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+        task.add_done_callback(lambda _t: self._profiling.discard(key))
 
-    async def _profile(self, record: ModelRecord) -> None:
+    def _profile_new_class(self, record: ModelRecord, instance_class: str) -> None:
+        """A model placed on a class it was never profiled on gets a profile for that class."""
+        if not self.settings.profile_on_upload or record.status == "profiling":
+            return
+        classes = (record.profile or {}).get("classes") or {}
+        if instance_class not in classes:
+            self._start_profiling(record, instance_class)
+
+    async def _profile(self, record: ModelRecord, instance_class: str | None = None) -> None:
+        """Profile on an idle instance (of ``instance_class``, or any for a new upload)."""
+        first = instance_class is None
         if not self.settings.profile_on_upload:
-            await self.catalog.set_status(record, "ready")
+            if first:
+                await self.catalog.set_status(record, "ready")
             return
         from profiler.offline import profile_model
 
         name = PROFILE_NAME_PREFIX + record.qualified_name
         size = self._model_bytes(record)
-        plan = choose_instance(name, size, self._snapshot())
+        plan = choose_profiling_instance(size, self._snapshot(), instance_class)
         if not plan.placed:
             # no room to profile is not the model's fault: serve it, seed from live timings
             log.warning("not profiling %s: %s", record.qualified_name, plan.reason)
-            await self.catalog.set_status(record, "ready", reason=f"not profiled: {plan.reason}")
+            if first:
+                await self.catalog.set_status(record, "ready", reason=f"not profiled: {plan.reason}")
             return
+        if not plan.idle:
+            log.warning("profiling %s on %s, which serves tenants' models: no instance is idle",
+                        record.qualified_name, plan.instance_id)
         inst = self.instances.get(plan.instance_id or "")
         assert inst is not None
         config = dict(self.catalog.triton_config(record), name=name)
@@ -313,20 +346,23 @@ class PlacementService:
                 timing="compute", progress=progress,
             )
         except (InvalidArgument, ResourceExhausted) as exc:
-            # the instance refused the model itself: it cannot be served either
             log.warning("profiling %s failed: %s", record.qualified_name, exc.message)
-            await self.catalog.set_status(record, "failed", reason=exc.message)
+            if first:  # the instance refused the model itself: it cannot be served either
+                await self.catalog.set_status(record, "failed", reason=exc.message)
             return
         except Exception as exc:  # an instance went away mid-profile: serve unprofiled
             log.exception("profiling %s did not finish", record.qualified_name)
-            await self.catalog.set_status(record, "ready", reason=f"not profiled: {exc}")
+            if first:
+                await self.catalog.set_status(record, "ready", reason=f"not profiled: {exc}")
             return
         finally:
             self._reserved[inst.record.instance_id] -= size
         self.predictor.seed_from_profile(record.qualified_name, inst.record.instance_class, profile)
-        existing = ModelProfile.model_validate(record.profile) if record.profile else ModelProfile()
+        # merge into the freshest record: another class may have been profiled meanwhile
+        latest = self.catalog.by_qualified(record.qualified_name, str(record.version)) or record
+        existing = ModelProfile.model_validate(latest.profile) if latest.profile else ModelProfile()
         stored = existing.with_class(inst.record.instance_class, profile).model_dump(mode="json")
-        await self.catalog.set_status(record, "ready", profile=stored)
+        await self.catalog.set_status(latest, "ready", profile=stored)
         log.info("profiled %s on %s", record.qualified_name, inst.record.instance_id)
 
     # ---- loop ------------------------------------------------------------------------
