@@ -54,7 +54,8 @@ def _gone(instance_id: str, lease_id: int) -> NotFound:
     )
 
 
-@router.post("/admin/instances/register")
+@router.post("/admin/instances/register",
+             summary="A worker registers itself under a lease it keeps alive with heartbeats")
 async def register_instance(body: RegisterBody, services: ServicesDep, _: AdminDep) -> dict[str, Any]:
     store = services.store
     ttl = body.ttl_s or services.settings.instance_lease_ttl_s
@@ -83,7 +84,8 @@ async def register_instance(body: RegisterBody, services: ServicesDep, _: AdminD
     return {"instance_id": body.instance_id, "lease_id": lease, "ttl_s": ttl}
 
 
-@router.post("/admin/instances/{instance_id}/heartbeat")
+@router.post("/admin/instances/{instance_id}/heartbeat",
+             summary="Refresh a self-registered worker's lease (404: register again)")
 async def heartbeat(instance_id: str, body: LeaseBody, services: ServicesDep,
                     _: AdminDep) -> dict[str, Any]:
     kv = await services.store.get(instance_key(instance_id))
