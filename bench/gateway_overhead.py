@@ -37,14 +37,17 @@ from tests.support import models
 RESULTS = Path(__file__).resolve().parent / "results"
 NOTES = """Notes. Latency is sequential (one request in flight), so it shows what the gateway adds to a
 request: authentication (hash + cache lookup), name resolution, placement lookup, one more
-loopback hop, and the model-name rewrite. Throughput is CPU-bound here: with 8 clients the
-client, the gateway and the worker compete for the same cores, and for a 1-sample MLP the
-gateway's per-request work (HTTP parse + re-send, or a second gRPC call) is about as much CPU
-as the worker's, so the ratio measures CPU sharing more than gateway queuing. On a machine
-where the gateway has its own cores the ratio is bounded by the worker instead. What was done
-for the hot path: v2 infer is served by an ASGI fast path before FastAPI's router (the router
-alone cost ~0.5 ms per request with ~50 routes), aiohttp instead of httpx for the HTTP hop,
-uvloop, and no tensor decoding at the gateway (body / protobuf forwarded as is)."""
+loopback hop, and the model-name rewrite. Throughput is CPU-bound here: client, control plane
+and worker share the same cores, so the ratio is set by the CPU each request costs in every
+process, not by gateway queuing; the CPU table (from /proc, user + system, per request answered
+in the throughput windows) shows where it goes. The worker costs more per request behind the
+gateway than direct: with fewer requests waiting, each one pays its own event-loop wake-up and
+thread hand-off. What was done for the hot path: v2 infer is served by an ASGI fast path before
+FastAPI's router (the router alone cost ~0.5 ms per request with ~50 routes), uvloop, no tensor
+decoding at the gateway (body / protobuf forwarded as is), a bare keep-alive HTTP/1.1 pool
+(asyncio protocol + httptools) for the hop instead of aiohttp, the model-name rewrite done by
+swapping the top-level value in place instead of a JSON parse and re-encode, and request metrics
+bound once per series."""
 X = np.random.default_rng(0).standard_normal((1, 64)).astype(np.float32)
 
 
@@ -116,14 +119,44 @@ async def _window(protocol: str, url: str, model: str, headers: dict[str, str], 
     return done
 
 
+_TICK_S = 1.0 / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of one process so far (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) * _TICK_S
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rpartition(")")[2].split()[1]) == pid:
+                out.append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
+
+
 def throughput(protocol: str, targets: dict[str, tuple[str, str, dict[str, str]]], concurrency: int,
-               seconds: float, rounds: int) -> dict[str, list[float]]:
+               seconds: float, rounds: int, pids: dict[str, int]) -> tuple[dict[str, list[float]],
+                                                                            dict[str, dict[str, float]]]:
+    """Requests/s per window, and CPU microseconds per request of each process per target
+    (the evidence for where a shared core's time goes)."""
     rates: dict[str, list[float]] = {k: [] for k in targets}
+    cpu: dict[str, dict[str, float]] = {k: dict.fromkeys(pids, 0.0) for k in targets}
+    done: dict[str, int] = dict.fromkeys(targets, 0)
     for r in range(rounds):
         for k in (list(targets) if r % 2 == 0 else list(targets)[::-1]):
+            before = {p: _cpu_s(pid) for p, pid in pids.items()}
             n = asyncio.run(_window(protocol, *targets[k], concurrency, seconds))
+            for p, pid in pids.items():
+                cpu[k][p] += _cpu_s(pid) - before[p]
+            done[k] += n
             rates[k].append(n / seconds)
-    return rates
+    per_req = {k: {p: s / max(1, done[k]) * 1e6 for p, s in v.items()} for k, v in cpu.items()}
+    return rates, per_req
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -139,18 +172,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         _sync_caller("grpc", cp.grpc_url, "mlp", auth)[0]()  # loads it on the worker
         worker = next(i for i in cp.instances() if i["models"])
         qualified = worker["models"][0]["name"]
+        up_pid = cp.proc.popen.pid
+        # the client's CPU includes warm-up and connection setup of each window (same for both)
+        pids = {"client": os.getpid(), "gateway": up_pid, "worker": _children(up_pid)[0]}
         results: dict[str, Any] = {"protocols": {}}
         for protocol in ("http", "grpc"):
             gw_url = cp.http_url if protocol == "http" else cp.grpc_url
             w_url = worker["http_url"] if protocol == "http" else worker["grpc_url"]
             targets = {"gateway": (gw_url, "mlp", auth), "direct": (w_url, qualified, {})}
             lat = latency(protocol, targets, args.requests)
-            thr = throughput(protocol, targets, args.concurrency, args.seconds, args.rounds)
+            thr, cpu_us = throughput(protocol, targets, args.concurrency, args.seconds, args.rounds, pids)
             results["protocols"][protocol] = {
                 "latency_ms": {k: {"p50": _pct(v, 50) * 1e3, "p99": _pct(v, 99) * 1e3, "n": len(v)}
                                for k, v in lat.items()},
                 "throughput_rps": {k: float(np.median(v)) for k, v in thr.items()},
                 "throughput_windows": thr,
+                "cpu_us_per_request": cpu_us,
                 "_samples": lat,
             }
             p = results["protocols"][protocol]
@@ -158,7 +195,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             p["added_p99_ms"] = p["latency_ms"]["gateway"]["p99"] - p["latency_ms"]["direct"]["p99"]
             p["throughput_ratio"] = p["throughput_rps"]["gateway"] / p["throughput_rps"]["direct"]
             print(f"{protocol}: added p50 {p['added_p50_ms']:.3f} ms, p99 {p['added_p99_ms']:.3f} ms, "
-                  f"throughput ratio {p['throughput_ratio']:.2f}", flush=True)
+                  f"throughput ratio {p['throughput_ratio']:.2f}; CPU us/request "
+                  f"{json.dumps({k: {q: round(x) for q, x in v.items()} for k, v in cpu_us.items()})}",
+                  flush=True)
         results["setup"] = {
             "requests_per_target": args.requests, "concurrency": args.concurrency,
             "window_s": args.seconds, "rounds": args.rounds, "model": "MLP 64-128-10 FP32 ONNX, batch 1",
@@ -186,6 +225,12 @@ def write(results: dict[str, Any]) -> None:
         lines.append(f"| {proto} | {d['p50']:.3f} | {g['p50']:.3f} | {p['added_p50_ms']:.3f} | {d['p99']:.3f} | "
                      f"{g['p99']:.3f} | {p['throughput_rps']['direct']:.0f} | {p['throughput_rps']['gateway']:.0f} "
                      f"| {p['throughput_ratio']:.2f} |")
+    lines += ["", "CPU per request in the throughput windows (microseconds, user + system):", "",
+              "| protocol | path | client | control plane | worker | total |", "|---|---|---|---|---|---|"]
+    for proto, p in results["protocols"].items():
+        for path, c in p["cpu_us_per_request"].items():
+            lines.append(f"| {proto} | {path} | {c['client']:.0f} | {c['gateway']:.0f} | {c['worker']:.0f} "
+                         f"| {sum(c.values()):.0f} |")
     lines += ["", "Target: under 1 ms added at p50, throughput at least 0.7 of direct.", "", NOTES, ""]
     (RESULTS / "gateway_overhead.md").write_text("\n".join(lines))
     try:
