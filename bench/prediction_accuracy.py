@@ -89,7 +89,9 @@ def run_through_gateway(models: dict[str, tuple[dict[str, Any], dict[str, bytes]
     info: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="bench-pa-") as tmp, \
             running_up(Path(tmp) / "data", Path(tmp) / "up.log", workers=1,
-                       worker_memory=args.memory) as cp:
+                       worker_memory=args.memory,
+                       # observe every execution exactly: this benchmark measures the predictor
+                       env={"INFERPLEX_STATS_POLL_INTERVAL_S": "0"}) as cp:
         key = cp.create_tenant("bench")
         batches: dict[str, list[int]] = {}
         for name, (config, files) in models.items():

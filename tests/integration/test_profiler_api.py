@@ -24,7 +24,9 @@ MAX_BATCH = 8  # what the control plane infers for an ONNX model with a dynamic 
 @pytest.fixture(scope="module")
 def cp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
     root = tmp_path_factory.mktemp("profiler_api")
-    with running_up(root / "data", root / "up.log", workers=1) as cp:
+    # every execution observed exactly, so each can be paired with its prediction
+    with running_up(root / "data", root / "up.log", workers=1,
+                    env={"INFERPLEX_STATS_POLL_INTERVAL_S": "0"}) as cp:
         yield cp
 
 
