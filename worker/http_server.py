@@ -17,7 +17,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from kserve import compression, http_codec
-from kserve.errors import InferplexError, InvalidArgument, NotFound, PayloadTooLarge
+from kserve.asgi import read_body
+from kserve.errors import InferplexError, InvalidArgument, NotFound
 from worker.service import LOAD_ENVELOPE_BYTES, WorkerService, check_model_files, config_json
 
 log = logging.getLogger(__name__)
@@ -150,30 +151,8 @@ class WorkerHttpApp:
 
     async def _body(self, headers: dict[str, str], receive: Receive, limit: int | None = None,
                     flag: str = "--max-request-bytes") -> bytes:
-        """Read the body, refusing it as soon as it passes the limit (before buffering it all)."""
-        if limit is None:
-            limit = self.max_request_bytes
-        declared = headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise PayloadTooLarge(_too_large(int(declared), limit, flag))
-        chunks: list[bytes] = []
-        size = 0
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise InvalidArgument("client disconnected before sending the whole body")
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise PayloadTooLarge(_too_large(size, limit, flag))
-            chunks.append(chunk)
-            more = message.get("more_body", False)
-        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        encoding = headers.get("content-encoding")
-        if encoding:
-            body = compression.decompress(body, encoding, limit)
-        return body
+        cap = self.max_request_bytes if limit is None else limit
+        return await read_body(receive, headers, cap, lambda size: _too_large(size, cap, flag))
 
     async def _json_body(self, headers: dict[str, str], receive: Receive, limit: int | None = None,
                          flag: str = "--max-request-bytes") -> dict[str, Any]:

@@ -16,8 +16,9 @@ from fastapi import APIRouter, Header, Request, Response
 
 from controlplane.deps import ServicesDep
 from controlplane.gateway import REPOSITORY_DENIED, Gateway
+from kserve.asgi import read_body
 from kserve.compression import compress, decompress
-from kserve.errors import InferplexError, InvalidArgument, PayloadTooLarge, PermissionDenied
+from kserve.errors import InferplexError, PayloadTooLarge, PermissionDenied
 from tenants.auth import Principal
 
 router = APIRouter(prefix="/v2", tags=["v2 inference (KServe / Open Inference Protocol)"])
@@ -184,27 +185,8 @@ class InferFastPath:
         gateway: Gateway = services.gateway
         principal = await gateway.authenticate(headers.get("authorization"))
         limit = services.settings.max_request_bytes
-        declared = headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > limit:
-            raise PayloadTooLarge(f"request body of {declared} bytes is over the {limit}-byte limit; "
-                                  "send smaller batches")
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise InvalidArgument("client disconnected before sending the whole body")
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise PayloadTooLarge(f"request body is over the {limit}-byte limit; send smaller batches")
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        encoding = headers.get("content-encoding")
-        if encoding:
-            body = decompress(body, encoding, limit)
+        body = await read_body(receive, headers, limit, lambda size: (
+            f"request body of at least {size} bytes is over the {limit}-byte limit; send smaller batches"))
         # ASGI paths arrive percent-decoded already
         result = await gateway.infer_http(principal, m.group("model"), m.group("version"), body, headers)
         if result.status != 200:
