@@ -91,7 +91,8 @@ def run_through_gateway(models: dict[str, tuple[dict[str, Any], dict[str, bytes]
             running_up(Path(tmp) / "data", Path(tmp) / "up.log", workers=1,
                        worker_memory=args.memory,
                        # observe every execution exactly: this benchmark measures the predictor
-                       env={"INFERPLEX_STATS_POLL_INTERVAL_S": "0"}) as cp:
+                       env={"INFERPLEX_STATS_POLL_INTERVAL_S": "0"},
+                       extra_args=_pinning_args(args)) as cp:
         key = cp.create_tenant("bench")
         batches: dict[str, list[int]] = {}
         for name, (config, files) in models.items():
@@ -218,6 +219,13 @@ def _plot(samples: list[Sample], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def _pinning_args(args: argparse.Namespace) -> tuple[str, ...]:
+    """Worker on its own CPUs, control plane and this client on the others."""
+    if not args.worker_cpus:
+        return ()
+    return ("--worker-cpus", args.worker_cpus, "--cpus", args.others_cpus)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -225,7 +233,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--memory", default="2GiB", help="worker memory budget")
     p.add_argument("--image", type=int, default=32, help="ResNet-50 input size")
     p.add_argument("--out", default=str(RESULTS / "prediction_accuracy"))
+    p.add_argument("--worker-cpus", default=None, help="pin the worker here, e.g. 1 (default: no pinning)")
+    p.add_argument("--others-cpus", default="0", help="with --worker-cpus: control plane and client CPUs")
     args = p.parse_args(argv)
+    if args.worker_cpus:
+        from worker.affinity import parse_cpus, pin_to
+
+        pin_to(parse_cpus(args.others_cpus))
     args.argv = argv
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise

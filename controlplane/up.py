@@ -29,6 +29,7 @@ import httpx
 import uvicorn
 
 from controlplane.settings import Settings
+from worker.affinity import parse_cpus, pin_to
 
 log = logging.getLogger(__name__)
 
@@ -86,12 +87,15 @@ class WorkerChild:
         return f"worker-{self.index}"
 
 
-def start_worker(index: int, host: str, memory_bytes: int, threads: int, log_dir: Path) -> WorkerChild:
+def start_worker(index: int, host: str, memory_bytes: int, threads: int, log_dir: Path,
+                 cpus: str | None = None) -> WorkerChild:
     http_port, grpc_port = _free_port(host), _free_port(host)
     args = [sys.executable, "-m", "controlplane.cli", "worker", "--host", host,
             "--http-port", str(http_port), "--grpc-port", str(grpc_port),
             "--memory-budget", str(memory_bytes), "--threads", str(threads),
             "--model-control-mode", "explicit", "--instance-id", f"worker-{index}"]
+    if cpus:
+        args += ["--cpus", cpus]
     log_dir.mkdir(parents=True, exist_ok=True)
     out = open(log_dir / f"worker-{index}.log", "ab")  # noqa: SIM115 - the child owns it
     popen = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -154,7 +158,8 @@ async def _serve(args: argparse.Namespace, stop: StopFlag) -> int:
     workers: list[WorkerChild] = []
     services = None
     try:
-        workers = [start_worker(i, args.host, args.worker_memory, args.worker_threads, log_dir)
+        workers = [start_worker(i, args.host, args.worker_memory, args.worker_threads, log_dir,
+                                args.worker_cpus)
                    for i in range(args.workers)]
         await wait_workers_ready(workers, args.host, args.worker_start_timeout, log_dir, stop)
         services = await build_services(settings)
@@ -227,6 +232,16 @@ def run(args: argparse.Namespace) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     args.data_dir = Path(args.data_dir).resolve()
     args.data_dir.mkdir(parents=True, exist_ok=True)
+    for flag, value in (("--cpus", args.cpus), ("--worker-cpus", args.worker_cpus)):
+        try:
+            cpus = parse_cpus(value) if value else None
+        except ValueError as exc:
+            raise SystemExit(f"{flag}: {exc}") from None
+        if flag == "--cpus" and cpus:
+            try:
+                pin_to(cpus)
+            except ValueError as exc:
+                raise SystemExit(f"--cpus: {exc}") from None
     stop = StopFlag()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, stop.handle)
@@ -245,6 +260,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--worker-memory", type=parse_bytes, default=parse_bytes("1GiB"),
                    help="memory budget per worker, e.g. 512MiB (default 1GiB)")
     p.add_argument("--worker-threads", type=int, default=1, help="intra-op threads per worker")
+    p.add_argument("--worker-cpus", default=None, metavar="LIST",
+                   help="pin every worker to these CPUs, e.g. '1' (default: no pinning)")
+    p.add_argument("--cpus", default=None, metavar="LIST",
+                   help="pin the control plane to these CPUs, e.g. '0' (default: no pinning)")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     p.add_argument("--http-port", type=int, default=8000, help="REST + v2 HTTP port (default 8000)")
     p.add_argument("--grpc-port", type=int, default=8001, help="v2 gRPC port (default 8001)")

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from kserve.errors import InferplexError
 from worker import registration
+from worker.affinity import parse_cpus, pin_to
 from worker.demo import simple_model
 from worker.executor import Executor
 from worker.memory import MemoryBudget, parse_bytes, physical_memory_bytes, steady_allocator
@@ -62,6 +63,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="bytes the loaded models may use, e.g. 4GiB or 4000000000 "
                         "(default: the machine's physical memory)")
     p.add_argument("--threads", type=int, default=1, help="intra-op threads per inference (default 1)")
+    p.add_argument("--cpus", default=None, metavar="LIST",
+                   help="pin the worker to these CPUs, e.g. '1' or '2-3' (default: no pinning)")
     p.add_argument("--model-repository", type=Path, default=None,
                    help="a Triton-layout model repository directory (<model>/config.pbtxt, <model>/<version>/model.*)")
     p.add_argument("--model-control-mode", choices=["none", "explicit"], default="explicit",
@@ -95,6 +98,11 @@ def options_from_args(args: argparse.Namespace) -> WorkerOptions:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.cpus:
+        try:
+            pin_to(parse_cpus(args.cpus))
+        except ValueError as exc:
+            raise SystemExit(f"--cpus: {exc}") from None
     options = options_from_args(args)
     registration.attach(args, options)
     if options.threads < 1:

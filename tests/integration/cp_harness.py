@@ -101,11 +101,12 @@ def metric_value(text: str, series: str) -> float:
 
 
 def start_up(data_dir: Path, log_path: Path, *, workers: int = 2, worker_memory: str = "512MiB",
-             env: dict[str, str] | None = None, timeout_s: float = 90.0) -> ControlPlane:
+             env: dict[str, str] | None = None, timeout_s: float = 90.0,
+             extra_args: tuple[str, ...] = ()) -> ControlPlane:
     http_port, grpc_port = free_port(), free_port()
     proc = Proc(inferplex_cmd("up", "--data-dir", str(data_dir), "--workers", str(workers),
                               "--worker-memory", worker_memory, "--http-port", str(http_port),
-                              "--grpc-port", str(grpc_port)), log_path, env=env)
+                              "--grpc-port", str(grpc_port), *extra_args), log_path, env=env)
 
     def ready() -> bool:
         r = httpx.get(f"http://127.0.0.1:{http_port}/v2/health/ready", timeout=1.0)
