@@ -25,6 +25,7 @@ from pydantic import BaseModel, field_validator
 
 from kserve.datatypes import SUPPORTED, is_v2_datatype
 from kserve.errors import InvalidArgument
+from worker.runtimes.safety import archive_kind
 
 log = logging.getLogger(__name__)
 
@@ -106,14 +107,10 @@ def sniff_format(path: Path) -> ModelFormat:
                 names = zf.namelist()
         except zipfile.BadZipFile as exc:
             raise InvalidArgument(f"{UNKNOWN_FORMAT} (a damaged zip archive: {exc})") from None
-        parts = [n.split("/") for n in names]
-        if any(len(p) >= 3 and p[1] == "code" for p in parts) or any(
-            len(p) == 2 and p[1] == "constants.pkl" for p in parts
-        ):
+        kind = archive_kind(names)
+        if kind == "torchscript":
             return "torchscript"
-        if any(len(p) == 2 and p[1] == "data.pkl" for p in parts):
-            raise InvalidArgument(NOT_TORCHSCRIPT)
-        raise InvalidArgument(UNKNOWN_FORMAT)
+        raise InvalidArgument(NOT_TORCHSCRIPT if kind == "state_dict" else UNKNOWN_FORMAT)
     return "onnx"
 
 

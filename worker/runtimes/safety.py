@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from kserve.errors import InvalidArgument
 
@@ -20,6 +20,17 @@ _EXPORT_HINT = (
     "export the model as TorchScript with torch.jit.script(model) or torch.jit.trace(model, "
     "example) and save it with torch.jit.save(scripted, 'model.pt')"
 )
+
+
+def archive_kind(names: list[str]) -> Literal["torchscript", "state_dict", "other"]:
+    """What a zip archive holds, from its entry names alone (nothing is unpickled):
+    TorchScript has ``<root>/constants.pkl`` or ``<root>/code/``; torch.save writes
+    ``<root>/data.pkl`` without code."""
+    if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
+        return "torchscript"
+    if any(n.endswith("/data.pkl") for n in names):
+        return "state_dict"
+    return "other"
 
 
 def check_torchscript(path: Path, model_name: str) -> None:
@@ -34,9 +45,9 @@ def check_torchscript(path: Path, model_name: str) -> None:
             names = archive.namelist()
     except zipfile.BadZipFile as exc:
         raise InvalidArgument(f"failed to load '{model_name}': '{path.name}' is a corrupt archive: {exc}") from None
-    scripted = any(n.endswith("/constants.pkl") or "/code/" in n for n in names)
-    if not scripted:
-        what = "a torch.save'd state_dict or tensor" if any(n.endswith("/data.pkl") for n in names) else "not TorchScript"
+    kind = archive_kind(names)
+    if kind != "torchscript":
+        what = "a torch.save'd state_dict or tensor" if kind == "state_dict" else "not TorchScript"
         raise InvalidArgument(
             f"failed to load '{model_name}': '{path.name}' is {what}, not a TorchScript module; "
             f"{_EXPORT_HINT}"
