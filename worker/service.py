@@ -24,6 +24,9 @@ log = logging.getLogger(__name__)
 SERVER_NAME = "inferplex-worker"
 # Only what this worker really implements.
 EXTENSIONS = ["binary_tensor_data", "model_repository", "model_configuration", "statistics"]
+# Response parameter: compute_input + compute_infer + compute_output ns of the batch that
+# served the request, the same numbers the statistics extension adds up. Triton sends none.
+COMPUTE_NS_PARAMETER = "inferplex_compute_ns"
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,7 +193,10 @@ def _respond(request: InferRequest, spec: cfg.ModelSpec, loaded: LoadedVersion, 
         array = outputs[name]
         tensors.append(Tensor(name, out_spec.datatype, list(array.shape), array))
     loaded.stats.record_success(checked.batch_size, timing, time.monotonic_ns() - received)
-    return InferResponse(request.model_name, str(loaded.version), request.id, tensors)
+    # the batch's own compute time, in-band: the control plane feeds its predictor from
+    # it without a statistics read per request (README: "inferplex_compute_ns")
+    return InferResponse(request.model_name, str(loaded.version), request.id, tensors,
+                         {COMPUTE_NS_PARAMETER: timing.finished - timing.started})
 
 
 def config_json(config: mc.ModelConfig) -> dict[str, Any]:

@@ -226,3 +226,38 @@ def test_cnn_batch_of_eight(worker: WorkerProcess) -> None:
         one = httpclient.InferInput("INPUT0", [1, 3, 32, 32], "FP32")
         one.set_data_from_numpy(x[:1])
         np.testing.assert_allclose(client.infer("cnn", [one]).as_numpy("OUTPUT0")[0], out[0], rtol=1e-4, atol=1e-5)
+
+
+def _compute_ns_of_batch(stats: dict, batch: int) -> int:
+    [entry] = stats["model_stats"]
+    rows = [r for r in entry.get("batch_stats", []) if int(r["batch_size"]) == batch]
+    return sum(int(r[k]["ns"]) for r in rows for k in ("compute_input", "compute_infer", "compute_output"))
+
+
+def test_each_response_reports_its_compute_time_in_band_over_http_and_grpc(worker: WorkerProcess) -> None:
+    """``inferplex_compute_ns``: exactly what the execution adds to the statistics, and
+    unmodified tritonclient still parses the response around it."""
+    worker.ensure_model("cnn")
+    x = np.random.default_rng(5).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    reported: list[int] = []
+    with httpclient.InferenceServerClient(worker.http_url) as http, \
+            grpcclient.InferenceServerClient(worker.grpc_url) as grpc:
+        before = _compute_ns_of_batch(http.get_inference_statistics("cnn"), 2)
+        for binary in (True, False):
+            inp = httpclient.InferInput("INPUT0", [2, 3, 32, 32], "FP32")
+            inp.set_data_from_numpy(x, binary_data=binary)
+            out = [httpclient.InferRequestedOutput("OUTPUT0", binary_data=binary)]
+            result = http.infer("cnn", [inp], outputs=out)
+            assert result.as_numpy("OUTPUT0").shape == (2, 10)
+            reported.append(result.get_response()["parameters"]["inferplex_compute_ns"])
+        g_inp = grpcclient.InferInput("INPUT0", [2, 3, 32, 32], "FP32")
+        g_inp.set_data_from_numpy(x)
+        g_result = grpc.infer("cnn", [g_inp])
+        assert g_result.as_numpy("OUTPUT0").shape == (2, 10)
+        g_param = g_result.get_response().parameters["inferplex_compute_ns"]
+        assert g_param.WhichOneof("parameter_choice") == "int64_param"
+        reported.append(g_param.int64_param)
+        after = _compute_ns_of_batch(http.get_inference_statistics("cnn"), 2)
+    # a small CNN on two images: well above a microsecond, well below a second
+    assert all(isinstance(ns, int) and 1_000 < ns < 1_000_000_000 for ns in reported), reported
+    assert after - before == sum(reported)
