@@ -13,6 +13,8 @@ Decisions (documented in the README):
 - "model ready" means servable: uploaded and not failed. A model that is not
   loaded anywhere is still ready, because the next request loads it.
 - admin keys are not bound to a tenant, so they cannot infer (403).
+- an inferplex worker's response parameter ``inferplex_compute_ns`` (the batch's
+  compute time) feeds the predictor and is passed on to the tenant unchanged.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from profiler.feed import Prediction
 from profiler.predictor import LatencyPredictor
 from profiler.profile import ModelProfile
 from tenants.auth import Principal
+from worker.service import COMPUTE_NS_PARAMETER
 
 if TYPE_CHECKING:
     from controlplane.catalog import ModelCatalog, ModelRecord
@@ -195,7 +198,8 @@ class Gateway:
             code, out, out_headers = await driver.infer_raw_http(
                 qualified, str(rec.version), body, headers, timeout_s=self.settings.request_timeout_s)
             if code == 200:
-                self.placement.observe(driver, qualified, batch, time.perf_counter() - t0, prediction)
+                self.placement.observe(driver, qualified, batch, time.perf_counter() - t0, prediction,
+                                       http_compute_s(out, out_headers))
                 out, out_headers = _rename_http_response(out, out_headers, qualified, rec.name)
             else:
                 out = out.replace(qualified.encode(), rec.name.encode())
@@ -242,7 +246,8 @@ class Gateway:
             prediction = self._predict(rec, driver, batch or None)
             t0 = time.perf_counter()
             response = await driver.infer_raw_grpc(request, timeout_s=self.settings.request_timeout_s)
-            self.placement.observe(driver, qualified, batch or None, time.perf_counter() - t0, prediction)
+            self.placement.observe(driver, qualified, batch or None, time.perf_counter() - t0, prediction,
+                                   grpc_compute_s(response))
             response.model_name = rec.name
             status = "OK"
             return response
@@ -267,6 +272,81 @@ def _http_batch(rec: ModelRecord, headers: Mapping[str, str], body: bytes) -> in
         return int(inputs[0]["shape"][0])
     except (ValueError, KeyError, IndexError, TypeError, AttributeError):
         return None
+
+
+# The value must be a JSON key (its quotes unescaped), so BYTES data or a name that merely
+# contains the text cannot match; where the key sits is checked by _in_top_parameters.
+_COMPUTE_KEY = re.compile(rb'"' + COMPUTE_NS_PARAMETER.encode() + rb'"\s*:\s*(\d{1,18})\s*[,}]')
+_JSON_TOKEN = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[{}\[\]:,]', re.S)
+_TOP_PARAMETERS = ((b"{", None), (b"{", b'"parameters"'))
+
+
+def http_compute_s(body: bytes, headers: Mapping[str, str]) -> float | None:
+    """The instance's in-band compute time from a v2 HTTP infer response, or None.
+
+    Only the JSON header (before Inference-Header-Content-Length) is searched, and only
+    a key of the top-level "parameters" object counts: outputs' parameters, the request
+    id, output names and JSON tensor data cannot forge it. No full JSON parse: the search
+    is one C-level regex, and the structural check walks only the tokens before a hit
+    (the worker writes "parameters" before "outputs")."""
+    hlen = headers.get("inference-header-content-length")
+    end = len(body)
+    if hlen:
+        try:
+            end = min(int(hlen), end)
+        except ValueError:
+            return None
+    m = _COMPUTE_KEY.search(body, 0, end)
+    while m is not None:
+        if _in_top_parameters(body, m.start()):
+            return int(m.group(1)) / 1e9
+        m = _COMPUTE_KEY.search(body, m.start() + 1, end)
+    return None
+
+
+def _in_top_parameters(body: bytes, at: int) -> bool:
+    """Whether the JSON string token starting at ``at`` is a key of the top-level
+    "parameters" object."""
+    stack: list[tuple[bytes, bytes | None]] = []
+    key: bytes | None = None
+    last: bytes | None = None
+    prev = b""
+    for tok in _JSON_TOKEN.finditer(body):
+        start = tok.start()
+        if start >= at:
+            return (start == at and prev in (b"{", b",") and len(stack) == 2
+                    and tuple(stack) == _TOP_PARAMETERS)
+        if tok.end() > at:
+            return False  # ``at`` is inside a string
+        t = tok.group()
+        if t in (b"{", b"["):
+            stack.append((t, key))
+            key = None
+        elif t in (b"}", b"]"):
+            if not stack:
+                return False
+            stack.pop()
+            key = None
+        elif t == b":":
+            key = last
+        elif t == b",":
+            key = None
+        else:
+            last = t
+        prev = t[:1] if t[:1] != b'"' else b'"'
+    return False
+
+
+def grpc_compute_s(response: service_pb2.ModelInferResponse) -> float | None:
+    """The instance's in-band compute time from a gRPC infer response, or None."""
+    if COMPUTE_NS_PARAMETER not in response.parameters:
+        return None
+    param = response.parameters[COMPUTE_NS_PARAMETER]
+    which = param.WhichOneof("parameter_choice")
+    if which not in ("int64_param", "uint64_param"):
+        return None
+    ns = getattr(param, which)
+    return ns / 1e9 if ns >= 0 else None
 
 
 # v2 servers (Triton, inferplex worker) write model_name first in an infer response

@@ -279,9 +279,15 @@ class PlacementService:
         self.feed.forget(qualified_name)
 
     def observe(self, driver: TritonDriver, qualified: str, batch: int | None, round_trip_s: float,
-                prediction: Prediction | None) -> None:
-        """One execution the gateway forwarded; the feed reads its compute time later."""
+                prediction: Prediction | None, compute_s: float | None = None) -> None:
+        """One execution the gateway forwarded. ``compute_s`` is the compute time the
+        instance reported in its response (inferplex workers do, Triton does not); without
+        it, or without a batch size, the feed reads the statistics later."""
         info = driver.info
+        if compute_s is not None and batch is not None:
+            self.feed.observed_exact(qualified, info.instance_class, batch, compute_s, prediction,
+                                     instance_id=info.instance_id)
+            return
         self.feed.executed(info.instance_id, driver, qualified, info.instance_class, batch,
                            round_trip_s, prediction)
 

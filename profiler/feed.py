@@ -1,18 +1,25 @@
 """Feeding the predictor from the executions the gateway forwarded.
 
 The basis is the instance's own compute time (compute_input + compute_infer +
-compute_output from the statistics extension, per batch size): the offline
-profile is measured the same way (``profile_model(timing="compute")``), so seed
-and live observations agree, and transport or event-loop noise in the control
-plane does not enter the prediction. An instance without statistics falls back
-to the gateway's round trip, as ``ExecClock`` does when profiling it.
+compute_output of one execution): the offline profile is measured the same way
+(``profile_model(timing="compute")``), so seed and live observations agree, and
+transport or event-loop noise in the control plane does not enter the prediction.
 
-Reads are cheap: nothing happens while a model is idle; after executions, one
-statistics call per (instance, model), never two at once, spaced by
-``min_interval_s``. When exactly one execution of a batch size ran since the last
-read, its time is exact; when several did (concurrent traffic, other replicas),
-their mean is fed once. Predictions made at dispatch are paired with the exact
-observations only, so the accuracy log never flatters itself with averages.
+Two ways in:
+- in-band (``observed_exact``): the inferplex worker puts each batch's compute time
+  in its response (parameter ``inferplex_compute_ns``), so every execution is
+  observed exactly, paired with its dispatch-time prediction, at no I/O cost.
+- statistics (``executed``), for instances that do not send it (Triton) or requests
+  whose batch size the gateway could not read cheaply. After executions, one
+  statistics call per (instance, model), never two at once, spaced by
+  ``min_interval_s``. When exactly one execution of a batch size ran since the last
+  read, its time is exact; when several did (concurrent traffic, other replicas),
+  their mean is fed once. Executions already observed in-band are taken out of the
+  deltas first, so none is fed twice. An instance without statistics falls back to
+  the gateway's round trip, as ``ExecClock`` does when profiling it.
+
+Predictions made at dispatch are paired with exact observations only, so the
+accuracy log never flatters itself with averages.
 """
 
 from __future__ import annotations
@@ -57,7 +64,7 @@ class PredictionSample:
     predicted_p50_s: float
     predicted_p99_s: float
     observed_s: float
-    basis: str  # "compute" or "round_trip"
+    basis: str  # "compute" (in-band or one execution between two reads) or "round_trip"
     at: float
 
 
@@ -96,6 +103,8 @@ class _Source:
     pending: list[_Pending] = field(default_factory=list)
     baseline: dict[int, tuple[int, int]] | None = None
     reading: bool = False
+    inband: dict[int, tuple[int, int]] = field(default_factory=dict)
+    """Per batch size: (executions, compute ns) observed in-band since the last read."""
 
 
 class ExecutionFeed:
@@ -107,7 +116,7 @@ class ExecutionFeed:
         self.min_interval_s = min_interval_s
         self.samples: deque[PredictionSample] = deque(maxlen=log_size)
         self.exact = 0
-        """Executions observed exactly (one per statistics read and batch size)."""
+        """Executions observed exactly (in-band, or alone between two statistics reads)."""
         self.merged = 0
         """Executions only seen as part of a mean (several ran between two reads)."""
         self._wall = wall_clock
@@ -135,6 +144,19 @@ class ExecutionFeed:
         src.pending.append(_Pending(batch, round_trip_s, prediction))
         self._dirty.add(key)
         self._wake.set()
+
+    def observed_exact(self, model: str, instance_class: str, batch: int, compute_s: float,
+                       prediction: Prediction | None, *, instance_id: str | None = None) -> None:
+        """One execution whose compute time the instance reported in its response."""
+        at = self._wall()
+        self.predictor.observe_exec(model, instance_class, batch, compute_s, at=at)
+        self.exact += 1
+        self._record(model, instance_class, prediction, batch, compute_s, "compute", at)
+        src = self._sources.get((instance_id, model)) if instance_id is not None else None
+        if src is not None and src.baseline is not None:
+            # the next statistics delta includes this execution: keep it from counting twice
+            count, ns = src.inband.get(batch, (0, 0))
+            src.inband[batch] = (count + 1, ns + round(compute_s * 1e9))
 
     def forget(self, model: str) -> None:
         for key in [k for k in self._sources if k[1] == model]:
@@ -181,9 +203,12 @@ class ExecutionFeed:
                 self._round_trips(model, src.instance_class, pending)
                 return
             before, src.baseline = src.baseline, now
+            # in-band observations that arrive while this read is in flight may land on
+            # either side of it; a negative remainder is skipped below
+            inband, src.inband = src.inband, {}
             if before is None:
                 return  # first read of this (instance, model): only a baseline
-            self._deltas(model, src.instance_class, before, now, pending)
+            self._deltas(model, src.instance_class, before, now, pending, inband)
         finally:
             src.reading = False
             if src.pending:
@@ -200,7 +225,8 @@ class ExecutionFeed:
             self.exact += 1
 
     def _deltas(self, model: str, instance_class: str, before: dict[int, tuple[int, int]],
-                now: dict[int, tuple[int, int]], pending: list[_Pending]) -> None:
+                now: dict[int, tuple[int, int]], pending: list[_Pending],
+                inband: dict[int, tuple[int, int]]) -> None:
         at = self._wall()
         by_batch: dict[int, list[_Pending]] = {}
         for p in pending:
@@ -208,7 +234,8 @@ class ExecutionFeed:
                 by_batch.setdefault(p.batch, []).append(p)
         for batch, (count, ns) in now.items():
             c0, n0 = before.get(batch, (0, 0))
-            runs, spent = count - c0, ns - n0
+            c1, n1 = inband.get(batch, (0, 0))
+            runs, spent = count - c0 - c1, ns - n0 - n1
             if runs <= 0 or spent < 0:
                 continue  # nothing new, or the instance restarted (counters went back)
             seconds = spent / runs / 1e9

@@ -115,3 +115,40 @@ def test_batch_compute_ns_sums_phases_and_versions_and_says_none_without_batch_s
     assert batch_compute_ns(answer, "other") == {}
     assert batch_compute_ns({"model_stats": [{"name": "m", "inference_stats": {}}]}, "m") == {}
     assert batch_compute_ns(answer, "absent") is None
+
+
+async def test_in_band_compute_times_are_observed_exactly_and_paired_without_a_statistics_read() -> None:
+    stats = Stats()
+    stats.fail = True  # any statistics read would show up as round-trip samples
+    feed, predictor = feed_with(stats)
+    feed.observed_exact("m", "cpu", 4, 0.012, Prediction(4, 0.011, 0.013), instance_id="i1")
+    feed.observed_exact("m", "cpu", 4, 0.014, None, instance_id="i1")
+    await feed.drain()
+    snap = predictor.snapshot("m").classes["cpu"].exec[4]
+    assert snap.n == 2 and predictor.exec_time("m", "cpu", 4) == 0.014
+    assert feed.exact == 2 and feed.merged == 0
+    [sample] = feed.samples
+    assert (sample.observed_s, sample.predicted_p99_s, sample.basis) == (0.012, 0.013, "compute")
+
+
+async def test_a_prediction_for_another_batch_size_is_not_paired_in_band() -> None:
+    feed, _ = feed_with(Stats())
+    feed.observed_exact("m", "cpu", 2, 0.01, Prediction(4, 0.02, 0.03))
+    assert not feed.samples and feed.exact == 1
+
+
+async def test_statistics_deltas_leave_out_executions_already_observed_in_band() -> None:
+    stats = Stats()
+    feed, predictor = feed_with(stats)
+    feed.executed("i1", stats, "m", "cpu", None, 0.1, None)
+    await feed.drain()  # baseline
+    stats.run(2, 0.050)  # reported in-band
+    feed.observed_exact("m", "cpu", 2, 0.050, None, instance_id="i1")
+    stats.run(2, 0.010)  # a JSON request: batch unknown to the gateway
+    feed.executed("i1", stats, "m", "cpu", None, 0.1, None)
+    await feed.drain()
+    # the statistics path saw one new execution (0.010), not a mean of two (0.030)
+    assert predictor.snapshot("m").classes["cpu"].exec[2].n == 2
+    assert predictor.exec_time("m", "cpu", 2, percentile=0) == 0.010
+    assert predictor.exec_time("m", "cpu", 2, percentile=100) == 0.050
+    assert feed.exact == 2 and feed.merged == 0
