@@ -279,6 +279,14 @@ def _http_batch(rec: ModelRecord, headers: Mapping[str, str], body: bytes) -> in
 _COMPUTE_KEY = re.compile(rb'"' + COMPUTE_NS_PARAMETER.encode() + rb'"\s*:\s*(\d{1,18})\s*[,}]')
 _JSON_TOKEN = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[{}\[\]:,]', re.S)
 _TOP_PARAMETERS = ((b"{", None), (b"{", b'"parameters"'))
+# The inferplex worker's own layout, matched from the first byte: every string is a whole
+# JSON string token, so a match is the top-level "parameters" by construction
+_STR = rb'"[^"\\]*(?:\\.[^"\\]*)*"'
+_SCALAR = rb'(?:' + _STR + rb'|-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?|true|false|null)'
+_WORKER_LAYOUT = re.compile(
+    rb'\{"model_name":' + _STR + rb',"model_version":' + _STR + rb'(?:,"id":' + _STR + rb')?'
+    rb',"parameters":\{(?:' + _STR + rb':' + _SCALAR + rb',)*"' + COMPUTE_NS_PARAMETER.encode()
+    + rb'":(\d{1,18})[,}]')
 
 
 def http_compute_s(body: bytes, headers: Mapping[str, str]) -> float | None:
@@ -286,9 +294,9 @@ def http_compute_s(body: bytes, headers: Mapping[str, str]) -> float | None:
 
     Only the JSON header (before Inference-Header-Content-Length) is searched, and only
     a key of the top-level "parameters" object counts: outputs' parameters, the request
-    id, output names and JSON tensor data cannot forge it. No full JSON parse: the search
-    is one C-level regex, and the structural check walks only the tokens before a hit
-    (the worker writes "parameters" before "outputs")."""
+    id, output names and JSON tensor data cannot forge it. No full JSON parse: the
+    worker's layout is one anchored regex; anything else is one search for the key and a
+    structural walk over the tokens before a hit."""
     hlen = headers.get("inference-header-content-length")
     end = len(body)
     if hlen:
@@ -296,6 +304,9 @@ def http_compute_s(body: bytes, headers: Mapping[str, str]) -> float | None:
             end = min(int(hlen), end)
         except ValueError:
             return None
+    m = _WORKER_LAYOUT.match(body, 0, end)
+    if m is not None:
+        return int(m.group(1)) / 1e9
     m = _COMPUTE_KEY.search(body, 0, end)
     while m is not None:
         if _in_top_parameters(body, m.start()):

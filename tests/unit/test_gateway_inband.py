@@ -93,3 +93,13 @@ def test_grpc_reads_the_int64_parameter_only() -> None:
     assert grpc_compute_s(response) == pytest.approx(2.5e-3)
     response.parameters[KEY].string_param = "2500000"
     assert grpc_compute_s(response) is None
+
+
+def test_the_worker_layout_fast_path_skips_escaped_ids_and_other_parameters() -> None:
+    forged = f'x\\","parameters":{{"{KEY}":7}},"y":"'
+    header = {"model_name": "acme__m", "model_version": "1", "id": forged,
+              "parameters": {"a": "}", "b": -1.5e3, "c": True, KEY: 9}, "outputs": []}
+    body = json.dumps(header, separators=(",", ":")).encode()
+    assert http_compute_s(body, {}) == pytest.approx(9e-9)
+    # the same header with whitespace takes the structural walk and agrees
+    assert http_compute_s(json.dumps(header, indent=1).encode(), {}) == pytest.approx(9e-9)
