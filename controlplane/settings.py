@@ -43,11 +43,11 @@ class Settings(BaseSettings):
         99.0, ge=0, le=100, description="Percentile the predictor answers by default (admission uses it)."
     )
     stats_poll_interval_s: float = Field(
-        0.5, ge=0, description="Least time between two reads of an instance's statistics for one model, "
-        "which feed the predictor exact execute times. 0 reads after every execution (at most one read in "
-        "flight): every execution observed exactly, at the cost of about one statistics call per request "
-        "(~+0.7 ms added p50 at the gateway on 2 cores). Above 0, a read that covers several executions "
-        "feeds their mean.",
+        0.5, ge=0, description="Least time between two reads of an instance's statistics for one model. "
+        "inferplex workers report each execution's compute time in the response (parameter "
+        "inferplex_compute_ns), which feeds the predictor directly; statistics reads serve only instances "
+        "without it (NVIDIA Triton) and requests whose batch size the gateway cannot see. 0 reads after "
+        "every such execution; above 0, a read that covers several executions feeds their mean.",
     )
     profile_on_upload: bool = Field(True, description="Profile each new model version on an instance after upload.")
 
