@@ -295,14 +295,12 @@ class TorchScriptSignature:
         return None
 
 
-async def probe_torchscript(path: Path, *, timeout_s: float = 60.0,
-                            memory_limit_bytes: int | None = None) -> TorchScriptSignature:
-    """``torch.jit.load`` the file in a child process with a time and address-space limit."""
-    size = os.stat(path).st_size  # one metadata call; not worth a thread
-    # torch alone maps ~0.7 GB of address space; the archive's tensors come on top
-    limit = memory_limit_bytes or max(4 << 30, (2 << 30) + 6 * size)
+async def _probe_in_child(script: str, path: Path, *, what: str, timeout_s: float, limit: int) -> str:
+    """Run ``script`` on the file in a child process with a time and address-space limit, so
+    a hostile file (a native crash, a memory bomb, a hang) costs a child, not the control
+    plane. Returns the child's last stdout line; raises InvalidArgument with its last error."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", _TORCHSCRIPT_PROBE, str(path), str(limit),
+        sys.executable, "-c", script, str(path), str(limit),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
     try:
@@ -310,9 +308,7 @@ async def probe_torchscript(path: Path, *, timeout_s: float = 60.0,
     except TimeoutError:
         proc.kill()
         await proc.wait()
-        raise InvalidArgument(
-            f"loading the TorchScript archive took over {timeout_s:.0f}s: upload a smaller model"
-        ) from None
+        raise InvalidArgument(f"loading the {what} took over {timeout_s:.0f}s: upload a smaller model") from None
     finally:
         if proc.returncode is None:  # cancelled: never leave the child behind
             proc.kill()
@@ -320,10 +316,56 @@ async def probe_torchscript(path: Path, *, timeout_s: float = 60.0,
     if proc.returncode != 0:
         lines = [ln for ln in err.decode(errors="replace").strip().splitlines() if ln.strip()]
         detail = lines[-1][:500] if lines else f"exit status {proc.returncode}"
-        log.info("TorchScript probe refused %s: %s", path.name, detail)
-        raise InvalidArgument(f"torch.jit.load could not load the file ({detail}): {NOT_TORCHSCRIPT}")
-    data = json.loads(out.decode().strip().splitlines()[-1])
+        log.info("%s probe refused %s: %s", what, path.name, detail)
+        raise _ProbeFailed(detail)
+    return out.decode().strip().splitlines()[-1]
+
+
+class _ProbeFailed(Exception):
+    pass
+
+
+async def probe_torchscript(path: Path, *, timeout_s: float = 60.0,
+                            memory_limit_bytes: int | None = None) -> TorchScriptSignature:
+    """``torch.jit.load`` the file in a child process with a time and address-space limit."""
+    size = os.stat(path).st_size  # one metadata call; not worth a thread
+    # torch alone maps ~0.7 GB of address space; the archive's tensors come on top
+    limit = memory_limit_bytes or max(4 << 30, (2 << 30) + 6 * size)
+    try:
+        line = await _probe_in_child(_TORCHSCRIPT_PROBE, path, what="TorchScript archive",
+                                     timeout_s=timeout_s, limit=limit)
+    except _ProbeFailed as exc:
+        raise InvalidArgument(f"torch.jit.load could not load the file ({exc}): {NOT_TORCHSCRIPT}") from None
+    data = json.loads(line)
     return TorchScriptSignature(args=[(a, t) for a, t in data["args"]], returns=data["returns"])
+
+
+_ONNXRUNTIME_PROBE = r"""
+import resource, sys
+limit = int(sys.argv[2])
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+import onnxruntime as ort
+so = ort.SessionOptions()
+so.intra_op_num_threads = 1
+so.inter_op_num_threads = 1
+ort.InferenceSession(sys.argv[1], so, providers=["CPUExecutionProvider"])
+print("ok")
+"""
+
+
+async def probe_onnxruntime(path: Path, *, timeout_s: float = 60.0) -> None:
+    """Build an ONNX Runtime session from the file in a child process: a graph that passes
+    onnx.checker can still be refused (or crash) in the runtime, and that must happen here,
+    before the model is accepted, never on a worker serving other tenants."""
+    size = os.stat(path).st_size
+    limit = max(3 << 30, (2 << 30) + 6 * size)
+    try:
+        await _probe_in_child(_ONNXRUNTIME_PROBE, path, what="ONNX model", timeout_s=timeout_s, limit=limit)
+    except _ProbeFailed as exc:
+        raise InvalidArgument(
+            f"ONNX Runtime cannot load this model ({exc}): export it with an opset and operators "
+            "onnxruntime supports"
+        ) from None
 
 
 def check_torchscript(sig: TorchScriptSignature, *, inputs: list[TensorSpec] | None,
@@ -368,8 +410,10 @@ async def validate_model(path: Path, *, inputs: list[TensorSpec] | None, outputs
         raise InvalidArgument(f"max_batch_size must be >= 0, got {max_batch_size}")
     fmt = await asyncio.to_thread(sniff_format, path)
     if fmt == "onnx":
-        return await asyncio.to_thread(
+        validated = await asyncio.to_thread(
             validate_onnx, path, inputs=inputs, outputs=outputs, max_batch_size=max_batch_size
         )
+        await probe_onnxruntime(path, timeout_s=torchscript_timeout_s)
+        return validated
     sig = await probe_torchscript(path, timeout_s=torchscript_timeout_s)
     return check_torchscript(sig, inputs=inputs, outputs=outputs, max_batch_size=max_batch_size)

@@ -257,6 +257,18 @@ def corrupt_onnx() -> bytes:
     return good[: len(good) // 2] + b"\xff\xfe not onnx \x00" * 8
 
 
+def onnx_unknown_op() -> bytes:
+    """Passes onnx.checker (ops of a custom domain are not checked) but no runtime has the op."""
+    x = helper.make_tensor_value_info("INPUT0", TensorProto.FLOAT, [None, 4])
+    y = helper.make_tensor_value_info("OUTPUT0", TensorProto.FLOAT, [None, 4])
+    node = helper.make_node("Frobnicate", ["INPUT0"], ["OUTPUT0"], domain="com.example")
+    graph = helper.make_graph([node], "unknown_op", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET),
+                                                    helper.make_opsetid("com.example", 1)])
+    model.ir_version = ONNX_IR_VERSION
+    return model.SerializeToString()
+
+
 def onnx_external_data(location: str = "../../etc/passwd") -> bytes:
     """A checker-valid ONNX model whose initializer lives in an external file at ``location``."""
     weight = TensorProto(name="W", data_type=TensorProto.FLOAT, dims=[4])

@@ -153,3 +153,19 @@ async def test_damaged_torchscript_archive_is_refused_by_the_child(tmp_path: Pat
     with pytest.raises(InvalidArgument, match="torch.jit.load could not load the file"):
         await validate_model(path, inputs=[spec("x", "FP32", [64])], outputs=[spec("y", "FP32", [10])],
                              max_batch_size=0)
+
+
+async def test_onnx_that_passes_the_checker_but_not_the_runtime_is_refused_before_storing(
+        tmp_path: Path) -> None:
+    path = write(tmp_path, models.onnx_unknown_op())
+    # onnx.checker alone lets it through (custom-domain ops are not checked) ...
+    validate_onnx(path, inputs=None, outputs=None, max_batch_size=None)
+    # ... the runtime probe in a child process does not
+    with pytest.raises(InvalidArgument, match="ONNX Runtime cannot load this model.*Frobnicate"):
+        await validate_model(path, inputs=None, outputs=None, max_batch_size=None)
+
+
+async def test_a_valid_onnx_model_passes_the_runtime_probe(tmp_path: Path) -> None:
+    validated = await validate_model(write(tmp_path, models.mlp_onnx().data), inputs=None, outputs=None,
+                                     max_batch_size=None)
+    assert validated.platform == "onnxruntime_onnx"
