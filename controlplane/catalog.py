@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from typing import Any, Literal
 
@@ -173,8 +174,8 @@ class ModelCatalog:
         check_model_name(name)
         if version is not None and version < 1:
             raise InvalidArgument(f"version must be >= 1, got {version}")
-        if slo_ms <= 0:
-            raise InvalidArgument(f"slo_ms must be > 0, got {slo_ms}")
+        if not math.isfinite(slo_ms) or slo_ms <= 0:
+            raise InvalidArgument(f"slo_ms must be a finite number > 0, got {slo_ms}")
         async with self._bytes_lock:
             for _ in range(20):  # racing uploads without a version take the next free one
                 v = version if version is not None else await self._next_version(tenant, name)
@@ -256,8 +257,8 @@ class ModelCatalog:
                     last_rev = max(last_rev, await self.store.current_revision())
             shas = {r.sha256 for r in deleted}
             if shas:
-                still_used = {ModelRecord.model_validate_json(kv.value).sha256
-                              for kv in await self.store.list_prefix(MODELS)}
+                # read raw: one unreadable record must not block every tenant's deletes
+                still_used = {kv.json().get("sha256") for kv in await self.store.list_prefix(MODELS)}
                 for sha in shas - still_used:
                     await asyncio.to_thread(self.artifacts.delete, sha)
         if last_rev:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, status
@@ -87,9 +88,13 @@ def _slo(options: dict[str, str]) -> float:
     if raw is None or raw == "":
         return DEFAULT_SLO_MS
     try:
-        return float(raw)
+        slo = float(raw)
     except ValueError:
-        raise InvalidArgument(f"slo_ms must be a number of milliseconds, got {raw!r}") from None
+        slo = math.nan
+    # nan/inf parse as floats but cannot be stored as JSON numbers (the record would be unreadable)
+    if not math.isfinite(slo):
+        raise InvalidArgument(f"slo_ms must be a number of milliseconds, got {raw!r}")
+    return slo
 
 
 _UPLOAD_DOC: dict[str, Any] = {

@@ -1,0 +1,39 @@
+"""Hostile or careless upload options: each is a clear 400 that names the option, nothing
+is stored, and other tenants' models keep working (real app, real embedded store)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.test_rest_models import blobs, leftovers, upload_raw
+from tests.support import models
+from tests.support.cp_app import RunningApp, running_app, settings_for
+
+
+@pytest.fixture
+async def cp(tmp_path: Path) -> AsyncIterator[RunningApp]:
+    async with running_app(settings_for(tmp_path / "data")) as app:
+        yield app
+
+
+@pytest.fixture
+async def keys(cp: RunningApp) -> dict[str, str]:
+    return {"acme": await cp.tenant_with_key("acme"), "globex": await cp.tenant_with_key("globex")}
+
+
+@pytest.mark.parametrize("slo", ["nan", "NaN", "inf", "-inf", "infinity"])
+async def test_non_finite_slo_is_refused_and_cannot_break_other_tenants_deletes(
+        cp: RunningApp, keys: dict[str, str], slo: str) -> None:
+    assert (await upload_raw(cp, keys["globex"], models.simple().data, name="theirs")).status_code == 201
+    r = await upload_raw(cp, keys["acme"], models.mlp_onnx().data, name="m", slo_ms=slo)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"] == f"slo_ms must be a number of milliseconds, got {slo!r}"
+    assert cp.services.catalog.list("acme") == [] and leftovers(cp) == []
+    assert len(blobs(cp)) == 1
+    # a NaN record used to be stored unreadable: every later delete, of any tenant, was a 500
+    r = await cp.client.delete("/v1/models/theirs", headers=cp.headers(keys["globex"]))
+    assert r.status_code == 200, r.text
+    assert blobs(cp) == []
