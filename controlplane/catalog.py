@@ -33,6 +33,8 @@ MODELS = keys.MODELS
 Status = Literal["profiling", "ready", "failed", "loading"]
 
 _CACHE_CATCHUP_S = 5.0
+# model versions are int64 in the v2 protocol and Triton's repository
+MAX_VERSION = 2**63 - 1
 
 __all__ = ["MODELS", "ModelCatalog", "ModelRecord", "Status", "TensorSpec", "model_key", "unknown_model"]
 
@@ -172,8 +174,8 @@ class ModelCatalog:
         """Record a validated upload and move its bytes to their content address.
         ``version`` None means the next one. Nothing stays behind on failure."""
         check_model_name(name)
-        if version is not None and version < 1:
-            raise InvalidArgument(f"version must be >= 1, got {version}")
+        if version is not None and not 1 <= version <= MAX_VERSION:
+            raise InvalidArgument(f"version must be between 1 and {MAX_VERSION}, got {version}")
         if not math.isfinite(slo_ms) or slo_ms <= 0:
             raise InvalidArgument(f"slo_ms must be a finite number > 0, got {slo_ms}")
         async with self._bytes_lock:

@@ -403,11 +403,16 @@ def check_torchscript(sig: TorchScriptSignature, *, inputs: list[TensorSpec] | N
                           max_batch_size=max_batch_size or 0, inputs=list(inputs), outputs=list(outputs))
 
 
+# Triton's model config holds max_batch_size as an int32; a bigger value is accepted here
+# but refused by every instance at load time
+MAX_BATCH_SIZE_LIMIT = 2**31 - 1
+
+
 async def validate_model(path: Path, *, inputs: list[TensorSpec] | None, outputs: list[TensorSpec] | None,
                          max_batch_size: int | None, torchscript_timeout_s: float = 60.0) -> ValidatedModel:
     """Everything an upload must pass before it is stored; raises InvalidArgument saying what to fix."""
-    if max_batch_size is not None and max_batch_size < 0:
-        raise InvalidArgument(f"max_batch_size must be >= 0, got {max_batch_size}")
+    if max_batch_size is not None and not 0 <= max_batch_size <= MAX_BATCH_SIZE_LIMIT:
+        raise InvalidArgument(f"max_batch_size must be between 0 and {MAX_BATCH_SIZE_LIMIT}, got {max_batch_size}")
     fmt = await asyncio.to_thread(sniff_format, path)
     if fmt == "onnx":
         validated = await asyncio.to_thread(

@@ -37,3 +37,19 @@ async def test_non_finite_slo_is_refused_and_cannot_break_other_tenants_deletes(
     r = await cp.client.delete("/v1/models/theirs", headers=cp.headers(keys["globex"]))
     assert r.status_code == 200, r.text
     assert blobs(cp) == []
+
+
+@pytest.mark.parametrize(("option", "value", "error"), [
+    ("max_batch_size", str(2**31), f"max_batch_size must be between 0 and {2**31 - 1}, got {2**31}"),
+    ("max_batch_size", "-3", f"max_batch_size must be between 0 and {2**31 - 1}, got -3"),
+    ("version", str(2**63), f"version must be between 1 and {2**63 - 1}, got {2**63}"),
+    ("version", "0", f"version must be between 1 and {2**63 - 1}, got 0"),
+])
+async def test_numbers_no_instance_can_hold_are_refused_at_upload(
+        cp: RunningApp, keys: dict[str, str], option: str, value: str, error: str) -> None:
+    # before: stored, then refused by the instance on first load (max_batch_size) or kept
+    # as a version no v2 client can name (version)
+    r = await upload_raw(cp, keys["acme"], models.mlp_onnx().data, name="m", **{option: value})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"] == error
+    assert cp.services.catalog.list("acme") == [] and blobs(cp) == [] and leftovers(cp) == []
