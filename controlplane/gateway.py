@@ -240,13 +240,14 @@ class Gateway:
             driver = await self.placement.ensure_loaded(rec)
             request.model_name = qualified
             request.model_version = str(rec.version)
-            batch = 1
+            batch: int | None = 1
             if rec.max_batch_size > 0:
-                batch = int(request.inputs[0].shape[0]) if request.inputs and request.inputs[0].shape else 0
-            prediction = self._predict(rec, driver, batch or None)
+                batch = _batch_in_range(rec, int(request.inputs[0].shape[0])
+                                        if request.inputs and request.inputs[0].shape else None)
+            prediction = self._predict(rec, driver, batch)
             t0 = time.perf_counter()
             response = await driver.infer_raw_grpc(request, timeout_s=self.settings.request_timeout_s)
-            self.placement.observe(driver, qualified, batch or None, time.perf_counter() - t0, prediction,
+            self.placement.observe(driver, qualified, batch, time.perf_counter() - t0, prediction,
                                    grpc_compute_s(response))
             response.model_name = rec.name
             status = "OK"
@@ -269,9 +270,17 @@ def _http_batch(rec: ModelRecord, headers: Mapping[str, str], body: bytes) -> in
         return None
     try:
         inputs = json.loads(body[: int(hlen)]).get("inputs") or []
-        return int(inputs[0]["shape"][0])
+        return _batch_in_range(rec, int(inputs[0]["shape"][0]))
     except (ValueError, KeyError, IndexError, TypeError, AttributeError):
         return None
+
+
+def _batch_in_range(rec: ModelRecord, batch: int | None) -> int | None:
+    """A batch size the predictor can answer for; anything else (0, negative, over the
+    model's max) is the instance's to refuse with its own message, not a gateway crash."""
+    if batch is None or not 1 <= batch <= rec.max_batch_size:
+        return None
+    return batch
 
 
 # The value must be a JSON key (its quotes unescaped), so BYTES data or a name that merely

@@ -1,0 +1,70 @@
+"""A hostile tenant at the v2 gateway, against ``inferplex up`` as a real process: malformed
+requests get a clear 4xx (never a 500), the gateway keeps serving, and nothing the tenant
+sends or learns names another tenant's model."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import httpx
+import numpy as np
+import pytest
+from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+from tests.integration.cp_harness import ControlPlane, running_up
+from tests.support import models
+
+
+@pytest.fixture(scope="module")
+def cp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    root: Path = tmp_path_factory.mktemp("hostile")
+    with running_up(root / "data", root / "up.log", workers=1,
+                    env={"INFERPLEX_PROFILE_ON_UPLOAD": "false"}) as cp:
+        yield cp
+
+
+@pytest.fixture(scope="module")
+def keys(cp: ControlPlane) -> dict[str, str]:
+    keys = {"acme": cp.create_tenant("acme"), "globex": cp.create_tenant("globex")}
+    assert cp.upload(keys["acme"], "mlp", models.mlp_onnx().data).status_code == 201
+    assert cp.upload(keys["globex"], "secret-model", models.mlp_onnx().data).status_code == 201
+    cp.wait_model_status(keys["acme"], "mlp", "ready")
+    return keys
+
+
+def _auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def _binary_infer(cp: ControlPlane, key: str, shape: list[int]) -> httpx.Response:
+    data = np.zeros((1, 64), np.float32).tobytes()
+    header = json.dumps({"inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": shape,
+                                     "parameters": {"binary_data_size": len(data)}}]}).encode()
+    return httpx.post(f"{cp.url}/v2/models/mlp/infer", content=header + data, timeout=30,
+                      headers={**_auth(key), "Inference-Header-Content-Length": str(len(header))})
+
+
+def _grpc_infer(cp: ControlPlane, key: str, shape: list[int]) -> service_pb2.ModelInferResponse:
+    request = service_pb2.ModelInferRequest(model_name="mlp", inputs=[
+        service_pb2.ModelInferRequest.InferInputTensor(name="INPUT0", datatype="FP32", shape=shape)])
+    request.raw_input_contents.append(np.zeros((1, 64), np.float32).tobytes())
+    with grpc.insecure_channel(cp.grpc_url) as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        return stub.ModelInfer(request, metadata=[("authorization", f"Bearer {key}")], timeout=30)
+
+
+@pytest.mark.parametrize("batch", [-1, 0, 9])
+def test_batch_dimension_out_of_range_is_a_400_not_a_crash(cp: ControlPlane, keys: dict[str, str],
+                                                          batch: int) -> None:
+    # the gateway fed the declared batch to the predictor, which raised: HTTP 500 / gRPC UNKNOWN
+    r = _binary_infer(cp, keys["acme"], [batch, 64])
+    assert r.status_code == 400, r.text
+    assert "INPUT0" in r.json()["error"]
+    with pytest.raises(grpc.RpcError) as err:
+        _grpc_infer(cp, keys["acme"], [batch, 64])
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, err.value.details()
+    assert _binary_infer(cp, keys["acme"], [1, 64]).status_code == 200
+    assert _grpc_infer(cp, keys["acme"], [1, 64]).model_name == "mlp"
