@@ -49,6 +49,9 @@ log = logging.getLogger(__name__)
 SERVER_NAME = "inferplex"
 SERVER_VERSION = "0.1.0"
 EXTENSIONS = ["classification", "model_repository", "statistics", "binary_tensor_data"]
+# the metrics label of requests for a model the tenant does not have: the name they sent
+# is unbounded (one series each, kept forever) and may be a guess at another tenant's
+UNKNOWN_MODEL_LABEL = "<unknown>"
 REPOSITORY_DENIED = ("tenants cannot load or unload models through the repository API; "
                      "upload models with POST /v1/models (or `inferplex model upload`)")
 
@@ -188,9 +191,10 @@ class Gateway:
         tenant = principal.tenant or ""
         status = "error"
         qualified = name
+        label = UNKNOWN_MODEL_LABEL
         try:
             rec = self.resolve(principal, name, version)
-            qualified = rec.qualified_name
+            qualified, label = rec.qualified_name, rec.name
             driver = await self.placement.ensure_loaded(rec)
             batch = _http_batch(rec, headers, body)
             prediction = self._predict(rec, driver, batch)
@@ -203,15 +207,15 @@ class Gateway:
                 out, out_headers = _rename_http_response(out, out_headers, qualified, rec.name)
             else:
                 out = out.replace(qualified.encode(), rec.name.encode())
-                self.metrics.error(tenant, name, f"instance_{code}")
+                self.metrics.error(tenant, label, f"instance_{code}")
             status = str(code)
             return HttpResult(code, out, out_headers)
         except InferplexError as exc:
             status = str(exc.http_status)
-            self.metrics.error(tenant, name, _status_kind(exc))
+            self.metrics.error(tenant, label, _status_kind(exc))
             raise _renamed(exc, qualified, name) from None
         finally:
-            self.metrics.request(tenant, name, "http", status, time.perf_counter() - started)
+            self.metrics.request(tenant, label, "http", status, time.perf_counter() - started)
 
     def _predict(self, rec: ModelRecord, driver: Any, batch: int | None) -> Prediction | None:
         """The predictor's answer at dispatch time, kept to compare with what then happens."""
@@ -234,9 +238,10 @@ class Gateway:
         name = request.model_name
         status = "error"
         qualified = name
+        label = UNKNOWN_MODEL_LABEL
         try:
             rec = self.resolve(principal, name, request.model_version)
-            qualified = rec.qualified_name
+            qualified, label = rec.qualified_name, rec.name
             driver = await self.placement.ensure_loaded(rec)
             request.model_name = qualified
             request.model_version = str(rec.version)
@@ -254,10 +259,10 @@ class Gateway:
             return response
         except InferplexError as exc:
             status = exc.grpc_code.name
-            self.metrics.error(tenant, name, _status_kind(exc))
+            self.metrics.error(tenant, label, _status_kind(exc))
             raise _renamed(exc, qualified, name) from None
         finally:
-            self.metrics.request(tenant, name, "grpc", status, time.perf_counter() - started)
+            self.metrics.request(tenant, label, "grpc", status, time.perf_counter() - started)
 
 
 def _http_batch(rec: ModelRecord, headers: Mapping[str, str], body: bytes) -> int | None:

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from tests.integration.cp_harness import ControlPlane, running_up
+from tests.integration.cp_harness import ControlPlane, metric_value, running_up
 from tests.support import models
 
 
@@ -68,3 +68,21 @@ def test_batch_dimension_out_of_range_is_a_400_not_a_crash(cp: ControlPlane, key
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, err.value.details()
     assert _binary_infer(cp, keys["acme"], [1, 64]).status_code == 200
     assert _grpc_infer(cp, keys["acme"], [1, 64]).model_name == "mlp"
+
+
+def test_guessed_model_names_neither_grow_metrics_nor_show_up_in_them(cp: ControlPlane,
+                                                                     keys: dict[str, str]) -> None:
+    guesses = [f"guess-{i}" for i in range(10)] + ["globex__secret-model", "_profile__globex__secret-model"]
+    for name in guesses:
+        r = httpx.post(f"{cp.url}/v2/models/{name}/infer", json={"inputs": []}, headers=_auth(keys["acme"]))
+        assert r.status_code == 404
+        request = service_pb2.ModelInferRequest(model_name=name)
+        with grpc.insecure_channel(cp.grpc_url) as channel, pytest.raises(grpc.RpcError) as err:
+            service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(
+                request, metadata=[("authorization", f"Bearer {keys['acme']}")], timeout=30)
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    text = cp.metrics()
+    for name in guesses:
+        assert f'model="{name}"' not in text
+    assert metric_value(text, 'inferplex_errors_total{tenant="acme",model="<unknown>",kind="NotFound"}') \
+        >= 2 * len(guesses)
