@@ -1,18 +1,19 @@
-"""Prometheus scrape endpoint. Open, like most exporters: it carries counts and
-latencies per tenant and model name, no keys or tensors; put it behind the
-network boundary operators already use for their Prometheus."""
+"""Prometheus scrape endpoint, for admin keys only: its series name every tenant and
+model, and it is served on the same port tenants reach, so an open endpoint would let
+any tenant list the others' models. Prometheus sends the key with
+``authorization: {credentials: <admin key>}`` in the scrape config."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse
 
-from controlplane.deps import ServicesDep
+from controlplane.deps import AdminDep, ServicesDep
 
 router = APIRouter(tags=["operator: metrics"])
 
 
 @router.get("/metrics", response_class=PlainTextResponse,
-            summary="Prometheus text: requests, latency histograms, errors, loads, evictions")
-async def metrics(services: ServicesDep) -> PlainTextResponse:
+            summary="Prometheus text: requests, latency histograms, errors, loads, evictions (admin key)")
+async def metrics(services: ServicesDep, _: AdminDep) -> PlainTextResponse:
     return PlainTextResponse(services.metrics.render(), media_type="text/plain; version=0.0.4")

@@ -85,7 +85,7 @@ class ControlPlane:
             return r.json()
 
     def metrics(self) -> str:
-        with self.client() as c:
+        with self.admin() as c:
             return c.get("/metrics").text
 
     def stop(self) -> int | None:

@@ -86,3 +86,15 @@ def test_guessed_model_names_neither_grow_metrics_nor_show_up_in_them(cp: Contro
         assert f'model="{name}"' not in text
     assert metric_value(text, 'inferplex_errors_total{tenant="acme",model="<unknown>",kind="NotFound"}') \
         >= 2 * len(guesses)
+
+
+def test_metrics_need_an_admin_key_because_they_name_every_tenants_models(cp: ControlPlane,
+                                                                         keys: dict[str, str]) -> None:
+    r = httpx.post(f"{cp.url}/v2/models/secret-model/infer", headers=_auth(keys["globex"]), json={
+        "inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [1, 64], "data": [0.0] * 64}]})
+    assert r.status_code == 200, r.text
+    assert 'tenant="globex",model="secret-model"' in cp.metrics()
+    as_tenant = httpx.get(f"{cp.url}/metrics", headers=_auth(keys["acme"]))
+    assert as_tenant.status_code == 403 and "secret-model" not in as_tenant.text
+    assert as_tenant.json()["error"] == "this operation needs an admin key"
+    assert httpx.get(f"{cp.url}/metrics").status_code == 401
