@@ -142,6 +142,8 @@ class _MultipartForm:
 
     def _part_end(self) -> None:
         if not self._is_file and self._part:
+            if self._part in self.fields:  # which one was meant is a guess: refuse, don't pick
+                raise InvalidArgument(f"form field {self._part!r} is given twice: send it once")
             self.fields[self._part] = self._value.decode(errors="replace")
 
     def _end(self) -> None:

@@ -152,6 +152,11 @@ async def upload_model(request: Request, services: ServicesDep, principal: Princ
     options = {**query, **{k: v for k, v in received.fields.items() if k in _OPTIONS}}
     name = options.get("name", "")
     try:
+        both = sorted(k for k in _OPTIONS & received.fields.keys() & query.keys()
+                      if received.fields[k] != query[k])
+        if both:
+            raise InvalidArgument(f"{', '.join(both)} given both as a query parameter and as a form field, "
+                                  "with different values: send each option once")
         if not name:
             raise InvalidArgument("missing model name: send name=<model> (query parameter or form field)")
         check_model_name(name)

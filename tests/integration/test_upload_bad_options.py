@@ -53,3 +53,17 @@ async def test_numbers_no_instance_can_hold_are_refused_at_upload(
     assert r.status_code == 400, r.text
     assert r.json()["error"] == error
     assert cp.services.catalog.list("acme") == [] and blobs(cp) == [] and leftovers(cp) == []
+
+
+async def test_an_option_given_twice_is_refused_rather_than_guessed(cp: RunningApp, keys: dict[str, str]) -> None:
+    # before: the last form field won, and a form field silently overrode the query parameter
+    data = models.mlp_onnx().data
+    r = await cp.client.post("/v1/models", headers=cp.headers(keys["acme"]), files=[
+        ("file", ("m.onnx", data)), ("name", (None, "a1")), ("name", (None, "a2"))])
+    assert r.status_code == 400 and r.json()["error"] == "form field 'name' is given twice: send it once"
+    r = await cp.client.post("/v1/models", headers=cp.headers(keys["acme"]), params={"name": "q", "slo_ms": "5"},
+                             files=[("file", ("m.onnx", data)), ("name", (None, "f")), ("slo_ms", (None, "5"))])
+    assert r.status_code == 400
+    assert r.json()["error"] == ("name given both as a query parameter and as a form field, with different "
+                                 "values: send each option once")
+    assert cp.services.catalog.list("acme") == [] and blobs(cp) == [] and leftovers(cp) == []
