@@ -9,6 +9,7 @@ admins) cannot both create the same tenant.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import Any
 
@@ -73,6 +74,9 @@ class TenantService:
     async def create_tenant(self, name: str, display_name: str = "",
                             quotas: dict[str, float] | None = None) -> Tenant:
         check_tenant_name(name)
+        bad = sorted(k for k, v in (quotas or {}).items() if not math.isfinite(v))
+        if bad:
+            raise InvalidArgument(f"quotas {', '.join(bad)} must be finite numbers")
         tenant = Tenant(name=name, display_name=display_name, quotas=quotas or {}, created_at=time.time())
         rev = await self.store.create(TENANTS + name, tenant.model_dump_json().encode())
         if rev is None:
@@ -109,8 +113,9 @@ class TenantService:
             await self.get_tenant(tenant)
         elif tenant is not None:
             raise InvalidArgument("admin keys are not bound to a tenant")
-        if expires_in_s is not None and expires_in_s <= 0:
-            raise InvalidArgument(f"expires_in_s must be > 0, got {expires_in_s}")
+        # nan compares false with everything: it would make a key that never expires
+        if expires_in_s is not None and not (math.isfinite(expires_in_s) and expires_in_s > 0):
+            raise InvalidArgument(f"expires_in_s must be a finite number > 0, got {expires_in_s}")
         record = new_record(role, tenant, expires_in_s)
         secret = new_secret()
         await self._put_new_key(secret, record)
