@@ -7,11 +7,12 @@ import logging
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from controlplane.services import Services, build_services, close_services
 from controlplane.settings import Settings
-from kserve.errors import InferplexError
+from kserve.errors import InferplexError, InvalidArgument
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,14 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         if exc.retry_after_s is not None:
             headers["Retry-After"] = str(max(1, round(exc.retry_after_s)))
         return JSONResponse(exc.to_json(), status_code=exc.http_status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's own answer echoes each bad input, and a NaN there cannot be encoded
+        # (a 500); answer like every other bad input instead, naming where and what
+        problems = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', 'invalid')}"
+                             for e in exc.errors())
+        return JSONResponse(InvalidArgument(f"invalid request: {problems}").to_json(), status_code=400)
 
     from controlplane.routes import include_routers
     from controlplane.routes.v2 import InferFastPath

@@ -51,3 +51,12 @@ async def test_service_refuses_a_nan_lifetime_from_any_caller(cp: RunningApp) ->
         await cp.services.tenants.issue_key("tenant", "acme", float("nan"))
     with pytest.raises(InvalidArgument, match="finite"):
         await cp.services.tenants.create_tenant("globex", quotas={"rps": float("inf")})
+
+
+async def test_a_body_that_fails_validation_is_a_400_naming_the_field_even_with_nan(cp: RunningApp) -> None:
+    # FastAPI's default 422 echoes the input, and cannot encode a NaN: it answered 500
+    r = await _post_json(cp, "/admin/instances", '{"http_url": "h:1", "grpc_url": "h:2", "memory_bytes": NaN}')
+    assert r.status_code == 400, r.text
+    assert r.json()["error"].startswith("invalid request: body.memory_bytes: ")
+    r = await cp.client.get("/v2/models/m/profile", params={"version": "abc"}, headers=cp.headers(ADMIN_KEY))
+    assert r.status_code == 400 and r.json()["error"].startswith("invalid request: query.version: ")
