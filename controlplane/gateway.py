@@ -196,6 +196,7 @@ class Gateway:
             rec = self.resolve(principal, name, version)
             qualified, label = rec.qualified_name, rec.name
             driver = await self.placement.ensure_loaded(rec)
+            body, headers = _without_scheduling_parameters_http(body, headers)
             batch = _http_batch(rec, headers, body)
             prediction = self._predict(rec, driver, batch)
             t0 = time.perf_counter()
@@ -245,6 +246,9 @@ class Gateway:
             driver = await self.placement.ensure_loaded(rec)
             request.model_name = qualified
             request.model_version = str(rec.version)
+            for key in SCHEDULING_PARAMETERS:
+                if key in request.parameters:
+                    del request.parameters[key]
             batch: int | None = 1
             if rec.max_batch_size > 0:
                 batch = _batch_in_range(rec, int(request.inputs[0].shape[0])
@@ -263,6 +267,40 @@ class Gateway:
             raise _renamed(exc, qualified, name) from None
         finally:
             self.metrics.request(tenant, label, "grpc", status, time.perf_counter() - started)
+
+
+# Request parameters that order work on a shared instance (Triton's queue policy reads
+# "priority"): the control plane schedules, so a tenant's own value never reaches it.
+SCHEDULING_PARAMETERS = ("priority",)
+
+
+def _without_scheduling_parameters_http(body: bytes, headers: Mapping[str, str]) -> tuple[bytes, Mapping[str, str]]:
+    """Drop SCHEDULING_PARAMETERS from the request's top-level parameters. The JSON part is
+    parsed and re-encoded only when one of the names appears in it at all."""
+    hlen = headers.get("inference-header-content-length")
+    try:
+        split = int(hlen) if hlen else len(body)
+    except ValueError:
+        return body, headers  # the instance refuses a bad header length with its own message
+    head = body[:split]
+    if not any(f'"{key}"'.encode() in head for key in SCHEDULING_PARAMETERS):
+        return body, headers
+    try:
+        request = json.loads(head)
+    except ValueError:
+        return body, headers
+    params = request.get("parameters") if isinstance(request, dict) else None
+    if not isinstance(params, dict) or not any(key in params for key in SCHEDULING_PARAMETERS):
+        return body, headers
+    for key in SCHEDULING_PARAMETERS:
+        params.pop(key, None)
+    new_head = json.dumps(request, separators=(",", ":")).encode()
+    if not hlen:
+        return new_head, headers
+    out = dict(headers)
+    out["inference-header-content-length"] = str(len(new_head))
+    out.pop("content-length", None)
+    return new_head + body[split:], out
 
 
 def _http_batch(rec: ModelRecord, headers: Mapping[str, str], body: bytes) -> int | None:

@@ -98,3 +98,21 @@ def test_metrics_need_an_admin_key_because_they_name_every_tenants_models(cp: Co
     assert as_tenant.status_code == 403 and "secret-model" not in as_tenant.text
     assert as_tenant.json()["error"] == "this operation needs an admin key"
     assert httpx.get(f"{cp.url}/metrics").status_code == 401
+
+
+def test_requests_carrying_a_priority_are_served_with_the_priority_dropped(
+        cp: ControlPlane, keys: dict[str, str]) -> None:
+    import tritonclient.grpc as grpcclient
+    import tritonclient.http as httpclient
+
+    x = np.ones((2, 64), np.float32)
+    h = httpclient.InferenceServerClient(cp.http_url)
+    hi = httpclient.InferInput("INPUT0", [2, 64], "FP32")
+    hi.set_data_from_numpy(x, binary_data=True)
+    res = h.infer("mlp", [hi], priority=1, request_id="p1", headers=_auth(keys["acme"]))
+    assert res.as_numpy("OUTPUT0").shape == (2, 10) and res.get_response()["id"] == "p1"
+    g = grpcclient.InferenceServerClient(cp.grpc_url)
+    gi = grpcclient.InferInput("INPUT0", [2, 64], "FP32")
+    gi.set_data_from_numpy(x)
+    gres = g.infer("mlp", [gi], priority=1, headers={"authorization": f"Bearer {keys['acme']}"})
+    np.testing.assert_allclose(gres.as_numpy("OUTPUT0"), res.as_numpy("OUTPUT0"), rtol=1e-6)
