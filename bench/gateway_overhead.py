@@ -49,7 +49,21 @@ decoding at the gateway (body / protobuf forwarded as is), a bare keep-alive HTT
 swapping the top-level value in place instead of a JSON parse and re-encode, request metrics
 bound once per series, and no statistics reads: the worker reports each batch's compute time in
 its response (parameter inferplex_compute_ns), which the gateway reads with one anchored regex
-(HTTP, ~2 us) or a map lookup (gRPC) and feeds to the predictor."""
+(HTTP, ~2 us) or a map lookup (gRPC) and feeds to the predictor.
+
+gRPC hot path, tried and not kept (control-plane CPU us per gRPC request; `--protocols grpc
+--requests 1000 --rounds 2 --no-write`, configurations alternated, two runs each; run-to-run
+spread is about +-20 us): as is 552-591; grpc.optimization_target "throughput" on server and
+forwarding channel 546-567, "latency" 559-595; latency plus a closure-free ModelInfer 546-550.
+None is outside the noise. Where the time goes: a stripped servicer that only forwards the
+protobuf over the same grpc.aio stub (no auth, resolve, placement, predictor, metrics) still
+costs 478-490 us (a measurement-only build), so grpc.aio itself (serving the call plus one
+client call) is ~85% of the gateway's cost and all of our per-request logic is ~80 us; even deleting all of it gives a throughput ratio of only 0.58
+here. The same stripped path on a threaded grpc.server with a sync forwarding stub costs more
+(519-544 us, ratio 0.50), so the threaded design was not built. Raw-bytes handlers would save
+at most the protobuf work, measured at 1.2 us per request (parse + serialize of request and
+response with upb), so they were not built either. A larger cut would need the tensor path
+out of Python's grpc altogether (not tried)."""
 X = np.random.default_rng(0).standard_normal((1, 64)).astype(np.float32)
 
 
@@ -178,7 +192,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         # the client's CPU includes warm-up and connection setup of each window (same for both)
         pids = {"client": os.getpid(), "gateway": up_pid, "worker": _children(up_pid)[0]}
         results: dict[str, Any] = {"protocols": {}}
-        for protocol in ("http", "grpc"):
+        for protocol in args.protocols:
             gw_url = cp.http_url if protocol == "http" else cp.grpc_url
             w_url = worker["http_url"] if protocol == "http" else worker["grpc_url"]
             targets = {"gateway": (gw_url, "mlp", auth), "direct": (w_url, qualified, {})}
@@ -271,7 +285,12 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=3.0, help="length of one throughput window")
     parser.add_argument("--rounds", type=int, default=4, help="throughput windows per target")
-    write(run(parser.parse_args()))
+    parser.add_argument("--protocols", nargs="+", choices=("http", "grpc"), default=["http", "grpc"])
+    parser.add_argument("--no-write", action="store_true", help="print only (profiling, quick checks)")
+    args = parser.parse_args()
+    results = run(args)
+    if not args.no_write:
+        write(results)
 
 
 if __name__ == "__main__":
