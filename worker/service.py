@@ -75,38 +75,37 @@ class WorkerService:
     # ------------------------------------------------------------------ inference
 
     async def infer(self, request: InferRequest) -> InferResponse:
-        received = time.monotonic_ns()
-        model, loaded = self.repository.get(request.model_name, request.model_version)
+        started = self._admit(request)
         try:
-            checked = check_request(model.spec, request)
-            try:
-                outputs, timing = await self.executor.run(loaded.runtime, checked.inputs, checked.output_names)
-            except InferplexError:
-                raise
-            except Exception as exc:
-                raise _failed(request, model.spec.platform, exc) from exc
-        except InferplexError:
-            loaded.stats.record_failure(time.monotonic_ns() - received)
-            raise
-        return _respond(request, model.spec, loaded, checked, outputs, timing, received)
+            outputs, timing = await self.executor.run(started.loaded.runtime, started.checked.inputs,
+                                                      started.checked.output_names)
+        except Exception as exc:
+            error = started.failed(exc)
+            raise error from (None if error is exc else exc)
+        return started.respond(outputs, timing)
 
     def infer_blocking(self, request: InferRequest) -> InferResponse:
         """``infer`` for callers on their own threads (the gRPC server's): same checks,
         same executor, same statistics, no event loop in between."""
+        started = self._admit(request)
+        try:
+            outputs, timing = self.executor.run_blocking(started.loaded.runtime, started.checked.inputs,
+                                                         started.checked.output_names)
+        except Exception as exc:
+            error = started.failed(exc)
+            raise error from (None if error is exc else exc)
+        return started.respond(outputs, timing)
+
+    def _admit(self, request: InferRequest) -> _Started:
+        """Resolve and check the request; a refused request counts as a failure."""
         received = time.monotonic_ns()
         model, loaded = self.repository.get(request.model_name, request.model_version)
         try:
             checked = check_request(model.spec, request)
-            try:
-                outputs, timing = self.executor.run_blocking(loaded.runtime, checked.inputs, checked.output_names)
-            except InferplexError:
-                raise
-            except Exception as exc:
-                raise _failed(request, model.spec.platform, exc) from exc
         except InferplexError:
             loaded.stats.record_failure(time.monotonic_ns() - received)
             raise
-        return _respond(request, model.spec, loaded, checked, outputs, timing, received)
+        return _Started(request, model.spec, loaded, checked, received)
 
     # ------------------------------------------------------------------ repository
 
@@ -180,8 +179,26 @@ def _version_share(charged: int, versions: list[int], version: int) -> int:
     return share + (charged - share * len(versions) if version == versions[-1] else 0)
 
 
-def _failed(request: InferRequest, platform: str, exc: Exception) -> Internal:
-    return Internal(f"inference failed for model '{request.model_name}' ({platform}): {exc}")
+@dataclass(slots=True)
+class _Started:
+    """A checked request on its way through the executor."""
+
+    request: InferRequest
+    spec: cfg.ModelSpec
+    loaded: LoadedVersion
+    checked: CheckedRequest
+    received: int
+
+    def failed(self, exc: Exception) -> InferplexError:
+        """Count the failure; a runtime's own exception becomes Internal with its message."""
+        self.loaded.stats.record_failure(time.monotonic_ns() - self.received)
+        if isinstance(exc, InferplexError):
+            return exc
+        return Internal(f"inference failed for model '{self.request.model_name}' "
+                        f"({self.spec.platform}): {exc}")
+
+    def respond(self, outputs: dict[str, np.ndarray], timing: ExecTiming) -> InferResponse:
+        return _respond(self.request, self.spec, self.loaded, self.checked, outputs, timing, self.received)
 
 
 def _respond(request: InferRequest, spec: cfg.ModelSpec, loaded: LoadedVersion, checked: CheckedRequest,
