@@ -45,15 +45,15 @@ def test_restart_keeps_tenants_keys_and_models_and_serves_them_again(tmp_path: P
 
 
 def test_bad_uploads_are_refused_and_a_model_that_fits_nowhere_gets_503(tmp_path: Path) -> None:
-    env = {"INFERPLEX_MAX_UPLOAD_BYTES": str(256 * 1024), "INFERPLEX_PROFILE_ON_UPLOAD": "false"}
-    # 1 MiB budget: the MLP's file fits the upload limit, its 1 MiB floor estimate plus the
-    # simple model's does not fit the worker
-    with running_up(tmp_path / "data", tmp_path / "up.log", workers=1, worker_memory="1MiB", env=env) as cp:
+    env = {"INFERPLEX_MAX_UPLOAD_BYTES": str(20 << 20), "INFERPLEX_PROFILE_ON_UPLOAD": "false"}
+    # 8 MiB budget: the simple model (measured ~1.3 MB resident) loads; the wide model's
+    # 16 MiB file fits the upload limit but its estimate (twice the file) fits no worker
+    with running_up(tmp_path / "data", tmp_path / "up.log", workers=1, worker_memory="8MiB", env=env) as cp:
         key = cp.create_tenant("acme")
         refusals = {
             "corrupt": (models.corrupt_onnx(), {}, "ONNX"),
             "pickled": (models.pickle_pt(), {}, "not a TorchScript archive"),
-            "huge": (b"\0" * (300 * 1024), {}, "limit"),
+            "huge": (b"\0" * (21 << 20), {}, "limit"),
             "mismatch": (models.mlp_onnx().data,
                          {"inputs": [{"name": "WRONG", "datatype": "FP32", "dims": [64]}]}, "WRONG"),
         }
@@ -64,19 +64,19 @@ def test_bad_uploads_are_refused_and_a_model_that_fits_nowhere_gets_503(tmp_path
         with cp.client(key) as c:
             assert c.get("/v1/models").json()["models"] == []
         assert cp.upload(key, "small", models.simple().data).status_code == 201
-        assert cp.upload(key, "mlp", models.mlp_onnx().data).status_code == 201
-        cp.wait_model_status(key, "mlp", "ready")
+        assert cp.upload(key, "wide", models.wide_onnx().data).status_code == 201
+        cp.wait_model_status(key, "wide", "ready")
         a = np.ones((1, 16), dtype=np.int32)
         with httpclient.InferenceServerClient(cp.http_url) as c:
             i0, i1 = httpclient.InferInput("INPUT0", [1, 16], "INT32"), httpclient.InferInput("INPUT1", [1, 16], "INT32")
             i0.set_data_from_numpy(a)
             i1.set_data_from_numpy(a)
             auth = {"authorization": f"Bearer {key}"}
-            c.infer("small", [i0, i1], headers=auth)  # takes the worker's whole budget
-            x = httpclient.InferInput("INPUT0", [1, 64], "FP32")
-            x.set_data_from_numpy(np.ones((1, 64), dtype=np.float32))
+            c.infer("small", [i0, i1], headers=auth)
+            x = httpclient.InferInput("INPUT0", [1, 1024], "FP32")
+            x.set_data_from_numpy(np.ones((1, 1024), dtype=np.float32))
             with pytest.raises(InferenceServerException) as info:
-                c.infer("mlp", [x], headers=auth)
+                c.infer("wide", [x], headers=auth)
         assert info.value.status() == "503"
         msg = json.dumps(info.value.message())
         assert "no instance has room" in msg and "eviction is not implemented" in msg
