@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: install run test lint bench
+.PHONY: install etcd run test lint bench
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
@@ -15,10 +15,13 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 install: $(VENV)/.installed
 
+etcd:
+	./scripts/ensure-etcd
+
 run: install
 	$(VENV)/bin/inferplex up
 
-test: install
+test: install etcd
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q
 

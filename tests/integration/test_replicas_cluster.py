@@ -27,11 +27,12 @@ from tests.integration.replica_harness import (
     mlp_input,
     wait_for,
 )
-from tests.support.etcd import ETCD_BINARY, EtcdServer
+from tests.support.etcd import EtcdServer
+from tests.support.etcd_fixtures import needs_etcd
 from tests.support.models import mlp_onnx, mlp_reference
 
 pytestmark = [
-    pytest.mark.skipif(ETCD_BINARY is None, reason="etcd is not on PATH (.ci/run installs etcd-server)"),
+    needs_etcd,
     pytest.mark.timeout(180),
 ]
 

@@ -18,15 +18,14 @@ from controlplane.store.embedded import EmbeddedStore
 from controlplane.store.etcd import EtcdStore
 from tests.support.etcd import ETCD_BINARY, EtcdServer
 
-needs_etcd = pytest.mark.skipif(
-    ETCD_BINARY is None, reason="etcd is not on PATH (.ci/run installs Debian's etcd-server)"
-)
+NO_ETCD = "etcd is not on PATH (make test installs Debian's etcd-server: scripts/ensure-etcd)"
+needs_etcd = pytest.mark.skipif(ETCD_BINARY is None, reason=NO_ETCD)
 
 
 @pytest.fixture(scope="session")
 def etcd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdServer]:
     if ETCD_BINARY is None:
-        pytest.skip("etcd is not on PATH (.ci/run installs Debian's etcd-server)")
+        pytest.skip(NO_ETCD)
     server = EtcdServer(tmp_path_factory.mktemp("etcd-shared"), name="shared")
     try:
         server.start()
@@ -38,7 +37,7 @@ def etcd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdServer
 @pytest.fixture
 def make_etcd(tmp_path: Path) -> Iterator[Callable[[], EtcdServer]]:
     if ETCD_BINARY is None:
-        pytest.skip("etcd is not on PATH (.ci/run installs Debian's etcd-server)")
+        pytest.skip(NO_ETCD)
     servers: list[EtcdServer] = []
 
     def make() -> EtcdServer:
