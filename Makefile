@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: install etcd run test lint bench
+.PHONY: install etcd run test
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
@@ -24,6 +24,3 @@ run: install
 test: install etcd
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q
-
-bench: install
-	$(PY) -m bench.run_all
