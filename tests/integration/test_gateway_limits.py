@@ -46,6 +46,7 @@ def test_http_body_over_the_limit_gets_413_and_the_next_request_is_served(cp: Co
     inp.set_data_from_numpy(big)
     with pytest.raises(InferenceServerException) as err:
         client.infer("mlp", [inp], headers=_auth(key))
+    assert err.value.status() == "413"
     assert str(LIMIT) in str(err.value) and "limit" in str(err.value)
     small = httpclient.InferInput("INPUT0", [2, 64], "FP32")
     small.set_data_from_numpy(np.ones((2, 64), np.float32))

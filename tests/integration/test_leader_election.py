@@ -106,7 +106,6 @@ async def test_crashed_leader_is_replaced_within_ttl(
         # etcd checks lease expiry every 500 ms, so allow TTL plus that granularity.
         await asyncio.wait_for(follower.elected.wait(), TTL + 1.5)
         took = time.monotonic() - t0
-        assert took <= TTL + 1.5
         print(f"failover after leader crash: {took:.3f}s (ttl {TTL}s)")
     finally:
         await a.stop()

@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 
 from tests.integration.replica_harness import (
-    ADMIN_KEY,
     INSTANCE_TTL_S,
     LEADER_TTL_S,
     Cluster,
@@ -269,4 +268,3 @@ def test_restart_of_every_process_brings_back_tenants_keys_models_and_placements
              "the model's placement to be restored on a restarted worker")
     x = mlp_input()
     np.testing.assert_allclose(grpc_infer(a, tenant["key"], "mlp", x), mlp_reference(x), rtol=1e-4, atol=1e-5)
-    assert ADMIN_KEY  # the bootstrap admin key still works (used by every call above)

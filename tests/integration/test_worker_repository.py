@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import httpx
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
@@ -39,8 +40,11 @@ def test_load_over_http_infer_unload_and_index_states(worker: WorkerProcess) -> 
         assert not client.is_model_ready("repo_http")
         row = _index(worker)["repo_http"]
         assert (row["state"], row["reason"]) == ("UNAVAILABLE", "unloaded")
-        ready_only = client.get_model_repository_index(query_params=None)
-        assert any(r["name"] == "repo_http" for r in ready_only)
+        # the worker filters server-side when asked for ready models only
+        r = httpx.post(f"http://{worker.http_url}/v2/repository/index", json={"ready": True}, timeout=5)
+        r.raise_for_status()
+        ready_only = {row["name"] for row in r.json()}
+        assert "repo_http" not in ready_only and "simple" in ready_only
         with pytest.raises(InferenceServerException, match="Request for unknown model: 'repo_http'"):
             _infer_simple(client, httpclient, "repo_http")
 

@@ -3,6 +3,7 @@ byte sizes, the memory budget, and the file safety checks."""
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ from kserve.errors import InvalidArgument, ResourceExhausted
 from kserve.tensors import InferRequest, RequestedOutput, Tensor
 from tests.support import models
 from worker import config as cfg
-from worker.memory import MemoryBudget, parse_bytes
+from worker.memory import MemoryBudget, parse_bytes, size_arg
 from worker.runtimes.safety import check_onnx, check_torchscript
 from worker.validation import check_request
 
@@ -176,3 +177,9 @@ def test_corrupt_onnx_is_refused(tmp_path: Path) -> None:
     path.write_bytes(models.corrupt_onnx())
     with pytest.raises(InvalidArgument, match="not a valid ONNX model"):
         check_onnx(path, "m")
+
+
+def test_size_arg_makes_a_bad_size_a_usage_error() -> None:
+    assert size_arg("2GiB") == 2 << 30
+    with pytest.raises(argparse.ArgumentTypeError, match="cannot read 'lots' as a size in bytes"):
+        size_arg("lots")
