@@ -30,28 +30,11 @@ import uvicorn
 
 from controlplane.settings import Settings
 from worker.affinity import parse_cpus, pin_to
+from worker.memory import size_arg
 
 log = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1
-
-
-def parse_bytes(text: str) -> int:
-    """``1073741824``, ``512MiB``, ``2GiB``, ``1.5GB``."""
-    units = {"kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40,
-             "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "b": 1}
-    t = text.strip().lower()
-    for suffix, mult in units.items():
-        if t.endswith(suffix) and t[: -len(suffix)].strip():
-            try:
-                return int(float(t[: -len(suffix)]) * mult)
-            except ValueError:
-                break
-    try:
-        return int(t)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a size: use bytes or a suffix like 512MiB, 2GiB") from None
 
 
 def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -257,7 +240,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--data-dir", default=os.environ.get("INFERPLEX_DATA_DIR", "./data"),
                    help="state store, artifacts, logs and admin.key live here (default ./data)")
     p.add_argument("--workers", type=int, default=2, help="embedded workers to start (default 2)")
-    p.add_argument("--worker-memory", type=parse_bytes, default=parse_bytes("1GiB"),
+    p.add_argument("--worker-memory", type=size_arg, default=1 << 30,
                    help="memory budget per worker, e.g. 512MiB (default 1GiB)")
     p.add_argument("--worker-threads", type=int, default=1, help="intra-op threads per worker")
     p.add_argument("--worker-cpus", default=None, metavar="LIST",

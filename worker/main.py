@@ -21,7 +21,7 @@ from worker import registration
 from worker.affinity import parse_cpus, pin_to
 from worker.demo import simple_model
 from worker.executor import Executor
-from worker.memory import MemoryBudget, parse_bytes, physical_memory_bytes, steady_allocator
+from worker.memory import MemoryBudget, physical_memory_bytes, size_arg, steady_allocator
 from worker.repository import ModelRepository
 from worker.service import ServerInfo, WorkerService
 
@@ -59,7 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--http-port", type=int, default=8000, help="KServe v2 HTTP port (default 8000)")
     p.add_argument("--grpc-port", type=int, default=8001, help="KServe v2 gRPC port (default 8001)")
-    p.add_argument("--memory-budget", type=parse_bytes, default=0,
+    p.add_argument("--memory-budget", type=size_arg, default=0,
                    help="bytes the loaded models may use, e.g. 4GiB or 4000000000 "
                         "(default: the machine's physical memory)")
     p.add_argument("--threads", type=int, default=1, help="intra-op threads per inference (default 1)")
@@ -73,9 +73,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--load-model", action="append", default=[], metavar="NAME",
                    help="in explicit mode, load this model from --model-repository at start (repeatable; '*' = all)")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda:N")
-    p.add_argument("--max-request-bytes", type=parse_bytes, default=DEFAULT_MAX_REQUEST_BYTES,
+    p.add_argument("--max-request-bytes", type=size_arg, default=DEFAULT_MAX_REQUEST_BYTES,
                    help="largest inference request accepted, HTTP body or gRPC message (default 64MiB)")
-    p.add_argument("--max-model-bytes", type=parse_bytes, default=DEFAULT_MAX_MODEL_BYTES,
+    p.add_argument("--max-model-bytes", type=size_arg, default=DEFAULT_MAX_MODEL_BYTES,
                    help="largest repository load accepted: the gRPC message, or the HTTP body with its "
                         "files base64-encoded, allowed 4/3 of this (default 1GiB)")
     p.add_argument("--grpc-server", choices=["threads", "aio"], default="threads",

@@ -11,6 +11,7 @@ the load is refused without touching the runtime. The worker never evicts.
 
 from __future__ import annotations
 
+import argparse
 import ctypes
 import os
 import re
@@ -40,6 +41,14 @@ def parse_bytes(text: str | int) -> int:
             f"cannot read {text!r} as a size in bytes; write e.g. 2147483648, 2GiB, 512MiB or 8G"
         )
     return int(float(match.group(1)) * _UNITS[unit])
+
+
+def size_arg(text: str) -> int:
+    """``parse_bytes`` as an argparse ``type=``: a bad size is a usage error, not a traceback."""
+    try:
+        return parse_bytes(text)
+    except InvalidArgument as exc:
+        raise argparse.ArgumentTypeError(exc.message) from None
 
 
 _M_MMAP_THRESHOLD = -3
