@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import signal
 import statistics
 import tempfile
 import threading
@@ -135,15 +134,13 @@ def measure_failover(cluster: Cluster, trials: int) -> dict[str, Any]:
         t.start()
         wait_until(lambda c=counts: c["ok"] > 10, 30, "traffic")
         killed = time.monotonic()
-        cluster.replicas[leader].proc.signal(signal.SIGKILL)
+        cluster.kill_replica(leader)
         wait_until(lambda s=survivor: s.leader_view()["is_leader"], 60, "takeover", interval_s=0.02)
         times.append(time.monotonic() - killed)
         stop.set()
         t.join(10)
         errors += counts["err"]
         served += counts["ok"]
-        cluster.replicas[leader].proc.popen.wait(10)
-        cluster.replicas[leader].proc.stop()
         cluster.start_replica(leader)
     return {"trials": trials, "seconds": times, "mean_s": statistics.fmean(times), "max_s": max(times),
             "requests_to_survivor_ok": served, "requests_to_survivor_failed": errors}

@@ -14,7 +14,6 @@ tests fast. ``stop()`` reaps everything, also after a failed test.
 
 from __future__ import annotations
 
-import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,11 +82,11 @@ class Cluster:
 
     # ---- control-plane replicas ----------------------------------------------------------
 
-    def start_replica(self, name: str, *, http_port: int | None = None, grpc_port: int | None = None,
-                      wait: bool = True) -> Replica:
+    def start_replica(self, name: str, *, wait: bool = True) -> Replica:
+        """A replica on fresh ports, or on the ports it had when restarted."""
         old = self.replicas.get(name)
-        http_port = http_port or (old.cp.http_port if old else free_port())
-        grpc_port = grpc_port or (old.cp.grpc_port if old else free_port())
+        http_port = old.cp.http_port if old else free_port()
+        grpc_port = old.cp.grpc_port if old else free_port()
         self._starts += 1
         data_dir = self.base / f"replica-{name}"
         proc = Proc(inferplex_cmd(
@@ -111,10 +110,7 @@ class Cluster:
         replica.proc.wait_ready(ready, timeout_s, f"replica {replica.name}")
 
     def kill_replica(self, name: str) -> None:
-        replica = self.replicas[name]
-        replica.proc.signal(signal.SIGKILL)
-        replica.proc.popen.wait(10)
-        replica.proc.stop()
+        self.replicas[name].proc.kill()
 
     def leader(self) -> str | None:
         """The leader as the store says it, asked through any live replica."""
@@ -131,8 +127,8 @@ class Cluster:
 
     # ---- workers ---------------------------------------------------------------------------
 
-    def start_worker(self, name: str, *, memory: str = "256MiB", register: list[str] | None = None,
-                     wait: bool = True, same_ports: bool = False) -> Worker:
+    def start_worker(self, name: str, *, memory: str = "256MiB", wait: bool = True,
+                     same_ports: bool = False) -> Worker:
         """A worker on fresh ports (a new instance id, like a rescheduled pod), or on the
         ports it had (``same_ports``: the same id, like a container restarted in place)."""
         old = self.workers.get(name)
@@ -140,7 +136,7 @@ class Cluster:
             http_port, grpc_port = old.http_port, old.grpc_port
         else:
             http_port, grpc_port = free_port(), free_port()
-        urls = ",".join(self.replicas[r].cp.url for r in (register or list(self.replicas)))
+        urls = ",".join(r.cp.url for r in self.replicas.values())
         self._starts += 1
         proc = Proc(inferplex_cmd(
             "worker", "--http-port", str(http_port), "--grpc-port", str(grpc_port),
@@ -162,10 +158,7 @@ class Cluster:
         worker.proc.wait_ready(seen_everywhere, timeout_s, f"worker {worker.name} to register")
 
     def kill_worker(self, name: str) -> None:
-        worker = self.workers[name]
-        worker.proc.signal(signal.SIGKILL)
-        worker.proc.popen.wait(10)
-        worker.proc.stop()
+        self.workers[name].proc.kill()
 
     def instances(self) -> list[dict[str, Any]]:
         return self.live_replica().cp.instances()

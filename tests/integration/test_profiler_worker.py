@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -10,12 +9,10 @@ import pytest
 
 from kserve.errors import InvalidArgument
 from placement.driver import InstanceDriver, InstanceInfo
+from placement.triton_driver import TritonDriver
 from profiler.offline import profile_model
 from profiler.predictor import LatencyPredictor
 from tests.support.procs import Proc, free_port, inferplex_cmd, port_open
-
-_MISSING = [m for m in ("placement.triton_driver", "worker.main") if importlib.util.find_spec(m) is None]
-pytestmark = pytest.mark.skipif(bool(_MISSING), reason=f"not in this checkout yet: {_MISSING}")
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +30,6 @@ def worker_info(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InstanceIn
 
 @pytest.fixture
 async def driver(worker_info: InstanceInfo) -> AsyncIterator[InstanceDriver]:
-    from placement.triton_driver import TritonDriver
-
     d = TritonDriver(worker_info)
     try:
         yield d

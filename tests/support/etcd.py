@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
 import urllib.request
 from pathlib import Path
 
@@ -70,13 +69,6 @@ class EtcdServer:
             self.proc.stop()
             # The port must be free before a restart can bind it again.
             wait_until(lambda: not self._listening(), 10, "etcd port to close")
-
-    def kill(self) -> None:
-        """SIGKILL: no graceful shutdown."""
-        if self.proc is not None:
-            self.proc.signal(signal.SIGKILL)
-            self.proc.popen.wait(10)
-            self.proc.stop()
 
     def restart(self) -> None:
         self.stop()

@@ -1,8 +1,8 @@
 """pytest fixtures for a real etcd (registered in tests/conftest.py via pytest_plugins).
 
 ``etcd_server``: one server shared by the whole session; tests isolate themselves by
-key prefix and must not stop it. ``make_etcd``: private servers a test may stop,
-kill and restart (outages, failover).
+key prefix and must not stop it. ``make_etcd``: private servers a test may stop
+and restart (outages, failover).
 """
 
 from __future__ import annotations

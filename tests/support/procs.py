@@ -84,6 +84,12 @@ class Proc:
         if self.alive():
             os.killpg(self.popen.pid, sig)
 
+    def kill(self) -> None:
+        """SIGKILL the whole process group (no graceful shutdown), then reap it."""
+        self.signal(signal.SIGKILL)
+        self.popen.wait(10)
+        self.stop()
+
     def stop(self, timeout_s: float = 10.0) -> int | None:
         """SIGTERM the whole process group, then SIGKILL after timeout_s."""
         if self.alive():

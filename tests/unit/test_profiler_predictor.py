@@ -205,7 +205,8 @@ def test_instance_classes_are_kept_apart() -> None:
 
 def test_forget_drops_every_class_of_the_model_only() -> None:
     p = LatencyPredictor()
-    p.seed_model("m", ModelProfile(classes={"cpu": _profile(), "h200": _profile()}))
+    p.seed_from_profile("m", "cpu", _profile())
+    p.seed_from_profile("m", "h200", _profile())
     p.observe_exec("other", "cpu", 1, 0.5)
     p.forget("m")
     assert p.exec_time("m", "cpu", 1) is None
