@@ -36,7 +36,7 @@ from placement.instances import InstanceRegistry
 from placement.service import PlacementService
 from profiler.feed import Prediction
 from profiler.predictor import LatencyPredictor
-from profiler.profile import ModelProfile
+from profiler.profile import ClassProfile
 from tenants.auth import Principal
 from worker.service import COMPUTE_NS_PARAMETER
 
@@ -223,9 +223,11 @@ class Gateway:
         if batch is None:
             return None
         q, cls = rec.qualified_name, driver.info.instance_class
-        if rec.profile and cls not in self.predictor.known(q):
-            # another replica (or this one before a restart) profiled it: seed from the store
-            self.predictor.seed_model(q, ModelProfile.model_validate(rec.profile))
+        classes = (rec.profile or {}).get("classes") or {}
+        if cls in classes and not self.predictor.seeded(q, cls):
+            # another replica (or this one before a restart) profiled it: seed from the store.
+            # Not "cls not in known(q)": a cold load's observe_load creates the state unseeded.
+            self.predictor.seed_from_profile(q, cls, ClassProfile.model_validate(classes[cls]))
         p50 = self.predictor.exec_time(q, cls, batch, percentile=50.0)
         p99 = self.predictor.exec_time(q, cls, batch)
         if p50 is None or p99 is None:

@@ -116,10 +116,10 @@ class LatencyPredictor:
         st.seed = profile
         st.curves.clear()
 
-    def seed_model(self, model: str, profile: ModelProfile) -> None:
-        """Seed every instance class of a stored ``ModelProfile``."""
-        for cls_name, cp in profile.classes.items():
-            self.seed_from_profile(model, cls_name, cp)
+    def seeded(self, model: str, instance_class: str) -> bool:
+        """Whether an offline profile seeds (model, instance_class)."""
+        st = self._state.get((model, instance_class))
+        return st is not None and st.seed is not None
 
     def observe_exec(self, model: str, instance_class: str, batch: int, seconds: float,
                      *, at: float | None = None) -> None:

@@ -194,6 +194,15 @@ def test_live_batch_not_in_seed_is_used_immediately() -> None:
     assert p.exec_time("m", "cpu", 10) == pytest.approx(0.050 + (0.400 - 0.050) * 6 / 12)
 
 
+def test_seeded_is_false_for_a_state_made_by_a_cold_load() -> None:
+    p = LatencyPredictor()
+    assert not p.seeded("m", "cpu")
+    p.observe_load("m", "cpu", 1.0)  # what placement does after a cold load
+    assert p.known("m") == ["cpu"] and not p.seeded("m", "cpu")
+    p.seed_from_profile("m", "cpu", _profile())
+    assert p.seeded("m", "cpu") and not p.seeded("m", "h200")
+
+
 def test_instance_classes_are_kept_apart() -> None:
     p = LatencyPredictor(PredictorConfig(min_live_observations=1))
     p.observe_exec("m", "cpu", 1, 0.050)
