@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request, Response
 
 from controlplane.deps import ServicesDep
 from controlplane.gateway import REPOSITORY_DENIED, Gateway
-from kserve.asgi import read_body
-from kserve.compression import compress, decompress
-from kserve.errors import InferplexError, PayloadTooLarge, PermissionDenied
+from controlplane.services import Services
+from kserve.asgi import Receive, read_body
+from kserve.compression import compress
+from kserve.errors import InferplexError, PermissionDenied
 from tenants.auth import Principal
 
 router = APIRouter(prefix="/v2", tags=["v2 inference (KServe / Open Inference Protocol)"])
@@ -106,42 +107,31 @@ async def model_stats(model: str, services: ServicesDep, version: str | None = N
     return await services.gateway.statistics(p, model, version)
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"request body of {declared} bytes is over the {limit}-byte limit; "
-                              "send smaller batches")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"request body is over the {limit}-byte limit; send smaller batches")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 @_version_routes("/infer", "POST", "Inference: JSON or binary tensor data, gzip/deflate accepted")
 async def infer(model: str, request: Request, version: str | None = None) -> Response:
-    services = request.app.state.services
-    gateway: Gateway = services.gateway
-    p = await _tenant(gateway, request.headers.get("authorization"))
-    limit = services.settings.max_request_bytes
-    body = await _read_body(request, limit)
-    encoding = request.headers.get("content-encoding")
-    if encoding:
-        body = decompress(body, encoding, limit)
-    result = await gateway.infer_http(p, model, version, body, request.headers)
-    headers = dict(result.headers)
-    out = result.body
-    if result.status == 200:
-        out, coding = compress(out, request.headers.get("accept-encoding"))
-        if coding:
-            headers["content-encoding"] = coding
-    else:
-        headers = {"content-type": result.headers.get("content-type", "application/json")}
-    return Response(out, status_code=result.status, headers=headers)
+    status, body, headers = await _serve_infer(request.app.state.services, request.receive,
+                                               request.headers, model, version)
+    return Response(body, status_code=status, headers=headers)
 
+
+async def _serve_infer(services: Services, receive: Receive, headers: Mapping[str, str], model: str,
+                       version: str | None) -> tuple[int, bytes, dict[str, str]]:
+    """One v2 infer request: status, body and headers of the answer (errors raise)."""
+    gateway: Gateway = services.gateway
+    principal = await gateway.authenticate(headers.get("authorization"))
+    limit = services.settings.max_request_bytes
+    body = await read_body(receive, headers, limit, lambda size: (
+        f"request body of at least {size} bytes is over the {limit}-byte limit; send smaller batches"))
+    # ASGI paths arrive percent-decoded already
+    result = await gateway.infer_http(principal, model, version, body, headers)
+    if result.status != 200:
+        return result.status, result.body, {
+            "content-type": result.headers.get("content-type", "application/json")}
+    out_headers = dict(result.headers)
+    out, coding = compress(result.body, headers.get("accept-encoding"))
+    if coding:
+        out_headers["content-encoding"] = coding
+    return 200, out, out_headers
 
 
 _INFER_PATH = re.compile(r"^/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[^/]+))?/infer$")
@@ -181,19 +171,5 @@ class InferFastPath:
 
     async def _infer(self, scope: dict[str, Any], receive: Any, headers: dict[str, str],
                      m: re.Match[str]) -> tuple[int, bytes, dict[str, str]]:
-        services = scope["app"].state.services
-        gateway: Gateway = services.gateway
-        principal = await gateway.authenticate(headers.get("authorization"))
-        limit = services.settings.max_request_bytes
-        body = await read_body(receive, headers, limit, lambda size: (
-            f"request body of at least {size} bytes is over the {limit}-byte limit; send smaller batches"))
-        # ASGI paths arrive percent-decoded already
-        result = await gateway.infer_http(principal, m.group("model"), m.group("version"), body, headers)
-        if result.status != 200:
-            return result.status, result.body, {
-                "content-type": result.headers.get("content-type", "application/json")}
-        out_headers = dict(result.headers)
-        out, coding = compress(result.body, headers.get("accept-encoding"))
-        if coding:
-            out_headers["content-encoding"] = coding
-        return 200, out, out_headers
+        return await _serve_infer(scope["app"].state.services, receive, headers,
+                                  m.group("model"), m.group("version"))
