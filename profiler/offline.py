@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from kserve.datatypes import V2_TO_NUMPY
 from kserve.errors import InferplexError, InvalidArgument
 from placement.driver import InstanceDriver
 from profiler.profile import ClassProfile, LatencyStats
@@ -29,16 +30,6 @@ first call is timed as the cold load (artifact store cold), later calls as warm.
 
 Progress = Callable[[str, float], Awaitable[None] | None]
 """Called with (stage, fraction done) as profiling advances; may be async (e.g. a store write)."""
-
-# Model-config data types (with or without the TYPE_ prefix) → numpy; STRING is BYTES.
-_DTYPES: dict[str, np.dtype] = {
-    "BOOL": np.dtype(np.bool_), "UINT8": np.dtype(np.uint8), "UINT16": np.dtype(np.uint16),
-    "UINT32": np.dtype(np.uint32), "UINT64": np.dtype(np.uint64), "INT8": np.dtype(np.int8),
-    "INT16": np.dtype(np.int16), "INT32": np.dtype(np.int32), "INT64": np.dtype(np.int64),
-    "FP16": np.dtype(np.float16), "FP32": np.dtype(np.float32), "FP64": np.dtype(np.float64),
-    "STRING": np.dtype(np.object_), "BYTES": np.dtype(np.object_),
-}
-
 
 @dataclass(frozen=True, slots=True)
 class InputSpec:
@@ -56,12 +47,14 @@ def input_specs(config: dict[str, Any]) -> list[InputSpec]:
     specs = []
     for i, inp in enumerate(inputs):
         name = inp.get("name")
-        raw_type = str(inp.get("data_type", ""))
-        dtype = _DTYPES.get(raw_type.removeprefix("TYPE_"))
+        # a model-config data type, with or without the TYPE_ prefix; STRING is BYTES
+        raw_type = str(inp.get("data_type", "")).removeprefix("TYPE_")
+        dtype = V2_TO_NUMPY.get("BYTES" if raw_type == "STRING" else raw_type)
         if not name or dtype is None:
+            known = ["TYPE_" + t for t in V2_TO_NUMPY if t != "BYTES"] + ["TYPE_STRING"]
             raise InvalidArgument(
                 f"model config input {i} needs a 'name' and a 'data_type' among "
-                f"{', '.join('TYPE_' + t for t in _DTYPES)}; got {inp!r}")
+                f"{', '.join(known)}; got {inp!r}")
         try:
             dims = tuple(max(1, int(d)) for d in inp.get("dims", []))  # dynamic (-1) → 1
         except (TypeError, ValueError):

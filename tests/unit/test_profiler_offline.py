@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import ml_dtypes
 import numpy as np
 import pytest
 
@@ -112,11 +113,22 @@ def test_synthetic_inputs_follow_the_config() -> None:
     assert unbatched["img"].shape == (3, 1)
 
 
+def test_bf16_inputs_are_profiled_like_any_other() -> None:
+    # upload accepts BF16 models; input_specs refusing them ended the upload `failed`
+    specs = input_specs({"input": [{"name": "x", "data_type": "TYPE_BF16", "dims": [2]},
+                                   {"name": "y", "data_type": "BF16", "dims": [1]}]})
+    assert [s.dtype for s in specs] == [np.dtype(ml_dtypes.bfloat16)] * 2
+    arr = synthetic_inputs(specs, 3, True, np.random.default_rng(0))["x"]
+    assert arr.shape == (3, 2) and arr.dtype == np.dtype(ml_dtypes.bfloat16)
+
+
 def test_bad_config_says_what_is_missing() -> None:
     with pytest.raises(InvalidArgument, match="no 'input'"):
         input_specs({"name": "m"})
     with pytest.raises(InvalidArgument, match="data_type"):
         input_specs({"input": [{"name": "x", "data_type": "TYPE_COMPLEX", "dims": [1]}]})
+    with pytest.raises(InvalidArgument, match="TYPE_BF16, TYPE_STRING"):
+        input_specs({"input": [{"name": "x", "dims": [1]}]})
     with pytest.raises(InvalidArgument, match="non-integer dims"):
         input_specs({"input": [{"name": "x", "data_type": "TYPE_FP32", "dims": ["a"]}]})
 
