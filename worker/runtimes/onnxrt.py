@@ -42,39 +42,47 @@ class OnnxRuntime(Runtime):
                 f"failed to load '{spec.name}': onnxruntime could not create a session: {exc}"
             ) from None
         self._ort = ort
-        self._bf16 = {t.name for t in (*spec.inputs, *spec.outputs) if t.datatype == "BF16"}
+        self._bf16_in = {t.name for t in spec.inputs if t.datatype == "BF16"}
+        # numpy cannot hold a bfloat16 result: BF16 outputs need run_with_ort_values, which
+        # takes OrtValues only, and ORT makes no OrtValue from a string array
+        self._bf16_out = {t.name for t in spec.outputs if t.datatype == "BF16"}
         self._strings_in = {t.name for t in spec.inputs if t.datatype == "BYTES"}
         self._strings_out = {t.name for t in spec.outputs if t.datatype == "BYTES"}
+        if self._bf16_out and self._strings_in:
+            raise InvalidArgument(
+                f"failed to load '{spec.name}': a model with BF16 outputs "
+                f"({', '.join(sorted(self._bf16_out))}) cannot also take BYTES inputs "
+                f"({', '.join(sorted(self._strings_in))}) in this worker's ONNX runtime"
+            )
 
     def prepare(self, inputs: dict[str, np.ndarray]) -> Any:
-        if not self._bf16 and not self._strings_in:
+        if not self._bf16_in and not self._bf16_out and not self._strings_in:
             return inputs
         feed: dict[str, Any] = dict(inputs)
         for name in self._strings_in & inputs.keys():
             feed[name] = _as_text(name, inputs[name])
-        for name in self._bf16 & inputs.keys():
-            # numpy has no native bfloat16; hand ORT the raw 16-bit words with the ONNX type
-            raw = np.ascontiguousarray(inputs[name]).view(np.uint16)
-            feed[name] = self._ort.OrtValue.ortvalue_from_numpy_with_onnx_type(raw, _BF16_ONNX)
+        for name, array in inputs.items():
+            if name in self._bf16_in:
+                # numpy has no native bfloat16; hand ORT the raw 16-bit words with the ONNX type
+                raw = np.ascontiguousarray(array).view(np.uint16)
+                feed[name] = self._ort.OrtValue.ortvalue_from_numpy_with_onnx_type(raw, _BF16_ONNX)
+            elif self._bf16_out:
+                # run_with_ort_values takes OrtValues only (session.run takes a mixed feed)
+                feed[name] = self._ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array))
         return feed
 
     def infer(self, prepared: Any, output_names: list[str]) -> Any:
-        if self._bf16:
+        if self._bf16_out:
             return self.session.run_with_ort_values(output_names, prepared)
         return self.session.run(output_names, prepared)
 
     def collect(self, raw: Any, output_names: list[str]) -> dict[str, np.ndarray]:
-        if self._strings_out and not self._bf16:
-            out = dict(zip(output_names, raw, strict=True))
-            for name in self._strings_out & out.keys():
-                out[name] = _as_bytes(out[name])
-            return out
-        if self._bf16:
+        if self._bf16_out:
             import ml_dtypes
 
             out = {}
             for name, value in zip(output_names, raw, strict=True):
-                if name in self._bf16:
+                if name in self._bf16_out:
                     # OrtValue.numpy() cannot express bfloat16: copy the raw words out
                     shape = value.shape()
                     words = ctypes.string_at(value.data_ptr(), 2 * math.prod(shape))
@@ -84,7 +92,10 @@ class OnnxRuntime(Runtime):
                 else:
                     out[name] = value.numpy()
             return out
-        return dict(zip(output_names, raw, strict=True))
+        out = dict(zip(output_names, raw, strict=True))
+        for name in self._strings_out & out.keys():
+            out[name] = _as_bytes(out[name])
+        return out
 
     def close(self) -> None:
         del self.session
