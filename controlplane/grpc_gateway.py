@@ -125,14 +125,12 @@ class GatewayServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         return await _answer(context, call)
 
 
-def grpc_server_options(max_bytes: int) -> list[tuple[str, Any]]:
-    return [("grpc.max_receive_message_length", max_bytes),
-            ("grpc.max_send_message_length", max_bytes)]
-
-
 async def start_grpc_gateway(services: Services) -> grpc.aio.Server:
     settings = services.settings
-    server = grpc.aio.server(options=grpc_server_options(settings.max_request_bytes))
+    server = grpc.aio.server(options=[
+        ("grpc.max_receive_message_length", settings.max_request_bytes),
+        ("grpc.max_send_message_length", -1),  # responses are bounded by the model, as over HTTP
+    ])
     service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(GatewayServicer(services.gateway), server)
     address = f"{settings.host}:{settings.grpc_port}"
     if server.add_insecure_port(address) == 0:
