@@ -22,13 +22,12 @@ log = logging.getLogger(__name__)
 async def _serve(settings: Settings) -> int:
     from controlplane.app import create_app
     from controlplane.services import build_services, close_services
-    from controlplane.up import write_admin_key
+    from controlplane.up import save_new_admin_key
 
     services = await build_services(settings)
     try:
-        if services.new_admin_key:
-            key_file = settings.admin_key_file or settings.data_dir / "admin.key"
-            write_admin_key(key_file, services.new_admin_key)
+        key_file = save_new_admin_key(settings, services)
+        if key_file is not None:
             print(f"first admin key: {services.new_admin_key}   (shown once; also in {key_file})", flush=True)
         server = uvicorn.Server(uvicorn.Config(create_app(settings, services), host=settings.host,
                                                port=settings.http_port, log_level="warning",

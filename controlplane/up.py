@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import uvicorn
@@ -31,6 +32,9 @@ import uvicorn
 from controlplane.settings import Settings
 from worker.affinity import parse_cpus, pin_to
 from worker.memory import size_arg
+
+if TYPE_CHECKING:
+    from controlplane.services import Services
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +135,17 @@ def write_admin_key(path: Path, key: str) -> None:
     os.chmod(path, 0o600)
 
 
+def save_new_admin_key(settings: Settings, services: Services) -> Path | None:
+    """Write the first admin key, if this start just minted it, to ``settings.admin_key_path``.
+    Call it right after build_services: the key exists nowhere else, and any later failure
+    (a busy port, Ctrl-C) would lose it for good. Returns the file written, or None."""
+    if not services.new_admin_key:
+        return None
+    path = settings.admin_key_path
+    write_admin_key(path, services.new_admin_key)
+    return path
+
+
 async def _serve(args: argparse.Namespace, stop: StopFlag) -> int:
     from controlplane.app import create_app
     from controlplane.services import build_services, close_services
@@ -146,6 +161,7 @@ async def _serve(args: argparse.Namespace, stop: StopFlag) -> int:
                    for i in range(args.workers)]
         await wait_workers_ready(workers, args.host, args.worker_start_timeout, log_dir, stop)
         services = await build_services(settings)
+        key_file = save_new_admin_key(settings, services)
         stop.check()
         current = {w.instance_id for w in workers}
         for inst in services.instances.list():
@@ -169,17 +185,15 @@ async def _serve(args: argparse.Namespace, stop: StopFlag) -> int:
         if serving.done():
             await serving
             return 1
-        key_file = settings.admin_key_file or data_dir / "admin.key"
         lines = ["inferplex is up",
                  f"  REST API + v2 HTTP : http://{args.host}:{args.http_port}   (docs: /docs)",
                  f"  v2 gRPC            : {args.host}:{args.grpc_port}",
                  f"  workers            : {len(workers)} x {args.worker_memory} bytes",
                  f"  data               : {data_dir}"]
-        if services.new_admin_key:
-            write_admin_key(key_file, services.new_admin_key)
+        if key_file is not None:
             lines.append(f"  admin key          : {services.new_admin_key}   (shown once; also in {key_file})")
         else:
-            lines.append(f"  admin key          : created on first start (see {key_file})")
+            lines.append(f"  admin key          : created on first start (see {settings.admin_key_path})")
         print("\n".join(lines), flush=True)
         await serving
         return 0
