@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from controlplane.gateway import SERVER_VERSION
 from controlplane.services import Services, build_services, close_services
 from controlplane.settings import Settings
 from kserve.errors import InferplexError, InvalidArgument
@@ -39,16 +40,15 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
 
     app = FastAPI(
         title="inferplex",
-        version="0.1.0",
+        version=SERVER_VERSION,
         description="Multi-tenant DNN inference: tenants, models, KServe v2 gateway, operator API.",
         lifespan=lifespan,
     )
 
     @app.exception_handler(InferplexError)
     async def inferplex_error(_: Request, exc: InferplexError) -> JSONResponse:
-        headers = {}
-        if exc.retry_after_s is not None:
-            headers["Retry-After"] = str(max(1, round(exc.retry_after_s)))
+        retry_after = exc.retry_after_header()
+        headers = {"Retry-After": retry_after} if retry_after is not None else {}
         return JSONResponse(exc.to_json(), status_code=exc.http_status, headers=headers)
 
     @app.exception_handler(RequestValidationError)

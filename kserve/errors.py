@@ -24,6 +24,12 @@ class InferplexError(Exception):
     def to_json(self) -> dict[str, str]:
         return {"error": self.message}
 
+    def retry_after_header(self) -> str | None:
+        """The Retry-After value (whole seconds, at least 1), or None when there is none."""
+        if self.retry_after_s is None:
+            return None
+        return str(max(1, round(self.retry_after_s)))
+
 
 class InvalidArgument(InferplexError):
     """The request is malformed: wrong names, shapes, datatypes, sizes, bodies."""

@@ -20,15 +20,10 @@ from controlplane.services import Services
 from kserve.asgi import Receive, read_body
 from kserve.compression import compress
 from kserve.errors import InferplexError, PermissionDenied
-from tenants.auth import Principal
 
 router = APIRouter(prefix="/v2", tags=["v2 inference (KServe / Open Inference Protocol)"])
 
 AuthHeader = Annotated[str | None, Header(description="Bearer <tenant API key>")]
-
-
-async def _tenant(gateway: Gateway, authorization: str | None) -> Principal:
-    return await gateway.authenticate(authorization)
 
 
 @router.get("/health/live", summary="Server liveness (no key needed)")
@@ -48,20 +43,20 @@ async def server_metadata(services: ServicesDep) -> dict[str, Any]:
 
 @router.get("/models/stats", summary="Statistics of every model of the calling tenant")
 async def all_stats(services: ServicesDep, authorization: AuthHeader = None) -> dict[str, Any]:
-    p = await _tenant(services.gateway, authorization)
+    p = await services.gateway.authenticate(authorization)
     return await services.gateway.statistics(p, None, None)
 
 
 @router.post("/repository/index", summary="The calling tenant's models and whether each is loaded")
 async def repository_index(services: ServicesDep, authorization: AuthHeader = None) -> list[dict[str, str]]:
-    p = await _tenant(services.gateway, authorization)
+    p = await services.gateway.authenticate(authorization)
     return services.gateway.repository_index(p)
 
 
 @router.post("/repository/models/{model}/load", summary="Not allowed for tenants (403)")
 @router.post("/repository/models/{model}/unload", summary="Not allowed for tenants (403)")
 async def repository_change(model: str, services: ServicesDep, authorization: AuthHeader = None) -> None:
-    await _tenant(services.gateway, authorization)
+    await services.gateway.authenticate(authorization)
     raise PermissionDenied(REPOSITORY_DENIED)
 
 
@@ -82,28 +77,28 @@ def _version_routes(suffix: str, method: str, summary: str) -> Callable[[Handler
 @_version_routes("", "GET", "Model metadata: inputs, outputs, versions")
 async def model_metadata(model: str, services: ServicesDep, version: str | None = None,
                          authorization: AuthHeader = None) -> dict[str, Any]:
-    p = await _tenant(services.gateway, authorization)
+    p = await services.gateway.authenticate(authorization)
     return services.gateway.model_metadata(p, model, version)
 
 
 @_version_routes("/ready", "GET", "Model readiness: 200 if servable (loads on first request), else 400")
 async def model_ready(model: str, services: ServicesDep, version: str | None = None,
                       authorization: AuthHeader = None) -> Response:
-    p = await _tenant(services.gateway, authorization)
+    p = await services.gateway.authenticate(authorization)
     return Response(status_code=200 if services.gateway.model_ready(p, model, version) else 400)
 
 
 @_version_routes("/config", "GET", "Model configuration (Triton JSON form)")
 async def model_config(model: str, services: ServicesDep, version: str | None = None,
                        authorization: AuthHeader = None) -> dict[str, Any]:
-    p = await _tenant(services.gateway, authorization)
+    p = await services.gateway.authenticate(authorization)
     return services.gateway.model_config(p, model, version)
 
 
 @_version_routes("/stats", "GET", "Model statistics")
 async def model_stats(model: str, services: ServicesDep, version: str | None = None,
                       authorization: AuthHeader = None) -> dict[str, Any]:
-    p = await _tenant(services.gateway, authorization)
+    p = await services.gateway.authenticate(authorization)
     return await services.gateway.statistics(p, model, version)
 
 
@@ -162,8 +157,9 @@ class InferFastPath:
         except InferplexError as exc:
             status, body = exc.http_status, json.dumps(exc.to_json()).encode()
             out_headers = {"content-type": "application/json"}
-            if exc.retry_after_s is not None:
-                out_headers["retry-after"] = str(max(1, round(exc.retry_after_s)))
+            retry_after = exc.retry_after_header()
+            if retry_after is not None:
+                out_headers["retry-after"] = retry_after
         out_headers["content-length"] = str(len(body))
         await send({"type": "http.response.start", "status": status,
                     "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in out_headers.items()]})

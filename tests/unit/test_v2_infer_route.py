@@ -12,6 +12,7 @@ from fastapi import FastAPI
 
 from controlplane.gateway import HttpResult
 from controlplane.routes.v2 import InferFastPath, router
+from kserve.errors import ResourceExhausted
 
 
 class _Gateway:
@@ -50,3 +51,18 @@ async def test_gzip_request_is_read_and_the_answer_compressed(fast_path: bool) -
     assert r.headers["content-encoding"] == "gzip"
     assert r.json()["model_name"] == "mlp"  # httpx undoes the gzip
     assert gateway.calls == [("mlp", "2", b'{"inputs":[]}', "application/json")]
+
+
+async def test_an_error_with_a_retry_hint_answers_retry_after_in_whole_seconds() -> None:
+    app, gateway = _app(fast_path=True)
+
+    async def refuse(*_: Any) -> HttpResult:
+        raise ResourceExhausted("over the rate", retry_after_s=0.2)
+
+    gateway.infer_http = refuse  # type: ignore[method-assign]
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://cp") as client:
+        r = await client.post("/v2/models/mlp/infer", content=b"{}")
+    assert r.status_code == 429 and r.json() == {"error": "over the rate"}
+    assert r.headers["retry-after"] == "1"
+    assert ResourceExhausted("x", retry_after_s=2.6).retry_after_header() == "3"
+    assert ResourceExhausted("x").retry_after_header() is None
