@@ -170,12 +170,11 @@ class Gateway:
 
     def repository_index(self, principal: Principal) -> list[dict[str, str]]:
         assert principal.tenant is not None
-        loaded = {q for models in self.placement.placements().values() for q in models}
         rows = []
         for rec in self.catalog.list(principal.tenant):
             if rec.status == "failed":
                 state, reason = "UNAVAILABLE", rec.reason
-            elif rec.qualified_name in loaded:
+            elif self.placement.find_loaded(rec.qualified_name, str(rec.version)) is not None:
                 state, reason = "READY", ""
             else:
                 state, reason = "UNAVAILABLE", "not loaded; the first request loads it"

@@ -1,0 +1,118 @@
+"""The gateway's index, statistics and metadata tell a model's versions apart.
+
+A real catalog (EmbeddedStore in a temp dir) and a real PlacementService whose actual
+state is set directly; the instances are fakes answering statistics like Triton does
+(one entry per version the instance holds)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from controlplane.artifacts import ArtifactStore
+from controlplane.catalog import ModelCatalog
+from controlplane.gateway import Gateway
+from controlplane.metrics import Metrics
+from controlplane.settings import Settings
+from controlplane.store.embedded import EmbeddedStore
+from controlplane.validation import TensorSpec, ValidatedModel
+from placement.service import Placed, PlacementService
+from profiler.predictor import LatencyPredictor
+from tenants.auth import Principal
+
+MODEL = ValidatedModel(
+    format="onnx", platform="onnxruntime_onnx", filename="model.onnx", max_batch_size=4,
+    inputs=[TensorSpec(name="X", datatype="FP32", dims=[3])],
+    outputs=[TensorSpec(name="Y", datatype="FP32", dims=[2])],
+)
+ACME = Principal(role="tenant", tenant="acme", key_id="k1")
+
+
+class _Driver:
+    def __init__(self, instance: _Instances, iid: str) -> None:
+        self.instances, self.iid = instance, iid
+
+    async def statistics(self, name: str | None = None) -> dict[str, Any]:
+        held = self.instances.placement.placements().get(self.iid, {})
+        return {"model_stats": [
+            {"name": q, "version": p.version, "last_inference": 1, "inference_count": 7,
+             "execution_count": 7, "inference_stats": {}, "batch_stats": []}
+            for q, p in held.items() if name in (None, q)]}
+
+
+@dataclass
+class _Instance:
+    healthy: bool
+    driver: _Driver
+
+
+class _Instances:
+    placement: PlacementService
+
+    def __init__(self) -> None:
+        self.by_id: dict[str, _Instance] = {}
+
+    def get(self, iid: str) -> _Instance | None:
+        return self.by_id.get(iid)
+
+    def list(self) -> list[_Instance]:
+        return list(self.by_id.values())
+
+
+@dataclass
+class _Setup:
+    gateway: Gateway
+    catalog: ModelCatalog
+    placement: PlacementService
+
+    def load(self, iid: str, qualified: str, version: int) -> None:
+        instances: _Instances = self.gateway.instances  # type: ignore[assignment]
+        instances.by_id.setdefault(iid, _Instance(True, _Driver(instances, iid)))
+        self.placement._actual.setdefault(iid, {})[qualified] = Placed(str(version), 100, 0.0)
+
+
+@pytest.fixture
+async def setup(tmp_path: Path) -> AsyncIterator[_Setup]:
+    settings = Settings(data_dir=tmp_path)
+    store = EmbeddedStore(tmp_path / "state.json")
+    catalog = ModelCatalog(store, ArtifactStore(tmp_path / "artifacts"), settings)
+    await catalog.start()
+    instances = _Instances()
+    predictor = LatencyPredictor()
+    metrics = Metrics()
+    placement = PlacementService(store, instances, catalog, predictor, metrics, settings)  # type: ignore[arg-type]
+    instances.placement = placement
+    gateway = Gateway(None, catalog, placement, instances, predictor, metrics, settings)  # type: ignore[arg-type]
+    try:
+        yield _Setup(gateway, catalog, placement)
+    finally:
+        await catalog.close()
+        await store.close()
+
+
+async def _add(catalog: ModelCatalog, name: str, data: bytes) -> Any:
+    async def chunks() -> AsyncIterator[bytes]:
+        yield data
+
+    staged = await catalog.artifacts.stage(chunks(), 1 << 20)
+    return await catalog.add_version("acme", name, None, staged, MODEL, 100.0)
+
+
+async def test_index_marks_only_the_loaded_version_ready(setup: _Setup) -> None:
+    await _add(setup.catalog, "m", b"one")
+    v2 = await _add(setup.catalog, "m", b"two")
+    setup.load("i1", v2.qualified_name, 2)
+    rows = {r["version"]: r["state"] for r in setup.gateway.repository_index(ACME)}
+    assert rows == {"1": "UNAVAILABLE", "2": "READY"}
+
+
+async def test_metadata_lists_every_version(setup: _Setup) -> None:
+    await _add(setup.catalog, "m", b"one")
+    await _add(setup.catalog, "m", b"two")
+    await _add(setup.catalog, "other", b"three")
+    assert setup.gateway.model_metadata(ACME, "m", "1")["versions"] == ["1", "2"]
+    assert setup.gateway.model_metadata(ACME, "other", None)["versions"] == ["1"]
