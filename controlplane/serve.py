@@ -2,36 +2,29 @@
 
 Several replicas share one etcd (``--etcd``) and one artifact directory; instances
 join by registration (``POST /admin/instances``, or workers registering themselves).
+Every option left out comes from the ``INFERPLEX_*`` environment (see Settings), then
+from Settings' defaults.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
-import os
-from pathlib import Path
-
-import uvicorn
 
 from controlplane.settings import Settings
-
-log = logging.getLogger(__name__)
+from controlplane.up import event_loop_factory, http_server, save_new_admin_key
 
 
 async def _serve(settings: Settings) -> int:
     from controlplane.app import create_app
     from controlplane.services import build_services, close_services
-    from controlplane.up import save_new_admin_key
 
     services = await build_services(settings)
     try:
         key_file = save_new_admin_key(settings, services)
         if key_file is not None:
             print(f"first admin key: {services.new_admin_key}   (shown once; also in {key_file})", flush=True)
-        server = uvicorn.Server(uvicorn.Config(create_app(settings, services), host=settings.host,
-                                               port=settings.http_port, log_level="warning",
-                                               access_log=False, lifespan="on"))
+        server = http_server(create_app(settings, services), settings.host, settings.http_port)
         print(f"inferplex control plane {settings.replica_id}: http://{settings.host}:{settings.http_port} "
               f"grpc {settings.host}:{settings.grpc_port}", flush=True)
         await server.serve()
@@ -40,27 +33,34 @@ async def _serve(settings: Settings) -> int:
         await close_services(services)
 
 
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """Settings from the options given; the environment and Settings' defaults fill the rest."""
+    given = {"store_url": args.etcd, "data_dir": args.data_dir, "artifact_dir": args.artifact_dir,
+             "host": args.host, "http_port": args.http_port, "grpc_port": args.grpc_port,
+             "replica_id": args.replica_id}
+    settings = Settings(**{k: v for k, v in given.items() if v not in (None, "")})  # type: ignore[arg-type]
+    settings.data_dir = settings.data_dir.resolve()
+    if settings.artifact_dir is not None:
+        settings.artifact_dir = settings.artifact_dir.resolve()
+    return settings
+
+
 def run(args: argparse.Namespace) -> int:
-    overrides: dict[str, object] = {"data_dir": Path(args.data_dir).resolve(), "host": args.host,
-                                    "http_port": args.http_port, "grpc_port": args.grpc_port}
-    if args.etcd:
-        overrides["store_url"] = args.etcd
-    if args.artifact_dir:
-        overrides["artifact_dir"] = Path(args.artifact_dir).resolve()
-    if args.replica_id:
-        overrides["replica_id"] = args.replica_id
-    settings = Settings(**overrides)  # type: ignore[arg-type]
-    return asyncio.run(_serve(settings))
+    settings = settings_from_args(args)
+    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+        return runner.run(_serve(settings))
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = subparsers.add_parser("controlplane", help="run one control-plane replica (no workers)")
-    p.add_argument("--etcd", default=os.environ.get("INFERPLEX_STORE_URL"),
-                   help="etcd://host:port[,host:port]; omitted: embedded store under --data-dir")
-    p.add_argument("--data-dir", default=os.environ.get("INFERPLEX_DATA_DIR", "./data"))
-    p.add_argument("--artifact-dir", default=None, help="shared model bytes (default DATA_DIR/artifacts)")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--http-port", type=int, default=8000)
-    p.add_argument("--grpc-port", type=int, default=8001)
-    p.add_argument("--replica-id", default=None)
+    p.add_argument("--etcd", default=None,
+                   help="etcd://host:port[,host:port] (env INFERPLEX_STORE_URL); omitted: embedded "
+                   "store under the data dir")
+    p.add_argument("--data-dir", default=None, help="env INFERPLEX_DATA_DIR, default ./data")
+    p.add_argument("--artifact-dir", default=None,
+                   help="shared model bytes (env INFERPLEX_ARTIFACT_DIR, default DATA_DIR/artifacts)")
+    p.add_argument("--host", default=None, help="env INFERPLEX_HOST, default 127.0.0.1")
+    p.add_argument("--http-port", type=int, default=None, help="env INFERPLEX_HTTP_PORT, default 8000")
+    p.add_argument("--grpc-port", type=int, default=None, help="env INFERPLEX_GRPC_PORT, default 8001")
+    p.add_argument("--replica-id", default=None, help="env INFERPLEX_REPLICA_ID, default cp-0")
     p.set_defaults(func=run)

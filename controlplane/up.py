@@ -51,6 +51,12 @@ def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return uvloop.new_event_loop
 
 
+def http_server(app: object, host: str, port: int) -> uvicorn.Server:
+    """The REST API + v2 HTTP server of the control plane (``up`` and ``controlplane``)."""
+    return uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
+                                         access_log=False, lifespan="on"))
+
+
 def _free_port(host: str) -> int:
     with socket.socket() as s:
         s.bind((host, 0))
@@ -174,8 +180,7 @@ async def _serve(args: argparse.Namespace, stop: StopFlag) -> int:
         await services.placement.resync()
 
         app = create_app(settings, services)
-        server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.http_port, log_level="warning",
-                                               access_log=False, lifespan="on"))
+        server = http_server(app, args.host, args.http_port)
         stop.server = server
         stop.check()
         serving = asyncio.create_task(server.serve())

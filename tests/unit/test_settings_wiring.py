@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
+from controlplane import serve
 from controlplane.services import build_services, close_services
 from controlplane.settings import Settings
 
@@ -26,3 +28,38 @@ def test_settings_come_from_inferplex_environment(monkeypatch, tmp_path: Path) -
     settings = Settings()
     assert settings.predictor_window == 20
     assert settings.data_dir == tmp_path
+
+
+def _controlplane_args(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    serve.register(parser.add_subparsers())
+    return parser.parse_args(["controlplane", *argv])
+
+
+def test_inferplex_controlplane_takes_what_its_options_leave_out_from_the_environment(
+        monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("INFERPLEX_HOST", "0.0.0.0")
+    monkeypatch.setenv("INFERPLEX_HTTP_PORT", "9100")
+    monkeypatch.setenv("INFERPLEX_GRPC_PORT", "9101")
+    monkeypatch.setenv("INFERPLEX_STORE_URL", "etcd://etcd:2379")
+    monkeypatch.setenv("INFERPLEX_DATA_DIR", "state")
+    settings = serve.settings_from_args(_controlplane_args())
+    assert (settings.host, settings.http_port, settings.grpc_port) == ("0.0.0.0", 9100, 9101)
+    assert settings.store_url == "etcd://etcd:2379"
+    assert settings.data_dir == tmp_path / "state" and settings.artifact_dir is None
+    # an option given beats the environment; relative paths are resolved
+    settings = serve.settings_from_args(_controlplane_args(
+        "--http-port", "9200", "--host", "127.0.0.2", "--data-dir", "d", "--artifact-dir", "a"))
+    assert (settings.host, settings.http_port, settings.grpc_port) == ("127.0.0.2", 9200, 9101)
+    assert (settings.data_dir, settings.artifact_dir) == (tmp_path / "d", tmp_path / "a")
+
+
+def test_inferplex_controlplane_defaults_without_environment(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    for name in ("HOST", "HTTP_PORT", "GRPC_PORT", "STORE_URL", "DATA_DIR", "ARTIFACT_DIR", "REPLICA_ID"):
+        monkeypatch.delenv(f"INFERPLEX_{name}", raising=False)
+    settings = serve.settings_from_args(_controlplane_args())
+    assert (settings.host, settings.http_port, settings.grpc_port) == ("127.0.0.1", 8000, 8001)
+    assert (settings.store_url, settings.replica_id) == (None, "cp-0")
+    assert settings.data_dir == tmp_path / "data"
