@@ -32,7 +32,7 @@ from worker.stats import ModelStats
 
 log = logging.getLogger(__name__)
 
-READY, UNAVAILABLE, LOADING, UNLOADING = "READY", "UNAVAILABLE", "LOADING", "UNLOADING"
+READY, UNAVAILABLE, LOADING = "READY", "UNAVAILABLE", "LOADING"
 
 
 @dataclass
@@ -47,7 +47,7 @@ class LoadedModel:
     config: mc.ModelConfig
     spec: cfg.ModelSpec
     versions: dict[int, LoadedVersion]
-    workdir: Path | None  # private temp dir for file loads; removed on unload
+    workdir: Path | None  # private temp dir for file loads; removed on unload or reload
     charged_bytes: int
     load_seconds: float
 
@@ -119,8 +119,9 @@ class ModelRepository:
                 if not ready_only:
                     rows.append(IndexRow(name, "", "", ""))
                 continue
-            if entry.model is not None:
-                rows.extend(IndexRow(name, str(v), entry.state, entry.reason) for v in sorted(entry.model.versions))
+            model = entry.model  # once: a reload or unload may swap it meanwhile
+            if model is not None:
+                rows.extend(IndexRow(name, str(v), entry.state, entry.reason) for v in sorted(model.versions))
             elif not ready_only:
                 rows.append(IndexRow(name, "", entry.state, entry.reason))
         return rows
@@ -147,10 +148,13 @@ class ModelRepository:
                     entry.state, entry.reason = UNAVAILABLE, reason
                 log.warning("load of '%s' failed: %s", name, reason)
                 raise
-            if previous is not None:
-                self._discard(name, previous)
-            self.budget.charge(name, model.charged_bytes)
+            # One swap: a lookup on another thread (the gRPC server's) sees the old model or
+            # the new one, never a half-torn one. Requests already running hold their own
+            # LoadedVersion; the old runtimes go when the last of them finishes.
+            self.budget.charge(name, model.charged_bytes)  # replaces the previous charge
             entry.model, entry.state, entry.reason = model, READY, ""
+            if previous is not None and previous.workdir is not None:
+                shutil.rmtree(previous.workdir, ignore_errors=True)
             log.info("loaded '%s' versions %s in %.3fs, charged %d bytes (%d of %d used)",
                      name, sorted(model.versions), model.load_seconds, model.charged_bytes,
                      self.budget.used, self.budget.budget)
@@ -163,19 +167,15 @@ class ModelRepository:
                 if name in self.directory_models():
                     return  # Triton answers success for a known, not loaded model
                 raise NotFound(f"failed to unload '{name}', no version is available")
-            if entry.model is not None:
-                entry.state = UNLOADING
-                self._discard(name, entry.model)
+            old = entry.model
             entry.model, entry.state, entry.reason = None, UNAVAILABLE, "unloaded"
+            if old is not None:
+                self.budget.release(name)
+                if old.workdir is not None:
+                    shutil.rmtree(old.workdir, ignore_errors=True)
+            del old  # so the collection below can free its runtimes
             await asyncio.to_thread(gc.collect)
             log.info("unloaded '%s' (%d of %d bytes used)", name, self.budget.used, self.budget.budget)
-
-    def _discard(self, name: str, model: LoadedModel) -> None:
-        # In-flight batches keep their own reference to the runtime; memory goes when they finish.
-        self.budget.release(name)
-        model.versions.clear()
-        if model.workdir is not None:
-            shutil.rmtree(model.workdir, ignore_errors=True)
 
     # ------------------------------------------------------------------ building (helper thread)
 

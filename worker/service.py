@@ -138,8 +138,9 @@ class WorkerService:
             raise NotFound("a model version was given without a model name")
         entries = []
         for entry_name, entry in sorted(self.repository.entries.items()):
-            if entry.model is not None:
-                entries.extend(self._version_stats(entry_name, entry.model, v) for v in sorted(entry.model.versions))
+            model = entry.model  # once: a reload or unload may swap it meanwhile
+            if model is not None:
+                entries.extend(self._version_stats(entry_name, model, v) for v in sorted(model.versions))
         return entries
 
     def _version_stats(self, name: str, model: LoadedModel, version: int) -> dict[str, Any]:
