@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from controlplane.store import keys
 from controlplane.store.base import StateStore
 from controlplane.store.leader import LeaderElection
-from kserve.errors import InferplexError, NotFound
+from kserve.errors import InferplexError
 from placement.instances import INSTANCES_PREFIX, InstanceRegistry
 from placement.service import PLACEMENT_PREFIX, PlacementService
 
@@ -213,7 +213,7 @@ class PlacementReconciler:
             if not self.is_leader:
                 break
             if await self._step(report, f"unload {p.qualified}@{p.instance_id}",
-                                lambda p=p: self._unload(p, live)):
+                                lambda p=p: self._unload(p)):
                 report.unloaded += 1
         self._finish(report)
         return report
@@ -283,12 +283,6 @@ class PlacementReconciler:
             await self.store.delete(f"{PLACEMENT_PREFIX}{p.instance_id}/{p.qualified}",
                                     expected_revision=p.revision)
 
-    async def _unload(self, p: DesiredPlacement, live: set[str]) -> None:
-        inst = self.instances.get(p.instance_id)
-        if p.instance_id in live and inst is not None:
-            with contextlib.suppress(NotFound):
-                await inst.driver.unload(p.qualified)
-            self.placement.forget(p.instance_id, p.qualified)
-        await self.store.delete(f"{PLACEMENT_PREFIX}{p.instance_id}/{p.qualified}",
-                                expected_revision=p.revision)
+    async def _unload(self, p: DesiredPlacement) -> None:
+        await self.placement.unload_from(p.instance_id, p.qualified, p.revision)
         log.info("unloaded %s from %s: its model version was deleted", p.qualified, p.instance_id)

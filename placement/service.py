@@ -22,7 +22,7 @@ from controlplane.settings import Settings
 from controlplane.store import keys
 from controlplane.store.base import StateStore
 from controlplane.store.cache import PrefixCache
-from kserve.errors import InferplexError, InvalidArgument, ResourceExhausted, Unavailable
+from kserve.errors import InferplexError, InvalidArgument, NotFound, ResourceExhausted, Unavailable
 from placement.first_fit import (
     InstanceSnapshot,
     choose_instance,
@@ -151,10 +151,6 @@ class PlacementService:
             return
         self._actual.setdefault(iid, {})[qualified] = placed
 
-    def forget(self, instance_id: str, qualified: str) -> None:
-        """Drop a placement from memory after the reconcile leader unloaded it."""
-        self._actual.get(instance_id, {}).pop(qualified, None)
-
     def placements(self) -> dict[str, dict[str, Placed]]:
         return {iid: dict(models) for iid, models in self._actual.items()}
 
@@ -266,17 +262,24 @@ class PlacementService:
             with contextlib.suppress(Exception):
                 await asyncio.shield(task)
         for iid, models in list(self._actual.items()):
-            if qualified_name not in models:
-                continue
-            inst = self.instances.get(iid)
-            if inst is not None:
-                await inst.driver.unload(qualified_name)
-            models.pop(qualified_name, None)
-            await self.store.delete(placement_key(iid, qualified_name))
-            self.metrics.eviction(qualified_name)
-            log.info("unloaded %s from %s", qualified_name, iid)
+            if qualified_name in models:
+                await self.unload_from(iid, qualified_name)
         self.predictor.forget(qualified_name)
         self.feed.forget(qualified_name)
+
+    async def unload_from(self, iid: str, qualified: str, revision: int | None = None) -> None:
+        """Unload ``qualified`` from instance ``iid`` and drop its placement (only at
+        ``revision`` when given). An instance that no longer holds it is fine; one that is
+        down or gone is skipped: when it comes back, resync mirrors its index into the
+        store and the reconcile leader unloads what no longer exists."""
+        inst = self.instances.get(iid)
+        if inst is not None and inst.healthy:
+            with contextlib.suppress(NotFound):
+                await inst.driver.unload(qualified)
+        self._actual.get(iid, {}).pop(qualified, None)
+        await self.store.delete(keys.placement(iid, qualified), expected_revision=revision)
+        self.metrics.eviction(qualified)
+        log.info("unloaded %s from %s", qualified, iid)
 
     def observe(self, driver: TritonDriver, qualified: str, batch: int | None, round_trip_s: float,
                 prediction: Prediction | None, compute_s: float | None = None) -> None:
