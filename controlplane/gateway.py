@@ -139,11 +139,15 @@ class Gateway:
 
     async def statistics(self, principal: Principal, name: str | None,
                          version: str | None) -> dict[str, Any]:
-        assert principal.tenant is not None
+        tenant = principal.tenant
+        assert tenant is not None
+        wanted: str | None = None  # a version asked for: never answer with another's numbers
         if name:
             records = [self.resolve(principal, name, version)]
-        else:
-            records = self.catalog.list(principal.tenant)
+            wanted = str(records[0].version) if version else None
+        else:  # each model's latest usable version, as a request naming no version gets
+            names = sorted({r.name for r in self.catalog.list(tenant)})
+            records = [self.catalog.resolve(tenant, n) for n in names]
         by_qualified = {r.qualified_name: r for r in records}
         stats: dict[str, dict[str, Any]] = {}
         for iid, models in self.placement.placements().items():
@@ -158,7 +162,7 @@ class Gateway:
                     log.warning("statistics of %s on %s: %s", q, iid, exc)
                     continue
                 for entry in answer.get("model_stats", []):
-                    if entry.get("name") == q:
+                    if entry.get("name") == q and wanted in (None, str(entry.get("version"))):
                         stats[q] = dict(entry, name=by_qualified[q].name)
         out = []
         for q, rec in by_qualified.items():

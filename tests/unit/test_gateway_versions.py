@@ -110,6 +110,27 @@ async def test_index_marks_only_the_loaded_version_ready(setup: _Setup) -> None:
     assert rows == {"1": "UNAVAILABLE", "2": "READY"}
 
 
+async def test_stats_of_a_version_that_is_not_loaded_are_empty_not_another_versions(setup: _Setup) -> None:
+    await _add(setup.catalog, "m", b"one")
+    v2 = await _add(setup.catalog, "m", b"two")
+    setup.load("i1", v2.qualified_name, 2)
+    (one,) = (await setup.gateway.statistics(ACME, "m", "1"))["model_stats"]
+    assert (one["name"], one["version"], one["inference_count"]) == ("m", "1", 0)
+    (two,) = (await setup.gateway.statistics(ACME, "m", "2"))["model_stats"]
+    assert (two["name"], two["version"], two["inference_count"]) == ("m", "2", 7)
+    (latest,) = (await setup.gateway.statistics(ACME, "m", None))["model_stats"]
+    assert (latest["version"], latest["inference_count"]) == ("2", 7)
+
+
+async def test_all_models_stats_list_each_models_latest_usable_version(setup: _Setup) -> None:
+    await _add(setup.catalog, "m", b"one")
+    v2 = await _add(setup.catalog, "m", b"two")
+    await _add(setup.catalog, "n", b"three")
+    await setup.catalog.set_status(v2, "failed", reason="instance refused it")
+    stats = (await setup.gateway.statistics(ACME, None, None))["model_stats"]
+    assert [(s["name"], s["version"]) for s in stats] == [("m", "1"), ("n", "1")]
+
+
 async def test_metadata_lists_every_version(setup: _Setup) -> None:
     await _add(setup.catalog, "m", b"one")
     await _add(setup.catalog, "m", b"two")
