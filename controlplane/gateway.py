@@ -116,12 +116,12 @@ class Gateway:
     def model_metadata(self, principal: Principal, name: str, version: str | None) -> dict[str, Any]:
         rec = self.resolve(principal, name, version)
         batch = [-1] if rec.max_batch_size > 0 else []
-        versions = sorted({r.version for r in self.catalog.list(rec.tenant) if r.name == rec.name})
+        versions = [str(r.version) for r in self.catalog.versions(rec.tenant, rec.name)]
 
         def tensors(specs: list[Any]) -> list[dict[str, Any]]:
             return [{"name": s.name, "datatype": s.datatype, "shape": batch + list(s.dims)} for s in specs]
 
-        return {"name": rec.name, "versions": [str(v) for v in versions or [rec.version]],
+        return {"name": rec.name, "versions": versions,
                 "platform": rec.platform, "inputs": tensors(rec.inputs), "outputs": tensors(rec.outputs)}
 
     def model_ready(self, principal: Principal, name: str, version: str | None) -> bool:
