@@ -304,7 +304,6 @@ def _without_scheduling_parameters_http(body: bytes, headers: Mapping[str, str])
         return new_head, headers
     out = dict(headers)
     out["inference-header-content-length"] = str(len(new_head))
-    out.pop("content-length", None)
     return new_head + body[split:], out
 
 
@@ -401,7 +400,7 @@ def _in_top_parameters(body: bytes, at: int) -> bool:
             key = None
         else:
             last = t
-        prev = t[:1] if t[:1] != b'"' else b'"'
+        prev = t[:1]
     return False
 
 
