@@ -8,7 +8,7 @@ from typing import Any
 
 from tritonclient.grpc import service_pb2
 
-from kserve.errors import Internal, InvalidArgument
+from kserve.errors import InvalidArgument
 from kserve.tensors import (
     InferRequest,
     InferResponse,
@@ -175,40 +175,8 @@ def encode_infer_response(resp: InferResponse) -> service_pb2.ModelInferResponse
     return msg
 
 
-def encode_infer_request(req: InferRequest) -> service_pb2.ModelInferRequest:
-    msg = service_pb2.ModelInferRequest(
-        model_name=req.model_name, model_version=req.model_version, id=req.id
-    )
-    params_to_proto(req.parameters, msg.parameters)
-    raws = []
-    for t in req.inputs:
-        _fill_tensor(msg.inputs.add(), t)
-        raws.append(tensor_bytes(t))
-    msg.raw_input_contents.extend(raws)
-    for o in req.outputs:
-        out = msg.outputs.add()
-        out.name = o.name
-        params_to_proto(o.parameters, out.parameters)
-    return msg
-
-
-def decode_infer_response(resp: service_pb2.ModelInferResponse) -> InferResponse:
-    """Parse a v2 server's response; a malformed one is the server's fault (Internal)."""
-    try:
-        outputs = _decode_tensors(
-            resp.outputs, resp.raw_output_contents, "output", "raw_output_contents"
-        )
-    except InvalidArgument as exc:
-        raise Internal(f"inference server sent a malformed response: {exc.message}") from None
-    return InferResponse(
-        resp.model_name, resp.model_version, resp.id, outputs, proto_params_to_dict(resp.parameters)
-    )
-
-
 __all__ = [
     "decode_infer_request",
-    "decode_infer_response",
-    "encode_infer_request",
     "encode_infer_response",
     "params_to_proto",
     "proto_params_to_dict",

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from kserve.errors import Internal, InvalidArgument
+from kserve.errors import InvalidArgument
 from kserve.tensors import (
     InferRequest,
     InferResponse,
@@ -231,42 +231,3 @@ def encode_infer_response(
 
 def encode_error(message: str) -> bytes:
     return _dumps({"error": message})
-
-
-def encode_infer_request(req: InferRequest, binary: bool = True) -> tuple[bytes, int | None]:
-    """Body and header length for sending ``req`` to a v2 server (the gateway's and
-    driver's client side)."""
-    entries, chunks = _encode_tensors(req.inputs, {}, binary)
-    obj: dict[str, Any] = {}
-    if req.id:
-        obj["id"] = req.id
-    if req.parameters:
-        obj["parameters"] = req.parameters
-    obj["inputs"] = entries
-    if req.outputs:
-        outs = []
-        for o in req.outputs:
-            params = dict(o.parameters)
-            if o.binary_data is not None:
-                params["binary_data"] = o.binary_data
-            outs.append({"name": o.name, "parameters": params} if params else {"name": o.name})
-        obj["outputs"] = outs
-    return _body(obj, chunks)
-
-
-def decode_infer_response(body: bytes, header_length: int | None) -> InferResponse:
-    """Parse a v2 server's response; a malformed one is the server's fault (Internal)."""
-    try:
-        obj, tail = _split(body, header_length, "response")
-        if "error" in obj and "outputs" not in obj:
-            raise Internal(f"inference server answered with an error: {obj['error']}")
-        outputs = _decode_tensors(obj.get("outputs", []), tail, header_length is not None, "output")
-        return InferResponse(
-            str(obj.get("model_name", "")),
-            str(obj.get("model_version", "")),
-            str(obj.get("id", "")),
-            outputs,
-            _params(obj.get("parameters"), "the response"),
-        )
-    except InvalidArgument as exc:
-        raise Internal(f"inference server sent a malformed response: {exc.message}") from None

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from kserve.datatypes import SUPPORTED, V2_TO_NUMPY, element_size, is_v2_datatype, numpy_to_v2
+from kserve.datatypes import SUPPORTED, V2_TO_NUMPY, element_size, is_v2_datatype
 from kserve.errors import InvalidArgument
 
 _U32 = struct.Struct("<I")
@@ -32,15 +32,6 @@ class Tensor:
     shape: list[int]
     data: np.ndarray
     parameters: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def from_numpy(
-        cls, name: str, array: np.ndarray, parameters: dict[str, Any] | None = None
-    ) -> Tensor:
-        datatype = numpy_to_v2(array.dtype)
-        if datatype == "BYTES" and array.dtype.kind != "O":
-            array = array.astype(np.object_)
-        return cls(name, datatype, list(array.shape), array, dict(parameters or {}))
 
 
 @dataclass

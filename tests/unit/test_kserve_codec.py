@@ -25,7 +25,8 @@ from kserve.datatypes import (
     v2_to_config_type,
 )
 from kserve.errors import Internal, InvalidArgument, PayloadTooLarge
-from kserve.tensors import InferRequest, InferResponse, RequestedOutput, Tensor
+from kserve.tensors import InferRequest, InferResponse, RequestedOutput
+from tests.support import kserve_client_codec as client
 
 ALL_TYPES = list(V2_TO_NUMPY)
 
@@ -96,16 +97,16 @@ def test_unknown_datatypes_are_refused_with_the_valid_list() -> None:
 @pytest.mark.parametrize("binary", [True, False])
 def test_http_request_and_response_round_trip_every_datatype(datatype: str, binary: bool) -> None:
     a = sample(datatype)
-    req = InferRequest("m", "1", "rid", {"custom": 3}, [Tensor.from_numpy("X", a)], [])
-    body, hl = http_codec.encode_infer_request(req, binary=binary)
+    req = InferRequest("m", "1", "rid", {"custom": 3}, [client.tensor("X", a)], [])
+    body, hl = client.http_encode_infer_request(req, binary=binary)
     assert (hl is not None) == binary
     got = http_codec.decode_infer_request(body, hl, "m", "1")
     assert got.id == "rid" and got.parameters == {"custom": 3}
     assert_same(got.inputs[0].data, a)
 
-    resp = InferResponse("m", "1", "rid", [Tensor.from_numpy("Y", a)])
+    resp = InferResponse("m", "1", "rid", [client.tensor("Y", a)])
     body, hl = http_codec.encode_infer_response(resp, [], default_binary=binary)
-    back = http_codec.decode_infer_response(body, hl)
+    back = client.http_decode_infer_response(body, hl)
     assert back.id == "rid"
     assert_same(back.outputs[0].data, a)
 
@@ -163,8 +164,8 @@ def test_http_response_honours_per_output_binary_flag_over_request_default() -> 
         "2",
         "",
         [
-            Tensor.from_numpy("J", np.ones(2, np.float32)),
-            Tensor.from_numpy("B", np.zeros(3, np.int8)),
+            client.tensor("J", np.ones(2, np.float32)),
+            client.tensor("B", np.zeros(3, np.int8)),
         ],
     )
     outputs = [RequestedOutput("J", binary_data=False), RequestedOutput("B", binary_data=True)]
@@ -183,7 +184,7 @@ def test_http_response_honours_per_output_binary_flag_over_request_default() -> 
 
 
 def test_http_all_json_response_has_no_header_length() -> None:
-    resp = InferResponse("m", "1", "", [Tensor.from_numpy("O", np.array([[1, 2]], np.uint16))])
+    resp = InferResponse("m", "1", "", [client.tensor("O", np.array([[1, 2]], np.uint16))])
     body, hl = http_codec.encode_infer_response(resp, [])
     assert hl is None
     assert json.loads(body)["outputs"][0] == {
@@ -196,7 +197,7 @@ def test_http_all_json_response_has_no_header_length() -> None:
 
 def test_http_bytes_output_that_is_not_utf8_goes_binary_even_if_json_asked() -> None:
     a = np.array([b"ok", b"\xff\xfe", b""], dtype=np.object_)
-    resp = InferResponse("m", "1", "", [Tensor.from_numpy("S", a)])
+    resp = InferResponse("m", "1", "", [client.tensor("S", a)])
     body, hl = http_codec.encode_infer_response(resp, [RequestedOutput("S", binary_data=False)])
     assert hl is not None
     result = thttp.InferenceServerClient.parse_response_body(body, header_length=hl)
@@ -245,7 +246,7 @@ def test_tritonclient_http_without_outputs_asks_all_outputs_binary() -> None:
 @pytest.mark.parametrize("default_binary", [True, False])
 def test_tritonclient_http_parses_our_responses_for_every_datatype(default_binary: bool) -> None:
     arrays = {f"OUT_{dt}": sample(dt, (3, 2)) for dt in ALL_TYPES}
-    resp = InferResponse("m", "1", "id9", [Tensor.from_numpy(n, a) for n, a in arrays.items()])
+    resp = InferResponse("m", "1", "id9", [client.tensor(n, a) for n, a in arrays.items()])
     body, hl = http_codec.encode_infer_response(resp, [], default_binary)
     result = thttp.InferenceServerClient.parse_response_body(body, header_length=hl)
     assert result.get_response()["id"] == "id9"
@@ -263,7 +264,7 @@ def test_tritonclient_http_parses_our_responses_for_every_datatype(default_binar
 
 
 def test_tritonclient_http_parses_compressed_responses() -> None:
-    resp = InferResponse("m", "1", "", [Tensor.from_numpy("O", np.arange(1000, dtype=np.int64))])
+    resp = InferResponse("m", "1", "", [client.tensor("O", np.arange(1000, dtype=np.int64))])
     body, hl = http_codec.encode_infer_response(resp, [], True)
     for accept, expected in [("gzip", "gzip"), ("deflate", "deflate")]:
         packed, encoding = compress(body, accept)
@@ -378,9 +379,9 @@ def test_http_bad_bytes_serialization_is_refused() -> None:
 
 def test_http_malformed_server_response_is_internal() -> None:
     with pytest.raises(Internal, match="malformed response"):
-        http_codec.decode_infer_response(b'{"outputs": [{"name": "O"}]}', None)
+        client.http_decode_infer_response(b'{"outputs": [{"name": "O"}]}', None)
     with pytest.raises(Internal, match="model not loaded"):
-        http_codec.decode_infer_response(b'{"error": "model not loaded"}', None)
+        client.http_decode_infer_response(b'{"error": "model not loaded"}', None)
 
 
 # ---------------------------------------------------------------- gRPC
@@ -410,12 +411,12 @@ def test_tritonclient_grpc_requests_decode_for_every_datatype() -> None:
 
 def test_tritonclient_grpc_parses_our_responses_for_every_datatype() -> None:
     arrays = {f"OUT_{dt}": sample(dt, (1, 4)) for dt in ALL_TYPES}
-    resp = InferResponse("m", "1", "r", [Tensor.from_numpy(n, a) for n, a in arrays.items()])
+    resp = InferResponse("m", "1", "r", [client.tensor(n, a) for n, a in arrays.items()])
     msg = grpc_codec.encode_infer_response(resp)
     result = tgrpc.InferResult(msg)
     for name, a in arrays.items():
         assert_same(result.as_numpy(name), a)
-    back = grpc_codec.decode_infer_response(msg)
+    back = client.grpc_decode_infer_response(msg)
     for t in back.outputs:
         assert_same(t.data, arrays[t.name])
 
@@ -423,9 +424,9 @@ def test_tritonclient_grpc_parses_our_responses_for_every_datatype() -> None:
 def test_grpc_request_round_trip_through_our_encoder() -> None:
     a = sample("BYTES")
     req = InferRequest(
-        "m", "1", "i", {"big": 1 << 63}, [Tensor.from_numpy("S", a)], [RequestedOutput("O")]
+        "m", "1", "i", {"big": 1 << 63}, [client.tensor("S", a)], [RequestedOutput("O")]
     )
-    got = grpc_codec.decode_infer_request(grpc_codec.encode_infer_request(req))
+    got = grpc_codec.decode_infer_request(client.grpc_encode_infer_request(req))
     assert got.parameters == {"big": 1 << 63}  # above int64 travels as uint64_param
     assert_same(got.inputs[0].data, a)
     assert got.outputs == [RequestedOutput("O")]

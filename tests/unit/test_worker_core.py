@@ -13,6 +13,7 @@ import pytest
 from kserve.errors import InvalidArgument, ResourceExhausted
 from kserve.tensors import InferRequest, RequestedOutput, Tensor
 from tests.support import models
+from tests.support.kserve_client_codec import tensor
 from worker import config as cfg
 from worker.memory import MemoryBudget, parse_bytes, size_arg
 from worker.runtimes.safety import check_onnx, check_torchscript
@@ -31,7 +32,7 @@ def _request(*tensors: Tensor, outputs: list[str] | None = None) -> InferRequest
 
 
 def _t(name: str, shape: list[int], dtype=np.int32) -> Tensor:
-    return Tensor.from_numpy(name, np.zeros(shape, dtype))
+    return tensor(name, np.zeros(shape, dtype))
 
 
 def test_valid_request_gives_inputs_outputs_and_batch_size() -> None:
@@ -68,7 +69,7 @@ def test_unknown_requested_output_is_refused() -> None:
 def test_variable_dims_accept_any_size() -> None:
     spec = _spec("identity_fp32", "ident")
     assert spec.inputs[0].full_shape(spec.max_batch_size) == [-1, -1]
-    checked = check_request(spec, _request(Tensor.from_numpy("INPUT0", np.zeros((2, 7), np.float32))))
+    checked = check_request(spec, _request(tensor("INPUT0", np.zeros((2, 7), np.float32))))
     assert checked.batch_size == 2
 
 
