@@ -36,11 +36,22 @@ _CACHE_CATCHUP_S = 5.0
 # model versions are int64 in the v2 protocol and Triton's repository
 MAX_VERSION = 2**63 - 1
 
-__all__ = ["MODELS", "ModelCatalog", "ModelRecord", "Status", "TensorSpec", "model_key", "unknown_model"]
+__all__ = ["MODELS", "ModelCatalog", "ModelRecord", "Status", "TensorSpec", "check_new_version", "model_key",
+           "unknown_model"]
 
 
 def model_key(tenant: str, name: str, version: int) -> str:
     return keys.model_version(tenant, name, version)
+
+
+def check_new_version(name: str, version: int | None, slo_ms: float) -> None:
+    """What ``add_version`` refuses before writing anything; the upload route calls it before
+    the (slow) model probe, so a bad option is refused at once."""
+    check_model_name(name)
+    if version is not None and not 1 <= version <= MAX_VERSION:
+        raise InvalidArgument(f"version must be between 1 and {MAX_VERSION}, got {version}")
+    if not math.isfinite(slo_ms) or slo_ms <= 0:
+        raise InvalidArgument(f"slo_ms must be a finite number > 0, got {slo_ms}")
 
 
 def unknown_model(name: str, version: int | str | None = None) -> NotFound:
@@ -173,11 +184,7 @@ class ModelCatalog:
                           model: ValidatedModel, slo_ms: float) -> ModelRecord:
         """Record a validated upload and move its bytes to their content address.
         ``version`` None means the next one. Nothing stays behind on failure."""
-        check_model_name(name)
-        if version is not None and not 1 <= version <= MAX_VERSION:
-            raise InvalidArgument(f"version must be between 1 and {MAX_VERSION}, got {version}")
-        if not math.isfinite(slo_ms) or slo_ms <= 0:
-            raise InvalidArgument(f"slo_ms must be a finite number > 0, got {slo_ms}")
+        check_new_version(name, version, slo_ms)
         async with self._bytes_lock:
             for _ in range(20):  # racing uploads without a version take the next free one
                 v = version if version is not None else await self._next_version(tenant, name)

@@ -25,8 +25,12 @@ def check_tenant_name(name: str) -> str:
     return name
 
 
+def is_model_name(name: str) -> bool:
+    return bool(MODEL_RE.match(name)) and ".." not in name
+
+
 def check_model_name(name: str) -> str:
-    if not MODEL_RE.match(name) or ".." in name:
+    if not is_model_name(name):
         raise InvalidArgument(
             f"invalid model name {name!r}: use 1-64 characters from letters, digits, '_', '.', '-', "
             "starting with a letter or digit"

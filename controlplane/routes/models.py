@@ -14,13 +14,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, status
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
-from controlplane.catalog import ModelRecord
+from controlplane.catalog import ModelRecord, check_new_version
 from controlplane.deps import PrincipalDep, ServicesDep
+from controlplane.gateway import UNKNOWN_MODEL_LABEL
 from controlplane.upload import FILE_FIELD, receive_upload
 from controlplane.validation import TensorSpec, validate_model
 from kserve.errors import InferplexError, InvalidArgument, PermissionDenied
 from tenants.auth import Principal
-from tenants.naming import check_model_name
+from tenants.naming import check_model_name, is_model_name
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,11 @@ def _specs(options: dict[str, str], key: str) -> list[TensorSpec] | None:
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise InvalidArgument(f"{key}: {problems}; send {_SPEC_HELP}") from None
+
+
+def _metric_label(name: str | None) -> str:
+    """A refused upload's name is unchecked and unbounded (each one a series kept forever)."""
+    return name if name and is_model_name(name) else UNKNOWN_MODEL_LABEL
 
 
 def _slo(options: dict[str, str]) -> float:
@@ -147,7 +153,7 @@ async def upload_model(request: Request, services: ServicesDep, principal: Princ
     try:
         received = await receive_upload(request, services.artifacts, services.settings.max_upload_bytes)
     except InferplexError:
-        services.metrics.error(tenant, query.get("name") or "-", "upload_refused")
+        services.metrics.error(tenant, _metric_label(query.get("name")), "upload_refused")
         raise
     options = {**query, **{k: v for k, v in received.fields.items() if k in _OPTIONS}}
     name = options.get("name", "")
@@ -159,15 +165,15 @@ async def upload_model(request: Request, services: ServicesDep, principal: Princ
                                   "with different values: send each option once")
         if not name:
             raise InvalidArgument("missing model name: send name=<model> (query parameter or form field)")
-        check_model_name(name)
+        version, slo_ms = _int(options, "version"), _slo(options)
+        check_new_version(name, version, slo_ms)  # before the model probe, which takes seconds
         model = await validate_model(
             received.staged.path, inputs=_specs(options, "inputs"), outputs=_specs(options, "outputs"),
             max_batch_size=_int(options, "max_batch_size"),
         )
-        record = await services.catalog.add_version(
-            tenant, name, _int(options, "version"), received.staged, model, _slo(options))
+        record = await services.catalog.add_version(tenant, name, version, received.staged, model, slo_ms)
     except InferplexError as exc:
-        services.metrics.error(tenant, name or "-", "upload_refused")
+        services.metrics.error(tenant, _metric_label(name), "upload_refused")
         log.info("upload of %r for tenant %s refused: %s", name, tenant, exc.message)
         raise
     finally:
