@@ -41,24 +41,6 @@ _CONFIG_NAMES: dict[str, str] = {v2: f"TYPE_{v2}" for v2 in V2_TO_NUMPY}
 _CONFIG_NAMES["BYTES"] = "TYPE_STRING"
 _CONFIG_TO_V2: dict[str, str] = {cfg: v2 for v2, cfg in _CONFIG_NAMES.items()}
 
-# model_config.proto DataType enum values; fixed by the proto, so no import needed.
-_CONFIG_ENUM: dict[int, str] = {
-    1: "TYPE_BOOL",
-    2: "TYPE_UINT8",
-    3: "TYPE_UINT16",
-    4: "TYPE_UINT32",
-    5: "TYPE_UINT64",
-    6: "TYPE_INT8",
-    7: "TYPE_INT16",
-    8: "TYPE_INT32",
-    9: "TYPE_INT64",
-    10: "TYPE_FP16",
-    11: "TYPE_FP32",
-    12: "TYPE_FP64",
-    13: "TYPE_STRING",
-    14: "TYPE_BF16",
-}
-
 SUPPORTED = ", ".join(V2_TO_NUMPY)
 
 
@@ -77,10 +59,9 @@ def numpy_to_v2(dtype: np.dtype) -> str:
     return v2
 
 
-def config_type_to_v2(t: str | int) -> str:
-    """``"TYPE_FP32"`` or a model_config DataType enum value to ``"FP32"``."""
-    name = _CONFIG_ENUM.get(t) if isinstance(t, int) else t
-    v2 = _CONFIG_TO_V2.get(name) if isinstance(name, str) else None
+def config_type_to_v2(t: str) -> str:
+    """``"TYPE_FP32"`` (a model_config DataType name) to ``"FP32"``."""
+    v2 = _CONFIG_TO_V2.get(t)
     if v2 is None:
         raise InvalidArgument(
             f"unknown model config data type {t!r}; use one of {', '.join(_CONFIG_TO_V2)}"

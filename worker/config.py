@@ -158,7 +158,10 @@ def spec_of(config: mc.ModelConfig) -> ModelSpec:
                     f"failed to load '{name}': {kind} '{t.name}' has dims {list(t.dims)}; "
                     "each dim must be -1 (variable) or >= 0"
                 )
-            out.append(TensorSpec(t.name, config_type_to_v2(int(t.data_type)), tuple(int(d) for d in t.dims)))
+            # an open proto3 enum: a config may carry a number DataType has no name for
+            known = t.data_type in mc.DataType.values()
+            datatype = config_type_to_v2(mc.DataType.Name(t.data_type) if known else str(t.data_type))
+            out.append(TensorSpec(t.name, datatype, tuple(int(d) for d in t.dims)))
         return tuple(out)
 
     return ModelSpec(

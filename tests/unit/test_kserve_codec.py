@@ -72,8 +72,7 @@ def test_datatype_maps_round_trip_and_know_sizes() -> None:
         assert config_type_to_v2(v2_to_config_type(v2)) == v2
     assert v2_to_config_type("BYTES") == "TYPE_STRING"
     assert config_type_to_v2("TYPE_STRING") == "BYTES"
-    assert config_type_to_v2(11) == "FP32"  # model_config DataType.TYPE_FP32
-    assert config_type_to_v2(14) == "BF16"
+    assert config_type_to_v2("TYPE_FP32") == "FP32" and config_type_to_v2("TYPE_BF16") == "BF16"
     assert element_size("FP16") == 2 and element_size("BF16") == 2
     assert element_size("INT64") == 8 and element_size("BOOL") == 1
     assert element_size("BYTES") is None

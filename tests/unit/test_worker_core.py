@@ -110,6 +110,20 @@ def test_bad_config_json_says_what_is_wrong() -> None:
         cfg.parse_pbtxt("max_batch_size: {", "m")
 
 
+def test_config_data_types_map_to_v2_and_an_unknown_number_is_refused() -> None:
+    config = cfg.parse_json({"name": "m", "max_batch_size": 0,
+                             "input": [{"name": "A", "data_type": "TYPE_STRING", "dims": [1]},
+                                       {"name": "B", "data_type": "TYPE_BF16", "dims": [1]}],
+                             "output": [{"name": "C", "data_type": "TYPE_FP32", "dims": [1]}]}, "m")
+    spec = cfg.spec_of(config)
+    assert [t.datatype for t in (*spec.inputs, *spec.outputs)] == ["BYTES", "BF16", "FP32"]
+    # DataType is an open proto3 enum: a config may carry a number it has no name for
+    config = cfg.parse_pbtxt('name: "m" input { name: "A" data_type: 99 dims: 1 } '
+                             'output { name: "C" data_type: TYPE_FP32 dims: 1 }', "m")
+    with pytest.raises(InvalidArgument, match="unknown model config data type.*99.*use one of TYPE_BOOL"):
+        cfg.spec_of(config)
+
+
 def test_config_json_round_trips_with_integer_dims() -> None:
     config = cfg.parse_json(models.simple().config, "simple")
     assert cfg.to_json(config)["input"][0]["dims"] == [16]
