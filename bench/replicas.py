@@ -31,8 +31,8 @@ import httpx
 import numpy as np
 import tritonclient.http as httpclient
 
-from tests.integration.cp_harness import ControlPlane
-from tests.integration.replica_harness import ADMIN_KEY, Cluster, auth, key_works, mlp_input
+from tests.integration.cp_harness import ControlPlane, auth, key_works
+from tests.integration.replica_harness import ADMIN_KEY, Cluster, mlp_input
 from tests.support.etcd import EtcdServer
 from tests.support.models import mlp_onnx
 from tests.support.procs import Proc, free_port, inferplex_cmd, wait_until

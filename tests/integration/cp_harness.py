@@ -15,6 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
 
 from tests.support.procs import Proc, free_port, inferplex_cmd, wait_until
 
@@ -84,12 +87,46 @@ class ControlPlane:
             r.raise_for_status()
             return r.json()
 
+    def holders(self, qualified: str) -> list[str]:
+        """Instances whose placement includes this model (instance-level name, tenant__model)."""
+        return [i["instance_id"] for i in self.instances()
+                if any(m["name"] == qualified for m in i["models"])]
+
     def metrics(self) -> str:
         with self.admin() as c:
             return c.get("/metrics").text
 
     def stop(self) -> int | None:
         return self.proc.stop(timeout_s=20.0)
+
+
+def auth(key: str) -> dict[str, str]:
+    """A tenant's key as tritonclient headers (lowercase: gRPC metadata keys must be)."""
+    return {"authorization": f"Bearer {key}"}
+
+
+def http_infer(cp: ControlPlane, key: str, model: str, x: np.ndarray, timeout_s: float = 30.0) -> np.ndarray:
+    """One MLP-style request (FP32 INPUT0 -> OUTPUT0) through the gateway over HTTP."""
+    with httpclient.InferenceServerClient(cp.http_url, network_timeout=timeout_s,
+                                          connection_timeout=timeout_s) as c:
+        inp = httpclient.InferInput("INPUT0", list(x.shape), "FP32")
+        inp.set_data_from_numpy(x)
+        res = c.infer(model, [inp], headers=auth(key))
+        return res.as_numpy("OUTPUT0")
+
+
+def grpc_infer(cp: ControlPlane, key: str, model: str, x: np.ndarray) -> np.ndarray:
+    """The same over gRPC."""
+    with grpcclient.InferenceServerClient(cp.grpc_url) as c:
+        inp = grpcclient.InferInput("INPUT0", list(x.shape), "FP32")
+        inp.set_data_from_numpy(x)
+        res = c.infer(model, [inp], headers=auth(key), client_timeout=30.0)
+        return res.as_numpy("OUTPUT0")
+
+
+def key_works(cp: ControlPlane, key: str) -> bool:
+    with cp.client(key) as c:
+        return c.get("/v1/models").status_code == 200
 
 
 def metric_value(text: str, series: str) -> float:

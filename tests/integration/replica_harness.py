@@ -20,10 +20,8 @@ from typing import Any
 
 import httpx
 import numpy as np
-import tritonclient.grpc as grpcclient
-import tritonclient.http as httpclient
 
-from tests.integration.cp_harness import ControlPlane
+from tests.integration.cp_harness import ControlPlane, auth
 from tests.support.etcd import EtcdServer
 from tests.support.procs import Proc, free_port, inferplex_cmd, wait_until
 
@@ -104,7 +102,7 @@ class Cluster:
         def ready() -> bool:
             # ready and its tenant cache knows the admin key
             r = httpx.get(f"{replica.cp.url}/admin/leader",
-                          headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=1.0)
+                          headers=auth(ADMIN_KEY), timeout=1.0)
             return r.status_code == 200
 
         replica.proc.wait_ready(ready, timeout_s, f"replica {replica.name}")
@@ -167,9 +165,7 @@ class Cluster:
         return next((i for i in self.instances() if i["instance_id"] == instance_id), None)
 
     def holders(self, qualified: str) -> list[str]:
-        """Instances whose placement includes this model (instance-level name)."""
-        return [i["instance_id"] for i in self.instances()
-                if any(m["name"] == qualified for m in i["models"])]
+        return self.live_replica().cp.holders(qualified)
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -180,36 +176,10 @@ class Cluster:
             replica.proc.stop(timeout_s=20.0)
 
 
-# ---- tenant helpers ------------------------------------------------------------------------
-
-def auth(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
-
+# ---- helpers -------------------------------------------------------------------------------
 
 def mlp_input(rows: int = 3) -> np.ndarray:
     return np.random.default_rng(rows).standard_normal((rows, 64)).astype(np.float32)
-
-
-def http_infer(cp: ControlPlane, key: str, model: str, x: np.ndarray, timeout_s: float = 30.0) -> np.ndarray:
-    with httpclient.InferenceServerClient(cp.http_url, network_timeout=timeout_s,
-                                          connection_timeout=timeout_s) as c:
-        inp = httpclient.InferInput("INPUT0", list(x.shape), "FP32")
-        inp.set_data_from_numpy(x)
-        res = c.infer(model, [inp], headers=auth(key))
-        return res.as_numpy("OUTPUT0")
-
-
-def grpc_infer(cp: ControlPlane, key: str, model: str, x: np.ndarray) -> np.ndarray:
-    with grpcclient.InferenceServerClient(cp.grpc_url) as c:
-        inp = grpcclient.InferInput("INPUT0", list(x.shape), "FP32")
-        inp.set_data_from_numpy(x)
-        res = c.infer(model, [inp], headers={"authorization": f"Bearer {key}"}, client_timeout=30.0)
-        return res.as_numpy("OUTPUT0")
-
-
-def key_works(cp: ControlPlane, key: str) -> bool:
-    with cp.client(key) as c:
-        return c.get("/v1/models").status_code == 200
 
 
 def wait_for(condition: Any, timeout_s: float, what: str) -> float:

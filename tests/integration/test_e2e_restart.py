@@ -8,19 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from tests.integration.cp_harness import running_up
+from tests.integration.cp_harness import auth, grpc_infer, running_up
 from tests.support import models
-
-
-def _infer_mlp(url: str, key: str, x: np.ndarray) -> np.ndarray:
-    with grpcclient.InferenceServerClient(url) as c:
-        inp = grpcclient.InferInput("INPUT0", list(x.shape), "FP32")
-        inp.set_data_from_numpy(x)
-        return c.infer("mlp", [inp], headers={"authorization": f"Bearer {key}"}).as_numpy("OUTPUT0")
 
 
 def test_restart_keeps_tenants_keys_and_models_and_serves_them_again(tmp_path: Path) -> None:
@@ -30,7 +22,7 @@ def test_restart_keeps_tenants_keys_and_models_and_serves_them_again(tmp_path: P
         key = cp.create_tenant("acme")
         assert cp.upload(key, "mlp", models.mlp_onnx().data).status_code == 201
         cp.wait_model_status(key, "mlp", "ready")
-        first = _infer_mlp(cp.grpc_url, key, x)
+        first = grpc_infer(cp, key, "mlp", x)
         admin_key = cp.admin_key
         assert admin_key in cp.proc.log()
     with running_up(data, tmp_path / "up2.log", workers=1) as cp:
@@ -39,9 +31,9 @@ def test_restart_keeps_tenants_keys_and_models_and_serves_them_again(tmp_path: P
             assert [t["name"] for t in c.get("/admin/tenants").json()["tenants"]] == ["acme"]
         assert cp.model_status(key, "mlp")["name"] == "mlp"
         # the new worker starts empty: the request loads the model again
-        np.testing.assert_array_equal(_infer_mlp(cp.grpc_url, key, x), first)
+        np.testing.assert_array_equal(grpc_infer(cp, key, "mlp", x), first)
         with httpclient.InferenceServerClient(cp.http_url) as c:
-            assert c.is_model_ready("mlp", headers={"authorization": f"Bearer {key}"})
+            assert c.is_model_ready("mlp", headers=auth(key))
 
 
 def test_bad_uploads_are_refused_and_a_model_that_fits_nowhere_gets_503(tmp_path: Path) -> None:
@@ -71,12 +63,11 @@ def test_bad_uploads_are_refused_and_a_model_that_fits_nowhere_gets_503(tmp_path
             i0, i1 = httpclient.InferInput("INPUT0", [1, 16], "INT32"), httpclient.InferInput("INPUT1", [1, 16], "INT32")
             i0.set_data_from_numpy(a)
             i1.set_data_from_numpy(a)
-            auth = {"authorization": f"Bearer {key}"}
-            c.infer("small", [i0, i1], headers=auth)
+            c.infer("small", [i0, i1], headers=auth(key))
             x = httpclient.InferInput("INPUT0", [1, 1024], "FP32")
             x.set_data_from_numpy(np.ones((1, 1024), dtype=np.float32))
             with pytest.raises(InferenceServerException) as info:
-                c.infer("wide", [x], headers=auth)
+                c.infer("wide", [x], headers=auth(key))
         assert info.value.status() == "503"
         msg = json.dumps(info.value.message())
         assert "no instance has room" in msg and "eviction is not implemented" in msg

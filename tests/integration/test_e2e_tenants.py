@@ -18,7 +18,7 @@ import tritonclient.http as httpclient
 import tritonclient.http.aio as httpaio
 from tritonclient.utils import InferenceServerException
 
-from tests.integration.cp_harness import ControlPlane, metric_value, running_up
+from tests.integration.cp_harness import ControlPlane, auth, metric_value, running_up
 from tests.support import models
 
 MLP_IN = 64
@@ -48,10 +48,6 @@ def keys(cp: ControlPlane) -> dict[str, str]:
     return {"acme": acme, "globex": globex}
 
 
-def _auth(key: str) -> dict[str, str]:
-    return {"authorization": f"Bearer {key}"}
-
-
 def _x(batch: int = 3, seed: int = 1) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((batch, MLP_IN)).astype(np.float32)
 
@@ -62,7 +58,7 @@ def _http_infer(cp: ControlPlane, key: str, model: str, in_name: str, out_name: 
         inp = httpclient.InferInput(in_name, list(x.shape), "FP32")
         inp.set_data_from_numpy(x, binary_data=binary)
         out = httpclient.InferRequestedOutput(out_name, binary_data=binary)
-        res = c.infer(model, [inp], outputs=[out], headers=_auth(key), **kw)
+        res = c.infer(model, [inp], outputs=[out], headers=auth(key), **kw)
         assert res.get_response()["model_name"] == model
         return res.as_numpy(out_name)
 
@@ -72,7 +68,7 @@ def _grpc_infer(cp: ControlPlane, key: str, model: str, in_name: str, out_name: 
     with grpcclient.InferenceServerClient(cp.grpc_url) as c:
         inp = grpcclient.InferInput(in_name, list(x.shape), "FP32")
         inp.set_data_from_numpy(x)
-        res = c.infer(model, [inp], headers=_auth(key), request_id="req-7")
+        res = c.infer(model, [inp], headers=auth(key), request_id="req-7")
         assert res.get_response().model_name == model
         assert res.get_response().id == "req-7"
         return res.as_numpy(out_name)
@@ -104,16 +100,16 @@ async def test_asyncio_clients_work_with_only_an_auth_header(cp: ControlPlane, k
     g = grpcaio.InferenceServerClient(cp.grpc_url)
     try:
         assert await h.is_server_live() and await g.is_server_live()
-        assert await h.is_model_ready("mlp", headers=_auth(keys["acme"]))
-        assert await g.is_model_ready("mlp", headers=_auth(keys["acme"]))
-        md = await g.get_model_metadata("mlp", headers=_auth(keys["acme"]), as_json=True)
+        assert await h.is_model_ready("mlp", headers=auth(keys["acme"]))
+        assert await g.is_model_ready("mlp", headers=auth(keys["acme"]))
+        md = await g.get_model_metadata("mlp", headers=auth(keys["acme"]), as_json=True)
         assert md["name"] == "mlp" and md["inputs"][0]["shape"] == ["-1", str(MLP_IN)]
         hi = httpaio.InferInput("INPUT0", list(x.shape), "FP32")
         hi.set_data_from_numpy(x)
         gi = grpcaio.InferInput("INPUT0", list(x.shape), "FP32")
         gi.set_data_from_numpy(x)
-        hr, gr = await asyncio.gather(h.infer("mlp", [hi], headers=_auth(keys["acme"])),
-                                      g.infer("mlp", [gi], headers=_auth(keys["acme"])))
+        hr, gr = await asyncio.gather(h.infer("mlp", [hi], headers=auth(keys["acme"])),
+                                      g.infer("mlp", [gi], headers=auth(keys["acme"])))
         np.testing.assert_allclose(hr.as_numpy("OUTPUT0"), want, rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(gr.as_numpy("OUTPUT0"), want, rtol=1e-4, atol=1e-5)
     finally:
@@ -144,9 +140,9 @@ def test_other_tenants_model_answers_exactly_like_a_missing_one(cp: ControlPlane
     assert "Request for unknown model: '<m>' is not found" in theirs[0][1]
     # gRPC: same code and text
     with grpcclient.InferenceServerClient(cp.grpc_url) as c:
-        for call in (lambda m: c.get_model_metadata(m, headers=_auth(keys["globex"])),
-                     lambda m: c.is_model_ready(m, headers=_auth(keys["globex"])),
-                     lambda m: c.get_inference_statistics(m, headers=_auth(keys["globex"]))):
+        for call in (lambda m: c.get_model_metadata(m, headers=auth(keys["globex"])),
+                     lambda m: c.is_model_ready(m, headers=auth(keys["globex"])),
+                     lambda m: c.get_inference_statistics(m, headers=auth(keys["globex"]))):
             errors = []
             for m in ("secret", "nosuch"):
                 with pytest.raises(InferenceServerException) as info:
@@ -160,15 +156,15 @@ def test_other_tenants_model_answers_exactly_like_a_missing_one(cp: ControlPlane
 def test_index_and_statistics_are_scoped_and_renamed(cp: ControlPlane, keys: dict[str, str]) -> None:
     _grpc_infer(cp, keys["acme"], "mlp", "INPUT0", "OUTPUT0", _x())
     with httpclient.InferenceServerClient(cp.http_url) as c:
-        index = c.get_model_repository_index(headers=_auth(keys["acme"]))
-        stats = c.get_inference_statistics(headers=_auth(keys["acme"]))
+        index = c.get_model_repository_index(headers=auth(keys["acme"]))
+        stats = c.get_inference_statistics(headers=auth(keys["acme"]))
     assert {(m["name"], m["state"]) for m in index} >= {("mlp", "READY")}
     assert {m["name"] for m in index} == {"mlp", "secret"}
     names = {s["name"]: s for s in stats["model_stats"]}
     assert set(names) == {"mlp", "secret"}
     assert int(names["mlp"]["inference_count"]) >= 1
     with grpcclient.InferenceServerClient(cp.grpc_url) as c:
-        gindex = c.get_model_repository_index(headers=_auth(keys["globex"]), as_json=True)
+        gindex = c.get_model_repository_index(headers=auth(keys["globex"]), as_json=True)
     assert [m["name"] for m in gindex["models"]] == ["mlp"]
     assert "__" not in json.dumps(gindex) + json.dumps(stats)
 
@@ -184,7 +180,7 @@ def test_bad_missing_and_revoked_keys_are_refused_on_both_protocols(cp: ControlP
         assert c.delete(f"/admin/keys/{doomed['key_id']}").status_code == 200
     for key, text in ((doomed["key"], "unknown or revoked"), ("ipx_not-a-key", "unknown or revoked"),
                       (None, "missing API key")):
-        headers = _auth(key) if key else {}
+        headers = auth(key) if key else {}
         with httpclient.InferenceServerClient(cp.http_url) as c:
             with pytest.raises(InferenceServerException, match=text) as info:
                 c.get_model_metadata("mlp", headers=headers)
@@ -201,21 +197,18 @@ def test_tenants_cannot_use_the_repository_api_and_admins_cannot_infer(cp: Contr
                                                                        keys: dict[str, str]) -> None:
     with grpcclient.InferenceServerClient(cp.grpc_url) as c:
         with pytest.raises(InferenceServerException, match="POST /v1/models") as info:
-            c.load_model("mlp", headers=_auth(keys["acme"]))
+            c.load_model("mlp", headers=auth(keys["acme"]))
         assert info.value.status() == "StatusCode.PERMISSION_DENIED"
     with httpclient.InferenceServerClient(cp.http_url) as c:
         with pytest.raises(InferenceServerException, match="POST /v1/models"):
-            c.unload_model("mlp", headers=_auth(keys["acme"]))
+            c.unload_model("mlp", headers=auth(keys["acme"]))
         with pytest.raises(InferenceServerException, match="tenant API key"):
-            c.get_model_metadata("mlp", headers=_auth(cp.admin_key))
+            c.get_model_metadata("mlp", headers=auth(cp.admin_key))
 
 
 def test_cold_model_loads_once_under_concurrent_requests_and_shows_in_admin(cp: ControlPlane,
                                                                          keys: dict[str, str]) -> None:
-    def holders(qualified: str) -> list[str]:
-        return [i["instance_id"] for i in cp.instances() if qualified in {m["name"] for m in i["models"]}]
-
-    assert holders("acme__secret") == []  # uploaded and profiled, never requested
+    assert cp.holders("acme__secret") == []  # uploaded and profiled, never requested
     a = np.arange(16, dtype=np.int32).reshape(1, 16)
 
     def one(_: int) -> np.ndarray:
@@ -223,16 +216,16 @@ def test_cold_model_loads_once_under_concurrent_requests_and_shows_in_admin(cp: 
             i0, i1 = grpcclient.InferInput("INPUT0", [1, 16], "INT32"), grpcclient.InferInput("INPUT1", [1, 16], "INT32")
             i0.set_data_from_numpy(a)
             i1.set_data_from_numpy(a)
-            return c.infer("secret", [i0, i1], headers=_auth(keys["acme"])).as_numpy("OUTPUT0")
+            return c.infer("secret", [i0, i1], headers=auth(keys["acme"])).as_numpy("OUTPUT0")
 
     with ThreadPoolExecutor(8) as pool:
         results = list(pool.map(one, range(8)))
     for r in results:
         np.testing.assert_array_equal(r, a + a)
-    assert len(holders("acme__secret")) == 1
+    assert len(cp.holders("acme__secret")) == 1
     text = cp.metrics()
     assert metric_value(text, 'inferplex_model_loads_total{model="acme__secret",outcome="ok"}') == 1
-    inst = next(i for i in cp.instances() if i["instance_id"] == holders("acme__secret")[0])
+    inst = next(i for i in cp.instances() if i["instance_id"] == cp.holders("acme__secret")[0])
     assert inst["healthy"] and 0 < inst["used_bytes"] <= inst["memory_bytes"]
     assert metric_value(text, 'inferplex_requests_total{tenant="acme",model="secret",protocol="grpc",status="OK"}') == 8
 
@@ -257,13 +250,13 @@ def test_deleting_a_model_unloads_it_and_it_stops_answering(cp: ControlPlane, ke
     r = cp.upload(key, "tmp", models.mlp_onnx().data)
     assert r.status_code == 201, r.text
     assert _http_infer(cp, key, "tmp", "INPUT0", "OUTPUT0", _x()).shape == (3, 10)
-    assert any("globex__tmp" in {m["name"] for m in i["models"]} for i in cp.instances())
+    assert cp.holders("globex__tmp")
     with cp.client(key) as c:
         assert c.delete("/v1/models/tmp").status_code == 200
-    assert not any("globex__tmp" in {m["name"] for m in i["models"]} for i in cp.instances())
+    assert cp.holders("globex__tmp") == []
     with grpcclient.InferenceServerClient(cp.grpc_url) as c:
         with pytest.raises(InferenceServerException, match="unknown model") as info:
-            c.get_model_metadata("tmp", headers=_auth(key))
+            c.get_model_metadata("tmp", headers=auth(key))
         assert info.value.status() == str(grpc.StatusCode.NOT_FOUND)
 
 

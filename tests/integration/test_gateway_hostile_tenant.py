@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from tests.integration.cp_harness import ControlPlane, metric_value, running_up
+from tests.integration.cp_harness import ControlPlane, auth, metric_value, running_up
 from tests.support import models
 
 
@@ -35,16 +35,12 @@ def keys(cp: ControlPlane) -> dict[str, str]:
     return keys
 
 
-def _auth(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
-
-
 def _binary_infer(cp: ControlPlane, key: str, shape: list[int]) -> httpx.Response:
     data = np.zeros((1, 64), np.float32).tobytes()
     header = json.dumps({"inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": shape,
                                      "parameters": {"binary_data_size": len(data)}}]}).encode()
     return httpx.post(f"{cp.url}/v2/models/mlp/infer", content=header + data, timeout=30,
-                      headers={**_auth(key), "Inference-Header-Content-Length": str(len(header))})
+                      headers={**auth(key), "Inference-Header-Content-Length": str(len(header))})
 
 
 def _grpc_infer(cp: ControlPlane, key: str, shape: list[int]) -> service_pb2.ModelInferResponse:
@@ -74,7 +70,7 @@ def test_guessed_model_names_neither_grow_metrics_nor_show_up_in_them(cp: Contro
                                                                      keys: dict[str, str]) -> None:
     guesses = [f"guess-{i}" for i in range(10)] + ["globex__secret-model", "_profile__globex__secret-model"]
     for name in guesses:
-        r = httpx.post(f"{cp.url}/v2/models/{name}/infer", json={"inputs": []}, headers=_auth(keys["acme"]))
+        r = httpx.post(f"{cp.url}/v2/models/{name}/infer", json={"inputs": []}, headers=auth(keys["acme"]))
         assert r.status_code == 404
         request = service_pb2.ModelInferRequest(model_name=name)
         with grpc.insecure_channel(cp.grpc_url) as channel, pytest.raises(grpc.RpcError) as err:
@@ -90,11 +86,11 @@ def test_guessed_model_names_neither_grow_metrics_nor_show_up_in_them(cp: Contro
 
 def test_metrics_need_an_admin_key_because_they_name_every_tenants_models(cp: ControlPlane,
                                                                          keys: dict[str, str]) -> None:
-    r = httpx.post(f"{cp.url}/v2/models/secret-model/infer", headers=_auth(keys["globex"]), json={
+    r = httpx.post(f"{cp.url}/v2/models/secret-model/infer", headers=auth(keys["globex"]), json={
         "inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [1, 64], "data": [0.0] * 64}]})
     assert r.status_code == 200, r.text
     assert 'tenant="globex",model="secret-model"' in cp.metrics()
-    as_tenant = httpx.get(f"{cp.url}/metrics", headers=_auth(keys["acme"]))
+    as_tenant = httpx.get(f"{cp.url}/metrics", headers=auth(keys["acme"]))
     assert as_tenant.status_code == 403 and "secret-model" not in as_tenant.text
     assert as_tenant.json()["error"] == "this operation needs an admin key"
     assert httpx.get(f"{cp.url}/metrics").status_code == 401
@@ -109,7 +105,7 @@ def test_requests_carrying_a_priority_are_served_with_the_priority_dropped(
     h = httpclient.InferenceServerClient(cp.http_url)
     hi = httpclient.InferInput("INPUT0", [2, 64], "FP32")
     hi.set_data_from_numpy(x, binary_data=True)
-    res = h.infer("mlp", [hi], priority=1, request_id="p1", headers=_auth(keys["acme"]))
+    res = h.infer("mlp", [hi], priority=1, request_id="p1", headers=auth(keys["acme"]))
     assert res.as_numpy("OUTPUT0").shape == (2, 10) and res.get_response()["id"] == "p1"
     g = grpcclient.InferenceServerClient(cp.grpc_url)
     gi = grpcclient.InferInput("INPUT0", [2, 64], "FP32")

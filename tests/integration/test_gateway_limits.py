@@ -13,7 +13,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from tests.integration.cp_harness import ControlPlane, running_up
+from tests.integration.cp_harness import ControlPlane, auth, running_up
 from tests.support import models
 
 LIMIT = 64 * 1024
@@ -35,22 +35,18 @@ def key(cp: ControlPlane) -> str:
     return key
 
 
-def _auth(key: str) -> dict[str, str]:
-    return {"authorization": f"Bearer {key}"}
-
-
 def test_http_body_over_the_limit_gets_413_and_the_next_request_is_served(cp: ControlPlane, key: str) -> None:
     client = httpclient.InferenceServerClient(cp.http_url)
     big = np.zeros((512, 64), np.float32)  # 128 KiB of tensor data
     inp = httpclient.InferInput("INPUT0", list(big.shape), "FP32")
     inp.set_data_from_numpy(big)
     with pytest.raises(InferenceServerException) as err:
-        client.infer("mlp", [inp], headers=_auth(key))
+        client.infer("mlp", [inp], headers=auth(key))
     assert err.value.status() == "413"
     assert str(LIMIT) in str(err.value) and "limit" in str(err.value)
     small = httpclient.InferInput("INPUT0", [2, 64], "FP32")
     small.set_data_from_numpy(np.ones((2, 64), np.float32))
-    assert client.infer("mlp", [small], headers=_auth(key)).as_numpy("OUTPUT0").shape == (2, 10)
+    assert client.infer("mlp", [small], headers=auth(key)).as_numpy("OUTPUT0").shape == (2, 10)
 
 
 def test_grpc_message_over_the_limit_is_resource_exhausted(cp: ControlPlane, key: str) -> None:
@@ -59,8 +55,8 @@ def test_grpc_message_over_the_limit_is_resource_exhausted(cp: ControlPlane, key
     inp = grpcclient.InferInput("INPUT0", list(big.shape), "FP32")
     inp.set_data_from_numpy(big)
     with pytest.raises(InferenceServerException) as err:
-        client.infer("mlp", [inp], headers=_auth(key))
+        client.infer("mlp", [inp], headers=auth(key))
     assert err.value.status() == "StatusCode.RESOURCE_EXHAUSTED"
     small = grpcclient.InferInput("INPUT0", [2, 64], "FP32")
     small.set_data_from_numpy(np.ones((2, 64), np.float32))
-    assert client.infer("mlp", [small], headers=_auth(key)).as_numpy("OUTPUT0").shape == (2, 10)
+    assert client.infer("mlp", [small], headers=auth(key)).as_numpy("OUTPUT0").shape == (2, 10)

@@ -14,7 +14,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
-from tests.integration.cp_harness import ControlPlane, running_up
+from tests.integration.cp_harness import ControlPlane, auth, running_up
 from tests.support import models
 from tests.support.procs import REPO, inferplex_cmd, wait_until
 
@@ -91,7 +91,6 @@ def test_inferences_feed_observations_and_dispatch_time_predictions(
     before = _profile(cp, key).json()["classes"]["cpu"]["observations"]
     with cp.admin() as admin:
         assert admin.get("/admin/predictions").json()["exact"] == 0
-    auth = {"authorization": f"Bearer {key}"}
     x = np.random.default_rng(0).standard_normal((4, 64)).astype(np.float32)
     n = 12
     with grpcclient.InferenceServerClient(cp.grpc_url) as g, httpclient.InferenceServerClient(cp.http_url) as h:
@@ -99,11 +98,11 @@ def test_inferences_feed_observations_and_dispatch_time_predictions(
             if i % 2:
                 inp = grpcclient.InferInput("INPUT0", list(x.shape), "FP32")
                 inp.set_data_from_numpy(x)
-                g.infer("mlp", [inp], headers=dict(auth))
+                g.infer("mlp", [inp], headers=auth(key))
             else:
                 inp_h = httpclient.InferInput("INPUT0", list(x.shape), "FP32")
                 inp_h.set_data_from_numpy(x, binary_data=True)
-                h.infer("mlp", [inp_h], headers=dict(auth))  # tritonclient.http adds to it
+                h.infer("mlp", [inp_h], headers=auth(key))
 
     def log() -> dict[str, Any]:
         with cp.admin() as admin:

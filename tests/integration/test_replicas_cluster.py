@@ -15,14 +15,12 @@ import httpx
 import numpy as np
 import pytest
 
+from tests.integration.cp_harness import grpc_infer, http_infer, key_works
 from tests.integration.replica_harness import (
     INSTANCE_TTL_S,
     LEADER_TTL_S,
     Cluster,
     Worker,
-    grpc_infer,
-    http_infer,
-    key_works,
     mlp_input,
     wait_for,
 )

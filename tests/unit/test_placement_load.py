@@ -1,0 +1,77 @@
+"""PlacementService._load against fake instances: what it loads, and where."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any, cast
+
+from controlplane.metrics import Metrics
+from controlplane.settings import Settings
+from controlplane.store.embedded import EmbeddedStore
+from placement.service import Placed, PlacementService
+from profiler.predictor import LatencyPredictor
+
+Q = "acme__m"
+
+
+class Driver:
+    def __init__(self) -> None:
+        self.loads: list[str] = []
+
+    async def load(self, name: str, config: dict[str, Any], files: dict[str, bytes]) -> float:
+        self.loads.append(name)
+        return 0.0
+
+
+class Instances:
+    def __init__(self, *ids: str) -> None:
+        self._by_id = {
+            iid: SimpleNamespace(
+                record=SimpleNamespace(instance_id=iid, memory_bytes=1 << 30, instance_class="cpu"),
+                driver=Driver(), healthy=True)
+            for iid in ids
+        }
+
+    def list(self) -> list[Any]:
+        return list(self._by_id.values())
+
+    def get(self, iid: str) -> Any:
+        return self._by_id.get(iid)
+
+
+class Catalog:
+    def files(self, record: Any) -> dict[str, bytes]:
+        return {"1/model.onnx": b"x"}
+
+    def triton_config(self, record: Any) -> dict[str, Any]:
+        return {"name": record.qualified_name}
+
+
+def _record(version: int) -> Any:
+    return SimpleNamespace(qualified_name=Q, version=version, size_bytes=10, profile=None,
+                           tenant="acme", name="m", status="ready")
+
+
+def _service(instances: Instances) -> PlacementService:
+    settings = Settings(profile_on_upload=False)
+    return PlacementService(EmbeddedStore(), cast(Any, instances), cast(Any, Catalog()),
+                            LatencyPredictor(), Metrics(), settings)
+
+
+async def test_a_model_that_appeared_meanwhile_is_not_loaded_again() -> None:
+    instances = Instances("w1", "w2")
+    svc = _service(instances)
+    svc._actual["w2"] = {Q: Placed("1", 10, 1.0)}  # another replica's load, seen by the watch
+    driver = await svc._load(_record(1))
+    assert driver is instances.get("w2").driver
+    assert instances.get("w1").driver.loads == [] and instances.get("w2").driver.loads == []
+    assert svc.used_bytes("w2") == 10
+
+
+async def test_another_version_held_does_not_count_as_loaded() -> None:
+    instances = Instances("w1")
+    svc = _service(instances)
+    svc._actual["w1"] = {Q: Placed("1", 10, 1.0)}
+    driver = await svc._load(_record(2))
+    assert driver is instances.get("w1").driver and driver.loads == [Q]
+    assert svc.placements()["w1"][Q].version == "2"
