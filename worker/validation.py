@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from kserve.errors import InvalidArgument
-from kserve.tensors import InferRequest
-from worker.config import ModelSpec
+from kserve.tensors import InferRequest, Tensor
+from worker.config import ModelSpec, TensorSpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,18 +30,19 @@ def _names_text(names: list[str]) -> str:
 def check_request(spec: ModelSpec, request: InferRequest) -> CheckedRequest:
     model = spec.name
     inputs: dict[str, np.ndarray] = {}
+    matched: list[tuple[Tensor, TensorSpec]] = []
+    # the decoders already refused a name given twice
     for tensor in request.inputs:
         expected = spec.input(tensor.name)
         if expected is None:
             raise InvalidArgument(f"unexpected inference input '{tensor.name}' for model '{model}'")
-        if tensor.name in inputs:
-            raise InvalidArgument(f"input '{tensor.name}' already exists in request")
         if tensor.datatype != expected.datatype:
             raise InvalidArgument(
                 f"inference input '{tensor.name}' data-type is '{tensor.datatype}', but model "
                 f"'{model}' expects '{expected.datatype}'"
             )
         inputs[tensor.name] = tensor.data
+        matched.append((tensor, expected))
     if len(inputs) != len(spec.inputs):
         got = [t.name for t in request.inputs]
         missing = [t.name for t in spec.inputs if t.name not in inputs]
@@ -53,9 +54,7 @@ def check_request(spec: ModelSpec, request: InferRequest) -> CheckedRequest:
 
     batch_size = 1
     batch_of: str | None = None
-    for tensor in request.inputs:
-        expected = spec.input(tensor.name)
-        assert expected is not None
+    for tensor, expected in matched:
         want = expected.full_shape(spec.max_batch_size)
         shape = list(tensor.shape)
         if len(shape) != len(want) or any(w != -1 and w != g for w, g in zip(want, shape, strict=False)):
