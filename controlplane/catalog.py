@@ -32,7 +32,6 @@ log = logging.getLogger(__name__)
 MODELS = keys.MODELS
 Status = Literal["profiling", "ready", "failed", "loading"]
 
-_CACHE_CATCHUP_S = 5.0
 # model versions are int64 in the v2 protocol and Triton's repository
 MAX_VERSION = 2**63 - 1
 
@@ -117,12 +116,6 @@ class ModelCatalog:
             del models[name]
         if not models:
             del self._index[tenant]
-
-    async def _caught_up(self, revision: int) -> None:
-        try:
-            await self._cache.wait_for(lambda c: c.revision >= revision, _CACHE_CATCHUP_S)
-        except TimeoutError:
-            log.warning("model cache has not reached revision %d after %.0fs", revision, _CACHE_CATCHUP_S)
 
     # ------------------------------------------------------------------ request path (no I/O)
 
@@ -209,7 +202,7 @@ class ModelCatalog:
             except BaseException:
                 await self.store.delete(key)
                 raise
-        await self._caught_up(rev)
+        await self._cache.caught_up(rev)
         log.info("model %s v%d of tenant %s stored (%s, %d bytes)", name, v, tenant,
                  staged.sha256[:12], staged.size_bytes)
         return record
@@ -235,7 +228,7 @@ class ModelCatalog:
         if updated is None:
             log.info("status %s for deleted model %s v%d ignored", status, record.qualified_name, record.version)
             return None
-        await self._caught_up(updated[1])
+        await self._cache.caught_up(updated[1])
         return ModelRecord.model_validate(updated[0])
 
     async def set_progress(self, record: ModelRecord, progress: float) -> None:
@@ -271,7 +264,7 @@ class ModelCatalog:
                 for sha in shas - still_used:
                     await asyncio.to_thread(self.artifacts.delete, sha)
         if last_rev:
-            await self._caught_up(last_rev)
+            await self._cache.caught_up(last_rev)
         log.info("deleted %d version(s) of model %s of tenant %s", len(deleted), name, tenant)
         return deleted
 

@@ -32,14 +32,6 @@ from tenants.naming import check_tenant_name
 
 log = logging.getLogger(__name__)
 
-TENANTS = keys.TENANTS
-APIKEYS = keys.APIKEYS
-# create-if-absent marker: exactly one replica mints the first admin key
-ADMIN_BOOTSTRAP = keys.BOOTSTRAP_ADMIN
-
-# how long an issuing replica waits for its own watch to deliver a new key, so the key
-# works on this replica as soon as it is returned
-_CACHE_CATCHUP_S = 5.0
 
 
 class Tenant(BaseModel):
@@ -52,7 +44,9 @@ class Tenant(BaseModel):
 class TenantService:
     def __init__(self, store: StateStore) -> None:
         self.store = store
-        self._keys = PrefixCache(store, APIKEYS, decode=ApiKeyRecord.model_validate_json)
+        # writes here wait for this cache to show them (``caught_up``), so an issued key works
+        # on this replica, and a revoked or deleted one stops working, as soon as the call returns
+        self._keys = PrefixCache(store, keys.APIKEYS, decode=ApiKeyRecord.model_validate_json)
 
     async def start(self) -> None:
         await self._keys.start()
@@ -64,7 +58,7 @@ class TenantService:
 
     async def authenticate(self, authorization: str | None) -> Principal:
         secret = secret_from_header(authorization)
-        record: ApiKeyRecord | None = self._keys.get(APIKEYS + hash_secret(secret))
+        record: ApiKeyRecord | None = self._keys.get(keys.apikey(hash_secret(secret)))
         if record is None:
             raise Unauthenticated(UNKNOWN_KEY)
         return record.principal(time.time())
@@ -78,17 +72,20 @@ class TenantService:
         if bad:
             raise InvalidArgument(f"quotas {', '.join(bad)} must be finite numbers")
         tenant = Tenant(name=name, display_name=display_name, quotas=quotas or {}, created_at=time.time())
-        rev = await self.store.create(TENANTS + name, tenant.model_dump_json().encode())
+        rev = await self.store.create(keys.tenant(name), tenant.model_dump_json().encode())
         if rev is None:
             raise Conflict(f"tenant {name!r} already exists")
         log.info("created tenant %s", name)
         return tenant
 
     async def list_tenants(self) -> list[Tenant]:
-        return [Tenant.model_validate(kv.json()) for kv in await self.store.list_prefix(TENANTS)]
+        return [Tenant.model_validate(kv.json()) for kv in await self.store.list_prefix(keys.TENANTS)]
 
     async def get_tenant(self, name: str) -> Tenant:
-        kv = await self.store.get(TENANTS + name)
+        try:
+            kv = await self.store.get(keys.tenant(name))
+        except ValueError:  # empty or with a '/': no tenant can have that name
+            kv = None
         if kv is None:
             raise NotFound(f"unknown tenant {name!r}: create it with POST /admin/tenants")
         return Tenant.model_validate(kv.json())
@@ -96,10 +93,12 @@ class TenantService:
     async def delete_tenant(self, name: str) -> None:
         """Deletes the tenant record and all its keys; the caller removes its models first."""
         await self.get_tenant(name)
-        for kv in await self.store.list_prefix(APIKEYS):
-            if kv.json().get("tenant") == name:
-                await self.store.delete(kv.key)
-        await self.store.delete(TENANTS + name)
+        deleted = []
+        for kv in await self.store.list_prefix(keys.APIKEYS):
+            if kv.json().get("tenant") == name and await self.store.delete(kv.key):
+                deleted.append(kv)
+        await self.store.delete(keys.tenant(name))
+        await self._keys.caught_up_with_deletes(deleted)  # its keys stop working here at once
         log.info("deleted tenant %s", name)
 
     # ------------------------------------------------------------------ keys
@@ -123,24 +122,18 @@ class TenantService:
         return record, secret
 
     async def _put_new_key(self, secret: str, record: ApiKeyRecord) -> None:
-        rev = await self.store.create(APIKEYS + hash_secret(secret), record.model_dump_json().encode())
+        rev = await self.store.create(keys.apikey(hash_secret(secret)), record.model_dump_json().encode())
         if rev is None:
             raise Conflict("API key collision; issue the key again")  # 256 random bits: never
-        await self._caught_up(rev)
-
-    async def _caught_up(self, revision: int) -> None:
-        try:
-            await self._keys.wait_for(lambda c: c.revision >= revision, _CACHE_CATCHUP_S)
-        except TimeoutError:  # the write stands; this replica's cache is only late
-            log.warning("key cache has not reached revision %d after %.0fs", revision, _CACHE_CATCHUP_S)
+        await self._keys.caught_up(rev)
 
     async def list_keys(self, tenant: str | None) -> list[ApiKeyRecord]:
         """Keys of one tenant (or the admin keys for None), secrets never included."""
-        records = [ApiKeyRecord.model_validate(kv.json()) for kv in await self.store.list_prefix(APIKEYS)]
+        records = [ApiKeyRecord.model_validate(kv.json()) for kv in await self.store.list_prefix(keys.APIKEYS)]
         return sorted((r for r in records if r.tenant == tenant), key=lambda r: r.created_at)
 
     async def revoke_key(self, key_id: str) -> ApiKeyRecord:
-        for kv in await self.store.list_prefix(APIKEYS):
+        for kv in await self.store.list_prefix(keys.APIKEYS):
             if kv.json().get("key_id") != key_id:
                 continue
 
@@ -150,7 +143,7 @@ class TenantService:
             updated = await self.store.update_json(kv.key, revoke)
             if updated is None:
                 break  # deleted meanwhile (its tenant went away)
-            await self._caught_up(updated[1])
+            await self._keys.caught_up(updated[1])
             log.info("revoked key %s", key_id)
             return ApiKeyRecord.model_validate(updated[0])
         raise NotFound(f"unknown API key id {key_id!r}: list keys with GET /admin/tenants/<tenant>/keys")
@@ -158,7 +151,8 @@ class TenantService:
     async def ensure_admin_key(self, bootstrap: str | None) -> str | None:
         """On the very first start, create an admin key (``bootstrap`` if given) and return
         its secret; afterwards (or on another replica) return None."""
-        if await self.store.create(ADMIN_BOOTSTRAP, b'{"done": true}') is None:
+        # create-if-absent marker: exactly one replica mints the first admin key
+        if await self.store.create(keys.BOOTSTRAP_ADMIN, b'{"done": true}') is None:
             return None
         secret = bootstrap or new_secret()
         await self._put_new_key(secret, new_record("admin", None, None))

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from controlplane.store.base import KeyValue, StateStore, WatchCompacted, WatchEvent
@@ -22,6 +22,9 @@ log = logging.getLogger(__name__)
 
 # Called as on_change(key, value or None when deleted, revision).
 ChangeCallback = Callable[[str, Any | None, int], None]
+
+# How long a replica waits for its own cache to show a write it just made.
+CATCH_UP_S = 5.0
 
 
 class PrefixCache:
@@ -76,6 +79,32 @@ class PrefixCache:
                 if pred(self):
                     return
                 await changed.wait()
+
+    async def caught_up(self, revision: int, within_s: float = CATCH_UP_S) -> bool:
+        """Wait until the cache reflects every write to its prefix up to ``revision`` (one
+        just made through this replica, so that it shows here at once). After ``within_s``
+        logs a warning and returns False: the write stands, only this cache is late."""
+        return await self._settle(lambda c: c.revision >= revision, f"revision {revision}", within_s)
+
+    async def caught_up_with_deletes(self, deleted: Iterable[KeyValue],
+                                     within_s: float = CATCH_UP_S) -> bool:
+        """``caught_up`` for keys just deleted, given as read before the delete: each is gone
+        from the cache or holds a later write. (Waiting for the store's current revision
+        instead could last ``within_s``: writes under other prefixes never reach this cache.)"""
+        gone = [(kv.key, kv.revision) for kv in deleted]
+
+        def applied(c: PrefixCache) -> bool:
+            return all((item := c._items.get(key)) is None or item[1] > rev for key, rev in gone)
+
+        return await self._settle(applied, f"{len(gone)} deletes", within_s)
+
+    async def _settle(self, pred: Callable[[PrefixCache], bool], what: str, within_s: float) -> bool:
+        try:
+            await self.wait_for(pred, within_s)
+            return True
+        except TimeoutError:
+            log.warning("cache %s has not caught up with %s after %.0fs", self.prefix, what, within_s)
+            return False
 
     # -- lifecycle -----------------------------------------------------------------
 
