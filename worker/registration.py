@@ -63,15 +63,14 @@ def parse_urls(value: str) -> list[str]:
 
 @dataclass(frozen=True, slots=True)
 class Registration:
-    """What the worker tells the control plane about itself (the register request body)."""
+    """What the worker tells the control plane about itself (the register request body).
+    It sends no TTL: the control plane's instance_lease_ttl_s applies (one place to set it)."""
 
     instance_id: str
     http_url: str  # host:port the control plane reaches the v2 HTTP endpoint at
     grpc_url: str  # host:port of the v2 gRPC endpoint
     memory_bytes: int
     instance_class: str = "cpu"
-    # None: the control plane's instance_lease_ttl_s (the operator sets TTLs in one place)
-    ttl_s: int | None = None
 
 
 class _Rejected(Exception):
@@ -79,37 +78,30 @@ class _Rejected(Exception):
 
 
 class RegistrationClient:
-    def __init__(self, urls: list[str], key: str | None, registration: Registration, *,
-                 request_timeout_s: float | None = None) -> None:
-        if registration.ttl_s is not None and registration.ttl_s < 1:
-            raise ValueError(f"registration TTL must be at least 1 s, got {registration.ttl_s}")
+    def __init__(self, urls: list[str], key: str | None, registration: Registration) -> None:
         self.urls = urls
         self.registration = registration
         self.lease_id: int | None = None
-        # the TTL the control plane granted (it may pick it); until then a guess for retry pacing
-        self.ttl_s = registration.ttl_s or 3
-        self.registrations = 0  # how many times a register call succeeded
-        self.registered = asyncio.Event()
+        # the TTL the control plane granted; until then a guess for retry pacing
+        self.ttl_s = 3
         self._next = 0  # index of the replica to talk to
         headers = {"Authorization": f"Bearer {key}"} if key else {}
-        self._request_timeout_s = request_timeout_s
         self._http = httpx.AsyncClient(headers=headers)
         self._task: asyncio.Task[None] | None = None
 
-    def start(self) -> asyncio.Task[None]:
+    def start(self) -> None:
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self.run(), name="registration")
-        return self._task
 
-    async def close(self, *, deregister: bool = True) -> None:
-        """Stop heartbeating; on a graceful stop also give the lease back, so the
-        control plane stops routing here at once instead of after the TTL."""
+    async def close(self) -> None:
+        """Stop heartbeating and give the lease back, so the control plane stops
+        routing here at once instead of after the TTL."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        if deregister and self.lease_id is not None:
+        if self.lease_id is not None:
             path = f"/admin/instances/{self.registration.instance_id}/deregister"
             with contextlib.suppress(Exception):
                 await self._call(path, {"lease_id": self.lease_id})
@@ -134,7 +126,7 @@ class RegistrationClient:
                     elif loop.time() - confirmed > self.ttl_s:
                         log.warning("no heartbeat confirmed for %.1fs (TTL %ds): registering again",
                                     loop.time() - confirmed, self.ttl_s)
-                        self._lost()
+                        self.lease_id = None
             except asyncio.CancelledError:
                 raise
             except _Rejected as exc:
@@ -148,70 +140,60 @@ class RegistrationClient:
     # ---- one step each --------------------------------------------------------------
 
     async def _register(self) -> None:
-        body = {k: v for k, v in asdict(self.registration).items() if v is not None}
-        for _ in range(len(self.urls)):
-            url = self.urls[self._next]
-            try:
-                resp = await self._call("/admin/instances/register", body)
-            except httpx.HTTPError as exc:
-                log.warning("control plane %s unreachable for registration: %s", url, exc)
-                self._rotate()
-                continue
-            if resp.status_code >= 500:
-                log.warning("control plane %s cannot register now (%d): %s", url, resp.status_code,
-                            _error_text(resp))
-                self._rotate()
-                continue
-            if resp.status_code != 200:
-                raise _Rejected(f"{resp.status_code} from {url}: {_error_text(resp)}")
-            answer = resp.json()
-            self.lease_id = int(answer["lease_id"])
-            self.ttl_s = int(answer["ttl_s"])
-            self.registrations += 1
-            self.registered.set()
-            log.info("registered as %s with %s (lease %x, TTL %ds)", self.registration.instance_id,
-                     url, self.lease_id, self.ttl_s)
+        answered = await self._post_any("/admin/instances/register", asdict(self.registration),
+                                        "registration")
+        if answered is None:
+            # every replica failed: back off a little before the next round
+            await asyncio.sleep(min(self.ttl_s / 3, 1.0))
             return
-        # every replica failed: back off a little before the next round
-        await asyncio.sleep(min(self.ttl_s / 3, 1.0))
+        url, resp = answered
+        if resp.status_code != 200:
+            raise _Rejected(f"{resp.status_code} from {url}: {_error_text(resp)}")
+        answer = resp.json()
+        self.lease_id = int(answer["lease_id"])
+        self.ttl_s = int(answer["ttl_s"])
+        log.info("registered as %s with %s (lease %x, TTL %ds)", self.registration.instance_id,
+                 url, self.lease_id, self.ttl_s)
 
     async def _heartbeat(self) -> bool:
         """True when a replica confirmed the lease; re-registers on 404."""
         assert self.lease_id is not None
-        path = f"/admin/instances/{self.registration.instance_id}/heartbeat"
+        answered = await self._post_any(f"/admin/instances/{self.registration.instance_id}/heartbeat",
+                                        {"lease_id": self.lease_id}, "heartbeat")
+        if answered is None:
+            return False
+        url, resp = answered
+        if resp.status_code == 200:
+            return True
+        if resp.status_code == 404:
+            log.warning("registration of %s is gone (%s): registering again",
+                        self.registration.instance_id, _error_text(resp))
+            self.lease_id = None
+            return False
+        raise _Rejected(f"{resp.status_code} from {url}: {_error_text(resp)}")
+
+    async def _post_any(self, path: str, body: dict[str, object],
+                        what: str) -> tuple[str, httpx.Response] | None:
+        """The first answer below 500, starting at the current replica: one that does not
+        answer, or answers 5xx, passes the turn to the next (round robin). None when
+        every replica failed."""
         for _ in range(len(self.urls)):
             url = self.urls[self._next]
             try:
-                resp = await self._call(path, {"lease_id": self.lease_id})
+                resp = await self._call(path, body)
             except httpx.HTTPError as exc:
-                log.warning("heartbeat to %s failed: %s", url, exc)
-                self._rotate()
-                continue
-            if resp.status_code == 200:
-                return True
-            if resp.status_code == 404:
-                log.warning("registration of %s is gone (%s): registering again",
-                            self.registration.instance_id, _error_text(resp))
-                self._lost()
-                return False
-            if resp.status_code >= 500:
-                log.warning("heartbeat to %s answered %d: %s", url, resp.status_code, _error_text(resp))
-                self._rotate()
-                continue
-            raise _Rejected(f"{resp.status_code} from {url}: {_error_text(resp)}")
-        return False
+                log.warning("%s to %s failed: %s", what, url, exc)
+            else:
+                if resp.status_code < 500:
+                    return url, resp
+                log.warning("%s to %s answered %d: %s", what, url, resp.status_code, _error_text(resp))
+            self._next = (self._next + 1) % len(self.urls)
+        return None
 
     async def _call(self, path: str, body: dict[str, object]) -> httpx.Response:
         # a call must give up well within a TTL so the next replica can be tried in time
-        timeout = self._request_timeout_s or max(1.0, self.ttl_s / 4)
+        timeout = max(1.0, self.ttl_s / 4)
         return await self._http.post(self.urls[self._next] + path, json=body, timeout=timeout)
-
-    def _rotate(self) -> None:
-        self._next = (self._next + 1) % len(self.urls)
-
-    def _lost(self) -> None:
-        self.lease_id = None
-        self.registered.clear()
 
 
 def _error_text(resp: httpx.Response) -> str:
@@ -269,7 +251,7 @@ def attach(args: argparse.Namespace, options: WorkerOptions) -> None:
 
     async def stop(_: WorkerService) -> None:
         for client in clients:
-            await client.close(deregister=True)
+            await client.close()
 
     options.on_ready.append(start)
     options.on_stop.append(stop)
