@@ -71,20 +71,13 @@ class LeaderElection:
     async def stop(self) -> None:
         """Stop campaigning and resign (followers take over without waiting for the TTL)."""
         if self._task is not None:
-            await _cancel(self._task)
+            await _cancel(self._task)  # run() clears `elected` as it ends; on_lost is not called
             self._task = None
-        await self.resign()
-
-    async def resign(self) -> None:
         lease, self._lease = self._lease, None
-        was_leader = self.is_leader
-        self.elected.clear()
         if lease is not None:
             with contextlib.suppress(StoreUnavailable, LeaseExpired):
                 await self.store.revoke_lease(lease)
-        if was_leader:
             log.info("%s resigned leadership of %s", self.identity, self.key)
-            await self._notify(self.on_lost)
 
     async def run(self) -> None:
         """Campaign forever; never dies on an error (it logs, backs off and retries)."""
@@ -104,7 +97,7 @@ class LeaderElection:
                     backoff = min(backoff * 2, self.ttl_s / 2)
         finally:
             # Cancelled (shutdown or crash-like stop): stop claiming leadership locally.
-            # The lease is left to expire unless stop()/resign() revokes it.
+            # The lease is left to expire unless stop() revokes it.
             self.elected.clear()
 
     async def _campaign(self) -> None:
