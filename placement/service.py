@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import time
@@ -213,8 +214,7 @@ class PlacementService:
             snap = [s for s in self._snapshot() if s.instance_id not in refused]
             # a different version held somewhere is replaced in place (the instance swaps it)
             snap = [s if qualified not in s.models or self._actual[s.instance_id][qualified].version
-                    == version else InstanceSnapshot(s.instance_id, s.capacity_bytes, s.used_bytes,
-                                                     s.healthy, s.models - {qualified})
+                    == version else dataclasses.replace(s, models=s.models - {qualified})
                     for s in snap]
             plan = choose_instance(qualified, size, snap)
             if not plan.placed:
@@ -227,6 +227,8 @@ class PlacementService:
             if inst is None:
                 refused.add(iid)
                 continue
+            if plan.already_loaded:  # it appeared meanwhile (another replica, or a retry)
+                return inst.driver
             self._reserved[iid] = self._reserved.get(iid, 0) + size
             try:
                 # timed from the artifact store on, like the profile's load times
