@@ -94,8 +94,9 @@ class StateStore(abc.ABC):
         """Delete every key under prefix; returns how many."""
 
     @abc.abstractmethod
-    async def list_prefix(self, prefix: str) -> list[KeyValue]:
-        """Every key under prefix, sorted by key."""
+    async def snapshot_prefix(self, prefix: str) -> tuple[list[KeyValue], int]:
+        """Every key under prefix, sorted by key, plus the store revision the list was read
+        at: watching from that revision + 1 misses nothing."""
 
     @abc.abstractmethod
     async def grant_lease(self, ttl_s: int) -> int:
@@ -115,18 +116,14 @@ class StateStore(abc.ABC):
     @abc.abstractmethod
     async def current_revision(self) -> int: ...
 
-    async def snapshot_prefix(self, prefix: str) -> tuple[list[KeyValue], int]:
-        """Every key under prefix plus a store revision R such that watching from R + 1
-        misses nothing. Implementations return the list's own revision; this default
-        reads the revision first, so replayed events may already be in the list
-        (consumers compare per-key revisions, which makes replay harmless)."""
-        rev = await self.current_revision()
-        return await self.list_prefix(prefix), rev
-
     @abc.abstractmethod
     async def close(self) -> None: ...
 
     # Helpers shared by all implementations.
+
+    async def list_prefix(self, prefix: str) -> list[KeyValue]:
+        """Every key under prefix, sorted by key."""
+        return (await self.snapshot_prefix(prefix))[0]
 
     async def get_json(self, key: str) -> tuple[Any, int] | None:
         kv = await self.get(key)

@@ -298,9 +298,6 @@ class EmbeddedStore(StateStore):
             self._save()
         return len(keys)
 
-    async def list_prefix(self, prefix: str) -> list[KeyValue]:
-        return (await self.snapshot_prefix(prefix))[0]
-
     async def snapshot_prefix(self, prefix: str) -> tuple[list[KeyValue], int]:
         self._op()
         kvs = [

@@ -197,9 +197,6 @@ class EtcdStore(StateStore):
         res = await self._call(f"delete prefix {prefix}", lambda c: c.delete_prefix(prefix.encode()))
         return res.deleted
 
-    async def list_prefix(self, prefix: str) -> list[KeyValue]:
-        return (await self.snapshot_prefix(prefix))[0]
-
     async def snapshot_prefix(self, prefix: str) -> tuple[list[KeyValue], int]:
         res = await self._call(
             f"list {prefix}",
