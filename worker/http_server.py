@@ -19,7 +19,8 @@ from typing import Any
 from kserve import compression, http_codec
 from kserve.asgi import read_body
 from kserve.errors import InferplexError, InvalidArgument, NotFound
-from worker.service import LOAD_ENVELOPE_BYTES, WorkerService, check_model_files, config_json
+from worker.config import to_json
+from worker.service import LOAD_ENVELOPE_BYTES, WorkerService, check_model_files
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +100,7 @@ class WorkerHttpApp:
                 if rest == "/ready":
                     return Reply(200 if svc.repository.is_ready(name, version) else 400, b"")
                 if rest == "/config":
-                    return _json(config_json(svc.model_config(name, version)))
+                    return _json(to_json(svc.model_config(name, version)))
                 if rest == "/stats":
                     return _json({"model_stats": svc.statistics(name, version)})
         elif path == "/v2/health/live":

@@ -45,7 +45,7 @@ class WorkerOptions:
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     max_model_bytes: int = DEFAULT_MAX_MODEL_BYTES
     grpc_server: str = "threads"
-    instance_id: str = ""
+    instance_id: str = ""  # what it registers and logs under (registration.instance_id)
     demo: bool = False
     # called once the worker serves and its startup models are loaded (e.g. control-plane registration)
     on_ready: list[Callable[[WorkerService], Awaitable[None]]] = field(default_factory=list)
@@ -81,7 +81,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--grpc-server", choices=["threads", "aio"], default="threads",
                    help="threads (default): grpc's sync server, handler threads hand batches straight to the "
                         "executor; aio: grpc.aio on the event loop (slower per call, kept for comparison)")
-    p.add_argument("--instance-id", default="", help="name this worker reports (default host:http-port)")
+    p.add_argument("--instance-id", default="",
+                   help="id this worker registers with the control plane under "
+                        "(default w-<advertised host>-<grpc port>)")
     p.add_argument("--demo", action="store_true", help="serve the built-in 'simple' model (Triton's example)")
     registration.add_arguments(p)
     p.set_defaults(func=run)
@@ -93,7 +95,7 @@ def options_from_args(args: argparse.Namespace) -> WorkerOptions:
         memory_budget=args.memory_budget, threads=args.threads, model_repository=args.model_repository,
         model_control_mode=args.model_control_mode, load_models=list(args.load_model), device=args.device,
         max_request_bytes=args.max_request_bytes, max_model_bytes=args.max_model_bytes,
-        grpc_server=args.grpc_server, instance_id=args.instance_id, demo=args.demo,
+        grpc_server=args.grpc_server, instance_id=registration.instance_id(args), demo=args.demo,
     )
 
 
@@ -130,8 +132,7 @@ def build_service(options: WorkerOptions) -> WorkerService:
     budget = MemoryBudget(options.memory_budget or physical_memory_bytes())
     repository = ModelRepository(budget, directory=options.model_repository, device=options.device,
                                  threads=options.threads)
-    info = ServerInfo(version=_version(), instance_id=options.instance_id or f"{options.host}:{options.http_port}")
-    return WorkerService(repository, Executor(), info,
+    return WorkerService(repository, Executor(), ServerInfo(version=_version()),
                          allow_repository_control=options.model_control_mode == "explicit")
 
 
@@ -179,7 +180,7 @@ async def serve(options: WorkerOptions) -> None:
         for hook in options.on_ready:
             await hook(service)
         log.info("worker %s ready: HTTP %s:%d, gRPC %s:%d, budget %d bytes, %d intra-op threads, device %s",
-                 service.info.instance_id, options.host, options.http_port, options.host, options.grpc_port,
+                 options.instance_id, options.host, options.http_port, options.host, options.grpc_port,
                  service.repository.budget.budget, options.threads, options.device)
         await http_task  # returns when uvicorn handles SIGINT/SIGTERM
     finally:

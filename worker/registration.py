@@ -44,6 +44,20 @@ def default_instance_id(advertise_host: str, grpc_port: int) -> str:
     return _ID_UNSAFE.sub("-", f"w-{advertise_host}-{grpc_port}").strip("-")
 
 
+def advertised_host(args: argparse.Namespace) -> str:
+    """The host the control plane reaches this worker at."""
+    host = args.advertise_host or args.host
+    return socket.gethostname() if host in ("0.0.0.0", "::", "") else host
+
+
+def instance_id(args: argparse.Namespace) -> str:
+    """The id the worker registers (and logs) under: --instance-id made URL-safe, else
+    ``w-<advertised host>-<grpc port>``."""
+    if args.instance_id:
+        return _ID_UNSAFE.sub("-", args.instance_id).strip("-")
+    return default_instance_id(advertised_host(args), args.grpc_port)
+
+
 def parse_urls(value: str) -> list[str]:
     """``http://a:8000,http://b:8000`` -> list; a bare host:port gets ``http://``."""
     urls = []
@@ -230,18 +244,14 @@ def attach(args: argparse.Namespace, options: WorkerOptions) -> None:
         raise SystemExit(str(exc)) from None
     if not args.register_key:
         raise SystemExit("--register needs an admin key: pass --register-key or set INFERPLEX_KEY")
-    host = args.advertise_host or args.host
-    if host in ("0.0.0.0", "::", ""):
-        host = socket.gethostname()
-    instance_id = _ID_UNSAFE.sub("-", args.instance_id).strip("-") if args.instance_id else \
-        default_instance_id(host, args.grpc_port)
+    host = advertised_host(args)
     clients: list[RegistrationClient] = []
     # one INFO line per heartbeat from httpx would drown the worker's own log
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
     async def start(service: WorkerService) -> None:
         registration = Registration(
-            instance_id=instance_id, http_url=f"{host}:{args.http_port}",
+            instance_id=options.instance_id, http_url=f"{host}:{args.http_port}",
             grpc_url=f"{host}:{args.grpc_port}", memory_bytes=service.repository.budget.budget,
             instance_class=args.instance_class,
         )

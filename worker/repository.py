@@ -305,8 +305,7 @@ def _warm_up(runtime: Runtime, spec: cfg.ModelSpec) -> None:
     with the load. Best effort: a model may legitimately reject size-1 dims."""
     inputs: dict[str, np.ndarray] = {}
     for t in spec.inputs:
-        shape = [1 if d < 0 else d for d in t.full_shape(spec.max_batch_size)]
-        shape = [1] + shape[1:] if spec.max_batch_size > 0 else shape
+        shape = [1 if d < 0 else d for d in t.full_shape(spec.max_batch_size)]  # batch of 1
         dtype = V2_TO_NUMPY[t.datatype]
         if t.datatype == "BYTES":
             array = np.full(shape, b"", dtype=np.object_)

@@ -32,7 +32,6 @@ COMPUTE_NS_PARAMETER = "inferplex_compute_ns"
 @dataclass(frozen=True, slots=True)
 class ServerInfo:
     version: str
-    instance_id: str
 
 
 class WorkerService:
@@ -199,23 +198,14 @@ class _Started:
                         f"({self.spec.platform}): {exc}")
 
     def respond(self, outputs: dict[str, np.ndarray], timing: ExecTiming) -> InferResponse:
-        return _respond(self.request, self.spec, self.loaded, self.checked, outputs, timing, self.received)
-
-
-def _respond(request: InferRequest, spec: cfg.ModelSpec, loaded: LoadedVersion, checked: CheckedRequest,
-             outputs: dict[str, np.ndarray], timing: ExecTiming, received: int) -> InferResponse:
-    tensors = []
-    for name in checked.output_names:
-        out_spec = spec.output(name)
-        assert out_spec is not None
-        array = outputs[name]
-        tensors.append(Tensor(name, out_spec.datatype, list(array.shape), array))
-    loaded.stats.record_success(checked.batch_size, timing, time.monotonic_ns() - received)
-    # the batch's own compute time, in-band: the control plane feeds its predictor from
-    # it without a statistics read per request (README: "inferplex_compute_ns")
-    return InferResponse(request.model_name, str(loaded.version), request.id, tensors,
-                         {COMPUTE_NS_PARAMETER: timing.finished - timing.started})
-
-
-def config_json(config: mc.ModelConfig) -> dict[str, Any]:
-    return cfg.to_json(config)
+        tensors = []
+        for name in self.checked.output_names:
+            out_spec = self.spec.output(name)
+            assert out_spec is not None
+            array = outputs[name]
+            tensors.append(Tensor(name, out_spec.datatype, list(array.shape), array))
+        self.loaded.stats.record_success(self.checked.batch_size, timing, time.monotonic_ns() - self.received)
+        # the batch's own compute time, in-band: the control plane feeds its predictor from
+        # it without a statistics read per request (README: "inferplex_compute_ns")
+        return InferResponse(self.request.model_name, str(self.loaded.version), self.request.id, tensors,
+                             {COMPUTE_NS_PARAMETER: timing.finished - timing.started})

@@ -4,11 +4,14 @@ means register again; any other refusal is the operator's to fix."""
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Callable
 
 import httpx
 import pytest
 
+from worker.main import options_from_args
+from worker.main import register as register_worker
 from worker.registration import Registration, RegistrationClient, _Rejected
 
 URLS = ["http://cp-a:8000", "http://cp-b:8000", "http://cp-c:8000"]
@@ -98,3 +101,18 @@ async def test_heartbeat_fails_over_and_reports_unconfirmed_when_all_fail() -> N
     with pytest.raises(_Rejected, match="401"):
         await client._heartbeat()
     await client.close()
+
+
+def _worker_args(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    register_worker(parser.add_subparsers())
+    return parser.parse_args(["worker", *argv])
+
+
+def test_the_worker_logs_and_registers_under_one_id() -> None:
+    args = _worker_args("--grpc-port", "9001", "--advertise-host", "node-7")
+    assert options_from_args(args).instance_id == "w-node-7-9001"
+    args = _worker_args("--host", "10.0.0.5", "--grpc-port", "9001")
+    assert options_from_args(args).instance_id == "w-10.0.0.5-9001"
+    args = _worker_args("--instance-id", "pod/worker 3")
+    assert options_from_args(args).instance_id == "pod-worker-3"
