@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from controlplane.artifacts import ArtifactStore, StagedUpload
 from controlplane.settings import Settings
 from controlplane.store import keys
-from controlplane.store.base import StateStore
+from controlplane.store.base import KeyValue, StateStore
 from controlplane.store.cache import PrefixCache
 from controlplane.validation import Platform, TensorSpec, ValidatedModel
 from kserve.datatypes import v2_to_config_type
@@ -29,18 +29,12 @@ from tenants.naming import check_model_name, qualified_name, split_qualified
 
 log = logging.getLogger(__name__)
 
-MODELS = keys.MODELS
 Status = Literal["profiling", "ready", "failed", "loading"]
 
 # model versions are int64 in the v2 protocol and Triton's repository
 MAX_VERSION = 2**63 - 1
 
-__all__ = ["MODELS", "ModelCatalog", "ModelRecord", "Status", "TensorSpec", "check_new_version", "model_key",
-           "unknown_model"]
-
-
-def model_key(tenant: str, name: str, version: int) -> str:
-    return keys.model_version(tenant, name, version)
+__all__ = ["ModelCatalog", "ModelRecord", "Status", "TensorSpec", "check_new_version", "unknown_model"]
 
 
 def check_new_version(name: str, version: int | None, slo_ms: float) -> None:
@@ -89,7 +83,7 @@ class ModelCatalog:
         # tenant -> model -> version -> record; maintained from the cache's change feed so
         # lookups cost a few dict reads however many tenants there are
         self._index: dict[str, dict[str, dict[int, ModelRecord]]] = {}
-        self._cache = PrefixCache(store, MODELS, decode=ModelRecord.model_validate_json,
+        self._cache = PrefixCache(store, keys.MODELS, decode=ModelRecord.model_validate_json,
                                   on_change=self._on_change)
         # serialises "record + bytes" against "last reference gone -> delete bytes" in this
         # process, so an upload of bytes being deleted cannot lose them
@@ -105,7 +99,7 @@ class ModelCatalog:
         await self._cache.close()
 
     def _on_change(self, key: str, value: ModelRecord | None, _revision: int) -> None:
-        tenant, name, version = key.removeprefix(MODELS).split("/")
+        _, tenant, name, version = keys.segments(key)
         models = self._index.setdefault(tenant, {})
         versions = models.setdefault(name, {})
         if value is None:
@@ -188,7 +182,7 @@ class ModelCatalog:
                     inputs=model.inputs, outputs=model.outputs, slo_ms=slo_ms, status="profiling",
                     created_at=time.time(),
                 )
-                key = model_key(tenant, name, v)
+                key = keys.model_version(tenant, name, v)
                 rev = await self.store.create(key, record.model_dump_json().encode())
                 if rev is not None:
                     break
@@ -209,7 +203,7 @@ class ModelCatalog:
 
     async def _next_version(self, tenant: str, name: str) -> int:
         # from the store, not the cache: a version created a moment ago must count
-        prefix = f"{MODELS}{tenant}/{name}/"
+        prefix = keys.versions_of(tenant, name)
         versions = [int(kv.key.removeprefix(prefix)) for kv in await self.store.list_prefix(prefix)]
         return max(versions) + 1 if versions else 1
 
@@ -224,7 +218,8 @@ class ModelCatalog:
                 new["profile"] = profile
             return new
 
-        updated = await self.store.update_json(model_key(record.tenant, record.name, record.version), change)
+        updated = await self.store.update_json(keys.model_version(record.tenant, record.name, record.version),
+                                               change)
         if updated is None:
             log.info("status %s for deleted model %s v%d ignored", status, record.qualified_name, record.version)
             return None
@@ -240,31 +235,30 @@ class ModelCatalog:
                 return value
             return {**value, "progress": round(min(1.0, max(0.0, progress)), 4)}
 
-        await self.store.update_json(model_key(record.tenant, record.name, record.version), change)
+        await self.store.update_json(keys.model_version(record.tenant, record.name, record.version), change)
 
     async def delete(self, tenant: str, name: str, version: int | None = None) -> list[ModelRecord]:
         """Delete one version or all of them (metadata, then bytes no record still uses).
         The caller unloads the model from every instance first."""
-        prefix = f"{MODELS}{tenant}/{name}/"
-        kvs = [kv for kv in await self.store.list_prefix(prefix)
-               if version is None or kv.key == prefix + str(version)]
+        one = None if version is None else keys.model_version(tenant, name, version)
+        kvs = [kv for kv in await self.store.list_prefix(keys.versions_of(tenant, name))
+               if one is None or kv.key == one]
         if not kvs:
             raise unknown_model(name, version)
-        deleted = []
-        last_rev = 0
+        gone: list[KeyValue] = []
+        deleted: list[ModelRecord] = []
         async with self._bytes_lock:
             for kv in kvs:
                 if await self.store.delete(kv.key):
+                    gone.append(kv)
                     deleted.append(ModelRecord.model_validate_json(kv.value))
-                    last_rev = max(last_rev, await self.store.current_revision())
             shas = {r.sha256 for r in deleted}
             if shas:
                 # read raw: one unreadable record must not block every tenant's deletes
-                still_used = {kv.json().get("sha256") for kv in await self.store.list_prefix(MODELS)}
+                still_used = {kv.json().get("sha256") for kv in await self.store.list_prefix(keys.MODELS)}
                 for sha in shas - still_used:
                     await asyncio.to_thread(self.artifacts.delete, sha)
-        if last_rev:
-            await self._cache.caught_up(last_rev)
+        await self._cache.caught_up_with_deletes(gone)
         log.info("deleted %d version(s) of model %s of tenant %s", len(deleted), name, tenant)
         return deleted
 

@@ -65,8 +65,13 @@ def model(tenant_name: str, model_name: str) -> str:
     return models_of(tenant_name) + _seg(model_name, "model")
 
 
+def versions_of(tenant_name: str, model_name: str) -> str:
+    """Prefix of one model's versions."""
+    return model(tenant_name, model_name) + "/"
+
+
 def model_version(tenant_name: str, model_name: str, version: int | str) -> str:
-    return f"{model(tenant_name, model_name)}/{_seg(str(version), 'version')}"
+    return versions_of(tenant_name, model_name) + _seg(str(version), "version")
 
 def instance(instance_id: str) -> str:
     return INSTANCES + _seg(instance_id, "instance id")

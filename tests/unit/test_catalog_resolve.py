@@ -100,3 +100,13 @@ async def test_set_status_on_a_deleted_version_is_ignored(catalog: ModelCatalog)
     with pytest.raises(NotFound):
         catalog.versions("acme", "m")
     assert not catalog.artifacts.exists(record.sha256)
+
+
+async def test_deleting_one_version_shows_in_the_index_at_once(catalog: ModelCatalog) -> None:
+    v1 = await add(catalog, "acme", "m", b"one")
+    await add(catalog, "acme", "m", b"two")
+    assert [r.version for r in await catalog.delete("acme", "m", 2)] == [2]
+    assert [r.version for r in catalog.versions("acme", "m")] == [1]
+    assert catalog.resolve("acme", "m") == v1
+    with pytest.raises(NotFound, match="version 2 is not found"):
+        await catalog.delete("acme", "m", 2)

@@ -23,6 +23,9 @@ def test_a_tenant_prefix_does_not_cover_a_tenant_whose_name_extends_it() -> None
     assert not keys.placement("w10", "a__m").startswith(keys.placements_on("w1"))
     assert keys.model_version("acme", "m", 1).startswith(keys.model("acme", "m") + "/")
     assert not keys.model_version("acme", "m2", 1).startswith(keys.model("acme", "m") + "/")
+    assert keys.versions_of("acme", "m") == keys.model("acme", "m") + "/"
+    assert keys.model_version("acme", "m", 1).startswith(keys.versions_of("acme", "m"))
+    assert not keys.model_version("acme", "m2", 1).startswith(keys.versions_of("acme", "m"))
 
 
 def test_segments_split_a_key_below_the_prefix() -> None:
