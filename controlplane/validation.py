@@ -23,8 +23,9 @@ from typing import Literal
 import onnx
 from pydantic import BaseModel, field_validator
 
-from kserve.datatypes import SUPPORTED, is_v2_datatype
+from kserve.datatypes import SUPPORTED, config_type_to_v2, is_v2_datatype
 from kserve.errors import InvalidArgument
+from worker.config import GraphTensor, onnx_graph_io
 from worker.runtimes.safety import archive_kind
 
 log = logging.getLogger(__name__)
@@ -117,23 +118,6 @@ def sniff_format(path: Path) -> ModelFormat:
 # --------------------------------------------------------------------------- ONNX
 
 
-def _onnx_v2_datatype(elem_type: int, tensor: str) -> str:
-    if elem_type == onnx.TensorProto.BFLOAT16:
-        return "BF16"
-    if elem_type == onnx.TensorProto.STRING:
-        return "BYTES"
-    from kserve.datatypes import numpy_to_v2
-
-    try:
-        return numpy_to_v2(onnx.helper.tensor_dtype_to_np_dtype(elem_type))
-    except (KeyError, ValueError, InvalidArgument):
-        name = onnx.TensorProto.DataType.Name(elem_type) if elem_type else "UNDEFINED"
-        raise InvalidArgument(
-            f"tensor {tensor!r} has ONNX element type {name}, which has no KServe v2 datatype; "
-            f"use one of {SUPPORTED}"
-        ) from None
-
-
 def _graph_tensors(graph: onnx.GraphProto):  # -> Iterator[onnx.TensorProto]
     yield from graph.initializer
     for sparse in graph.sparse_initializer:
@@ -150,25 +134,28 @@ def _graph_tensors(graph: onnx.GraphProto):  # -> Iterator[onnx.TensorProto]
                 yield from _graph_tensors(sub)
 
 
-def _onnx_specs(values, skip: set[str]) -> list[TensorSpec]:
-    specs = []
-    for value in values:
-        if value.name in skip:
-            continue
-        if not value.type.HasField("tensor_type"):
+def _onnx_specs(graph: onnx.GraphProto) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """The graph's inputs (initializers left out) and outputs, in v2 terms."""
+    values = {vi.name: vi for vi in (*graph.input, *graph.output)}
+
+    def spec(t: GraphTensor) -> TensorSpec:
+        value_type = values[t.name].type
+        if not value_type.HasField("tensor_type"):
             raise InvalidArgument(
-                f"model tensor {value.name!r} is not a tensor (sequence/map/optional): only tensor "
+                f"model tensor {t.name!r} is not a tensor (sequence/map/optional): only tensor "
                 "inputs and outputs are served"
             )
-        tt = value.type.tensor_type
-        dims = (
-            [d.dim_value if d.HasField("dim_value") else -1 for d in tt.shape.dim]
-            if tt.HasField("shape")
-            else []
-        )
-        specs.append(TensorSpec(name=value.name, datatype=_onnx_v2_datatype(tt.elem_type, value.name),
-                                dims=dims))
-    return specs
+        if t.config_type is None:
+            elem_type = value_type.tensor_type.elem_type
+            name = onnx.TensorProto.DataType.Name(elem_type) if elem_type else "UNDEFINED"
+            raise InvalidArgument(
+                f"tensor {t.name!r} has ONNX element type {name}, which has no KServe v2 datatype; "
+                f"use one of {SUPPORTED}"
+            )
+        return TensorSpec(name=t.name, datatype=config_type_to_v2(t.config_type), dims=list(t.shape))
+
+    inputs, outputs = onnx_graph_io(graph)
+    return [spec(t) for t in inputs], [spec(t) for t in outputs]
 
 
 def load_onnx(path: Path) -> onnx.ModelProto:
@@ -244,10 +231,7 @@ def validate_onnx(path: Path, *, inputs: list[TensorSpec] | None, outputs: list[
                   max_batch_size: int | None) -> ValidatedModel:
     """Synchronous and CPU-bound: callers run it off the event loop."""
     model = load_onnx(path)
-    graph = model.graph
-    initializers = {t.name for t in graph.initializer}
-    found_in = _onnx_specs(graph.input, initializers)
-    found_out = _onnx_specs(graph.output, set())
+    found_in, found_out = _onnx_specs(model.graph)
     if not found_in or not found_out:
         raise InvalidArgument("the ONNX graph needs at least one input and one output")
     n_in = len(found_in)
@@ -325,12 +309,11 @@ class _ProbeFailed(Exception):
     pass
 
 
-async def probe_torchscript(path: Path, *, timeout_s: float = 60.0,
-                            memory_limit_bytes: int | None = None) -> TorchScriptSignature:
+async def probe_torchscript(path: Path, *, timeout_s: float = 60.0) -> TorchScriptSignature:
     """``torch.jit.load`` the file in a child process with a time and address-space limit."""
     size = os.stat(path).st_size  # one metadata call; not worth a thread
     # torch alone maps ~0.7 GB of address space; the archive's tensors come on top
-    limit = memory_limit_bytes or max(4 << 30, (2 << 30) + 6 * size)
+    limit = max(4 << 30, (2 << 30) + 6 * size)
     try:
         line = await _probe_in_child(_TORCHSCRIPT_PROBE, path, what="TorchScript archive",
                                      timeout_s=timeout_s, limit=limit)
@@ -409,7 +392,7 @@ MAX_BATCH_SIZE_LIMIT = 2**31 - 1
 
 
 async def validate_model(path: Path, *, inputs: list[TensorSpec] | None, outputs: list[TensorSpec] | None,
-                         max_batch_size: int | None, torchscript_timeout_s: float = 60.0) -> ValidatedModel:
+                         max_batch_size: int | None) -> ValidatedModel:
     """Everything an upload must pass before it is stored; raises InvalidArgument saying what to fix."""
     if max_batch_size is not None and not 0 <= max_batch_size <= MAX_BATCH_SIZE_LIMIT:
         raise InvalidArgument(f"max_batch_size must be between 0 and {MAX_BATCH_SIZE_LIMIT}, got {max_batch_size}")
@@ -418,7 +401,7 @@ async def validate_model(path: Path, *, inputs: list[TensorSpec] | None, outputs
         validated = await asyncio.to_thread(
             validate_onnx, path, inputs=inputs, outputs=outputs, max_batch_size=max_batch_size
         )
-        await probe_onnxruntime(path, timeout_s=torchscript_timeout_s)
+        await probe_onnxruntime(path)
         return validated
-    sig = await probe_torchscript(path, timeout_s=torchscript_timeout_s)
+    sig = await probe_torchscript(path)
     return check_torchscript(sig, inputs=inputs, outputs=outputs, max_batch_size=max_batch_size)

@@ -6,6 +6,7 @@ import io
 import zipfile
 from pathlib import Path
 
+import onnx
 import pytest
 
 from controlplane.validation import (
@@ -169,3 +170,32 @@ async def test_a_valid_onnx_model_passes_the_runtime_probe(tmp_path: Path) -> No
     validated = await validate_model(write(tmp_path, models.mlp_onnx().data), inputs=None, outputs=None,
                                      max_batch_size=None)
     assert validated.platform == "onnxruntime_onnx"
+
+
+def _onnx_one_node(op: str, x: onnx.ValueInfoProto, y: onnx.ValueInfoProto) -> bytes:
+    graph = onnx.helper.make_graph([onnx.helper.make_node(op, ["x"], ["y"])], "g", [x], [y])
+    return onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]).SerializeToString()
+
+
+def test_onnx_tensor_types_map_to_v2_datatypes_and_the_rest_are_named(tmp_path: Path) -> None:
+    tensor = onnx.helper.make_tensor_value_info
+    for onnx_type, v2 in ((onnx.TensorProto.FLOAT, "FP32"), (onnx.TensorProto.STRING, "BYTES"),
+                          (onnx.TensorProto.BFLOAT16, "BF16"), (onnx.TensorProto.BOOL, "BOOL")):
+        data = _onnx_one_node("Identity", tensor("x", onnx_type, [2, "n"]), tensor("y", onnx_type, [2, "n"]))
+        v = validate_onnx(write(tmp_path, data), inputs=None, outputs=None, max_batch_size=None)
+        assert (v.inputs, v.outputs) == ([spec("x", v2, [2, -1])], [spec("y", v2, [2, -1])])
+    data = _onnx_one_node("Identity", tensor("x", onnx.TensorProto.COMPLEX64, [2]),
+                          tensor("y", onnx.TensorProto.COMPLEX64, [2]))
+    with pytest.raises(InvalidArgument) as err:
+        validate_onnx(write(tmp_path, data), inputs=None, outputs=None, max_batch_size=None)
+    assert err.value.message.startswith(
+        "tensor 'x' has ONNX element type COMPLEX64, which has no KServe v2 datatype; use one of")
+
+
+def test_onnx_inputs_that_are_not_tensors_are_refused(tmp_path: Path) -> None:
+    seq = onnx.helper.make_tensor_sequence_value_info("x", onnx.TensorProto.FLOAT, [2])
+    data = _onnx_one_node("SequenceLength", seq, onnx.helper.make_tensor_value_info("y", onnx.TensorProto.INT64, []))
+    with pytest.raises(InvalidArgument) as err:
+        validate_onnx(write(tmp_path, data), inputs=None, outputs=None, max_batch_size=None)
+    assert err.value.message == ("model tensor 'x' is not a tensor (sequence/map/optional): only tensor "
+                                 "inputs and outputs are served")
