@@ -39,10 +39,10 @@ class Services:
     predictor: LatencyPredictor
     gateway: Gateway
     metrics: Metrics
+    # leader-elected reconcile loop (issue 4); every replica runs one, only the leader acts
+    reconciler: PlacementReconciler
     # set when this process created the first admin key (printed once by `inferplex up`)
     new_admin_key: str | None = None
-    # leader-elected reconcile loop (issue 4); every replica runs one, only the leader acts
-    reconciler: PlacementReconciler | None = None
 
 
 async def build_services(settings: Settings) -> Services:
@@ -52,6 +52,7 @@ async def build_services(settings: Settings) -> Services:
     from controlplane.metrics import Metrics
     from controlplane.store import open_store
     from placement.instances import InstanceRegistry
+    from placement.reconcile import PlacementReconciler
     from placement.service import PlacementService
     from profiler.predictor import LatencyPredictor, PredictorConfig
     from tenants.service import TenantService
@@ -68,9 +69,14 @@ async def build_services(settings: Settings) -> Services:
     instances = InstanceRegistry(store, settings)
     placement = PlacementService(store, instances, catalog, predictor, metrics, settings)
     gateway = Gateway(tenants, catalog, placement, instances, predictor, metrics, settings)
+    reconciler = PlacementReconciler(
+        store, instances, placement, catalog, identity=settings.replica_id,
+        leader_ttl_s=settings.leader_lease_ttl_s,
+    )
     services = Services(
         settings=settings, store=store, tenants=tenants, artifacts=artifacts, catalog=catalog,
         instances=instances, placement=placement, predictor=predictor, gateway=gateway, metrics=metrics,
+        reconciler=reconciler,
     )
     # order matters: caches first (tenants, catalog), then instances, then placement loops
     await tenants.start()
@@ -78,22 +84,15 @@ async def build_services(settings: Settings) -> Services:
     await catalog.start()
     await instances.start()
     await placement.start()
-    from placement.reconcile import PlacementReconciler
-
-    services.reconciler = PlacementReconciler(
-        store, instances, placement, catalog, identity=settings.replica_id,
-        leader_ttl_s=settings.leader_lease_ttl_s,
-    )
-    await services.reconciler.start()
+    await reconciler.start()
     return services
 
 
 async def close_services(services: Services) -> None:
-    if services.reconciler is not None:
-        try:
-            await services.reconciler.close()  # resigns: another replica leads at once
-        except Exception:
-            log.exception("error closing the reconciler")
+    try:
+        await services.reconciler.close()  # resigns: another replica leads at once
+    except Exception:
+        log.exception("error closing the reconciler")
     for part in (services.placement, services.instances, services.catalog, services.tenants):
         try:
             await part.close()

@@ -9,7 +9,7 @@ is the same for both; unit tests of decision cores use fakes of this ABC.
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -32,7 +32,6 @@ class InstanceInfo:
     grpc_url: str  # host:port of the v2 gRPC endpoint
     memory_bytes: int  # capacity the control plane may fill
     instance_class: str = "cpu"  # profiles are kept per class
-    labels: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -59,7 +59,6 @@ class Instance:
     record: InstanceRecord
     driver: TritonDriver
     healthy: bool = False
-    last_checked: float = 0.0
     # set when an instance (re)appears healthy; placement then rebuilds its state from the index
     needs_resync: bool = True
 
@@ -119,10 +118,6 @@ class InstanceRegistry:
                  grpc_url, memory_bytes)
         return rec
 
-    async def register_external(self, url_http: str, url_grpc: str, memory_bytes: int,
-                                instance_class: str = "cpu") -> InstanceRecord:
-        return await self.register(url_http, url_grpc, memory_bytes, instance_class=instance_class)
-
     async def deregister(self, instance_id: str) -> None:
         if not await self.store.delete(instance_key(instance_id)):
             raise NotFound(f"no instance {instance_id!r} is registered; GET /admin/instances lists them")
@@ -171,7 +166,6 @@ class InstanceRegistry:
     async def check_health(self) -> None:
         insts = list(self._instances.values())
         results = await asyncio.gather(*(i.driver.is_ready() for i in insts))
-        now = time.monotonic()
         for inst, ok in zip(insts, results, strict=True):
             if ok and not inst.healthy:
                 inst.needs_resync = True
@@ -179,7 +173,6 @@ class InstanceRegistry:
             elif not ok and inst.healthy:
                 log.warning("instance %s stopped answering", inst.record.instance_id)
             inst.healthy = ok
-            inst.last_checked = now
 
     async def _loop(self) -> None:
         while True:

@@ -97,13 +97,6 @@ class ModelProfile(BaseModel):
             out[cls_name] = out[cls_name].merged(cp) if cls_name in out else cp
         return ModelProfile(classes=out)
 
-    def to_json(self) -> str:
-        return self.model_dump_json()
-
-    @classmethod
-    def from_json(cls, text: str | bytes) -> ModelProfile:
-        return cls.model_validate_json(text)
-
 
 def percentile(ordered: Sequence[float], pct: float) -> float:
     """Linear interpolation between closest ranks (numpy's default) over sorted values."""

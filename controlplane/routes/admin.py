@@ -63,8 +63,8 @@ async def list_instances(_: AdminDep, services: ServicesDep) -> list[InstanceVie
 
 @router.post("", status_code=201, summary="Register an external instance (e.g. a Triton server) by URL")
 async def register_instance(body: RegisterInstance, _: AdminDep, services: ServicesDep) -> InstanceView:
-    rec = await services.instances.register_external(body.http_url, body.grpc_url, body.memory_bytes,
-                                                     body.instance_class)
+    rec = await services.instances.register(body.http_url, body.grpc_url, body.memory_bytes,
+                                            instance_class=body.instance_class)
     await services.placement.resync()
     return next(v for v in await _views(services) if v.instance_id == rec.instance_id)
 

@@ -115,8 +115,4 @@ async def deregister(instance_id: str, body: LeaseBody, services: ServicesDep,
 @router.get("/admin/leader")
 async def leader(services: ServicesDep, _: AdminDep) -> dict[str, Any]:
     """Which replica drives placement now, and what this replica's reconcile loop did."""
-    reconciler = services.reconciler
-    if reconciler is None:
-        return {"replica": services.settings.replica_id, "is_leader": False, "leader": None,
-                "reconcile": None}
-    return await reconciler.describe()
+    return await services.reconciler.describe()

@@ -240,7 +240,7 @@ def test_snapshot_overlays_live_windows_on_the_seed() -> None:
     assert snap.observations == 200 + 12 + 1 + 1
     assert snap.updated_at == 2011.0
     # the snapshot round-trips through the store's JSON
-    assert ModelProfile.from_json(p.snapshot("m").to_json()) == p.snapshot("m")
+    assert ModelProfile.model_validate_json(p.snapshot("m").model_dump_json()) == p.snapshot("m")
 
 
 def test_config_rejects_nonsense() -> None:

@@ -29,7 +29,7 @@ def test_json_round_trip_keeps_integer_batch_keys() -> None:
     mp = ModelProfile(classes={"cpu": ClassProfile(
         exec={8: LatencyStats.of([0.4]), 2: LatencyStats.of([0.1])}, memory_bytes=10,
         observations=2, updated_at=5.0)})
-    back = ModelProfile.from_json(mp.to_json())
+    back = ModelProfile.model_validate_json(mp.model_dump_json())
     assert back == mp
     assert list(back.classes["cpu"].exec) == [2, 8]
 
