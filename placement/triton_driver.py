@@ -63,7 +63,7 @@ def _map_error(exc: InferenceServerException | grpc.RpcError, instance: str, doi
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
         return Unavailable(f"instance {instance} is unreachable while {doing}: {msg}", retry_after_s=1)
     if load:
-        if msg.startswith("insufficient memory budget") or code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        if code == grpc.StatusCode.RESOURCE_EXHAUSTED:  # the worker's "insufficient memory budget"
             return ResourceExhausted(msg)
         return InvalidArgument(f"instance {instance} refused to load the model: {msg}")
     if code == grpc.StatusCode.NOT_FOUND:
@@ -130,13 +130,6 @@ class TritonDriver(InstanceDriver):
                 name or "", as_json=True, client_timeout=self.timeout_s)
         except InferenceServerException as exc:
             raise _map_error(exc, self.info.instance_id, "reading statistics") from exc
-
-    async def model_config(self, name: str) -> dict[str, Any]:
-        try:
-            resp = await self._client.get_model_config(name, as_json=True, client_timeout=self.timeout_s)
-        except InferenceServerException as exc:
-            raise _map_error(exc, self.info.instance_id, f"reading config of {name}") from exc
-        return resp.get("config", resp)
 
     async def infer_arrays(
         self, name: str, inputs: dict[str, np.ndarray], output_names: list[str] | None = None
