@@ -15,6 +15,7 @@ for values a single writer owns (an instance's own registration, observed timing
 from __future__ import annotations
 
 import abc
+import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -149,6 +150,14 @@ class StateStore(abc.ABC):
             if rev is not None:
                 return new, rev
         raise Conflict(f"too much contention updating {key}; try again")
+
+
+async def cancel_and_wait(task: asyncio.Task[Any]) -> None:
+    """Cancel a background task (a watch, a campaign) and wait until it is done."""
+    # Repeat: a cancellation racing with completion inside a library's wait_for can be lost.
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=1.0)
 
 
 def _dump(value: Any) -> bytes:

@@ -16,7 +16,13 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from controlplane.store.base import KeyValue, StateStore, WatchCompacted, WatchEvent
+from controlplane.store.base import (
+    KeyValue,
+    StateStore,
+    WatchCompacted,
+    WatchEvent,
+    cancel_and_wait,
+)
 
 log = logging.getLogger(__name__)
 
@@ -117,10 +123,8 @@ class PrefixCache:
 
     async def close(self) -> None:
         task, self._task = self._task, None
-        # Repeat: a cancellation racing with completion inside a library's wait_for can be lost.
-        while task is not None and not task.done():
-            task.cancel()
-            await asyncio.wait({task}, timeout=1.0)
+        if task is not None:
+            await cancel_and_wait(task)
 
     # -- internals -----------------------------------------------------------------
 

@@ -20,7 +20,7 @@ import inspect
 import logging
 from collections.abc import Awaitable, Callable
 
-from controlplane.store.base import LeaseExpired, StateStore, StoreUnavailable
+from controlplane.store.base import LeaseExpired, StateStore, StoreUnavailable, cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +70,11 @@ class LeaderElection:
 
     async def stop(self) -> None:
         """Stop campaigning and resign (followers take over without waiting for the TTL)."""
-        if self._task is not None:
-            await _cancel(self._task)  # run() clears `elected` as it ends; on_lost is not called
-            self._task = None
+        task, self._task = self._task, None
+        if task is not None:
+            await cancel_and_wait(task)  # run() clears `elected` as it ends; on_lost is not called
+            if not task.cancelled() and task.exception() is not None:
+                log.warning("leader election task ended with %r", task.exception())
         lease, self._lease = self._lease, None
         if lease is not None:
             with contextlib.suppress(StoreUnavailable, LeaseExpired):
@@ -180,12 +182,3 @@ class LeaderElection:
                 await result
         except Exception:
             log.exception("leader callback for %s failed", self.key)
-
-
-async def _cancel(task: asyncio.Task[None]) -> None:
-    # Repeat: a cancellation racing with completion inside a library's wait_for can be lost.
-    while not task.done():
-        task.cancel()
-        await asyncio.wait({task}, timeout=1.0)
-    if not task.cancelled() and task.exception() is not None:
-        log.warning("leader election task ended with %r", task.exception())
