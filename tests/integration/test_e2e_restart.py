@@ -60,10 +60,7 @@ def test_bad_uploads_are_refused_and_a_model_that_fits_nowhere_gets_503(tmp_path
         cp.wait_model_status(key, "wide", "ready")
         a = np.ones((1, 16), dtype=np.int32)
         with httpclient.InferenceServerClient(cp.http_url) as c:
-            i0, i1 = httpclient.InferInput("INPUT0", [1, 16], "INT32"), httpclient.InferInput("INPUT1", [1, 16], "INT32")
-            i0.set_data_from_numpy(a)
-            i1.set_data_from_numpy(a)
-            c.infer("small", [i0, i1], headers=auth(key))
+            c.infer("small", models.simple_inputs(httpclient, a), headers=auth(key))
             x = httpclient.InferInput("INPUT0", [1, 1024], "FP32")
             x.set_data_from_numpy(np.ones((1, 1024), dtype=np.float32))
             with pytest.raises(InferenceServerException) as info:

@@ -213,10 +213,7 @@ def test_cold_model_loads_once_under_concurrent_requests_and_shows_in_admin(cp: 
 
     def one(_: int) -> np.ndarray:
         with grpcclient.InferenceServerClient(cp.grpc_url) as c:
-            i0, i1 = grpcclient.InferInput("INPUT0", [1, 16], "INT32"), grpcclient.InferInput("INPUT1", [1, 16], "INT32")
-            i0.set_data_from_numpy(a)
-            i1.set_data_from_numpy(a)
-            return c.infer("secret", [i0, i1], headers=auth(keys["acme"])).as_numpy("OUTPUT0")
+            return c.infer("secret", models.simple_inputs(grpcclient, a), headers=auth(keys["acme"])).as_numpy("OUTPUT0")
 
     with ThreadPoolExecutor(8) as pool:
         results = list(pool.map(one, range(8)))

@@ -88,9 +88,7 @@ def test_unknown_model_and_version_over_http_and_grpc(worker: WorkerProcess) -> 
     code, body = _post(worker, "/v2/models/simple/versions/3/infer", json.dumps({"inputs": GOOD}).encode())
     assert code == 404 and body["error"] == "Request for unknown model: 'simple' version 3 is not found"
     with grpcclient.InferenceServerClient(worker.grpc_url) as client:
-        inputs = [grpcclient.InferInput(n, [1, 16], "INT32") for n in ("INPUT0", "INPUT1")]
-        for i in inputs:
-            i.set_data_from_numpy(np.zeros((1, 16), np.int32))
+        inputs = models.simple_inputs(grpcclient, np.zeros((1, 16), np.int32))
         with pytest.raises(InferenceServerException, match="Request for unknown model: 'nosuch' is not found") as err:
             client.infer("nosuch", inputs)
         assert err.value.status() == "StatusCode.NOT_FOUND"
@@ -156,9 +154,7 @@ def test_http_body_over_the_limit_is_refused_with_413_before_reading_it_all(work
     assert answer.startswith("HTTP/1.1 413")
     # tritonclient sees the message, and the worker still serves
     with httpclient.InferenceServerClient(worker.http_url) as client:
-        inputs = [httpclient.InferInput(n, [1, 16], "INT32") for n in ("INPUT0", "INPUT1")]
-        for i in inputs:
-            i.set_data_from_numpy(np.zeros((1, 16), np.int32))
+        inputs = models.simple_inputs(httpclient, np.zeros((1, 16), np.int32))
         width = SESSION_MAX_REQUEST_BYTES // 4 + 16
         huge = httpclient.InferInput("INPUT0", [1, width], "INT32")
         huge.set_data_from_numpy(np.zeros((1, width), np.int32))
@@ -243,7 +239,5 @@ def test_inference_over_max_request_bytes_is_refused_although_loads_may_be_bigge
 
 
 def _infer_ok(client, module) -> bool:
-    inputs = [module.InferInput(n, [1, 16], "INT32") for n in ("INPUT0", "INPUT1")]
-    for i in inputs:
-        i.set_data_from_numpy(np.ones((1, 16), np.int32))
+    inputs = models.simple_inputs(module, np.ones((1, 16), np.int32))
     return client.infer("simple", inputs).as_numpy("OUTPUT0").tolist() == [[2] * 16]

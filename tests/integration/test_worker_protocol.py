@@ -16,21 +16,10 @@ import tritonclient.http as httpclient
 import tritonclient.http.aio as httpaio
 
 from tests.integration.conftest import WorkerProcess
-from tests.support.models import DATATYPES, mlp_reference
+from tests.support.models import DATATYPES, mlp_reference, simple_inputs
 
 A = np.arange(16, dtype=np.int32).reshape(1, 16)
 B = np.full((1, 16), 3, dtype=np.int32)
-
-
-def _simple_inputs(module, binary: bool = True) -> list:  # module: tritonclient.http or .grpc
-    inputs = [module.InferInput("INPUT0", [1, 16], "INT32"), module.InferInput("INPUT1", [1, 16], "INT32")]
-    if module is httpclient or module is httpaio:
-        inputs[0].set_data_from_numpy(A, binary_data=binary)
-        inputs[1].set_data_from_numpy(B, binary_data=binary)
-    else:
-        inputs[0].set_data_from_numpy(A)
-        inputs[1].set_data_from_numpy(B)
-    return inputs
 
 
 def test_health_and_server_metadata_over_http_and_grpc(worker: WorkerProcess) -> None:
@@ -50,7 +39,7 @@ def test_simple_example_over_http_like_tritons_client(worker: WorkerProcess, bin
     with httpclient.InferenceServerClient(worker.http_url) as client:
         outputs = [httpclient.InferRequestedOutput("OUTPUT0", binary_data=binary),
                    httpclient.InferRequestedOutput("OUTPUT1", binary_data=binary)]
-        result = client.infer("simple", _simple_inputs(httpclient, binary), outputs=outputs, request_id="req-7")
+        result = client.infer("simple", simple_inputs(httpclient, A, B, binary), outputs=outputs, request_id="req-7")
     np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), A + B)
     np.testing.assert_array_equal(result.as_numpy("OUTPUT1"), A - B)
     response = result.get_response()
@@ -62,7 +51,7 @@ def test_binary_data_per_output_mixes_json_and_binary(worker: WorkerProcess) -> 
     with httpclient.InferenceServerClient(worker.http_url) as client:
         outputs = [httpclient.InferRequestedOutput("OUTPUT0", binary_data=False),
                    httpclient.InferRequestedOutput("OUTPUT1", binary_data=True)]
-        result = client.infer("simple", _simple_inputs(httpclient), outputs=outputs)
+        result = client.infer("simple", simple_inputs(httpclient, A, B), outputs=outputs)
     by_name = {o["name"]: o for o in result.get_response()["outputs"]}
     assert by_name["OUTPUT0"]["data"] == (A + B).reshape(-1).tolist()
     assert by_name["OUTPUT1"]["parameters"]["binary_data_size"] == 64
@@ -71,7 +60,7 @@ def test_binary_data_per_output_mixes_json_and_binary(worker: WorkerProcess) -> 
 
 def test_requested_output_subset_returns_only_that_output(worker: WorkerProcess) -> None:
     with grpcclient.InferenceServerClient(worker.grpc_url) as client:
-        result = client.infer("simple", _simple_inputs(grpcclient),
+        result = client.infer("simple", simple_inputs(grpcclient, A, B),
                               outputs=[grpcclient.InferRequestedOutput("OUTPUT1")])
     assert [o.name for o in result.get_response().outputs] == ["OUTPUT1"]
     assert result.as_numpy("OUTPUT0") is None
@@ -80,7 +69,7 @@ def test_requested_output_subset_returns_only_that_output(worker: WorkerProcess)
 
 def test_simple_example_over_grpc_echoes_request_id(worker: WorkerProcess) -> None:
     with grpcclient.InferenceServerClient(worker.grpc_url) as client:
-        result = client.infer("simple", _simple_inputs(grpcclient), request_id="grpc-1")
+        result = client.infer("simple", simple_inputs(grpcclient, A, B), request_id="grpc-1")
     assert result.get_response().id == "grpc-1"
     np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), A + B)
     np.testing.assert_array_equal(result.as_numpy("OUTPUT1"), A - B)
@@ -91,7 +80,7 @@ def test_simple_example_over_grpc_echoes_request_id(worker: WorkerProcess) -> No
 def test_http_compression_both_directions(worker: WorkerProcess, request_alg: str | None,
                                           response_alg: str | None) -> None:
     with httpclient.InferenceServerClient(worker.http_url) as client:
-        result = client.infer("simple", _simple_inputs(httpclient),
+        result = client.infer("simple", simple_inputs(httpclient, A, B),
                               request_compression_algorithm=request_alg,
                               response_compression_algorithm=response_alg)
     np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), A + B)
@@ -112,7 +101,7 @@ def test_http_response_is_really_compressed_when_asked(worker: WorkerProcess) ->
 @pytest.mark.parametrize("algorithm", ["gzip", "deflate"])
 def test_grpc_compression(worker: WorkerProcess, algorithm: str) -> None:
     with grpcclient.InferenceServerClient(worker.grpc_url) as client:
-        result = client.infer("simple", _simple_inputs(grpcclient), compression_algorithm=algorithm)
+        result = client.infer("simple", simple_inputs(grpcclient, A, B), compression_algorithm=algorithm)
     np.testing.assert_array_equal(result.as_numpy("OUTPUT1"), A - B)
 
 
@@ -120,7 +109,7 @@ async def test_asyncio_clients_http_and_grpc(worker: WorkerProcess) -> None:
     client = httpaio.InferenceServerClient(worker.http_url)
     try:
         assert await client.is_model_ready("simple")
-        result = await client.infer("simple", _simple_inputs(httpaio))
+        result = await client.infer("simple", simple_inputs(httpaio, A, B))
         np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), A + B)
         assert (await client.get_model_metadata("simple"))["inputs"][0]["shape"] == [-1, 16]
     finally:
@@ -128,7 +117,7 @@ async def test_asyncio_clients_http_and_grpc(worker: WorkerProcess) -> None:
     gclient = grpcaio.InferenceServerClient(worker.grpc_url)
     try:
         assert await gclient.is_server_ready()
-        result = await gclient.infer("simple", _simple_inputs(grpcaio))
+        result = await gclient.infer("simple", simple_inputs(grpcaio, A, B))
         np.testing.assert_array_equal(result.as_numpy("OUTPUT1"), A - B)
         config = await gclient.get_model_config("simple", as_json=True)
         assert config["config"]["max_batch_size"] == 8

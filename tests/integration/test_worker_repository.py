@@ -23,10 +23,7 @@ def _index(worker: WorkerProcess) -> dict[str, dict]:
 
 def _infer_simple(client, module, model: str) -> np.ndarray:
     a = np.arange(16, dtype=np.int32).reshape(1, 16)
-    inputs = [module.InferInput("INPUT0", [1, 16], "INT32"), module.InferInput("INPUT1", [1, 16], "INT32")]
-    inputs[0].set_data_from_numpy(a)
-    inputs[1].set_data_from_numpy(a)
-    return client.infer(model, inputs).as_numpy("OUTPUT0")
+    return client.infer(model, models.simple_inputs(module, a)).as_numpy("OUTPUT0")
 
 
 def test_load_over_http_infer_unload_and_index_states(worker: WorkerProcess) -> None:
@@ -84,11 +81,8 @@ def test_reload_replaces_the_model_and_version_selection(worker: WorkerProcess) 
         # Triton's default version policy: only the latest version is served
         assert client.is_model_ready("versioned", "3") and not client.is_model_ready("versioned", "1")
         with pytest.raises(InferenceServerException, match="Request for unknown model: 'versioned' version 1 is not found"):
-            a = np.zeros((1, 16), np.int32)
-            inputs = [grpcclient.InferInput(n, [1, 16], "INT32") for n in ("INPUT0", "INPUT1")]
-            for i in inputs:
-                i.set_data_from_numpy(a)
-            client.infer("versioned", inputs, model_version="1")
+            client.infer("versioned", models.simple_inputs(grpcclient, np.zeros((1, 16), np.int32)),
+                         model_version="1")
         config = dict(art.config, version_policy={"all": {}})
         client.load_model("versioned", config=json.dumps(config), files=files)
         assert client.is_model_ready("versioned", "1") and client.is_model_ready("versioned", "3")

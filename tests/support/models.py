@@ -106,6 +106,20 @@ def simple(name: str = "simple") -> ModelArtifact:
 MLP_SIZES = (64, 128, 10)
 
 
+def simple_inputs(module: Any, a: np.ndarray, b: np.ndarray | None = None, binary: bool = True) -> list:
+    """``simple``'s INPUT0 and INPUT1 (INT32) for a tritonclient module: http, grpc or
+    their asyncio variants. ``b`` defaults to ``a``; ``binary`` applies to HTTP only."""
+    b = a if b is None else b
+    inputs = [module.InferInput("INPUT0", list(a.shape), "INT32"),
+              module.InferInput("INPUT1", list(b.shape), "INT32")]
+    for inp, x in zip(inputs, (a, b), strict=True):
+        if module.__name__.startswith("tritonclient.http"):
+            inp.set_data_from_numpy(x, binary_data=binary)
+        else:
+            inp.set_data_from_numpy(x)
+    return inputs
+
+
 def mlp_weights(seed: int = 0) -> list[np.ndarray]:
     """W1 [64,128], b1 [128], W2 [128,10], b2 [10] — shared by the ONNX and TorchScript MLPs."""
     rng = np.random.default_rng(seed)
