@@ -27,13 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
     sub = parser.add_subparsers(dest="command", required=True)
     for mod_name in _SUBCOMMANDS:
-        try:
-            mod = importlib.import_module(mod_name)
-        except ModuleNotFoundError as exc:
-            if exc.name == mod_name:  # not written yet in this checkout
-                continue
-            raise
-        mod.register(sub)
+        importlib.import_module(mod_name).register(sub)
     return parser
 
 

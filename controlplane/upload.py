@@ -9,7 +9,6 @@ never whole in memory here.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -18,8 +17,6 @@ from starlette.requests import Request
 
 from controlplane.artifacts import ArtifactStore, StagedUpload, too_large
 from kserve.errors import InvalidArgument
-
-log = logging.getLogger(__name__)
 
 FILE_FIELD = "file"
 # form fields are JSON specs and numbers; anything bigger is a mistake
