@@ -34,10 +34,6 @@ INSTANCES_PREFIX = keys.INSTANCES
 HEALTH_INTERVAL_S = 2.0
 
 
-def instance_key(instance_id: str) -> str:
-    return keys.instance(instance_id)
-
-
 class InstanceRecord(BaseModel):
     """What the store holds about one instance."""
 
@@ -112,14 +108,14 @@ class InstanceRegistry:
         rec = InstanceRecord(instance_id=iid, http_url=http_url, grpc_url=grpc_url,
                              memory_bytes=memory_bytes, instance_class=instance_class, kind=kind,
                              registered_at=time.time())
-        await self.store.put(instance_key(iid), rec.model_dump_json().encode(), lease=lease)
+        await self.store.put(keys.instance(iid), rec.model_dump_json().encode(), lease=lease)
         await self.refresh()
         log.info("registered %s instance %s (http %s, grpc %s, %d bytes)", kind, iid, http_url,
                  grpc_url, memory_bytes)
         return rec
 
     async def deregister(self, instance_id: str) -> None:
-        if not await self.store.delete(instance_key(instance_id)):
+        if not await self.store.delete(keys.instance(instance_id)):
             raise NotFound(f"no instance {instance_id!r} is registered; GET /admin/instances lists them")
         await self.refresh()
 

@@ -35,7 +35,7 @@ from controlplane.store.base import StateStore
 from controlplane.store.leader import LeaderElection
 from kserve.errors import InferplexError
 from placement.instances import INSTANCES_PREFIX, InstanceRegistry
-from placement.service import PLACEMENT_PREFIX, PlacementService
+from placement.service import PLACEMENT_PREFIX, Placed, PlacementService
 
 if TYPE_CHECKING:
     from controlplane.catalog import ModelCatalog
@@ -195,7 +195,7 @@ class PlacementReconciler:
         if self._fresh_term:
             # a new leader trusts no memory: actual state comes from the instances' indexes
             self._fresh_term = False
-            await self._step(report, "resync", self._resync_all)
+            await self._step(report, "resync", lambda: self._resync(everything=True))
         observed = await self._step(report, "observe", self._observe)
         if observed is None:
             self._finish(report)
@@ -203,7 +203,7 @@ class PlacementReconciler:
         desired, live = observed
         plan = plan_reconcile(desired, live, self._model_exists, time.time())
         if plan.moves:
-            await self._step(report, "refresh-instances", self._forget_vanished)
+            await self._step(report, "refresh-instances", self._resync)
         for move in plan.moves:
             if not self.is_leader:
                 break
@@ -239,9 +239,13 @@ class PlacementReconciler:
 
     # ---- steps ---------------------------------------------------------------------------
 
-    async def _resync_all(self) -> None:
-        for inst in self.instances.list():
-            inst.needs_resync = True
+    async def _resync(self, everything: bool = False) -> None:
+        """Make the registry drop vanished instances now (it polls the store), so first-fit
+        cannot choose them for a move, and rebuild actual state: of every instance when
+        ``everything`` (a new leader trusts no memory), else of those that (re)appeared."""
+        if everything:
+            for inst in self.instances.list():
+                inst.needs_resync = True
         await self.instances.refresh()
         await self.placement.resync()
 
@@ -252,23 +256,17 @@ class PlacementReconciler:
         for kv in await self.store.list_prefix(PLACEMENT_PREFIX):
             iid, _, qualified = kv.key.removeprefix(PLACEMENT_PREFIX).partition("/")
             try:
-                value = json.loads(kv.value)
-                version, loaded_at = str(value["version"]), float(value.get("loaded_at", 0.0))
+                keys.placement(iid, qualified)  # a key outside the layout is unreadable too
+                placed = Placed.parse(json.loads(kv.value))
             except (ValueError, KeyError, TypeError):
                 log.warning("dropping unreadable placement %s", kv.key)
                 await self.store.delete(kv.key, expected_revision=kv.revision)
                 continue
-            desired.append(DesiredPlacement(iid, qualified, version, loaded_at, kv.revision))
+            desired.append(DesiredPlacement(iid, qualified, placed.version, placed.loaded_at, kv.revision))
         return desired, live
 
     def _model_exists(self, qualified: str, version: str) -> bool:
         return self.catalog.by_qualified(qualified, version) is not None
-
-    async def _forget_vanished(self) -> None:
-        # the registry polls the store; make it drop vanished instances now so
-        # first-fit cannot choose them for the move
-        await self.instances.refresh()
-        await self.placement.resync()
 
     async def _move(self, move: Move) -> None:
         if move.load:
@@ -280,8 +278,7 @@ class PlacementReconciler:
                 log.info("moved %s v%s off %s to %s", move.qualified, move.version,
                          ",".join(p.instance_id for p in move.stale), driver.info.instance_id)
         for p in move.stale:
-            await self.store.delete(f"{PLACEMENT_PREFIX}{p.instance_id}/{p.qualified}",
-                                    expected_revision=p.revision)
+            await self.store.delete(keys.placement(p.instance_id, p.qualified), expected_revision=p.revision)
 
     async def _unload(self, p: DesiredPlacement) -> None:
         await self.placement.unload_from(p.instance_id, p.qualified, p.revision)

@@ -46,15 +46,16 @@ PLACEMENT_PREFIX = keys.PLACEMENT
 PROFILE_NAME_PREFIX = "_profile__"
 
 
-def placement_key(instance_id: str, qualified: str) -> str:
-    return keys.placement(instance_id, qualified)
-
-
 @dataclass(frozen=True, slots=True)
 class Placed:
     version: str
     bytes: int
     loaded_at: float
+
+    @classmethod
+    def parse(cls, value: Any) -> Placed:
+        """A stored placement value (JSON object); KeyError, TypeError or ValueError if unreadable."""
+        return cls(str(value["version"]), int(value["bytes"]), float(value["loaded_at"]))
 
 
 class PlacementService:
@@ -128,7 +129,7 @@ class PlacementService:
             log.info("instance %s holds %d models: %s", iid, len(actual), sorted(actual))
 
     async def _mirror(self, iid: str, actual: dict[str, Placed]) -> None:
-        prefix = f"{PLACEMENT_PREFIX}{iid}/"
+        prefix = keys.placements_on(iid)
         stored = {kv.key.removeprefix(prefix) for kv in await self.store.list_prefix(prefix)}
         for name in stored - actual.keys():
             await self.store.delete(prefix + name)
@@ -137,8 +138,7 @@ class PlacementService:
 
     async def _record(self, iid: str, qualified: str, p: Placed) -> None:
         value = {"version": p.version, "bytes": p.bytes, "loaded_at": p.loaded_at}
-        await self.store.put(placement_key(iid, qualified),
-                             json.dumps(value, sort_keys=True).encode())
+        await self.store.put(keys.placement(iid, qualified), json.dumps(value, sort_keys=True).encode())
 
     def _placement_changed(self, key: str, value: Any | None, _revision: int) -> None:
         iid, _, qualified = key.removeprefix(PLACEMENT_PREFIX).partition("/")
@@ -146,7 +146,7 @@ class PlacementService:
             self._actual.get(iid, {}).pop(qualified, None)
             return
         try:
-            placed = Placed(str(value["version"]), int(value["bytes"]), float(value["loaded_at"]))
+            placed = Placed.parse(value)
         except (KeyError, TypeError, ValueError):
             log.warning("ignoring unreadable placement %s", key)
             return

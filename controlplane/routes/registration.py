@@ -21,9 +21,9 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from controlplane.deps import AdminDep, ServicesDep
+from controlplane.store import keys
 from controlplane.store.base import LeaseExpired, StoreUnavailable
 from kserve.errors import NotFound
-from placement.instances import instance_key
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def _gone(instance_id: str, lease_id: int) -> NotFound:
 async def register_instance(body: RegisterBody, services: ServicesDep, _: AdminDep) -> dict[str, Any]:
     store = services.store
     ttl = body.ttl_s or services.settings.instance_lease_ttl_s
-    previous = await store.get(instance_key(body.instance_id))
+    previous = await store.get(keys.instance(body.instance_id))
     lease = await store.grant_lease(ttl)
     try:
         await services.instances.register(
@@ -88,7 +88,7 @@ async def register_instance(body: RegisterBody, services: ServicesDep, _: AdminD
              summary="Refresh a self-registered worker's lease (404: register again)")
 async def heartbeat(instance_id: str, body: LeaseBody, services: ServicesDep,
                     _: AdminDep) -> dict[str, Any]:
-    kv = await services.store.get(instance_key(instance_id))
+    kv = await services.store.get(keys.instance(instance_id))
     if kv is None or kv.lease != body.lease_id:
         raise _gone(instance_id, body.lease_id)
     try:
@@ -102,7 +102,7 @@ async def heartbeat(instance_id: str, body: LeaseBody, services: ServicesDep,
 async def deregister(instance_id: str, body: LeaseBody, services: ServicesDep,
                      _: AdminDep) -> dict[str, Any]:
     """Graceful stop: revoking the lease removes the record (and only this worker's)."""
-    kv = await services.store.get(instance_key(instance_id))
+    kv = await services.store.get(keys.instance(instance_id))
     if kv is None or kv.lease != body.lease_id:
         raise _gone(instance_id, body.lease_id)
     with contextlib.suppress(LeaseExpired):

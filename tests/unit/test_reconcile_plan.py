@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
 from placement.reconcile import DesiredPlacement, plan_reconcile
+from placement.service import Placed
 
 
 def _p(iid: str, q: str, version: str = "1", loaded_at: float = 0.0, rev: int = 1) -> DesiredPlacement:
@@ -61,3 +64,10 @@ def test_only_the_deleted_version_is_unloaded() -> None:
     v1, v2 = _p("w1", "a__m", "1"), _p("w2", "a__m", "2")
     plan = plan_reconcile([v1, v2], {"w1", "w2"}, _exists(("a__m", "2")), now=100.0)
     assert plan.unloads == (v1,)
+
+
+def test_a_placement_value_parses_only_when_complete() -> None:
+    assert Placed.parse({"version": 3, "bytes": "10", "loaded_at": 1}) == Placed("3", 10, 1.0)
+    for bad in ({"version": "1", "bytes": 10}, {"version": "1", "bytes": "x", "loaded_at": 1.0}, []):
+        with pytest.raises((KeyError, TypeError, ValueError)):
+            Placed.parse(bad)
