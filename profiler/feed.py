@@ -68,25 +68,33 @@ class PredictionSample:
     at: float
 
 
+def model_entries(stats: dict[str, Any], name: str) -> list[dict[str, Any]]:
+    """The statistics answer's ``model_stats`` entries of ``name`` (one per version)."""
+    return [e for e in stats.get("model_stats", []) or [] if e.get("name") == name]
+
+
+def phases_ns(d: dict[str, Any]) -> int:
+    """compute_input + compute_infer + compute_output nanoseconds of an ``inference_stats``
+    or ``batch_stats`` row."""
+    return sum(int((d.get(k) or {}).get("ns", 0))
+               for k in ("compute_input", "compute_infer", "compute_output"))
+
+
 def batch_compute_ns(stats: dict[str, Any], name: str) -> dict[int, tuple[int, int]] | None:
     """Per batch size: (executions, total compute ns) from a statistics answer; None when
     the answer has no entry for ``name`` (an instance without statistics). An entry
     without ``batch_stats`` means no executions yet (protobuf JSON leaves empty lists out)."""
-    found = False
+    entries = model_entries(stats, name)
+    if not entries:
+        return None
     out: dict[int, tuple[int, int]] = {}
-    for entry in stats.get("model_stats", []) or []:
-        if entry.get("name") != name:
-            continue
-        found = True
+    for entry in entries:
         for row in entry.get("batch_stats") or []:
             size = int(row.get("batch_size", 0))
-            infer = row.get("compute_infer") or {}
-            count = int(infer.get("count", 0))
-            ns = sum(int((row.get(k) or {}).get("ns", 0))
-                     for k in ("compute_input", "compute_infer", "compute_output"))
+            count = int((row.get("compute_infer") or {}).get("count", 0))
             prev = out.get(size, (0, 0))
-            out[size] = (prev[0] + count, prev[1] + ns)  # summed over versions
-    return out if found else None
+            out[size] = (prev[0] + count, prev[1] + phases_ns(row))  # summed over versions
+    return out
 
 
 @dataclass(slots=True)

@@ -20,6 +20,7 @@ import numpy as np
 from kserve.datatypes import V2_TO_NUMPY
 from kserve.errors import InferplexError, InvalidArgument
 from placement.driver import InstanceDriver
+from profiler.feed import model_entries, phases_ns
 from profiler.profile import ClassProfile, LatencyStats
 
 log = logging.getLogger(__name__)
@@ -109,13 +110,12 @@ async def _fetch(files: FilesSource) -> dict[str, bytes]:
 
 def memory_from_statistics(stats: dict[str, Any], name: str) -> int | None:
     """Bytes the instance reports for ``name`` (Triton's ``memory_usage``), if any."""
-    for entry in stats.get("model_stats", []) or []:
-        if entry.get("name") != name:
-            continue
-        usage = entry.get("memory_usage") or []
-        sizes = [int(u.get("byte_size", 0)) for u in usage if isinstance(u, dict)]
-        return sum(sizes) if sizes else None
-    return None
+    entries = model_entries(stats, name)
+    if not entries:
+        return None
+    usage = entries[0].get("memory_usage") or []
+    sizes = [int(u.get("byte_size", 0)) for u in usage if isinstance(u, dict)]
+    return sum(sizes) if sizes else None
 
 
 async def instance_memory_used(driver: InstanceDriver) -> int | None:
@@ -134,14 +134,10 @@ async def instance_memory_used(driver: InstanceDriver) -> int | None:
 def compute_ns(stats: dict[str, Any], name: str) -> int | None:
     """Total compute_input + compute_infer + compute_output nanoseconds the instance's
     statistics extension reports for ``name`` (summed over versions)."""
-    total = None
-    for entry in stats.get("model_stats", []) or []:
-        if entry.get("name") != name:
-            continue
-        inf = entry.get("inference_stats") or {}
-        total = (total or 0) + sum(int((inf.get(k) or {}).get("ns", 0))
-                                   for k in ("compute_input", "compute_infer", "compute_output"))
-    return total
+    entries = model_entries(stats, name)
+    if not entries:
+        return None
+    return sum(phases_ns(e.get("inference_stats") or {}) for e in entries)
 
 
 class ExecClock:

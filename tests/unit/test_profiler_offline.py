@@ -11,6 +11,7 @@ import pytest
 from kserve.errors import InvalidArgument, ResourceExhausted
 from placement.driver import InferTiming, InstanceDriver, InstanceInfo, ModelState
 from profiler.offline import (
+    compute_ns,
     default_batch_sizes,
     input_specs,
     memory_from_statistics,
@@ -139,6 +140,16 @@ def test_memory_read_from_statistics_or_none() -> None:
     assert memory_from_statistics(stats, "a") == 15
     assert memory_from_statistics(stats, "b") is None
     assert memory_from_statistics({}, "a") is None
+
+
+def test_compute_ns_sums_the_three_phases_over_versions_or_none() -> None:
+    def entry(name: str, **phases: int) -> dict:
+        return {"name": name, "inference_stats": {k: {"count": 1, "ns": v} for k, v in phases.items()}}
+    stats = {"model_stats": [entry("a", compute_input=1, compute_infer=20, compute_output=300, queue=9),
+                             entry("a", compute_infer=4000), entry("b", compute_infer=7)]}
+    assert compute_ns(stats, "a") == 4321
+    assert compute_ns({"model_stats": [{"name": "a"}]}, "a") == 0
+    assert compute_ns(stats, "c") is None
 
 
 async def test_profile_times_cold_and_warm_loads_and_every_batch() -> None:
