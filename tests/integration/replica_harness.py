@@ -23,7 +23,7 @@ import numpy as np
 
 from tests.integration.cp_harness import ControlPlane, auth
 from tests.support.etcd import EtcdServer
-from tests.support.procs import Proc, free_port, inferplex_cmd, wait_until
+from tests.support.procs import Proc, free_port, inferplex_cmd
 
 ADMIN_KEY = "replica-test-admin-key-0123456789"
 INSTANCE_TTL_S = 2
@@ -180,12 +180,3 @@ class Cluster:
 
 def mlp_input(rows: int = 3) -> np.ndarray:
     return np.random.default_rng(rows).standard_normal((rows, 64)).astype(np.float32)
-
-
-def wait_for(condition: Any, timeout_s: float, what: str) -> float:
-    """Poll until true; returns the seconds it took."""
-    import time
-
-    t0 = time.monotonic()
-    wait_until(condition, timeout_s, what, interval_s=0.05)
-    return time.monotonic() - t0

@@ -12,7 +12,7 @@ from controlplane.store import StateStore
 from controlplane.store.etcd import EtcdStore
 from controlplane.store.leader import LeaderElection
 from tests.support.etcd import EtcdServer
-from tests.support.etcd_fixtures import eventually
+from tests.support.procs import eventually
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -33,10 +33,7 @@ def _leader(a: LeaderElection, b: LeaderElection) -> tuple[LeaderElection, Leade
 
 
 async def _one_leader(a: LeaderElection, b: LeaderElection) -> tuple[LeaderElection, LeaderElection]:
-    async def decided() -> bool:
-        return _leader(a, b) is not None
-
-    await eventually(decided, 10, "one leader")
+    await eventually(lambda: _leader(a, b) is not None, 10, "one leader")
     pair = _leader(a, b)
     assert pair is not None
     return pair
@@ -81,8 +78,8 @@ async def test_revoking_the_leaders_lease_hands_leadership_over_within_ttl(
         await asyncio.wait_for(follower.elected.wait(), TTL)
         took = time.monotonic() - t0
         # The old leader notices at its next refresh (ttl/3) and reports it.
-        await eventually(lambda: _now(not leader.is_leader), TTL, "old leader to step down")
-        await eventually(lambda: _now(lost == [leader.identity[-1]]), TTL, "on_lost callback")
+        await eventually(lambda: not leader.is_leader, TTL, "old leader to step down")
+        await eventually(lambda: lost == [leader.identity[-1]], TTL, "on_lost callback")
         kv = await stores[0].get(key)
         assert kv is not None and kv.value.decode() == follower.identity
         print(f"takeover after lease revoke: {took:.3f}s")
@@ -139,7 +136,7 @@ async def test_election_survives_etcd_restart_and_keeps_one_leader(
         await _one_leader(a, b)
         server.stop()
         # Without etcd nobody can prove leadership: the leader steps down within the TTL.
-        await eventually(lambda: _now(not a.is_leader and not b.is_leader), TTL + 1,
+        await eventually(lambda: not a.is_leader and not b.is_leader, TTL + 1,
                          "leader to step down during the outage")
         server.start()
         leader, _ = await _one_leader(a, b)
@@ -150,7 +147,3 @@ async def test_election_survives_etcd_restart_and_keeps_one_leader(
         await b.stop()
         await one.close()
         await two.close()
-
-
-async def _now(value: bool) -> bool:
-    return value

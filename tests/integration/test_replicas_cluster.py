@@ -22,11 +22,11 @@ from tests.integration.replica_harness import (
     Cluster,
     Worker,
     mlp_input,
-    wait_for,
 )
 from tests.support.etcd import EtcdServer
 from tests.support.etcd_fixtures import needs_etcd
 from tests.support.models import mlp_onnx, mlp_reference
+from tests.support.procs import wait_until
 
 pytestmark = [
     needs_etcd,
@@ -82,7 +82,7 @@ def _heal(cluster: Cluster) -> None:
 def test_tenant_created_through_one_replica_is_usable_through_the_other_at_once(cluster: Cluster) -> None:
     a, b = cluster.replicas["a"].cp, cluster.replicas["b"].cp
     key = a.create_tenant("globex")
-    lag = wait_for(lambda: key_works(b, key), 5.0, "replica b to accept a key issued by replica a")
+    lag = wait_until(lambda: key_works(b, key), 5.0, "replica b to accept a key issued by replica a")
     assert lag < 2.0, f"key took {lag:.2f}s to reach the other replica (watch lag should be ms)"
     # the same name again, through the other replica: one tenant, a clear conflict
     with b.admin() as c:
@@ -100,7 +100,7 @@ def test_model_uploaded_through_one_replica_is_served_through_the_other(
     np.testing.assert_allclose(grpc_infer(b, tenant["key"], "mlp", x), want, rtol=1e-4, atol=1e-5)
     # replica a learns b's load through the placement watch and serves it without loading again
     a = cluster.replicas["a"].cp
-    wait_for(lambda: len(cluster.holders(tenant["qualified"])) == 1, WATCH_SLACK_S, "one placement")
+    wait_until(lambda: len(cluster.holders(tenant["qualified"])) == 1, WATCH_SLACK_S, "one placement")
     np.testing.assert_allclose(grpc_infer(a, tenant["key"], "mlp", x), want, rtol=1e-4, atol=1e-5)
     assert len(cluster.holders(tenant["qualified"])) == 1, "a second replica loaded the model again"
 
@@ -127,14 +127,14 @@ def test_sigkill_of_the_leader_mid_traffic_survivor_keeps_serving_and_takes_over
     t = threading.Thread(target=traffic, daemon=True)
     t.start()
     try:
-        wait_for(lambda: ok[0] >= 20, 30.0, "traffic to flow")
+        wait_until(lambda: ok[0] >= 20, 30.0, "traffic to flow")
         killed_at = time.monotonic()
         cluster.kill_replica(leader)
-        wait_for(lambda: cluster.replicas[survivor_name].leader_view()["is_leader"], LEADER_TTL_S + 5.0,
+        wait_until(lambda: cluster.replicas[survivor_name].leader_view()["is_leader"], LEADER_TTL_S + 5.0,
                  f"{survivor_name} to take over placement")
         failover = time.monotonic() - killed_at
         before = ok[0]
-        wait_for(lambda: ok[0] >= before + 20, 30.0, "traffic after the failover")
+        wait_until(lambda: ok[0] >= before + 20, 30.0, "traffic after the failover")
     finally:
         stop.set()
         t.join(15)
@@ -152,18 +152,18 @@ def test_killed_worker_leaves_routing_and_its_models_are_replaced(
     b = cluster.replicas["b"].cp
     x = mlp_input()
     http_infer(b, tenant["key"], "mlp", x)  # make sure it is loaded somewhere
-    wait_for(lambda: len(cluster.holders(tenant["qualified"])) == 1, WATCH_SLACK_S,
+    wait_until(lambda: len(cluster.holders(tenant["qualified"])) == 1, WATCH_SLACK_S,
              "the placement to show")
     holder = cluster.holders(tenant["qualified"])[0]
     victim = next(w for w in cluster.workers.values() if w.instance_id == holder)
     other = next(w for w in cluster.workers.values() if w.instance_id != holder)
     killed_at = time.monotonic()
     cluster.kill_worker(victim.name)
-    wait_for(lambda: cluster.instance(holder) is None, INSTANCE_TTL_S + LEASE_SLACK_S,
+    wait_until(lambda: cluster.instance(holder) is None, INSTANCE_TTL_S + LEASE_SLACK_S,
              "the dead worker to leave /admin/instances")
     gone = time.monotonic() - killed_at
     # re-placed by the leader, before any request asks for it
-    wait_for(lambda: cluster.holders(tenant["qualified"]) == [other.instance_id], LEASE_SLACK_S,
+    wait_until(lambda: cluster.holders(tenant["qualified"]) == [other.instance_id], LEASE_SLACK_S,
              "the model to be re-placed on the surviving worker")
     assert gone >= INSTANCE_TTL_S - 0.5, f"instance dropped after {gone:.2f}s, before its lease could expire"
     with httpx.Client() as c:  # the surviving worker really holds it (not just the record)
@@ -178,7 +178,7 @@ def test_worker_restarted_in_place_is_resynced_not_trusted(cluster: Cluster, ten
     b = cluster.replicas["b"].cp
     x = mlp_input()
     http_infer(b, tenant["key"], "mlp", x)
-    wait_for(lambda: len(cluster.holders(tenant["qualified"])) == 1, WATCH_SLACK_S,
+    wait_until(lambda: len(cluster.holders(tenant["qualified"])) == 1, WATCH_SLACK_S,
              "the placement to show")
     holder = cluster.holders(tenant["qualified"])[0]
     worker = next(w for w in cluster.workers.values() if w.instance_id == holder)
@@ -186,7 +186,7 @@ def test_worker_restarted_in_place_is_resynced_not_trusted(cluster: Cluster, ten
     # back within the lease TTL: the record never vanished
     restarted = cluster.start_worker(worker.name, same_ports=True, wait=False)
     assert restarted.instance_id == holder
-    wait_for(lambda: holder not in cluster.holders(tenant["qualified"]) or _holds(restarted, tenant),
+    wait_until(lambda: holder not in cluster.holders(tenant["qualified"]) or _holds(restarted, tenant),
              INSTANCE_TTL_S + LEASE_SLACK_S, "the restarted worker's placements to be rebuilt")
     for cp in (b, cluster.replicas["a"].cp):
         np.testing.assert_allclose(http_infer(cp, tenant["key"], "mlp", x), mlp_reference(x),
@@ -225,13 +225,13 @@ def test_etcd_restart_writes_fail_fast_with_503_and_the_control_plane_recovers_b
         with a.admin() as c:
             return c.post("/admin/tenants", json={"name": "after-outage"}).status_code in (201, 409)
 
-    recovered = wait_for(write_works, 30.0, "writes to work again after etcd restarted")
+    recovered = wait_until(write_works, 30.0, "writes to work again after etcd restarted")
     assert recovered < 15.0
     with a.admin() as c:  # the failed write was not applied silently
         assert c.get("/admin/tenants/during-outage").status_code == 404
         key = c.post("/admin/tenants/after-outage/keys", json={}).json()["key"]
     b = cluster.replicas["b"].cp
-    wait_for(lambda: key_works(b, key), 10.0, "the other replica's caches to follow again")
+    wait_until(lambda: key_works(b, key), 10.0, "the other replica's caches to follow again")
     assert time.monotonic() - restarted < 40.0
 
 
@@ -240,7 +240,7 @@ def test_restart_of_every_process_brings_back_tenants_keys_models_and_placements
     _heal(cluster)
     b = cluster.replicas["b"].cp
     http_infer(b, tenant["key"], "mlp", mlp_input())
-    wait_for(lambda: len(cluster.holders(tenant["qualified"])) == 1, WATCH_SLACK_S,
+    wait_until(lambda: len(cluster.holders(tenant["qualified"])) == 1, WATCH_SLACK_S,
              "the placement to show")
     for w in cluster.workers.values():
         w.proc.stop()
@@ -262,7 +262,7 @@ def test_restart_of_every_process_brings_back_tenants_keys_models_and_placements
     assert {"acme", "globex", "after-outage"} <= tenants
     # the placement comes back: the leader loads the model on a live worker, unasked
     new_ids = {w.instance_id for w in cluster.workers.values()}
-    wait_for(lambda: set(cluster.holders(tenant["qualified"])) & new_ids, LEASE_SLACK_S + 20.0,
+    wait_until(lambda: set(cluster.holders(tenant["qualified"])) & new_ids, LEASE_SLACK_S + 20.0,
              "the model's placement to be restored on a restarted worker")
     x = mlp_input()
     np.testing.assert_allclose(grpc_infer(a, tenant["key"], "mlp", x), mlp_reference(x), rtol=1e-4, atol=1e-5)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,6 +12,7 @@ import pytest
 
 from tests.support import models
 from tests.support.cp_app import RunningApp, running_app, settings_for
+from tests.support.procs import eventually
 
 MLP_PT_SPECS = {
     "inputs": json.dumps([{"name": "INPUT__0", "datatype": "FP32", "dims": [64]}]),
@@ -53,13 +53,15 @@ def leftovers(cp: RunningApp) -> list[Path]:
 
 async def wait_status(cp: RunningApp, key: str, name: str, status: str, timeout_s: float = 10.0) -> dict[str, Any]:
     """Poll describe until the latest version has ``status`` (set by a background task)."""
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while True:
-        r = await cp.client.get(f"/v1/models/{name}", headers=cp.headers(key))
-        if r.json()["versions"][-1]["status"] == status:
-            return r.json()
-        assert asyncio.get_running_loop().time() < deadline, f"status never became {status}: {r.json()}"
-        await asyncio.sleep(0.02)
+    body: dict[str, Any] = {}
+
+    async def reached() -> bool:
+        nonlocal body
+        body = (await cp.client.get(f"/v1/models/{name}", headers=cp.headers(key))).json()
+        return body["versions"][-1]["status"] == status
+
+    await eventually(reached, timeout_s, f"model {name}'s latest version to be {status}")
+    return body
 
 
 async def test_onnx_raw_upload_infers_specs_and_becomes_ready(cp: RunningApp, keys: dict[str, str]) -> None:

@@ -23,8 +23,7 @@ from controlplane.store.embedded import EmbeddedStore
 from controlplane.store.etcd import EtcdStore
 from kserve.errors import Conflict
 from tests.support.etcd import EtcdServer
-from tests.support.etcd_fixtures import eventually
-from tests.support.procs import wait_until
+from tests.support.procs import eventually, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -306,7 +305,7 @@ async def test_etcd_outage_raises_store_unavailable_fast_then_same_store_recover
 
         watcher_task = asyncio.create_task(watch())
         await store.put(ns + "w1", b"1")
-        await eventually(lambda: _true(len(seen) == 1), 10, "watch event before outage")
+        await eventually(lambda: len(seen) == 1, 10, "watch event before outage")
 
         server.stop()
         for op in (
@@ -332,7 +331,7 @@ async def test_etcd_outage_raises_store_unavailable_fast_then_same_store_recover
         assert kv is not None and kv.value == b"1"
         assert await store.get(ns + "during") is None  # failed writes were not applied
         # The watch resumed from where it stopped: no gap, no duplicates.
-        await eventually(lambda: _true(any(e.key == ns + "after" for e in seen)), 20,
+        await eventually(lambda: any(e.key == ns + "after" for e in seen), 20,
                          "watch to resume after restart")
         keys = [e.key for e in seen]
         assert keys[0] == ns + "w1" and keys.count(ns + "w1") == 1
@@ -366,7 +365,11 @@ async def test_etcd_hung_server_raises_store_unavailable_within_timeout(
             assert time.monotonic() - t0 < 3.0
         finally:
             server.proc.signal(signal.SIGCONT)
-        await eventually(lambda: _true_async(store.get("/hung/k")), 10, "etcd to answer again")
+
+        async def answers() -> bool:
+            return await store.get("/hung/k") is not None
+
+        await eventually(answers, 10, "etcd to answer again")
     finally:
         await store.close()
 
@@ -395,14 +398,6 @@ def _stopped(pid: int) -> bool:
     for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
         states.append(stat.read_text().rsplit(")", 1)[1].split()[0])
     return bool(states) and all(st in ("T", "t") for st in states)
-
-
-async def _true(value: bool) -> bool:
-    return value
-
-
-async def _true_async(aw: object) -> bool:
-    return await aw is not None  # type: ignore[misc]
 
 
 @pytest.mark.etcd

@@ -7,8 +7,7 @@ and restart (outages, failover).
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -77,20 +76,3 @@ async def stores(
     finally:
         await one.close()
         await two.close()
-
-
-async def eventually(
-    condition: Callable[[], Awaitable[bool]], timeout_s: float = 10.0, what: str = "condition"
-) -> None:
-    """Poll an async condition until true or the deadline passes (no sleeps as sync)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    last: BaseException | None = None
-    while loop.time() < deadline:
-        try:
-            if await condition():
-                return
-        except Exception as exc:  # e.g. StoreUnavailable while a server comes back
-            last = exc
-        await asyncio.sleep(0.05)
-    raise TimeoutError(f"timed out after {timeout_s}s waiting for {what} (last error: {last!r})")

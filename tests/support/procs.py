@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import os
 import signal
 import socket
@@ -20,19 +22,38 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_until(condition: Callable[[], bool], timeout_s: float = 30.0, what: str = "condition",
-               interval_s: float = 0.05) -> None:
-    """Poll ``condition`` until it is true or the deadline passes."""
-    deadline = time.monotonic() + timeout_s
+def wait_until(condition: Callable[[], object], timeout_s: float = 30.0, what: str = "condition",
+               interval_s: float = 0.05) -> float:
+    """Poll ``condition`` until it is true or the deadline passes; returns the seconds it took."""
+    start = time.monotonic()
+    deadline = start + timeout_s
     last_exc: BaseException | None = None
     while time.monotonic() < deadline:
         try:
             if condition():
-                return
+                return time.monotonic() - start
         except Exception as exc:  # the thing may not be up yet
             last_exc = exc
         time.sleep(interval_s)
     raise TimeoutError(f"timed out after {timeout_s}s waiting for {what} (last error: {last_exc!r})")
+
+
+async def eventually(condition: Callable[[], object], timeout_s: float = 10.0, what: str = "condition") -> None:
+    """``wait_until`` for async tests: ``condition()`` is awaited when it returns an awaitable."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    last: BaseException | None = None
+    while loop.time() < deadline:
+        try:
+            result = condition()
+            if inspect.isawaitable(result):
+                result = await result
+            if result:
+                return
+        except Exception as exc:  # e.g. StoreUnavailable while a server comes back
+            last = exc
+        await asyncio.sleep(0.05)
+    raise TimeoutError(f"timed out after {timeout_s}s waiting for {what} (last error: {last!r})")
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
