@@ -69,5 +69,10 @@ class InstanceDriver(abc.ABC):
     ) -> InferTiming:
         """Run one (batched) inference from numpy arrays; used by the profiler."""
 
+    async def memory_used(self) -> int | None:
+        """Bytes the instance reports in use, where it has such a report (the embedded
+        worker does, Triton does not)."""
+        return None
+
     @abc.abstractmethod
     async def close(self) -> None: ...

@@ -176,7 +176,7 @@ class TritonDriver(InstanceDriver):
                               f"{qualified}: {exc!r}", retry_after_s=1) from exc
 
     async def memory_used(self) -> int | None:
-        """Optional: the embedded worker's own memory report, if it has one (Triton doesn't)."""
+        """The embedded worker's own memory report, if it has one (Triton doesn't)."""
         try:
             resp = await self._http.get("/v2/inferplex/memory", timeout=2.0)
         except httpx.TransportError:

@@ -118,19 +118,6 @@ def memory_from_statistics(stats: dict[str, Any], name: str) -> int | None:
     return sum(sizes) if sizes else None
 
 
-async def instance_memory_used(driver: InstanceDriver) -> int | None:
-    """The instance's own used-memory report where its driver has one (the embedded
-    worker does, Triton does not); not part of the ABC, so looked up by name."""
-    probe = getattr(driver, "memory_used", None)
-    if probe is None:
-        return None
-    try:
-        used = await probe()
-    except InferplexError:
-        return None
-    return int(used) if used is not None else None
-
-
 def compute_ns(stats: dict[str, Any], name: str) -> int | None:
     """Total compute_input + compute_infer + compute_output nanoseconds the instance's
     statistics extension reports for ``name`` (summed over versions)."""
@@ -234,7 +221,7 @@ async def profile_model(
     cold: list[float] = []
     warm: list[float] = []
     loaded = False
-    used_before = await instance_memory_used(driver)
+    used_before = await driver.memory_used()
     try:
         for i in range(loads):
             kind = "cold" if i == 0 else "warm"
@@ -252,7 +239,7 @@ async def profile_model(
         memory = memory_from_statistics(await driver.statistics(name), name)
         if memory is None and used_before is not None:
             # on an idle instance, what the model added is what it costs
-            used_after = await instance_memory_used(driver)
+            used_after = await driver.memory_used()
             if used_after is not None and used_after > used_before:
                 memory = used_after - used_before
 
