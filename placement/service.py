@@ -170,11 +170,10 @@ class PlacementService:
         ]
 
     def _model_bytes(self, record: ModelRecord) -> int:
-        memory = None
-        if record.profile:
-            for cls in (record.profile.get("classes") or {}).values():
-                memory = max(memory or 0, int(cls.get("memory_bytes") or 0)) or None
-        return memory or estimate_model_bytes(record.size_bytes)
+        """The most any instance class measured, else the estimate from the file size."""
+        classes = (record.profile or {}).get("classes") or {}
+        measured = max((int(c.get("memory_bytes") or 0) for c in classes.values()), default=0)
+        return measured or estimate_model_bytes(record.size_bytes)
 
     # ---- loading ---------------------------------------------------------------------
 

@@ -75,3 +75,14 @@ async def test_another_version_held_does_not_count_as_loaded() -> None:
     driver = await svc._load(_record(2))
     assert driver is instances.get("w1").driver and driver.loads == [Q]
     assert svc.placements()["w1"][Q].version == "2"
+
+
+def test_a_model_costs_the_most_any_class_measured_else_the_estimate() -> None:
+    svc = _service(Instances())
+    rec = _record(1)
+    assert svc._model_bytes(rec) == 1 << 20  # estimate_model_bytes(10): at least 1 MiB
+    rec.profile = {"classes": {"cpu": {"memory_bytes": 5 << 20}, "h200": {"memory_bytes": 7 << 20},
+                               "new": {"memory_bytes": None}}}
+    assert svc._model_bytes(rec) == 7 << 20
+    rec.profile = {"classes": {"cpu": {}}}
+    assert svc._model_bytes(rec) == 1 << 20
