@@ -1,17 +1,25 @@
-"""Shared integration fixtures. Worker fixtures: a real ``inferplex worker`` process
-on free loopback ports, stopped in ``finally``; one session-wide worker for most
-tests, separate ones only where a test needs different flags."""
+"""Shared integration fixtures.
+
+Worker fixtures: a real ``inferplex worker`` process on free loopback ports, stopped in
+``finally``; one session-wide worker for most tests, separate ones only where a test
+needs different flags.
+
+REST fixtures: ``cp``, the real control-plane app in-process (tests/support/cp_app.py)
+with default settings, and ``keys``, a key for each of tenants acme and globex. Modules
+that need other settings, or ``inferplex up`` as a process, define their own ``cp``
+(and ``keys``), which take precedence."""
 
 from __future__ import annotations
 
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
+from tests.support.cp_app import RunningApp, running_app, settings_for
 from tests.support.procs import Proc, free_port, inferplex_cmd, port_open
 
 SESSION_MAX_REQUEST_BYTES = 4 * 2**20
@@ -75,3 +83,14 @@ def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
                     "--max-request-bytes", str(SESSION_MAX_REQUEST_BYTES)) as w:
         w.loaded.add("simple")
         yield w
+
+
+@pytest.fixture
+async def cp(tmp_path: Path) -> AsyncIterator[RunningApp]:
+    async with running_app(settings_for(tmp_path / "data")) as app:
+        yield app
+
+
+@pytest.fixture
+async def keys(cp: RunningApp) -> dict[str, str]:
+    return {"acme": await cp.tenant_with_key("acme"), "globex": await cp.tenant_with_key("globex")}

@@ -4,19 +4,10 @@ read of it, and a NaN lifetime made a key that never expires)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import httpx
 import pytest
 
-from tests.support.cp_app import ADMIN_KEY, RunningApp, running_app, settings_for
-
-
-@pytest.fixture
-async def cp(tmp_path: Path) -> AsyncIterator[RunningApp]:
-    async with running_app(settings_for(tmp_path / "data")) as app:
-        yield app
+from tests.support.cp_app import ADMIN_KEY, RunningApp
 
 
 async def _post_json(cp: RunningApp, path: str, text: str) -> httpx.Response:

@@ -5,14 +5,20 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 
 from tests.support import models
-from tests.support.cp_app import RunningApp, running_app, settings_for
-from tests.support.procs import eventually
+from tests.support.cp_app import (
+    RunningApp,
+    blobs,
+    leftovers,
+    running_app,
+    settings_for,
+    upload_multipart,
+    upload_raw,
+    wait_status,
+)
 
 MLP_PT_SPECS = {
     "inputs": json.dumps([{"name": "INPUT__0", "datatype": "FP32", "dims": [64]}]),
@@ -25,43 +31,6 @@ UPLOAD_LIMIT = 64 * 1024
 async def cp(tmp_path: Path) -> AsyncIterator[RunningApp]:
     async with running_app(settings_for(tmp_path / "data", max_upload_bytes=UPLOAD_LIMIT)) as app:
         yield app
-
-
-@pytest.fixture
-async def keys(cp: RunningApp) -> dict[str, str]:
-    return {"acme": await cp.tenant_with_key("acme"), "globex": await cp.tenant_with_key("globex")}
-
-
-async def upload_raw(cp: RunningApp, key: str, data: bytes, **params: Any) -> httpx.Response:
-    return await cp.client.post("/v1/models", content=data, params=params,
-                                headers={**cp.headers(key), "Content-Type": "application/octet-stream"})
-
-
-async def upload_multipart(cp: RunningApp, key: str, data: bytes, filename: str = "model.bin",
-                           **fields: Any) -> httpx.Response:
-    return await cp.client.post("/v1/models", files={"file": (filename, data)},
-                                data={k: str(v) for k, v in fields.items()}, headers=cp.headers(key))
-
-
-def blobs(cp: RunningApp) -> list[Path]:
-    return sorted(p for p in (cp.settings.artifacts_path / "sha256").rglob("*") if p.is_file())
-
-
-def leftovers(cp: RunningApp) -> list[Path]:
-    return list((cp.settings.artifacts_path / "tmp").iterdir())
-
-
-async def wait_status(cp: RunningApp, key: str, name: str, status: str, timeout_s: float = 10.0) -> dict[str, Any]:
-    """Poll describe until the latest version has ``status`` (set by a background task)."""
-    body: dict[str, Any] = {}
-
-    async def reached() -> bool:
-        nonlocal body
-        body = (await cp.client.get(f"/v1/models/{name}", headers=cp.headers(key))).json()
-        return body["versions"][-1]["status"] == status
-
-    await eventually(reached, timeout_s, f"model {name}'s latest version to be {status}")
-    return body
 
 
 async def test_onnx_raw_upload_infers_specs_and_becomes_ready(cp: RunningApp, keys: dict[str, str]) -> None:

@@ -4,18 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
-
 from tests.support.cp_app import ADMIN_KEY, RunningApp, running_app, settings_for
-
-
-@pytest.fixture
-async def cp(tmp_path: Path) -> AsyncIterator[RunningApp]:
-    async with running_app(settings_for(tmp_path / "data")) as app:
-        yield app
 
 
 async def test_tenant_crud_and_duplicate_is_409(cp: RunningApp) -> None:

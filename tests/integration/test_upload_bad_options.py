@@ -3,25 +3,10 @@ is stored, and other tenants' models keep working (real app, real embedded store
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import pytest
 
-from tests.integration.test_rest_models import blobs, leftovers, upload_raw
 from tests.support import models
-from tests.support.cp_app import RunningApp, running_app, settings_for
-
-
-@pytest.fixture
-async def cp(tmp_path: Path) -> AsyncIterator[RunningApp]:
-    async with running_app(settings_for(tmp_path / "data")) as app:
-        yield app
-
-
-@pytest.fixture
-async def keys(cp: RunningApp) -> dict[str, str]:
-    return {"acme": await cp.tenant_with_key("acme"), "globex": await cp.tenant_with_key("globex")}
+from tests.support.cp_app import RunningApp, blobs, leftovers, upload_raw
 
 
 @pytest.mark.parametrize("slo", ["nan", "NaN", "inf", "-inf", "infinity"])

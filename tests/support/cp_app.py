@@ -15,7 +15,7 @@ from fastapi import FastAPI
 
 from controlplane.app import create_app
 from controlplane.settings import Settings
-from tests.support.procs import free_port
+from tests.support.procs import eventually, free_port
 
 ADMIN_KEY = "ipx_test-admin-key"
 
@@ -60,3 +60,35 @@ async def running_app(settings: Settings) -> AsyncIterator[RunningApp]:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://cp") as client:
             yield RunningApp(app, client, settings)
+
+
+async def upload_raw(cp: RunningApp, key: str, data: bytes, **params: Any) -> httpx.Response:
+    return await cp.client.post("/v1/models", content=data, params=params,
+                                headers={**cp.headers(key), "Content-Type": "application/octet-stream"})
+
+
+async def upload_multipart(cp: RunningApp, key: str, data: bytes, filename: str = "model.bin",
+                           **fields: Any) -> httpx.Response:
+    return await cp.client.post("/v1/models", files={"file": (filename, data)},
+                                data={k: str(v) for k, v in fields.items()}, headers=cp.headers(key))
+
+
+def blobs(cp: RunningApp) -> list[Path]:
+    return sorted(p for p in (cp.settings.artifacts_path / "sha256").rglob("*") if p.is_file())
+
+
+def leftovers(cp: RunningApp) -> list[Path]:
+    return list((cp.settings.artifacts_path / "tmp").iterdir())
+
+
+async def wait_status(cp: RunningApp, key: str, name: str, status: str, timeout_s: float = 10.0) -> dict[str, Any]:
+    """Poll describe until the latest version has ``status`` (set by a background task)."""
+    body: dict[str, Any] = {}
+
+    async def reached() -> bool:
+        nonlocal body
+        body = (await cp.client.get(f"/v1/models/{name}", headers=cp.headers(key))).json()
+        return body["versions"][-1]["status"] == status
+
+    await eventually(reached, timeout_s, f"model {name}'s latest version to be {status}")
+    return body
