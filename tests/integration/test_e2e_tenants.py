@@ -20,6 +20,7 @@ from tritonclient.utils import InferenceServerException
 
 from tests.integration.cp_harness import ControlPlane, auth, metric_value, running_up
 from tests.support import models
+from tests.support.worker import run_worker
 
 MLP_IN = 64
 
@@ -273,8 +274,6 @@ def test_upload_is_profiled_on_a_worker_before_ready(cp: ControlPlane, keys: dic
 
 def test_admin_registers_an_external_instance_and_models_load_there(
         cp: ControlPlane, keys: dict[str, str], tmp_path: Path) -> None:
-    from tests.integration.conftest import run_worker
-
     with run_worker(tmp_path, "--memory-budget", "1GiB") as ext, cp.admin() as admin:
         r = admin.post("/admin/instances", json={"http_url": ext.http_url, "grpc_url": f"127.0.0.1:{ext.grpc_port}",
                                                  "memory_bytes": 1 << 30})

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import tritonclient.http as httpclient
 
-from tests.integration.conftest import run_worker
 from tests.integration.cp_harness import auth, running_up
 from tests.support import models
 from tests.support.procs import wait_until
+from tests.support.worker import run_worker
 
 
 def test_first_load_on_a_new_class_profiles_the_model_for_that_class(tmp_path: Path) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import pytest
 
@@ -12,20 +11,13 @@ from placement.driver import InstanceDriver, InstanceInfo
 from placement.triton_driver import TritonDriver
 from profiler.offline import profile_model
 from profiler.predictor import LatencyPredictor
-from tests.support.procs import Proc, free_port, inferplex_cmd, port_open
+from tests.support.worker import run_worker
 
 
 @pytest.fixture(scope="module")
 def worker_info(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InstanceInfo]:
-    http, grpc_port = free_port(), free_port()
-    log = Path(tmp_path_factory.mktemp("worker")) / "worker.log"
-    proc = Proc(inferplex_cmd("worker", "--host", "127.0.0.1", "--http-port", str(http),
-                              "--grpc-port", str(grpc_port), "--memory-budget", "512MiB", "--threads", "1"), log)
-    try:
-        proc.wait_ready(lambda: port_open(http) and port_open(grpc_port), 60, "worker")
-        yield InstanceInfo("w1", f"127.0.0.1:{http}", f"127.0.0.1:{grpc_port}", 512 << 20, "cpu")
-    finally:
-        proc.stop()
+    with run_worker(tmp_path_factory.mktemp("worker"), "--memory-budget", "512MiB", "--threads", "1") as w:
+        yield InstanceInfo("w1", w.http_url, w.grpc_url, 512 << 20, "cpu")
 
 
 @pytest.fixture

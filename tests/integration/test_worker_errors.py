@@ -17,8 +17,9 @@ import tritonclient.http as httpclient
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
-from tests.integration.conftest import SESSION_MAX_REQUEST_BYTES, WorkerProcess, run_worker
+from tests.integration.conftest import SESSION_MAX_REQUEST_BYTES
 from tests.support import models
+from tests.support.worker import WorkerProcess, run_worker
 
 
 def _post(worker: WorkerProcess, path: str, body: bytes, headers: dict[str, str] | None = None) -> tuple[int, dict]:

@@ -4,7 +4,6 @@ model repository directory in explicit and none control modes."""
 from __future__ import annotations
 
 import json
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -13,13 +12,8 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from tests.integration.conftest import WorkerProcess, run_worker
 from tests.support import models
-
-
-def _memory(worker: WorkerProcess) -> dict:
-    with urllib.request.urlopen(f"http://{worker.http_url}/v2/inferplex/memory", timeout=5) as r:
-        return json.loads(r.read())
+from tests.support.worker import run_worker
 
 
 def test_budget_refuses_a_load_that_does_not_fit_and_unload_frees_it(tmp_path: Path) -> None:
@@ -31,13 +25,13 @@ def test_budget_refuses_a_load_that_does_not_fit_and_unload_frees_it(tmp_path: P
     with run_worker(tmp_path, "--memory-budget", "2GiB") as probe:
         with httpclient.InferenceServerClient(probe.http_url) as client:
             client.load_model("m1", config=json.dumps(config), files=files)
-        charge = _memory(probe)["models"]["m1"]
+        charge = probe.memory()["models"]["m1"]
     assert charge >= file_bytes
     budget = charge + file_bytes // 2
     with run_worker(tmp_path, "--memory-budget", str(budget)) as worker:
         with grpcclient.InferenceServerClient(worker.grpc_url) as client:
             client.load_model("m1", config=json.dumps(config), files=files)
-            used = _memory(worker)["used_bytes"]
+            used = worker.memory()["used_bytes"]
             assert file_bytes <= used <= budget
             config2, files2 = models.model_files("m2", "wide")
             with pytest.raises(InferenceServerException) as err:
@@ -47,9 +41,9 @@ def test_budget_refuses_a_load_that_does_not_fit_and_unload_frees_it(tmp_path: P
             assert f"{budget - used} free of {budget} budget" in message
             assert err.value.status() == "StatusCode.RESOURCE_EXHAUSTED"
             assert client.is_model_ready("m1") and not client.is_model_ready("m2")  # never evicts
-            assert _memory(worker)["used_bytes"] == used
+            assert worker.memory()["used_bytes"] == used
             client.unload_model("m1")
-            assert _memory(worker)["used_bytes"] == 0
+            assert worker.memory()["used_bytes"] == 0
             client.load_model("m2", config=json.dumps(config2), files=files2)
             assert client.is_model_ready("m2")
         # the refusal is visible over HTTP as well, with the same wording

@@ -15,8 +15,8 @@ import tritonclient.grpc.aio as grpcaio
 import tritonclient.http as httpclient
 import tritonclient.http.aio as httpaio
 
-from tests.integration.conftest import WorkerProcess
 from tests.support.models import DATATYPES, mlp_reference, simple_inputs
+from tests.support.worker import WorkerProcess
 
 A = np.arange(16, dtype=np.int32).reshape(1, 16)
 B = np.full((1, 16), 3, dtype=np.int32)

@@ -12,8 +12,8 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from tests.integration.conftest import WorkerProcess
 from tests.support import models
+from tests.support.worker import WorkerProcess
 
 
 def _index(worker: WorkerProcess) -> dict[str, dict]:
@@ -109,7 +109,7 @@ def test_bad_model_file_is_refused_and_the_worker_keeps_serving(worker: WorkerPr
     module = httpclient if transport == "http" else grpcclient
     url = worker.http_url if transport == "http" else worker.grpc_url
     with module.InferenceServerClient(url) as client:
-        used_before = _memory(worker)["used_bytes"]
+        used_before = worker.memory()["used_bytes"]
         with pytest.raises(InferenceServerException, match=expected) as err:
             client.load_model(name, config=json.dumps(config), files=files)
         if filename == "model.pt":
@@ -117,7 +117,7 @@ def test_bad_model_file_is_refused_and_the_worker_keeps_serving(worker: WorkerPr
         assert not client.is_model_ready(name)
         row = _index(worker)[name]
         assert row["state"] == "UNAVAILABLE" and expected in row["reason"]
-        assert _memory(worker)["used_bytes"] == used_before  # nothing charged for a failed load
+        assert worker.memory()["used_bytes"] == used_before  # nothing charged for a failed load
         np.testing.assert_array_equal(_infer_simple(client, module, "simple"), 2 * np.arange(16).reshape(1, 16))
 
 
@@ -136,13 +136,6 @@ def test_config_that_disagrees_with_the_graph_is_refused(worker: WorkerProcess) 
     with grpcclient.InferenceServerClient(worker.grpc_url) as client:
         with pytest.raises(InferenceServerException, match="expects datatype TYPE_FP32 for input 'INPUT0'"):
             client.load_model("wrongtype", config=json.dumps(config), files=art.files())
-
-
-def _memory(worker: WorkerProcess) -> dict:
-    import urllib.request
-
-    with urllib.request.urlopen(f"http://{worker.http_url}/v2/inferplex/memory", timeout=5) as r:
-        return json.loads(r.read())
 
 
 def test_statistics_after_n_requests_add_up(worker: WorkerProcess) -> None:
@@ -190,7 +183,7 @@ def test_statistics_report_each_models_accounted_memory_like_triton(worker: Work
             grpc_stats = client.get_inference_statistics("mem_versions")  # the protobuf form
             with httpclient.InferenceServerClient(worker.http_url) as http:
                 http_stats = http.get_inference_statistics("mem_versions")["model_stats"]
-            charged = _memory(worker)["models"]["mem_versions"]
+            charged = worker.memory()["models"]["mem_versions"]
         finally:
             client.unload_model("mem_versions")
     assert charged >= 2 * len(art.data)  # at least the file bytes of both versions
