@@ -19,8 +19,6 @@ pytestmark = pytest.mark.timeout(60)
 TTL = 2
 
 
-
-
 @pytest.fixture
 def key() -> str:
     return f"/test/{uuid.uuid4().hex[:12]}/leader/placement"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -13,13 +12,6 @@ from controlplane.store.cache import PrefixCache
 from controlplane.store.embedded import EmbeddedStore
 
 pytestmark = pytest.mark.timeout(60)
-
-
-
-
-@pytest.fixture
-def ns() -> str:
-    return f"/test/{uuid.uuid4().hex[:12]}/"
 
 
 async def test_write_through_one_handle_appears_in_another_handles_cache(

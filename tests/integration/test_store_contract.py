@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -28,19 +27,9 @@ from tests.support.procs import eventually, wait_until
 pytestmark = pytest.mark.timeout(60)
 
 
-
-
-
-
 @pytest.fixture
 def store(stores: tuple[StateStore, StateStore]) -> StateStore:
     return stores[0]
-
-
-@pytest.fixture
-def ns() -> str:
-    """A fresh key prefix: tests share one etcd server and must not see each other."""
-    return f"/test/{uuid.uuid4().hex[:12]}/"
 
 
 async def _collect(it: AsyncIterator[WatchEvent], n: int, timeout_s: float = 10) -> list[WatchEvent]:

@@ -1,12 +1,13 @@
 """pytest fixtures for a real etcd (registered in tests/conftest.py via pytest_plugins).
 
 ``etcd_server``: one server shared by the whole session; tests isolate themselves by
-key prefix and must not stop it. ``make_etcd``: private servers a test may stop
+key prefix (``ns``) and must not stop it. ``make_etcd``: private servers a test may stop
 and restart (outages, failover).
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
@@ -50,6 +51,12 @@ def make_etcd(tmp_path: Path) -> Iterator[Callable[[], EtcdServer]]:
     finally:
         for server in servers:
             server.stop()
+
+
+@pytest.fixture
+def ns() -> str:
+    """A fresh key prefix: tests share one etcd server and must not see each other."""
+    return f"/test/{uuid.uuid4().hex[:12]}/"
 
 
 @pytest.fixture(params=["embedded", "etcd"])

@@ -34,14 +34,14 @@ class Stats:
             for b, (c, ns) in self.rows.items()]}]}
 
 
-def feed_with(stats: Stats) -> tuple[ExecutionFeed, LatencyPredictor]:
+def feed_with() -> tuple[ExecutionFeed, LatencyPredictor]:
     predictor = LatencyPredictor()
     return ExecutionFeed(predictor, wall_clock=lambda: 1234.0), predictor
 
 
 async def test_one_execution_between_reads_is_observed_exactly_and_paired() -> None:
     stats = Stats()
-    feed, predictor = feed_with(stats)
+    feed, predictor = feed_with()
     feed.executed("i1", stats, "m", "cpu", 4, 0.5, None)
     stats.run(4, 0.010)
     await feed.drain()  # first read: a baseline only
@@ -57,7 +57,7 @@ async def test_one_execution_between_reads_is_observed_exactly_and_paired() -> N
 
 async def test_several_executions_between_reads_feed_their_mean_once_and_are_not_paired() -> None:
     stats = Stats()
-    feed, predictor = feed_with(stats)
+    feed, predictor = feed_with()
     feed.executed("i1", stats, "m", "cpu", 2, 0.1, None)
     await feed.drain()
     for s in (0.010, 0.030):
@@ -71,7 +71,7 @@ async def test_several_executions_between_reads_feed_their_mean_once_and_are_not
 
 async def test_batch_sizes_come_from_the_statistics_when_the_gateway_could_not_read_them() -> None:
     stats = Stats()
-    feed, predictor = feed_with(stats)
+    feed, predictor = feed_with()
     feed.executed("i1", stats, "m", "cpu", None, 0.1, None)
     await feed.drain()
     stats.run(8, 0.04)
@@ -83,7 +83,7 @@ async def test_batch_sizes_come_from_the_statistics_when_the_gateway_could_not_r
 async def test_an_instance_without_statistics_is_fed_round_trips() -> None:
     stats = Stats()
     stats.fail = True
-    feed, predictor = feed_with(stats)
+    feed, predictor = feed_with()
     feed.executed("i1", stats, "m", "cpu", 1, 0.007, Prediction(1, 0.006, 0.008))
     await feed.drain()
     assert predictor.exec_time("m", "cpu", 1) == 0.007
@@ -92,7 +92,7 @@ async def test_an_instance_without_statistics_is_fed_round_trips() -> None:
 
 async def test_counters_going_back_after_an_instance_restart_are_not_negative_times() -> None:
     stats = Stats()
-    feed, predictor = feed_with(stats)
+    feed, predictor = feed_with()
     stats.run(1, 0.05)
     feed.executed("i1", stats, "m", "cpu", 1, 0.1, None)
     await feed.drain()
@@ -120,7 +120,7 @@ def test_batch_compute_ns_sums_phases_and_versions_and_says_none_without_batch_s
 async def test_in_band_compute_times_are_observed_exactly_and_paired_without_a_statistics_read() -> None:
     stats = Stats()
     stats.fail = True  # any statistics read would show up as round-trip samples
-    feed, predictor = feed_with(stats)
+    feed, predictor = feed_with()
     feed.observed_exact("m", "cpu", 4, 0.012, Prediction(4, 0.011, 0.013), instance_id="i1")
     feed.observed_exact("m", "cpu", 4, 0.014, None, instance_id="i1")
     await feed.drain()
@@ -132,14 +132,14 @@ async def test_in_band_compute_times_are_observed_exactly_and_paired_without_a_s
 
 
 async def test_a_prediction_for_another_batch_size_is_not_paired_in_band() -> None:
-    feed, _ = feed_with(Stats())
+    feed, _ = feed_with()
     feed.observed_exact("m", "cpu", 2, 0.01, Prediction(4, 0.02, 0.03))
     assert not feed.samples and feed.exact == 1
 
 
 async def test_statistics_deltas_leave_out_executions_already_observed_in_band() -> None:
     stats = Stats()
-    feed, predictor = feed_with(stats)
+    feed, predictor = feed_with()
     feed.executed("i1", stats, "m", "cpu", None, 0.1, None)
     await feed.drain()  # baseline
     stats.run(2, 0.050)  # reported in-band
