@@ -31,6 +31,7 @@ import tritonclient.grpc.aio as grpcaio
 import tritonclient.http as httpclient
 import tritonclient.http.aio as httpaio
 
+from bench._common import pct, pyplot
 from tests.integration.cp_harness import running_up
 from tests.support import models
 
@@ -65,10 +66,6 @@ at most the protobuf work, measured at 1.2 us per request (parse + serialize of 
 response with upb), so they were not built either. A larger cut would need the tensor path
 out of Python's grpc altogether (not tried)."""
 X = np.random.default_rng(0).standard_normal((1, 64)).astype(np.float32)
-
-
-def _pct(samples: list[float], p: float) -> float:
-    return float(np.percentile(np.asarray(samples), p))
 
 
 def _sync_caller(protocol: str, url: str, model: str, headers: dict[str, str]) -> tuple[Callable[[], Any], Any]:
@@ -199,7 +196,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             lat = latency(protocol, targets, args.requests)
             thr, cpu_us = throughput(protocol, targets, args.concurrency, args.seconds, args.rounds, pids)
             results["protocols"][protocol] = {
-                "latency_ms": {k: {"p50": _pct(v, 50) * 1e3, "p99": _pct(v, 99) * 1e3, "n": len(v)}
+                "latency_ms": {k: {"p50": pct(v, 50) * 1e3, "p99": pct(v, 99) * 1e3, "n": len(v)}
                                for k, v in lat.items()},
                 "throughput_rps": {k: float(np.median(v)) for k, v in thr.items()},
                 "throughput_windows": thr,
@@ -250,10 +247,7 @@ def write(results: dict[str, Any]) -> None:
     lines += ["", "Target: under 1 ms added at p50, throughput at least 0.7 of direct.", "", NOTES, ""]
     (RESULTS / "gateway_overhead.md").write_text("\n".join(lines))
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        plt = pyplot()
     except ImportError:
         return
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))

@@ -31,6 +31,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from bench._common import pyplot
+
 log = logging.getLogger(__name__)
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -215,10 +217,7 @@ def write_report(results: list[RuntimeResult], args: argparse.Namespace, env: st
 
 
 def _plot(results: list[RuntimeResult], args: argparse.Namespace, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     for r in results:

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from bench._common import pyplot
 from profiler.offline import input_specs, max_batch_size, synthetic_inputs
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ def build_models(image: int) -> dict[str, tuple[dict[str, Any], dict[str, bytes]
 
     models: dict[str, tuple[dict[str, Any], dict[str, bytes]]] = {}
     for art in (mlp_onnx("mlp"), cnn_onnx("cnn")):
-        models[art.config["name"]] = (art.config, {f"{art.version}/{art.filename}": art.data})
+        models[art.config["name"]] = (art.config, art.repo_files())
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.onnx"
@@ -194,10 +195,7 @@ def write_report(samples: list[Sample], info: dict[str, Any], args: argparse.Nam
 
 
 def _plot(samples: list[Sample], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     for model in sorted({s.model for s in samples}):

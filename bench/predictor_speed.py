@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench._common import pyplot
 from profiler.predictor import LatencyPredictor
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -118,10 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "predictor_speed.md").write_text("\n".join(lines) + "\n")
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(8, 3.5))
     ax.barh(list(results), list(results.values()), color="tab:blue")

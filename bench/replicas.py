@@ -27,12 +27,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import tritonclient.http as httpclient
 
+from bench._common import pct, pyplot
 from tests.integration.cp_harness import ControlPlane, auth, key_works
-from tests.integration.replica_harness import ADMIN_KEY, Cluster, mlp_input
+from tests.integration.replica_harness import ADMIN_KEY, Cluster, Replica, mlp_input
 from tests.support.etcd import EtcdServer
 from tests.support.models import mlp_onnx
 from tests.support.procs import Proc, free_port, inferplex_cmd, wait_until
@@ -40,19 +40,16 @@ from tests.support.procs import Proc, free_port, inferplex_cmd, wait_until
 RESULTS = Path(__file__).parent / "results"
 
 
-def _pct(xs: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(xs), q))
-
-
-def _start_embedded_cp(base: Path, env: dict[str, str]) -> ControlPlane:
+def _start_embedded_cp(base: Path, cluster: Cluster) -> ControlPlane:
     http_port, grpc_port = free_port(), free_port()
     data = base / "embedded-cp"
     proc = Proc(inferplex_cmd("controlplane", "--data-dir", str(data), "--http-port", str(http_port),
                               "--grpc-port", str(grpc_port), "--replica-id", "embedded"),
-                base / "embedded-cp.log", env=env)
+                base / "embedded-cp.log", env=cluster.env)
     cp = ControlPlane(proc, data, http_port, grpc_port, ADMIN_KEY)
-    proc.wait_ready(lambda: httpx.get(f"{cp.url}/admin/leader", headers=auth(ADMIN_KEY),
-                                      timeout=1).status_code == 200, 60, "embedded control plane")
+    # ready as a replica is; not added to cluster.replicas, where leader() and the
+    # failover's choice of survivor would see it
+    cluster.wait_replica(Replica("embedded", cp))
     return cp
 
 
@@ -67,7 +64,7 @@ def _prepare_tenant(cp: ControlPlane) -> str:
 def measure_latency(base: Path, cluster: Cluster, requests: int) -> dict[str, Any]:
     worker = next(iter(cluster.workers.values()))
     etcd_cp = cluster.replicas["a"].cp
-    emb_cp = _start_embedded_cp(base, cluster.env)
+    emb_cp = _start_embedded_cp(base, cluster)
     try:
         with emb_cp.admin() as c:  # the same worker, registered by URL
             r = c.post("/admin/instances", json={"http_url": f"127.0.0.1:{worker.http_port}",
@@ -94,7 +91,7 @@ def measure_latency(base: Path, cluster: Cluster, requests: int) -> dict[str, An
         finally:
             for c in clients.values():
                 c.close()
-        return {name: {"p50_ms": _pct(v, 50), "p90_ms": _pct(v, 90), "p99_ms": _pct(v, 99),
+        return {name: {"p50_ms": pct(v, 50), "p90_ms": pct(v, 90), "p99_ms": pct(v, 99),
                        "mean_ms": statistics.fmean(v), "n": len(v), "samples_ms": v}
                 for name, v in lat.items()}
     finally:
@@ -175,10 +172,7 @@ def measure_etcd_restart(cluster: Cluster, trials: int, outage_s: float) -> dict
 
 
 def write_report(res: dict[str, Any], out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     lat, fo, er = res["latency"], res["failover"], res["etcd_restart"]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
@@ -187,7 +181,7 @@ def write_report(res: dict[str, Any], out: Path) -> None:
         axes[0].plot(xs, np.arange(1, len(xs) + 1) / len(xs), label=f"{name} store", color=color)
     axes[0].set(xlabel="request latency through the gateway (ms)", ylabel="CDF",
                 title="request path: etcd vs embedded store")
-    axes[0].set_xlim(0, _pct(lat["etcd"]["samples_ms"] + lat["embedded"]["samples_ms"], 99.5))
+    axes[0].set_xlim(0, pct(lat["etcd"]["samples_ms"] + lat["embedded"]["samples_ms"], 99.5))
     axes[0].legend()
     axes[1].bar(range(1, len(fo["seconds"]) + 1), fo["seconds"], color="tab:red")
     axes[1].axhline(res["config"]["leader_ttl_s"], ls="--", color="grey", label="leader lease TTL")

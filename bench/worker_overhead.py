@@ -26,6 +26,7 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
+from bench._common import pyplot
 from tests.support import models
 from tests.support.procs import Proc, free_port, inferplex_cmd, port_open, wait_until
 from worker import config as cfg
@@ -181,10 +182,7 @@ def write_markdown(results: dict[str, dict[str, dict[str, float]]], rounds: int,
 
 
 def write_plot(results: dict[str, dict[str, dict[str, float]]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 4))
     for ax, (label, by_path) in zip(np.atleast_1d(axes), results.items(), strict=True):

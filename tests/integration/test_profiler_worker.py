@@ -33,7 +33,7 @@ def _artifact(kind: str, name: str) -> tuple[dict, dict[str, bytes]]:
     from tests.support import models
 
     art = getattr(models, kind)(name)
-    return art.config, {f"{art.version}/{art.filename}": art.data}
+    return art.config, art.repo_files()
 
 
 async def test_profile_of_a_real_model_feeds_the_predictor(driver: InstanceDriver) -> None:

@@ -35,9 +35,13 @@ class ModelArtifact:
     data: bytes
     version: int = 1
 
+    def repo_files(self) -> dict[str, bytes]:
+        """The file by its path in the model's folder: ``{"1/model.onnx": bytes}``."""
+        return {f"{self.version}/{self.filename}": self.data}
+
     def files(self) -> dict[str, bytes]:
         """The repository API's file parameters: ``{"file:1/model.onnx": bytes}``."""
-        return {f"file:{self.version}/{self.filename}": self.data}
+        return {f"file:{path}": data for path, data in self.repo_files().items()}
 
 
 Builder = Callable[[str], ModelArtifact]
