@@ -211,10 +211,13 @@ class PlacementService:
         last_reason = ""
         while True:
             snap = [s for s in self._snapshot() if s.instance_id not in refused]
-            # a different version held somewhere is replaced in place (the instance swaps it)
-            snap = [s if qualified not in s.models or self._actual[s.instance_id][qualified].version
-                    == version else dataclasses.replace(s, models=s.models - {qualified})
-                    for s in snap]
+            # an instance holding another version swaps it in place: its bytes count as free
+            # there, and such instances come first so the swap is preferred
+            stale = self._other_versions(qualified, version)
+            snap = [dataclasses.replace(s, models=s.models - {qualified},
+                                        used_bytes=s.used_bytes - stale[s.instance_id])
+                    if s.instance_id in stale else s for s in snap]
+            snap.sort(key=lambda s: s.instance_id not in stale)
             plan = choose_instance(qualified, size, snap)
             if not plan.placed:
                 reason = plan.reason if not last_reason else f"{plan.reason} (last refusal: {last_reason})"
@@ -253,8 +256,20 @@ class PlacementService:
             self.metrics.load(qualified, seconds, True)
             self.predictor.observe_load(qualified, inst.record.instance_class, seconds)
             log.info("loaded %s v%s on %s in %.3fs", qualified, version, iid, seconds)
+            # an older version that stayed elsewhere would only hold memory: nothing routes to it
+            for other in self._other_versions(qualified, version):
+                try:
+                    await self.unload_from(other, qualified)
+                except InferplexError as exc:
+                    log.warning("could not unload the old version of %s from %s: %s", qualified,
+                                other, exc.message)
             self._profile_new_class(record, inst.record.instance_class)
             return inst.driver
+
+    def _other_versions(self, qualified: str, version: str) -> dict[str, int]:
+        """Instance id -> bytes, where a version of ``qualified`` other than ``version`` is loaded."""
+        return {iid: placed.bytes for iid, models in self._actual.items()
+                if (placed := models.get(qualified)) is not None and placed.version != version}
 
     async def unload_everywhere(self, qualified_name: str) -> None:
         """Unload from every instance that holds it (before a model is deleted)."""

@@ -86,3 +86,39 @@ def test_a_model_costs_the_most_any_class_measured_else_the_estimate() -> None:
     assert svc._model_bytes(rec) == 7 << 20
     rec.profile = {"classes": {"cpu": {}}}
     assert svc._model_bytes(rec) == 1 << 20
+
+
+class UnloadingDriver(Driver):
+    def __init__(self) -> None:
+        super().__init__()
+        self.unloads: list[str] = []
+
+    async def unload(self, name: str) -> None:
+        self.unloads.append(name)
+
+
+async def test_a_new_version_swaps_in_where_the_old_one_is_and_frees_its_room() -> None:
+    instances = Instances("w2", "w1")  # w2 comes first and has room: the swap still wins
+    for inst in instances.list():
+        inst.driver = UnloadingDriver()
+    # w1 has room for v2 (1 MiB) only once v1's bytes are counted free
+    instances.get("w1").record.memory_bytes = 5 << 19
+    svc = _service(instances)
+    svc._actual["w1"] = {Q: Placed("1", 2 << 20, 1.0)}
+    driver = await svc._load(_record(2))
+    assert driver is instances.get("w1").driver and driver.loads == [Q]
+    assert instances.get("w2").driver.loads == []
+    assert svc.placements()["w1"][Q].version == "2"
+
+
+async def test_an_old_version_left_on_another_instance_is_unloaded() -> None:
+    instances = Instances("w1", "w2")
+    for inst in instances.list():
+        inst.driver = UnloadingDriver()
+    instances.get("w1").record.memory_bytes = 1 << 19  # too small for v2 (1 MiB) even after the swap
+    svc = _service(instances)
+    svc._actual["w1"] = {Q: Placed("1", 1 << 19, 1.0)}
+    driver = await svc._load(_record(2))
+    assert driver is instances.get("w2").driver and driver.loads == [Q]
+    assert instances.get("w1").driver.unloads == [Q]
+    assert Q not in svc.placements().get("w1", {}) and svc.placements()["w2"][Q].version == "2"
