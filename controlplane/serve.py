@@ -12,7 +12,7 @@ import argparse
 import asyncio
 
 from controlplane.settings import Settings
-from controlplane.up import event_loop_factory, http_server, save_new_admin_key
+from controlplane.up import event_loop_factory, http_server, save_new_admin_key, settings_from_args
 
 
 async def _serve(settings: Settings) -> int:
@@ -31,18 +31,6 @@ async def _serve(settings: Settings) -> int:
         return 0
     finally:
         await close_services(services)
-
-
-def settings_from_args(args: argparse.Namespace) -> Settings:
-    """Settings from the options given; the environment and Settings' defaults fill the rest."""
-    given = {"store_url": args.etcd, "data_dir": args.data_dir, "artifact_dir": args.artifact_dir,
-             "host": args.host, "http_port": args.http_port, "grpc_port": args.grpc_port,
-             "replica_id": args.replica_id}
-    settings = Settings(**{k: v for k, v in given.items() if v not in (None, "")})  # type: ignore[arg-type]
-    settings.data_dir = settings.data_dir.resolve()
-    if settings.artifact_dir is not None:
-        settings.artifact_dir = settings.artifact_dir.resolve()
-    return settings
 
 
 def run(args: argparse.Namespace) -> int:

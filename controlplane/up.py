@@ -152,20 +152,31 @@ def save_new_admin_key(settings: Settings, services: Services) -> Path | None:
     return path
 
 
-async def _serve(args: argparse.Namespace, stop: StopFlag) -> int:
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """Settings from the options given (``inferplex up`` and ``inferplex controlplane``);
+    the environment (INFERPLEX_*) and Settings' defaults fill the rest."""
+    given = {"store_url": getattr(args, "etcd", None)}
+    given |= {name: getattr(args, name, None) for name in
+              ("data_dir", "artifact_dir", "host", "http_port", "grpc_port", "replica_id")}
+    settings = Settings(**{k: v for k, v in given.items() if v not in (None, "")})  # type: ignore[arg-type]
+    settings.data_dir = settings.data_dir.resolve()
+    if settings.artifact_dir is not None:
+        settings.artifact_dir = settings.artifact_dir.resolve()
+    return settings
+
+async def _serve(args: argparse.Namespace, settings: Settings, stop: StopFlag) -> int:
     from controlplane.app import create_app
     from controlplane.services import build_services, close_services
 
-    data_dir: Path = args.data_dir
-    settings = Settings(data_dir=data_dir, host=args.host, http_port=args.http_port, grpc_port=args.grpc_port)
+    data_dir, host = settings.data_dir, settings.host
     log_dir = data_dir / "logs"
     workers: list[WorkerChild] = []
     services = None
     try:
-        workers = [start_worker(i, args.host, args.worker_memory, args.worker_threads, log_dir,
+        workers = [start_worker(i, host, args.worker_memory, args.worker_threads, log_dir,
                                 args.worker_cpus)
                    for i in range(args.workers)]
-        await wait_workers_ready(workers, args.host, args.worker_start_timeout, log_dir, stop)
+        await wait_workers_ready(workers, host, args.worker_start_timeout, log_dir, stop)
         services = await build_services(settings)
         key_file = save_new_admin_key(settings, services)
         stop.check()
@@ -175,12 +186,12 @@ async def _serve(args: argparse.Namespace, stop: StopFlag) -> int:
                 await services.instances.deregister(inst.record.instance_id)  # from a larger earlier run
         for w in workers:
             await services.instances.register(
-                f"{args.host}:{w.http_port}", f"{args.host}:{w.grpc_port}", args.worker_memory,
+                f"{host}:{w.http_port}", f"{host}:{w.grpc_port}", args.worker_memory,
                 kind="embedded", instance_id=w.instance_id)
         await services.placement.resync()
 
         app = create_app(settings, services)
-        server = http_server(app, args.host, args.http_port)
+        server = http_server(app, host, settings.http_port)
         stop.server = server
         stop.check()
         serving = asyncio.create_task(server.serve())
@@ -191,8 +202,8 @@ async def _serve(args: argparse.Namespace, stop: StopFlag) -> int:
             await serving
             return 1
         lines = ["inferplex is up",
-                 f"  REST API + v2 HTTP : http://{args.host}:{args.http_port}   (docs: /docs)",
-                 f"  v2 gRPC            : {args.host}:{args.grpc_port}",
+                 f"  REST API + v2 HTTP : http://{host}:{settings.http_port}   (docs: /docs)",
+                 f"  v2 gRPC            : {host}:{settings.grpc_port}",
                  f"  workers            : {len(workers)} x {args.worker_memory} bytes",
                  f"  data               : {data_dir}"]
         if key_file is not None:
@@ -232,8 +243,8 @@ class StopFlag:
 def run(args: argparse.Namespace) -> int:
     # the per-request lines of the readiness/memory polls drown everything else
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    args.data_dir = Path(args.data_dir).resolve()
-    args.data_dir.mkdir(parents=True, exist_ok=True)
+    settings = settings_from_args(args)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
     for flag, value in (("--cpus", args.cpus), ("--worker-cpus", args.worker_cpus)):
         try:
             cpus = parse_cpus(value) if value else None
@@ -249,15 +260,15 @@ def run(args: argparse.Namespace) -> int:
         signal.signal(sig, stop.handle)
     try:
         with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
-            return runner.run(_serve(args, stop))
+            return runner.run(_serve(args, settings, stop))
     except Stopped:
         return 0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = subparsers.add_parser("up", help="run control plane + N embedded workers on this machine")
-    p.add_argument("--data-dir", default=os.environ.get("INFERPLEX_DATA_DIR", "./data"),
-                   help="state store, artifacts, logs and admin.key live here (default ./data)")
+    p.add_argument("--data-dir", default=None,
+                   help="state store, artifacts, logs and admin.key live here (env INFERPLEX_DATA_DIR, default ./data)")
     p.add_argument("--workers", type=int, default=2, help="embedded workers to start (default 2)")
     p.add_argument("--worker-memory", type=size_arg, default=1 << 30,
                    help="memory budget per worker, e.g. 512MiB (default 1GiB)")
@@ -266,8 +277,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                    help="pin every worker to these CPUs, e.g. '1' (default: no pinning)")
     p.add_argument("--cpus", default=None, metavar="LIST",
                    help="pin the control plane to these CPUs, e.g. '0' (default: no pinning)")
-    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
-    p.add_argument("--http-port", type=int, default=8000, help="REST + v2 HTTP port (default 8000)")
-    p.add_argument("--grpc-port", type=int, default=8001, help="v2 gRPC port (default 8001)")
+    p.add_argument("--host", default=None, help="bind address (env INFERPLEX_HOST, default 127.0.0.1)")
+    p.add_argument("--http-port", type=int, default=None,
+                   help="REST + v2 HTTP port (env INFERPLEX_HTTP_PORT, default 8000)")
+    p.add_argument("--grpc-port", type=int, default=None, help="v2 gRPC port (env INFERPLEX_GRPC_PORT, default 8001)")
     p.add_argument("--worker-start-timeout", type=float, default=60.0, help=argparse.SUPPRESS)
     p.set_defaults(func=run)

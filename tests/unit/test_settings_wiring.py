@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from controlplane import serve
+from controlplane import serve, up
 from controlplane.services import build_services, close_services
 from controlplane.settings import Settings
 
@@ -36,6 +36,12 @@ def _controlplane_args(*argv: str) -> argparse.Namespace:
     return parser.parse_args(["controlplane", *argv])
 
 
+def _up_args(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    up.register(parser.add_subparsers())
+    return parser.parse_args(["up", *argv])
+
+
 def test_inferplex_controlplane_takes_what_its_options_leave_out_from_the_environment(
         monkeypatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
@@ -63,3 +69,17 @@ def test_inferplex_controlplane_defaults_without_environment(monkeypatch, tmp_pa
     assert (settings.host, settings.http_port, settings.grpc_port) == ("127.0.0.1", 8000, 8001)
     assert (settings.store_url, settings.replica_id) == (None, "cp-0")
     assert settings.data_dir == tmp_path / "data"
+
+
+def test_inferplex_up_takes_what_its_options_leave_out_from_the_environment(
+        monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("INFERPLEX_HOST", "127.0.0.3")
+    monkeypatch.setenv("INFERPLEX_HTTP_PORT", "9300")
+    monkeypatch.setenv("INFERPLEX_DATA_DIR", "state")
+    monkeypatch.delenv("INFERPLEX_GRPC_PORT", raising=False)
+    settings = up.settings_from_args(_up_args())
+    assert (settings.host, settings.http_port, settings.grpc_port) == ("127.0.0.3", 9300, 8001)
+    assert settings.data_dir == tmp_path / "state"
+    settings = up.settings_from_args(_up_args("--http-port", "9400", "--data-dir", "d"))
+    assert (settings.http_port, settings.data_dir) == (9400, tmp_path / "d")

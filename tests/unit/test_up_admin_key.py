@@ -16,9 +16,8 @@ from controlplane.settings import Settings
 def _up_args(data_dir: Path) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     up.register(parser.add_subparsers())
-    args = parser.parse_args(["up", "--workers", "0", "--http-port", "1", "--grpc-port", "1"])
-    args.data_dir = data_dir
-    return args
+    return parser.parse_args(["up", "--workers", "0", "--http-port", "1", "--grpc-port", "1",
+                              "--data-dir", str(data_dir)])
 
 
 async def test_a_start_that_fails_after_minting_the_admin_key_has_saved_it(tmp_path: Path,
@@ -28,7 +27,8 @@ async def test_a_start_that_fails_after_minting_the_admin_key_has_saved_it(tmp_p
 
     monkeypatch.setattr(controlplane.app, "create_app", broken_app)
     with pytest.raises(RuntimeError, match="after build_services"):
-        await up._serve(_up_args(tmp_path), up.StopFlag())
+        args = _up_args(tmp_path)
+        await up._serve(args, up.settings_from_args(args), up.StopFlag())
     key = (tmp_path / "admin.key").read_text().strip()
     assert key.startswith("ipx_")
     assert (tmp_path / "admin.key").stat().st_mode & 0o777 == 0o600
