@@ -19,11 +19,11 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
-from tests.support.procs import Proc, free_port, inferplex_cmd, wait_until
+from tests.support.procs import LoopbackServer, Proc, free_port, inferplex_cmd, wait_until
 
 
 @dataclass
-class ControlPlane:
+class ControlPlane(LoopbackServer):
     proc: Proc
     data_dir: Path
     http_port: int
@@ -33,15 +33,6 @@ class ControlPlane:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.http_port}"
-
-    @property
-    def http_url(self) -> str:
-        """host:port, the form tritonclient.http wants."""
-        return f"127.0.0.1:{self.http_port}"
-
-    @property
-    def grpc_url(self) -> str:
-        return f"127.0.0.1:{self.grpc_port}"
 
     def client(self, key: str | None = None) -> httpx.Client:
         headers = {"Authorization": f"Bearer {key}"} if key else {}

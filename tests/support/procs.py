@@ -64,6 +64,22 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return False
 
 
+class LoopbackServer:
+    """The addresses of a server a test started on 127.0.0.1 (its subclasses set the ports)."""
+
+    http_port: int
+    grpc_port: int
+
+    @property
+    def http_url(self) -> str:
+        """host:port, the form tritonclient.http wants."""
+        return f"127.0.0.1:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+
 class Proc:
     """A child process whose output goes to a log file; stop() always reaps it."""
 

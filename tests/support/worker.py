@@ -14,23 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.support.procs import Proc, free_port, inferplex_cmd, port_open
+from tests.support.procs import LoopbackServer, Proc, free_port, inferplex_cmd, port_open
 
 
 @dataclass
-class WorkerProcess:
+class WorkerProcess(LoopbackServer):
     proc: Proc
     http_port: int
     grpc_port: int
     loaded: set[str] = field(default_factory=set)
-
-    @property
-    def http_url(self) -> str:
-        return f"127.0.0.1:{self.http_port}"
-
-    @property
-    def grpc_url(self) -> str:
-        return f"127.0.0.1:{self.grpc_port}"
 
     def http_ready(self) -> bool:
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from types import ModuleType
 
 from controlplane import serve, up
 from controlplane.services import build_services, close_services
@@ -30,16 +31,19 @@ def test_settings_come_from_inferplex_environment(monkeypatch, tmp_path: Path) -
     assert settings.data_dir == tmp_path
 
 
-def _controlplane_args(*argv: str) -> argparse.Namespace:
+def _parse(module: ModuleType, *argv: str) -> argparse.Namespace:
+    """argv (the subcommand first) through the subcommand parser that ``module`` registers."""
     parser = argparse.ArgumentParser()
-    serve.register(parser.add_subparsers())
-    return parser.parse_args(["controlplane", *argv])
+    module.register(parser.add_subparsers())
+    return parser.parse_args(argv)
+
+
+def _controlplane_args(*argv: str) -> argparse.Namespace:
+    return _parse(serve, "controlplane", *argv)
 
 
 def _up_args(*argv: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    up.register(parser.add_subparsers())
-    return parser.parse_args(["up", *argv])
+    return _parse(up, "up", *argv)
 
 
 def test_inferplex_controlplane_takes_what_its_options_leave_out_from_the_environment(
