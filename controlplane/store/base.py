@@ -8,8 +8,12 @@ Who needs compare-and-set: every read-modify-write. A caller reads a value with
 its ``revision`` (``get``), computes the new value, and writes it with
 ``compare_and_set(key, value, revision)``; on ``False`` it re-reads and retries
 (see ``update_json``). Creating something that must be unique (a tenant, a model
-version, the leader key) uses ``create`` (create-if-absent). Plain ``put`` is only
-for values a single writer owns (an instance's own registration, observed timings).
+version, the leader key) uses ``create`` (create-if-absent); something that belongs to
+another record (a model version to its tenant) uses ``create_under``, which checks in the
+same transaction that the owner is still the very record that was read (its create
+revision), so nothing is created for an owner deleted, or deleted and re-created, meanwhile.
+Plain ``put`` is only for values a single writer owns (an instance's own registration,
+observed timings).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from kserve.errors import Conflict, Unavailable
+from kserve.errors import Conflict, NotFound, Unavailable
 
 PREFIX = "/inferplex/"
 
@@ -32,6 +36,10 @@ class StoreUnavailable(Unavailable):
 
 class LeaseExpired(Unavailable):
     """A lease was refreshed after it expired (or was revoked)."""
+
+
+class OwnerGone(NotFound):
+    """``create_under`` found its owner absent, or re-created since it was read."""
 
 
 class WatchCompacted(Unavailable):
@@ -50,6 +58,9 @@ class KeyValue:
     # mod revision: changes on every write of this key; 0 never occurs for a present key
     revision: int
     lease: int | None = None
+    # create revision: set when the key is created, kept by every later write; a key deleted
+    # and written again gets a new one, so it tells a record from its namesake successor
+    created: int = 0
 
     def json(self) -> Any:
         return json.loads(self.value)
@@ -76,6 +87,12 @@ class StateStore(abc.ABC):
     @abc.abstractmethod
     async def create(self, key: str, value: bytes, *, lease: int | None = None) -> int | None:
         """Write only if the key is absent; returns the new revision, or None if it exists."""
+
+    @abc.abstractmethod
+    async def create_under(self, key: str, value: bytes, *, owner: str, owner_created: int) -> int | None:
+        """``create`` in one transaction with a check that ``owner`` exists with create revision
+        ``owner_created`` (``KeyValue.created`` as read). Returns the new revision, or None if
+        ``key`` exists; raises OwnerGone (and writes nothing) when the owner check fails."""
 
     @abc.abstractmethod
     async def compare_and_set(

@@ -31,6 +31,7 @@ from typing import Any
 from controlplane.store.base import (
     KeyValue,
     LeaseExpired,
+    OwnerGone,
     StateStore,
     StoreUnavailable,
     WatchCompacted,
@@ -51,6 +52,7 @@ class _Entry:
     value: bytes
     revision: int
     lease: int | None
+    created: int
 
 
 @dataclass(slots=True)
@@ -133,7 +135,9 @@ class EmbeddedStore(StateStore):
                 continue
             raw = item["value"]
             value = base64.b64decode(raw) if item.get("enc") == "b64" else raw.encode()
-            self._data[item["key"]] = _Entry(value, int(item["revision"]), None)
+            # files written before create revisions were kept: the mod revision stands in
+            created = int(item.get("created") or item["revision"])
+            self._data[item["key"]] = _Entry(value, int(item["revision"]), None, created)
         if dropped:
             self._revision += 1
             log.info("embedded store %s: dropped %d lease-bound keys on load", path, dropped)
@@ -150,7 +154,8 @@ class EmbeddedStore(StateStore):
             except UnicodeDecodeError:
                 value, enc = base64.b64encode(e.value).decode(), "b64"
             keys.append(
-                {"key": key, "value": value, "enc": enc, "revision": e.revision, "lease": e.lease}
+                {"key": key, "value": value, "enc": enc, "revision": e.revision, "lease": e.lease,
+                 "created": e.created}
             )
         doc = {
             "format": FILE_FORMAT,
@@ -200,7 +205,9 @@ class EmbeddedStore(StateStore):
             raise LeaseExpired(f"lease {lease} has expired or was revoked; grant a new one")
         self._revision += 1
         self._bind(key, lease)
-        self._data[key] = _Entry(bytes(value), self._revision, lease)
+        old = self._data.get(key)
+        created = old.created if old is not None else self._revision
+        self._data[key] = _Entry(bytes(value), self._revision, lease, created)
         self._emit(WatchEvent("put", key, bytes(value), self._revision))
         self._save()
         return self._revision
@@ -260,7 +267,7 @@ class EmbeddedStore(StateStore):
     async def get(self, key: str) -> KeyValue | None:
         self._op()
         e = self._data.get(key)
-        return None if e is None else KeyValue(key, e.value, e.revision, e.lease)
+        return None if e is None else KeyValue(key, e.value, e.revision, e.lease, e.created)
 
     async def put(self, key: str, value: bytes, *, lease: int | None = None) -> int:
         self._op()
@@ -271,6 +278,15 @@ class EmbeddedStore(StateStore):
         if key in self._data:
             return None
         return self._write(key, value, lease)
+
+    async def create_under(self, key: str, value: bytes, *, owner: str, owner_created: int) -> int | None:
+        self._op()
+        held = self._data.get(owner)
+        if held is None or held.created != owner_created:
+            raise OwnerGone(f"{owner} is gone or was re-created; nothing was written")
+        if key in self._data:
+            return None
+        return self._write(key, value, None)
 
     async def compare_and_set(
         self, key: str, value: bytes, expected_revision: int, *, lease: int | None = None
@@ -301,7 +317,7 @@ class EmbeddedStore(StateStore):
     async def snapshot_prefix(self, prefix: str) -> tuple[list[KeyValue], int]:
         self._op()
         kvs = [
-            KeyValue(k, e.value, e.revision, e.lease)
+            KeyValue(k, e.value, e.revision, e.lease, e.created)
             for k, e in sorted(self._data.items())
             if k.startswith(prefix)
         ]

@@ -26,6 +26,7 @@ from aetcd import exceptions as etcd_errors
 from controlplane.store.base import (
     KeyValue,
     LeaseExpired,
+    OwnerGone,
     StateStore,
     StoreUnavailable,
     WatchCompacted,
@@ -135,7 +136,7 @@ class EtcdStore(StateStore):
 
     @staticmethod
     def _kv(kv: aetcd.rtypes.KeyValue) -> KeyValue:
-        return KeyValue(kv.key.decode(), kv.value, kv.mod_revision, kv.lease or None)
+        return KeyValue(kv.key.decode(), kv.value, kv.mod_revision, kv.lease or None, kv.create_revision)
 
     # -- StateStore ------------------------------------------------------------------
 
@@ -165,6 +166,25 @@ class EtcdStore(StateStore):
         return await self._txn_put(
             f"create {key}", key, value, [tx.version(key.encode()) == 0], lease
         )
+
+    async def create_under(self, key: str, value: bytes, *, owner: str, owner_created: int) -> int | None:
+        tx = aetcd.client.Transactions()
+
+        def txn(c: aetcd.Client) -> Awaitable[tuple[bool, list]]:
+            return c.transaction(
+                compare=[tx.create(owner.encode()) == owner_created, tx.version(key.encode()) == 0],
+                success=[c.transactions.put(key.encode(), value)],
+                # on failure, read the owner back to tell "owner gone" from "key exists"
+                failure=[c.transactions.get(owner.encode())],
+            )
+
+        ok, responses = await self._call(f"create {key} under {owner}", txn)
+        if ok:
+            return responses[0].response_put.header.revision
+        found = responses[0] if responses else []
+        if not found or found[0][1].create_revision != owner_created:
+            raise OwnerGone(f"{owner} is gone or was re-created; nothing was written")
+        return None
 
     def _unchanged(self, key: str, expected_revision: int) -> list:
         tx = aetcd.client.Transactions()

@@ -12,6 +12,7 @@ import pytest
 
 from controlplane.store import (
     LeaseExpired,
+    OwnerGone,
     StateStore,
     StoreUnavailable,
     WatchCompacted,
@@ -64,6 +65,35 @@ async def test_create_if_absent_second_create_returns_none(store: StateStore, ns
     assert kv is not None and (kv.value, kv.revision) == (b"first", rev)
     with pytest.raises(Conflict, match="tenant already exists"):
         await store.create_json(ns + "t", {"x": 1}, what="tenant")
+
+
+async def test_create_under_needs_the_same_owner_record_not_a_namesake(
+    stores: tuple[StateStore, StateStore], ns: str
+) -> None:
+    one, two = stores
+    await one.put(ns + "tenant", b"v1")
+    owner = await two.get(ns + "tenant")
+    assert owner is not None and owner.created > 0
+    # an update keeps the owner's identity: the child is created, and only once
+    await one.put(ns + "tenant", b"v2")
+    rev = await two.create_under(ns + "child/1", b"c", owner=ns + "tenant", owner_created=owner.created)
+    assert rev is not None
+    kv = await one.get(ns + "tenant")
+    assert kv is not None and kv.created == owner.created and kv.revision > owner.revision
+    assert await one.create_under(ns + "child/1", b"again", owner=ns + "tenant",
+                                  owner_created=owner.created) is None
+    # deleted, then re-created under the same name: a different record
+    assert await one.delete(ns + "tenant")
+    with pytest.raises(OwnerGone):
+        await two.create_under(ns + "child/2", b"c", owner=ns + "tenant", owner_created=owner.created)
+    await one.put(ns + "tenant", b"new owner")
+    reborn = await two.get(ns + "tenant")
+    assert reborn is not None and reborn.created > owner.created
+    with pytest.raises(OwnerGone):
+        await two.create_under(ns + "child/2", b"c", owner=ns + "tenant", owner_created=owner.created)
+    assert await one.get(ns + "child/2") is None
+    assert await two.create_under(ns + "child/2", b"c", owner=ns + "tenant",
+                                  owner_created=reborn.created) is not None
 
 
 async def test_compare_and_set_succeeds_on_current_revision_fails_on_stale(
@@ -237,6 +267,7 @@ async def test_two_racers_creating_the_same_key_exactly_one_wins(
 async def test_embedded_store_keeps_every_key_across_close_and_reopen(tmp_path: Path) -> None:
     path = tmp_path / "data" / "state.json"
     store = EmbeddedStore(path)
+    created = await store.put("/inferplex/tenants/acme", b'{"name":"?"}')
     await store.put("/inferplex/tenants/acme", b'{"name":"acme"}')
     await store.put("/inferplex/bin", bytes(range(256)))  # not UTF-8: stored as base64
     lease = await store.grant_lease(60)
@@ -248,6 +279,7 @@ async def test_embedded_store_keeps_every_key_across_close_and_reopen(tmp_path: 
     try:
         kv = await reopened.get("/inferplex/tenants/acme")
         assert kv is not None and kv.value == b'{"name":"acme"}'
+        assert kv.created == created  # what create_under compares survives a restart
         bin_kv = await reopened.get("/inferplex/bin")
         assert bin_kv is not None and bin_kv.value == bytes(range(256))
         # Leases do not survive a restart, so keys bound to them are gone.
