@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from controlplane.artifacts import ArtifactStore, StagedUpload
 from controlplane.settings import Settings
 from controlplane.store import keys
-from controlplane.store.base import KeyValue, StateStore
+from controlplane.store.base import KeyValue, OwnerGone, StateStore
 from controlplane.store.cache import PrefixCache
 from controlplane.validation import Platform, TensorSpec, ValidatedModel
 from kserve.datatypes import v2_to_config_type
@@ -167,10 +167,14 @@ class ModelCatalog:
 
     # ------------------------------------------------------------------ writes
 
-    async def add_version(self, tenant: str, name: str, version: int | None, staged: StagedUpload,
-                          model: ValidatedModel, slo_ms: float) -> ModelRecord:
+    async def add_version(self, tenant: str, tenant_created: int, name: str, version: int | None,
+                          staged: StagedUpload, model: ValidatedModel, slo_ms: float) -> ModelRecord:
         """Record a validated upload and move its bytes to their content address.
-        ``version`` None means the next one. Nothing stays behind on failure."""
+        ``version`` None means the next one. ``tenant_created`` is the tenant record's identity
+        read when the upload began (``TenantService.tenant_created``): the version is created
+        only if that very record still exists, in the same transaction, so an upload that
+        outlives its tenant (or the tenant's namesake successor) stores nothing. Nothing stays
+        behind on failure."""
         check_new_version(name, version, slo_ms)
         async with self._bytes_lock:
             for _ in range(20):  # racing uploads without a version take the next free one
@@ -183,7 +187,12 @@ class ModelCatalog:
                     created_at=time.time(),
                 )
                 key = keys.model_version(tenant, name, v)
-                rev = await self.store.create(key, record.model_dump_json().encode())
+                try:
+                    rev = await self.store.create_under(key, record.model_dump_json().encode(),
+                                                        owner=keys.tenant(tenant), owner_created=tenant_created)
+                except OwnerGone:
+                    raise NotFound(f"tenant {tenant!r} was deleted while the model was uploading; "
+                                   "nothing was stored") from None
                 if rev is not None:
                     break
                 if version is not None:
@@ -200,6 +209,13 @@ class ModelCatalog:
         log.info("model %s v%d of tenant %s stored (%s, %d bytes)", name, v, tenant,
                  staged.sha256[:12], staged.size_bytes)
         return record
+
+    async def stored_model_names(self, tenant: str) -> list[str]:
+        """Names of the tenant's models in the store (not the cache: a version created a
+        moment ago counts), sorted."""
+        prefix = keys.models_of(tenant)
+        return sorted({kv.key.removeprefix(prefix).partition("/")[0]
+                       for kv in await self.store.list_prefix(prefix)})
 
     async def _next_version(self, tenant: str, name: str) -> int:
         # from the store, not the cache: a version created a moment ago must count

@@ -387,7 +387,10 @@ class PlacementService:
         latest = self.catalog.by_qualified(record.qualified_name, str(record.version)) or record
         existing = ModelProfile.model_validate(latest.profile) if latest.profile else ModelProfile()
         stored = existing.with_class(inst.record.instance_class, profile).model_dump(mode="json")
-        await self.catalog.set_status(latest, "ready", profile=stored)
+        if await self.catalog.set_status(latest, "ready", profile=stored) is None:
+            # deleted while profiling: a namesake uploaded later must not start from these timings
+            self.predictor.forget(record.qualified_name)
+            return
         log.info("profiled %s on %s", record.qualified_name, inst.record.instance_id)
 
     # ---- loop ------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from controlplane.store import keys
-from controlplane.store.base import StateStore
+from controlplane.store.base import KeyValue, StateStore
 from controlplane.store.cache import PrefixCache
 from kserve.errors import Conflict, InvalidArgument, NotFound, Unauthenticated
 from tenants.auth import Principal, Role
@@ -31,7 +31,6 @@ from tenants.keys import (
 from tenants.naming import check_tenant_name
 
 log = logging.getLogger(__name__)
-
 
 
 class Tenant(BaseModel):
@@ -71,6 +70,10 @@ class TenantService:
         bad = sorted(k for k, v in (quotas or {}).items() if not math.isfinite(v))
         if bad:
             raise InvalidArgument(f"quotas {', '.join(bad)} must be finite numbers")
+        if await self._remains(name):
+            # a delete that stopped half-way: its models or keys would pass to the new owner
+            raise Conflict(f"tenant {name!r} was deleted but not all of its models and keys are gone "
+                           f"yet: run DELETE /admin/tenants/{name} again, then create it")
         tenant = Tenant(name=name, display_name=display_name, quotas=quotas or {}, created_at=time.time())
         rev = await self.store.create(keys.tenant(name), tenant.model_dump_json().encode())
         if rev is None:
@@ -82,24 +85,45 @@ class TenantService:
         return [Tenant.model_validate(kv.json()) for kv in await self.store.list_prefix(keys.TENANTS)]
 
     async def get_tenant(self, name: str) -> Tenant:
+        return Tenant.model_validate((await self._record(name)).json())
+
+    async def tenant_created(self, name: str) -> int:
+        """The tenant record's identity (its create revision), for ``StateStore.create_under``:
+        a tenant deleted and re-created under the same name has another one."""
+        return (await self._record(name)).created
+
+    async def _record(self, name: str) -> KeyValue:
         try:
             kv = await self.store.get(keys.tenant(name))
         except ValueError:  # empty or with a '/': no tenant can have that name
             kv = None
         if kv is None:
             raise NotFound(f"unknown tenant {name!r}: create it with POST /admin/tenants")
-        return Tenant.model_validate(kv.json())
+        return kv
 
-    async def delete_tenant(self, name: str) -> None:
-        """Deletes the tenant record and all its keys; the caller removes its models first."""
-        await self.get_tenant(name)
+    async def _remains(self, name: str) -> bool:
+        if await self.store.list_prefix(keys.models_of(name)):
+            return True
+        return any(kv.json().get("tenant") == name for kv in await self.store.list_prefix(keys.APIKEYS))
+
+    async def delete_tenant(self, name: str) -> bool:
+        """Deletes the tenant record, then all its keys; returns whether the record was there.
+
+        The record goes first: from then on no model version can be created for this tenant
+        (``create_under``), so the caller's removal of its models (listed from the store
+        afterwards) misses nothing. Safe to repeat after a failure half-way."""
+        try:
+            existed = await self.store.delete(keys.tenant(name))
+        except ValueError:
+            raise NotFound(f"unknown tenant {name!r}: create it with POST /admin/tenants") from None
         deleted = []
         for kv in await self.store.list_prefix(keys.APIKEYS):
             if kv.json().get("tenant") == name and await self.store.delete(kv.key):
                 deleted.append(kv)
-        await self.store.delete(keys.tenant(name))
         await self._keys.caught_up_with_deletes(deleted)  # its keys stop working here at once
-        log.info("deleted tenant %s", name)
+        log.info("deleted tenant %s (record %s, %d keys)", name, "removed" if existed else "already gone",
+                 len(deleted))
+        return existed
 
     # ------------------------------------------------------------------ keys
 

@@ -146,8 +146,8 @@ _UPLOAD_DOC: dict[str, Any] = {
 async def upload_model(request: Request, services: ServicesDep, principal: PrincipalDep) -> ModelRecord:
     query = dict(request.query_params)
     tenant = scope(principal, query.get("tenant"))
-    if principal.role == "admin":
-        await services.tenants.get_tenant(tenant)
+    # which tenant record this upload is for: one deleted (or re-created) meanwhile gets nothing
+    tenant_created = await services.tenants.tenant_created(tenant)
     if query.get("name"):
         check_model_name(query["name"])  # before reading a byte of the body
     try:
@@ -171,7 +171,8 @@ async def upload_model(request: Request, services: ServicesDep, principal: Princ
             received.staged.path, inputs=_specs(options, "inputs"), outputs=_specs(options, "outputs"),
             max_batch_size=_int(options, "max_batch_size"),
         )
-        record = await services.catalog.add_version(tenant, name, version, received.staged, model, slo_ms)
+        record = await services.catalog.add_version(tenant, tenant_created, name, version, received.staged,
+                                                     model, slo_ms)
     except InferplexError as exc:
         services.metrics.error(tenant, _metric_label(name), "upload_refused")
         log.info("upload of %r for tenant %s refused: %s", name, tenant, exc.message)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 from fastapi import APIRouter, status
 from pydantic import BaseModel, Field
 
 from controlplane.deps import AdminDep, ServicesDep
+from kserve.errors import NotFound
 from tenants.auth import Role
 from tenants.keys import ApiKeyRecord
+from tenants.naming import qualified_name
 from tenants.service import Tenant
 
 log = logging.getLogger(__name__)
@@ -90,12 +93,17 @@ async def get_tenant(tenant: str, services: ServicesDep, _: AdminDep) -> TenantD
 @router.delete("/tenants/{tenant}", response_model=Deleted,
                summary="Delete a tenant, its keys and its models (unloaded from every instance first)")
 async def delete_tenant(tenant: str, services: ServicesDep, _: AdminDep) -> Deleted:
-    await services.tenants.get_tenant(tenant)
-    for name in sorted({m.name for m in services.catalog.list(tenant)}):
-        record = services.catalog.resolve(tenant, name)
-        await services.placement.unload_everywhere(record.qualified_name)
-        await services.catalog.delete(tenant, name)
-    await services.tenants.delete_tenant(tenant)
+    # the record first (uploads in flight then fail), then what belonged to it, read from
+    # the store, not the cache: a version committed a moment ago must go too. Repeating a
+    # delete that failed half-way finishes it (the record is gone, its models are not).
+    existed = await services.tenants.delete_tenant(tenant)
+    names = await services.catalog.stored_model_names(tenant)
+    if not existed and not names:
+        raise NotFound(f"unknown tenant {tenant!r}: create it with POST /admin/tenants")
+    for name in names:
+        await services.placement.unload_everywhere(qualified_name(tenant, name))
+        with contextlib.suppress(NotFound):  # another replica's delete got there first
+            await services.catalog.delete(tenant, name)
     return Deleted(deleted=tenant)
 
 

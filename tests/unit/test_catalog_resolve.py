@@ -13,6 +13,7 @@ import pytest
 from controlplane.artifacts import ArtifactStore, StagedUpload
 from controlplane.catalog import ModelCatalog
 from controlplane.settings import Settings
+from controlplane.store import keys
 from controlplane.store.embedded import EmbeddedStore
 from controlplane.validation import TensorSpec, ValidatedModel
 from kserve.errors import Conflict, NotFound
@@ -43,8 +44,30 @@ async def stage(cat: ModelCatalog, data: bytes) -> StagedUpload:
     return await cat.artifacts.stage(chunks(), 1 << 20)
 
 
+async def tenant_created(cat: ModelCatalog, tenant: str) -> int:
+    """The tenant record's identity, creating the record on first use."""
+    await cat.store.create(keys.tenant(tenant), b"{}")
+    kv = await cat.store.get(keys.tenant(tenant))
+    assert kv is not None
+    return kv.created
+
+
 async def add(cat: ModelCatalog, tenant: str, name: str, data: bytes = b"bytes", version: int | None = None):
-    return await cat.add_version(tenant, name, version, await stage(cat, data), MODEL, 100.0)
+    created = await tenant_created(cat, tenant)
+    return await cat.add_version(tenant, created, name, version, await stage(cat, data), MODEL, 100.0)
+
+
+async def test_a_version_for_a_tenant_deleted_and_recreated_meanwhile_stores_nothing(
+        catalog: ModelCatalog) -> None:
+    before = await tenant_created(catalog, "acme")
+    staged = await stage(catalog, b"old owner's bytes")
+    assert await catalog.store.delete(keys.tenant("acme"))
+    now = await tenant_created(catalog, "acme")  # a new tenant under the same name
+    with pytest.raises(NotFound, match="tenant 'acme' was deleted while the model was uploading"):
+        await catalog.add_version("acme", before, "m", None, staged, MODEL, 100.0)
+    assert catalog.list("acme") == [] and await catalog.stored_model_names("acme") == []
+    assert not catalog.artifacts.exists(staged.sha256)
+    assert (await add(catalog, "acme", "m")).version == 1 and now > before
 
 
 async def test_latest_version_skips_failed_ones(catalog: ModelCatalog) -> None:

@@ -18,6 +18,7 @@ from controlplane.catalog import ModelCatalog
 from controlplane.gateway import Gateway
 from controlplane.metrics import Metrics
 from controlplane.settings import Settings
+from controlplane.store import keys
 from controlplane.store.embedded import EmbeddedStore
 from controlplane.validation import TensorSpec, ValidatedModel
 from placement.service import Placed, PlacementService
@@ -99,7 +100,10 @@ async def _add(catalog: ModelCatalog, name: str, data: bytes) -> Any:
         yield data
 
     staged = await catalog.artifacts.stage(chunks(), 1 << 20)
-    return await catalog.add_version("acme", name, None, staged, MODEL, 100.0)
+    await catalog.store.create(keys.tenant("acme"), b"{}")
+    tenant = await catalog.store.get(keys.tenant("acme"))
+    assert tenant is not None
+    return await catalog.add_version("acme", tenant.created, name, None, staged, MODEL, 100.0)
 
 
 async def test_index_marks_only_the_loaded_version_ready(setup: _Setup) -> None:
