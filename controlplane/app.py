@@ -9,8 +9,10 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from controlplane.gateway import SERVER_VERSION
+from controlplane.redact import RequestIdMiddleware
 from controlplane.services import Services, build_services, close_services
 from controlplane.settings import Settings
 from kserve.errors import InferplexError, InvalidArgument
@@ -46,7 +48,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     )
 
     @app.exception_handler(InferplexError)
-    async def inferplex_error(_: Request, exc: InferplexError) -> JSONResponse:
+    async def inferplex_error(request: Request, exc: InferplexError) -> JSONResponse:
+        # names in the path are the caller's own words: shown back as sent
+        exc = request.app.state.services.gateway.redact.error(exc, keep=set(request.path_params.values()))
         retry_after = exc.retry_after_header()
         headers = {"Retry-After": retry_after} if retry_after is not None else {}
         return JSONResponse(exc.to_json(), status_code=exc.http_status, headers=headers)
@@ -59,10 +63,20 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
                              for e in exc.errors())
         return JSONResponse(InvalidArgument(f"invalid request: {problems}").to_json(), status_code=400)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # Starlette's own refusals (unknown path, a body FastAPI could not parse) in the
+        # {"error": ...} form; a body nested too deep fails json.loads with RecursionError
+        message = str(exc.detail)
+        if isinstance(exc.__cause__, RecursionError):
+            message = "the request body JSON nests arrays and objects too deeply; send a flatter body"
+        return JSONResponse({"error": message}, status_code=exc.status_code, headers=exc.headers)
+
     from controlplane.routes import include_routers
     from controlplane.routes.v2 import InferFastPath
 
     include_routers(app)
     # v2 infer is served before routing: the router alone costs more than the gateway's budget
     app.add_middleware(InferFastPath)
+    app.add_middleware(RequestIdMiddleware)  # outermost: the fast path's answers carry it too
     return app

@@ -18,6 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from controlplane.artifacts import ArtifactStore, StagedUpload
+from controlplane.redact import public_text
 from controlplane.settings import Settings
 from controlplane.store import keys
 from controlplane.store.base import KeyValue, OwnerGone, StateStore
@@ -226,7 +227,12 @@ class ModelCatalog:
     async def set_status(self, record: ModelRecord, status: Status, reason: str = "",
                          profile: dict[str, Any] | None = None) -> ModelRecord | None:
         """CAS update of one version's status (profile kept unless given); None if the
-        version was deleted meanwhile."""
+        version was deleted meanwhile. The tenant reads ``reason``: nothing internal stays in
+        it (the whole of it is logged here)."""
+        public = public_text(reason, record.tenant)
+        if public != reason:
+            log.info("model %s v%d %s: %s", record.qualified_name, record.version, status, reason)
+            reason = public
 
         def change(value: dict[str, Any]) -> dict[str, Any]:
             new = {**value, "status": status, "reason": reason}

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
+from controlplane.redact import CALLER
 from controlplane.services import Services
 from kserve.errors import PermissionDenied
 from tenants.auth import Principal
@@ -21,7 +22,9 @@ ServicesDep = Annotated[Services, Depends(get_services)]
 async def get_principal(
     services: ServicesDep, authorization: Annotated[str | None, Header()] = None
 ) -> Principal:
-    return await services.tenants.authenticate(authorization)
+    principal = await services.tenants.authenticate(authorization)
+    CALLER.set(principal)  # how this request's errors read (controlplane.redact)
+    return principal
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]

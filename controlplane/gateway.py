@@ -30,8 +30,10 @@ from typing import TYPE_CHECKING, Any
 from tritonclient.grpc import service_pb2
 
 from controlplane.metrics import Metrics
+from controlplane.redact import CALLER, Redactor
 from controlplane.settings import Settings
 from kserve.errors import InferplexError, Internal, InvalidArgument, PermissionDenied
+from kserve.jsonbody import check_nesting
 from placement.instances import InstanceRegistry
 from placement.service import PlacementService
 from profiler.feed import Prediction
@@ -63,15 +65,6 @@ class HttpResult:
     headers: dict[str, str]
 
 
-def _renamed(exc: InferplexError, qualified: str, name: str) -> InferplexError:
-    """The same error with the instance-level name replaced by the tenant's."""
-    if qualified in exc.message:
-        new = type(exc)(exc.message.replace(qualified, name), retry_after_s=exc.retry_after_s)
-        new.__cause__ = exc
-        return new
-    return exc
-
-
 def _status_kind(exc: InferplexError) -> str:
     return type(exc).__name__
 
@@ -87,11 +80,18 @@ class Gateway:
         self.predictor = predictor
         self.metrics = metrics
         self.settings = settings
+        # every message a tenant gets passes through this at the transports' edge
+        self.redact = Redactor(self._internal_names)
+
+    def _internal_names(self) -> list[str]:
+        return [part for i in self.instances.list()
+                for part in (i.record.instance_id, i.record.http_url, i.record.grpc_url)]
 
     # ---- who, and which model ----------------------------------------------------------
 
     async def authenticate(self, authorization: str | None) -> Principal:
         principal = await self.tenants.authenticate(authorization)
+        CALLER.set(principal)
         if principal.tenant is None:
             raise PermissionDenied("the v2 inference API needs a tenant API key; admin keys are not "
                                    "bound to a tenant (issue one with `inferplex key issue --tenant T`)")
@@ -193,7 +193,6 @@ class Gateway:
         started = time.perf_counter()
         tenant = principal.tenant or ""
         status = "error"
-        qualified = name
         label = UNKNOWN_MODEL_LABEL
         try:
             rec = self.resolve(principal, name, version)
@@ -210,16 +209,26 @@ class Gateway:
                                        http_compute_s(out, out_headers))
                 out, out_headers = _rename_http_response(out, out_headers, qualified, rec.name)
             else:
-                out = out.replace(qualified.encode(), rec.name.encode())
+                out = self._instance_error(code, out, name)
                 self.metrics.error(tenant, label, f"instance_{code}")
             status = str(code)
             return HttpResult(code, out, out_headers)
         except InferplexError as exc:
             status = str(exc.http_status)
             self.metrics.error(tenant, label, _status_kind(exc))
-            raise _renamed(exc, qualified, name) from None
+            raise
         finally:
             self.metrics.request(tenant, label, "http", status, time.perf_counter() - started)
+
+    def _instance_error(self, code: int, body: bytes, name: str) -> bytes:
+        """An instance's v2 error answer, as the tenant may read it."""
+        try:
+            message = json.loads(body)["error"]
+            if not isinstance(message, str):
+                raise TypeError(message)
+        except (ValueError, KeyError, TypeError):
+            message = f"the inference instance answered HTTP {code} without a v2 error message"
+        return json.dumps({"error": self.redact.message(message, code, keep=(name,))}).encode()
 
     def _predict(self, rec: ModelRecord, driver: Any, batch: int | None) -> Prediction | None:
         """The predictor's answer at dispatch time, kept to compare with what then happens."""
@@ -243,7 +252,6 @@ class Gateway:
         tenant = principal.tenant or ""
         name = request.model_name
         status = "error"
-        qualified = name
         label = UNKNOWN_MODEL_LABEL
         try:
             rec = self.resolve(principal, name, request.model_version)
@@ -269,7 +277,7 @@ class Gateway:
         except InferplexError as exc:
             status = exc.grpc_code.name
             self.metrics.error(tenant, label, _status_kind(exc))
-            raise _renamed(exc, qualified, name) from None
+            raise
         finally:
             self.metrics.request(tenant, label, "grpc", status, time.perf_counter() - started)
 
@@ -290,6 +298,7 @@ def _without_scheduling_parameters_http(body: bytes, headers: Mapping[str, str])
     head = body[:split]
     if not any(f'"{key}"'.encode() in head for key in SCHEDULING_PARAMETERS):
         return body, headers
+    check_nesting(head, "request")  # json.loads would raise RecursionError: a 500
     try:
         request = json.loads(head)
     except ValueError:
@@ -316,7 +325,9 @@ def _http_batch(rec: ModelRecord, headers: Mapping[str, str], body: bytes) -> in
     if not hlen:
         return None
     try:
-        inputs = json.loads(body[: int(hlen)]).get("inputs") or []
+        head = body[: int(hlen)]
+        check_nesting(head, "request")
+        inputs = json.loads(head).get("inputs") or []
         return _batch_in_range(rec, int(inputs[0]["shape"][0]))
     except (ValueError, KeyError, IndexError, TypeError, AttributeError):
         return None

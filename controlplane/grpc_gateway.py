@@ -16,6 +16,7 @@ from google.protobuf import json_format
 from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
 
 from controlplane.gateway import REPOSITORY_DENIED, Gateway
+from controlplane.redact import CALLER, REQUEST_ID, REQUEST_ID_HEADER, Redactor, new_request_id
 from kserve.errors import InferplexError, PermissionDenied
 from tenants.auth import Principal
 
@@ -35,12 +36,22 @@ def _authorization(context: Context) -> str | None:
     return None
 
 
-async def _answer(context: Context, call: Callable[[], Awaitable[T]]) -> T:
+async def _answer(context: Context, call: Callable[[], Awaitable[T]], redact: Redactor,
+                  keep: str = "") -> T:
+    """Run one RPC under its own request id; errors abort with what the caller may read.
+    ``keep``: the model name the caller sent."""
+    rid = new_request_id()
+    rid_token, caller_token = REQUEST_ID.set(rid), CALLER.set(None)
     try:
         return await call()
     except InferplexError as exc:
-        await context.abort(exc.grpc_code, exc.message)
+        shown = redact.error(exc, keep=(keep,) if keep else ())
+        context.set_trailing_metadata(((REQUEST_ID_HEADER, rid),))
+        await context.abort(shown.grpc_code, shown.message)
         raise  # abort raises; this keeps type checkers honest
+    finally:
+        REQUEST_ID.reset(rid_token)
+        CALLER.reset(caller_token)
 
 
 class GatewayServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
@@ -71,7 +82,7 @@ class GatewayServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
             p = await self._tenant(context)
             return service_pb2.ModelReadyResponse(
                 ready=self.gateway.model_ready(p, request.name, request.version))
-        return await _answer(context, call)
+        return await _answer(context, call, self.gateway.redact, request.name)
 
     async def ModelMetadata(self, request: service_pb2.ModelMetadataRequest,
                             context: Context) -> service_pb2.ModelMetadataResponse:
@@ -79,7 +90,7 @@ class GatewayServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
             p = await self._tenant(context)
             md = self.gateway.model_metadata(p, request.name, request.version)
             return json_format.ParseDict(md, service_pb2.ModelMetadataResponse())
-        return await _answer(context, call)
+        return await _answer(context, call, self.gateway.redact, request.name)
 
     async def ModelConfig(self, request: service_pb2.ModelConfigRequest,
                           context: Context) -> service_pb2.ModelConfigResponse:
@@ -88,7 +99,7 @@ class GatewayServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
             cfg = self.gateway.model_config(p, request.name, request.version)
             pb = json_format.ParseDict(cfg, model_config_pb2.ModelConfig(), ignore_unknown_fields=True)
             return service_pb2.ModelConfigResponse(config=pb)
-        return await _answer(context, call)
+        return await _answer(context, call, self.gateway.redact, request.name)
 
     async def ModelStatistics(self, request: service_pb2.ModelStatisticsRequest,
                               context: Context) -> service_pb2.ModelStatisticsResponse:
@@ -97,7 +108,7 @@ class GatewayServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
             stats = await self.gateway.statistics(p, request.name or None, request.version or None)
             return json_format.ParseDict(stats, service_pb2.ModelStatisticsResponse(),
                                          ignore_unknown_fields=True)
-        return await _answer(context, call)
+        return await _answer(context, call, self.gateway.redact, request.name)
 
     async def RepositoryIndex(self, request: service_pb2.RepositoryIndexRequest,
                               context: Context) -> service_pb2.RepositoryIndexResponse:
@@ -106,23 +117,25 @@ class GatewayServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
             rows = self.gateway.repository_index(p)
             return service_pb2.RepositoryIndexResponse(
                 models=[service_pb2.RepositoryIndexResponse.ModelIndex(**r) for r in rows])
-        return await _answer(context, call)
+        return await _answer(context, call, self.gateway.redact)
 
     async def RepositoryModelLoad(self, request: Any, context: Context) -> Any:
         async def call() -> Any:
             await self._tenant(context)
             raise PermissionDenied(REPOSITORY_DENIED)
-        return await _answer(context, call)
+        return await _answer(context, call, self.gateway.redact)
 
     async def RepositoryModelUnload(self, request: Any, context: Context) -> Any:
         return await self.RepositoryModelLoad(request, context)
 
     async def ModelInfer(self, request: service_pb2.ModelInferRequest,
                          context: Context) -> service_pb2.ModelInferResponse:
+        name = request.model_name  # the gateway swaps in the instance-level name
+
         async def call() -> service_pb2.ModelInferResponse:
             p = await self._tenant(context)
             return await self.gateway.infer_grpc(p, request)
-        return await _answer(context, call)
+        return await _answer(context, call, self.gateway.redact, name)
 
 
 async def start_grpc_gateway(services: Services) -> grpc.aio.Server:

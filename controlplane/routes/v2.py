@@ -155,6 +155,7 @@ class InferFastPath:
         try:
             status, body, out_headers = await self._infer(scope, receive, headers, m)
         except InferplexError as exc:
+            exc = scope["app"].state.services.gateway.redact.error(exc, keep=(m.group("model"),))
             status, body = exc.http_status, json.dumps(exc.to_json()).encode()
             out_headers = {"content-type": "application/json"}
             retry_after = exc.retry_after_header()

@@ -10,12 +10,15 @@ import pytest
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from controlplane.grpc_gateway import start_grpc_gateway
+from controlplane.redact import Redactor
 from tests.support.procs import free_port
 
 LIMIT = 4096
 
 
 class _Gateway:
+    redact = Redactor(lambda: ())
+
     async def authenticate(self, authorization: str | None) -> Any:
         return SimpleNamespace(tenant="acme")
 

@@ -11,11 +11,14 @@ import pytest
 from fastapi import FastAPI
 
 from controlplane.gateway import HttpResult
+from controlplane.redact import Redactor
 from controlplane.routes.v2 import InferFastPath, router
 from kserve.errors import ResourceExhausted
 
 
 class _Gateway:
+    redact = Redactor(lambda: ())
+
     def __init__(self) -> None:
         self.calls: list[tuple[str, str | None, bytes, str | None]] = []
 
