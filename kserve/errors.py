@@ -87,6 +87,14 @@ class Unavailable(InferplexError):
     grpc_code = grpc.StatusCode.UNAVAILABLE
 
 
+class DeadlineExceeded(InferplexError):
+    """An execution stopped at its request's deadline, or a request whose deadline passed
+    before it could run (it was never started)."""
+
+    http_status = 504
+    grpc_code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
 class Internal(InferplexError):
     """A bug or an unexpected failure; the message still says what happened."""
 

@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from kserve.errors import DeadlineExceeded
 from worker.runtimes import Runtime
 from worker.stats import ExecTiming
 
@@ -30,31 +31,39 @@ class Executor:
         self._permits = threading.BoundedSemaphore(concurrency)
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="inferplex-exec")
 
-    async def run(self, runtime: Runtime, inputs: dict[str, np.ndarray], output_names: list[str]) -> ExecResult:
+    async def run(self, runtime: Runtime, inputs: dict[str, np.ndarray], output_names: list[str],
+                  deadline_ns: int | None = None) -> ExecResult:
         enqueued = time.monotonic_ns()
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, self._execute, runtime, inputs, output_names, enqueued)
+        return await loop.run_in_executor(self._pool, self._execute, runtime, inputs, output_names,
+                                          enqueued, deadline_ns)
 
-    def run_blocking(self, runtime: Runtime, inputs: dict[str, np.ndarray], output_names: list[str]) -> ExecResult:
+    def run_blocking(self, runtime: Runtime, inputs: dict[str, np.ndarray], output_names: list[str],
+                     deadline_ns: int | None = None) -> ExecResult:
         """For callers on their own threads (the gRPC server): waits for a permit and runs
         the batch on the calling thread."""
-        return self._execute(runtime, inputs, output_names, time.monotonic_ns())
+        return self._execute(runtime, inputs, output_names, time.monotonic_ns(), deadline_ns)
 
     def _execute(self, runtime: Runtime, inputs: dict[str, np.ndarray], output_names: list[str],
-                 enqueued: int) -> ExecResult:
+                 enqueued: int, deadline_ns: int | None) -> ExecResult:
         with self._permits:
-            return _execute(runtime, inputs, output_names, enqueued)
+            return _execute(runtime, inputs, output_names, enqueued, deadline_ns)
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _execute(runtime: Runtime, inputs: dict[str, np.ndarray], output_names: list[str],
-             enqueued: int) -> ExecResult:
+             enqueued: int, deadline_ns: int | None) -> ExecResult:
     started = time.monotonic_ns()
+    if deadline_ns is not None and started >= deadline_ns:
+        # running it now would only delay the requests behind it (ARCHITECTURE principle 4)
+        raise DeadlineExceeded(
+            f"the request's deadline passed after {(started - enqueued) / 1e6:.0f} ms waiting for "
+            "the model's turn; it was not run")
     prepared = runtime.prepare(inputs)
     inputs_ready = time.monotonic_ns()
-    raw = runtime.infer(prepared, output_names)
+    raw = runtime.infer(prepared, output_names, deadline_ns)
     inferred = time.monotonic_ns()
     outputs = runtime.collect(raw, output_names)
     finished = time.monotonic_ns()

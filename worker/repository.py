@@ -11,23 +11,20 @@ previous version serving.
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import Any
 
-import numpy as np
 from tritonclient.grpc import model_config_pb2 as mc
 
-from kserve.datatypes import V2_TO_NUMPY
 from kserve.errors import InvalidArgument, NotFound
 from worker import config as cfg
-from worker.memory import MemoryBudget, rss_bytes
-from worker.runtimes import Runtime, import_runtime, open_runtime
-from worker.runtimes.safety import check_onnx
+from worker.memory import MemoryBudget
+from worker.sandbox.client import HostLimits, ModelHost, Zygote
 from worker.stats import ModelStats
 
 log = logging.getLogger(__name__)
@@ -35,10 +32,14 @@ log = logging.getLogger(__name__)
 READY, UNAVAILABLE, LOADING = "READY", "UNAVAILABLE", "LOADING"
 
 
+# address space a host may map beyond the free budget: ORT/torch arenas, thread stacks
+_HOST_SLACK_BYTES = 512 << 20
+
+
 @dataclass
 class LoadedVersion:
     version: int
-    runtime: Runtime
+    runtime: ModelHost
     stats: ModelStats = field(default_factory=ModelStats)
 
 
@@ -74,11 +75,14 @@ class IndexRow:
 
 class ModelRepository:
     def __init__(self, budget: MemoryBudget, *, directory: Path | None = None,
-                 device: str = "cpu", threads: int = 1) -> None:
+                 device: str = "cpu", threads: int = 1, limits: HostLimits | None = None,
+                 zygote: Zygote | None = None) -> None:
         self.budget = budget
         self.directory = directory
         self.device = device
         self.threads = threads
+        self.limits = limits or HostLimits()
+        self.zygote = zygote or Zygote(threads)
         self.entries: dict[str, ModelEntry] = {}
         self._lock = asyncio.Lock()
 
@@ -121,7 +125,10 @@ class ModelRepository:
                 continue
             model = entry.model  # once: a reload or unload may swap it meanwhile
             if model is not None:
-                rows.extend(IndexRow(name, str(v), entry.state, entry.reason) for v in sorted(model.versions))
+                for v, loaded in sorted(model.versions.items()):
+                    reason = loaded.runtime.unavailable_reason
+                    rows.append(IndexRow(name, str(v), UNAVAILABLE, reason) if reason and not ready_only
+                                else IndexRow(name, str(v), entry.state, entry.reason))
             elif not ready_only:
                 rows.append(IndexRow(name, "", entry.state, entry.reason))
         return rows
@@ -153,8 +160,8 @@ class ModelRepository:
             # LoadedVersion; the old runtimes go when the last of them finishes.
             self.budget.charge(name, model.charged_bytes)  # replaces the previous charge
             entry.model, entry.state, entry.reason = model, READY, ""
-            if previous is not None and previous.workdir is not None:
-                shutil.rmtree(previous.workdir, ignore_errors=True)
+            if previous is not None:
+                await asyncio.to_thread(_close_model, previous)
             log.info("loaded '%s' versions %s in %.3fs, charged %d bytes (%d of %d used)",
                      name, sorted(model.versions), model.load_seconds, model.charged_bytes,
                      self.budget.used, self.budget.budget)
@@ -171,11 +178,15 @@ class ModelRepository:
             entry.model, entry.state, entry.reason = None, UNAVAILABLE, "unloaded"
             if old is not None:
                 self.budget.release(name)
-                if old.workdir is not None:
-                    shutil.rmtree(old.workdir, ignore_errors=True)
-            del old  # so the collection below can free its runtimes
-            await asyncio.to_thread(gc.collect)
+                await asyncio.to_thread(_close_model, old)
             log.info("unloaded '%s' (%d of %d bytes used)", name, self.budget.used, self.budget.budget)
+
+    def close(self) -> None:
+        """Stop every model host (the zygote's exit takes them with it)."""
+        for entry in self.entries.values():
+            if entry.model is not None:
+                _close_model(entry.model)
+        self.zygote.close()
 
     # ------------------------------------------------------------------ building (helper thread)
 
@@ -208,33 +219,54 @@ class ModelRepository:
                 )
             estimate = sum(_tree_bytes(p.parent) for p in paths.values())
             self.budget.check(name, estimate, releasing)
-            if platform == cfg.ONNX:
-                graphs = {v: check_onnx(p, name) for v, p in paths.items()}
-                cfg.complete_from_onnx(config, graphs[versions[-1]].graph)
-                del graphs
-            spec = cfg.spec_of(config)
-            import_runtime(platform)
-            gc.collect()
-            rss_before = rss_bytes()
-            loaded: dict[int, LoadedVersion] = {}
-            for version, path in paths.items():
-                runtime = open_runtime(path, spec, self.device, self.threads)
-                _warm_up(runtime, spec)
-                loaded[version] = LoadedVersion(version, runtime)
-            measured = rss_bytes() - rss_before
-            charged = max(measured, estimate)
+            hosts = self._start_hosts(name, config, paths, self.budget.free + releasing)
             try:
+                spec = cfg.spec_of(config)
+                for host in hosts.values():
+                    host.set_types({t.name: t.datatype for t in spec.inputs},
+                                   {t.name: t.datatype for t in spec.outputs})
+                measured = sum(host.private_bytes() for host in hosts.values())
+                charged = max(measured, estimate)
                 self.budget.check(name, charged, releasing)
-            except Exception:
-                loaded.clear()
+            except BaseException:
+                _close_all(hosts.values())
                 raise
-            log.info("'%s': RSS grew %d bytes during load, files are %d bytes", name, measured, estimate)
+            log.info("'%s': its hosts hold %d private bytes, files are %d bytes", name, measured, estimate)
+            loaded = {v: LoadedVersion(v, hosts[v]) for v in sorted(hosts)}
             return LoadedModel(config, spec, loaded, workdir, charged, time.monotonic() - t0)
         except BaseException:
             if workdir is not None:
                 shutil.rmtree(workdir, ignore_errors=True)
-            gc.collect()  # a failed load frees what it allocated before the next one is measured
             raise
+
+    def _start_hosts(self, name: str, config: mc.ModelConfig, paths: dict[int, Path],
+                     free: int) -> dict[int, ModelHost]:
+        """One confined host per version, the newest first: its graph completes the config
+        (ONNX) the older versions are then loaded with. ``config`` is completed in place."""
+        hosts: dict[int, ModelHost] = {}
+        try:
+            for version in sorted(paths, reverse=True):
+                request = {
+                    "name": name, "version_dir": str(paths[version].parent),
+                    "filename": paths[version].name, "config": cfg.to_json(config),
+                    "device": self.device, "threads": self.threads,
+                    "max_model_bytes": self.limits.max_model_bytes,
+                    "max_input_bytes": self.limits.max_input_bytes,
+                    # what its allocations may add to the zygote's address space: the free budget
+                    # plus room for the runtime's own arenas and thread stacks
+                    "memory_limit_extra": max(free, 0) + _HOST_SLACK_BYTES,
+                }
+                host = ModelHost(self.zygote, request, limits=self.limits)
+                hosts[version] = host
+                ready = host.start()
+                if len(hosts) == 1:
+                    completed = cfg.parse_json(ready["config"], name)
+                    completed.name = name
+                    config.CopyFrom(completed)
+        except BaseException:
+            _close_all(hosts.values())
+            raise
+        return hosts
 
     def _directory_model(self, name: str) -> Path:
         if self.directory is None:
@@ -300,20 +332,13 @@ def _tree_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
-def _warm_up(runtime: Runtime, spec: cfg.ModelSpec) -> None:
-    """One run with the smallest inputs, so lazily allocated runtime memory is measured
-    with the load. Best effort: a model may legitimately reject size-1 dims."""
-    inputs: dict[str, np.ndarray] = {}
-    for t in spec.inputs:
-        shape = [1 if d < 0 else d for d in t.full_shape(spec.max_batch_size)]  # batch of 1
-        dtype = V2_TO_NUMPY[t.datatype]
-        if t.datatype == "BYTES":
-            array = np.full(shape, b"", dtype=np.object_)
-        else:
-            array = np.zeros(shape, dtype=dtype)
-        inputs[t.name] = array
-    try:
-        runtime.run(inputs, [t.name for t in spec.outputs])
-    except Exception as exc:
-        log.warning("warm-up run of '%s' failed (the load continues): %s", spec.name, exc)
+def _close_all(hosts: Any) -> None:
+    for host in hosts:
+        host.close()
 
+
+def _close_model(model: LoadedModel) -> None:
+    """Stop its hosts (each waits for an execution it is running) and remove its files."""
+    _close_all(v.runtime for v in model.versions.values())
+    if model.workdir is not None:
+        shutil.rmtree(model.workdir, ignore_errors=True)

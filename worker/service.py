@@ -4,6 +4,7 @@ call these methods and only translate to and from their wire formats."""
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -11,7 +12,14 @@ from typing import Any
 import numpy as np
 from tritonclient.grpc import model_config_pb2 as mc
 
-from kserve.errors import InferplexError, Internal, NotFound, PayloadTooLarge, Unavailable
+from kserve.errors import (
+    InferplexError,
+    Internal,
+    InvalidArgument,
+    NotFound,
+    PayloadTooLarge,
+    Unavailable,
+)
 from kserve.tensors import InferRequest, InferResponse, Tensor
 from worker import config as cfg
 from worker.executor import Executor
@@ -27,6 +35,12 @@ EXTENSIONS = ["binary_tensor_data", "model_repository", "model_configuration", "
 # Response parameter: compute_input + compute_infer + compute_output ns of the batch that
 # served the request, the same numbers the statistics extension adds up. Triton sends none.
 COMPUTE_NS_PARAMETER = "inferplex_compute_ns"
+# Triton's request timeout (microseconds); here it bounds the execution, with the
+# transport's own deadline and --max-exec-time
+TIMEOUT_PARAMETER = "timeout"
+# HTTP has no deadline of its own: the control plane sends the time left in this header
+TIMEOUT_HEADER = "inferplex-timeout-ms"
+DEFAULT_MAX_EXEC_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,11 +50,12 @@ class ServerInfo:
 
 class WorkerService:
     def __init__(self, repository: ModelRepository, executor: Executor, info: ServerInfo, *,
-                 allow_repository_control: bool = True) -> None:
+                 allow_repository_control: bool = True, max_exec_s: float = DEFAULT_MAX_EXEC_S) -> None:
         self.repository = repository
         self.executor = executor
         self.info = info
         self.allow_repository_control = allow_repository_control
+        self.max_exec_s = max_exec_s
         self.ready = False  # set once the startup loads are done
 
     # ------------------------------------------------------------------ metadata
@@ -73,38 +88,42 @@ class WorkerService:
 
     # ------------------------------------------------------------------ inference
 
-    async def infer(self, request: InferRequest) -> InferResponse:
-        started = self._admit(request)
+    async def infer(self, request: InferRequest, timeout_s: float | None = None) -> InferResponse:
+        """``timeout_s``: what the transport allows (gRPC deadline, HTTP header)."""
+        started = self._admit(request, timeout_s)
         try:
             outputs, timing = await self.executor.run(started.loaded.runtime, started.checked.inputs,
-                                                      started.checked.output_names)
+                                                      started.checked.output_names, started.deadline_ns)
         except Exception as exc:
             error = started.failed(exc)
             raise error from (None if error is exc else exc)
         return started.respond(outputs, timing)
 
-    def infer_blocking(self, request: InferRequest) -> InferResponse:
+    def infer_blocking(self, request: InferRequest, timeout_s: float | None = None) -> InferResponse:
         """``infer`` for callers on their own threads (the gRPC server's): same checks,
         same executor, same statistics, no event loop in between."""
-        started = self._admit(request)
+        started = self._admit(request, timeout_s)
         try:
             outputs, timing = self.executor.run_blocking(started.loaded.runtime, started.checked.inputs,
-                                                         started.checked.output_names)
+                                                         started.checked.output_names, started.deadline_ns)
         except Exception as exc:
             error = started.failed(exc)
             raise error from (None if error is exc else exc)
         return started.respond(outputs, timing)
 
-    def _admit(self, request: InferRequest) -> _Started:
-        """Resolve and check the request; a refused request counts as a failure."""
+    def _admit(self, request: InferRequest, timeout_s: float | None) -> _Started:
+        """Resolve and check the request and fix its deadline; a refused request counts
+        as a failure."""
         received = time.monotonic_ns()
         model, loaded = self.repository.get(request.model_name, request.model_version)
         try:
             checked = check_request(model.spec, request)
+            limit_s = min(self.max_exec_s, timeout_s if timeout_s is not None else math.inf,
+                          request_timeout_s(request))
         except InferplexError:
             loaded.stats.record_failure(time.monotonic_ns() - received)
             raise
-        return _Started(request, model.spec, loaded, checked, received)
+        return _Started(request, model.spec, loaded, checked, received, received + int(limit_s * 1e9))
 
     # ------------------------------------------------------------------ repository
 
@@ -150,6 +169,18 @@ class WorkerService:
         return stats
 
 
+def request_timeout_s(request: InferRequest) -> float:
+    """Triton's ``timeout`` request parameter (microseconds), inf when absent. A caller may
+    only shorten what the worker allows."""
+    value = request.parameters.get(TIMEOUT_PARAMETER)
+    if value is None:
+        return math.inf
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise InvalidArgument(f"request parameter '{TIMEOUT_PARAMETER}' must be a positive number "
+                              f"of microseconds, got {value!r}")
+    return float(value) / 1e6
+
+
 # Room for what a load carries besides its files (config JSON, names, framing), so a
 # load whose files are just over --max-model-bytes gets a message naming the flag
 # rather than the transport's generic "message larger than max".
@@ -188,6 +219,7 @@ class _Started:
     loaded: LoadedVersion
     checked: CheckedRequest
     received: int
+    deadline_ns: int  # time.monotonic_ns past which the execution is stopped (plus a margin)
 
     def failed(self, exc: Exception) -> InferplexError:
         """Count the failure; a runtime's own exception becomes Internal with its message."""

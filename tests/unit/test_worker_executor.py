@@ -27,7 +27,7 @@ class OverlapProbe(Runtime):
     def prepare(self, inputs: dict[str, np.ndarray]) -> Any:
         return inputs
 
-    def infer(self, prepared: Any, output_names: list[str]) -> Any:
+    def infer(self, prepared: Any, output_names: list[str], deadline_ns: int | None = None) -> Any:
         with self._lock:
             self.active += 1
             self.most = max(self.most, self.active)
@@ -65,7 +65,7 @@ async def test_batches_from_the_loop_and_from_threads_never_exceed_the_concurren
 
 def test_a_failing_batch_releases_its_permit() -> None:
     class Broken(OverlapProbe):
-        def infer(self, prepared: Any, output_names: list[str]) -> Any:
+        def infer(self, prepared: Any, output_names: list[str], deadline_ns: int | None = None) -> Any:
             raise RuntimeError("model failed")
 
     executor = Executor(1)

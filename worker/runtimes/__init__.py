@@ -8,15 +8,19 @@ from worker.config import ONNX, TORCHSCRIPT, ModelSpec
 from worker.runtimes.base import Runtime
 
 
-def open_runtime(path: Path, spec: ModelSpec, device: str, threads: int) -> Runtime:
+def open_runtime(source: bytes | Path, spec: ModelSpec, device: str, threads: int) -> Runtime:
+    """A runtime in this process, from the model's bytes (or its file). The worker itself
+    runs models only in confined hosts (worker.sandbox); this is what a host calls."""
+    if isinstance(source, Path):
+        source = source.read_bytes()
     if spec.platform == ONNX:
         from worker.runtimes.onnxrt import OnnxRuntime
 
-        return OnnxRuntime(path, spec, device, threads)
+        return OnnxRuntime(source, spec, device, threads)
     if spec.platform == TORCHSCRIPT:
         from worker.runtimes.torchscript import TorchScriptRuntime
 
-        return TorchScriptRuntime(path, spec, device, threads)
+        return TorchScriptRuntime(source, spec, device, threads)
     raise ValueError(f"no runtime for platform {spec.platform!r}")
 
 

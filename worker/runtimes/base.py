@@ -15,8 +15,9 @@ class Runtime(abc.ABC):
         """Turn request arrays into the runtime's own input form (compute_input)."""
 
     @abc.abstractmethod
-    def infer(self, prepared: Any, output_names: list[str]) -> Any:
-        """Run the model (compute_infer)."""
+    def infer(self, prepared: Any, output_names: list[str], deadline_ns: int | None = None) -> Any:
+        """Run the model (compute_infer); a runtime that can stop at ``deadline_ns``
+        (time.monotonic_ns) does."""
 
     @abc.abstractmethod
     def collect(self, raw: Any, output_names: list[str]) -> dict[str, np.ndarray]:
@@ -25,5 +26,6 @@ class Runtime(abc.ABC):
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release what the runtime holds beyond Python references."""
 
-    def run(self, inputs: dict[str, np.ndarray], output_names: list[str]) -> dict[str, np.ndarray]:
-        return self.collect(self.infer(self.prepare(inputs), output_names), output_names)
+    def run(self, inputs: dict[str, np.ndarray], output_names: list[str],
+            deadline_ns: int | None = None) -> dict[str, np.ndarray]:
+        return self.collect(self.infer(self.prepare(inputs), output_names, deadline_ns), output_names)

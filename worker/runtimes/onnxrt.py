@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ctypes
 import math
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,7 +16,7 @@ _BF16_ONNX = 16  # TensorProto.BFLOAT16
 
 
 class OnnxRuntime(Runtime):
-    def __init__(self, path: Path, spec: ModelSpec, device: str, threads: int) -> None:
+    def __init__(self, source: bytes, spec: ModelSpec, device: str, threads: int) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -36,7 +35,7 @@ class OnnxRuntime(Runtime):
             index = int(device.partition(":")[2] or 0)
             providers = [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
         try:
-            self.session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+            self.session = ort.InferenceSession(source, sess_options=options, providers=providers)
         except Exception as exc:  # ORT raises its own exception types for bad graphs
             raise InvalidArgument(
                 f"failed to load '{spec.name}': onnxruntime could not create a session: {exc}"
@@ -71,7 +70,7 @@ class OnnxRuntime(Runtime):
                 feed[name] = self._ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array))
         return feed
 
-    def infer(self, prepared: Any, output_names: list[str]) -> Any:
+    def infer(self, prepared: Any, output_names: list[str], deadline_ns: int | None = None) -> Any:
         if self._bf16_out:
             return self.session.run_with_ort_values(output_names, prepared)
         return self.session.run(output_names, prepared)

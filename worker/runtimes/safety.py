@@ -9,6 +9,7 @@ own folder, or a tenant could make the worker read ``/etc/passwd`` into a tensor
 
 from __future__ import annotations
 
+import io
 import os
 import zipfile
 from pathlib import Path
@@ -35,21 +36,27 @@ def archive_kind(names: list[str]) -> Literal["torchscript", "state_dict", "othe
 
 def check_torchscript(path: Path, model_name: str) -> None:
     """Refuse anything that is not a TorchScript archive, without unpickling it."""
-    if not zipfile.is_zipfile(path):
+    check_torchscript_bytes(path.read_bytes(), model_name, path.name)
+
+
+def check_torchscript_bytes(data: bytes, model_name: str, filename: str = "model.pt") -> None:
+    """``check_torchscript`` for an archive already in memory (a sandboxed model host
+    reads its files before it confines itself)."""
+    if not zipfile.is_zipfile(io.BytesIO(data)):
         raise InvalidArgument(
-            f"failed to load '{model_name}': '{path.name}' is not a TorchScript archive (it looks "
+            f"failed to load '{model_name}': '{filename}' is not a TorchScript archive (it looks "
             f"like a plain pickle or another format, which this worker never unpickles); {_EXPORT_HINT}"
         )
     try:
-        with zipfile.ZipFile(path) as archive:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
             names = archive.namelist()
     except zipfile.BadZipFile as exc:
-        raise InvalidArgument(f"failed to load '{model_name}': '{path.name}' is a corrupt archive: {exc}") from None
+        raise InvalidArgument(f"failed to load '{model_name}': '{filename}' is a corrupt archive: {exc}") from None
     kind = archive_kind(names)
     if kind != "torchscript":
         what = "a torch.save'd state_dict or tensor" if kind == "state_dict" else "not TorchScript"
         raise InvalidArgument(
-            f"failed to load '{model_name}': '{path.name}' is {what}, not a TorchScript module; "
+            f"failed to load '{model_name}': '{filename}' is {what}, not a TorchScript module; "
             f"{_EXPORT_HINT}"
         )
 

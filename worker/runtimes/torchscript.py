@@ -9,7 +9,7 @@ are matched to the config's outputs by position. A dict result is matched by nam
 
 from __future__ import annotations
 
-from pathlib import Path
+import io
 from typing import Any
 
 import numpy as np
@@ -17,13 +17,13 @@ import numpy as np
 from kserve.errors import InvalidArgument
 from worker.config import ModelSpec
 from worker.runtimes.base import Runtime
-from worker.runtimes.safety import check_torchscript
+from worker.runtimes.safety import check_torchscript_bytes
 
 _SUPPORTED = {"BOOL", "UINT8", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64"}
 
 
 class TorchScriptRuntime(Runtime):
-    def __init__(self, path: Path, spec: ModelSpec, device: str, threads: int) -> None:
+    def __init__(self, source: bytes, spec: ModelSpec, device: str, threads: int) -> None:
         import torch
 
         unsupported = [t.name for t in (*spec.inputs, *spec.outputs) if t.datatype not in _SUPPORTED]
@@ -32,16 +32,16 @@ class TorchScriptRuntime(Runtime):
                 f"failed to load '{spec.name}': tensors {unsupported} have datatypes this worker's "
                 f"TorchScript runtime does not support; use one of {sorted(_SUPPORTED)} or ONNX"
             )
-        check_torchscript(path, spec.name)
+        check_torchscript_bytes(source, spec.name)
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise InvalidArgument(f"device {device} asked for, but torch sees no CUDA device; run with --device cpu")
         if torch.get_num_threads() != threads:
             torch.set_num_threads(threads)  # process-wide; one executor thread uses it
         try:
-            self.module = torch.jit.load(str(path), map_location=device).eval()
+            self.module = torch.jit.load(io.BytesIO(source), map_location=device).eval()
         except Exception as exc:
             raise InvalidArgument(
-                f"failed to load '{spec.name}': torch.jit.load could not read '{path.name}': {exc}"
+                f"failed to load '{spec.name}': torch.jit.load could not read the archive: {exc}"
             ) from None
         self._torch = torch
         self._device = torch.device(device)
@@ -57,7 +57,7 @@ class TorchScriptRuntime(Runtime):
             tensors.append(self._torch.from_numpy(array).to(self._device))
         return tensors
 
-    def infer(self, prepared: Any, output_names: list[str]) -> Any:
+    def infer(self, prepared: Any, output_names: list[str], deadline_ns: int | None = None) -> Any:
         with self._torch.inference_mode():
             return self.module(*prepared)
 

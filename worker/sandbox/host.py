@@ -1,0 +1,268 @@
+"""A model host: one model version's runtime in its own confined process.
+
+Runs in a child the zygote forked (``worker.sandbox.zygote``). In order:
+1. read the version folder's files into memory (the last time it may open a file);
+2. ``confine()``: no files, sockets or processes from here on, and a memory limit;
+3. parse, verify and load the model from memory — TorchScript's ``__setstate__`` and
+   ONNX Runtime's graph optimizations already run inside the sandbox;
+4. warm up once, report ``ready`` (the completed config, private memory), then serve
+   ``run`` frames until the worker closes the socket or kills the process.
+The worker trusts nothing this process says beyond the frame checks in ``wire``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import socket
+import sys
+import time
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+
+from kserve.datatypes import V2_TO_NUMPY
+from kserve.errors import InferplexError, InvalidArgument
+from worker import config as cfg
+from worker.runtimes import Runtime, import_runtime, open_runtime
+from worker.sandbox import wire
+from worker.sandbox.confine import address_space_bytes, confine
+
+_PR_SET_PDEATHSIG = 1
+
+
+def preload(threads: int) -> None:
+    """Everything a host needs, imported and initialised in the zygote before it forks:
+    a confined host cannot open a module file."""
+    import onnx  # noqa: F401
+    import onnx.checker  # noqa: F401
+    import torch
+
+    torch.set_num_threads(threads)
+    torch.ones(2, 2) @ torch.ones(2, 2)  # first-use initialisation (cpuinfo, allocator)
+    for platform in (cfg.ONNX, cfg.TORCHSCRIPT):
+        import_runtime(platform)
+    import worker.runtimes.onnxrt  # noqa: F401
+    import worker.runtimes.torchscript  # noqa: F401
+    try:
+        import worker.runtimes.verify  # noqa: F401
+    except ImportError:
+        pass
+    import ml_dtypes  # noqa: F401
+
+
+def read_version_files(folder: Path, max_bytes: int) -> dict[str, bytes]:
+    """The version folder's files by relative POSIX path, refusing more than max_bytes."""
+    files: dict[str, bytes] = {}
+    total = 0
+    for path in sorted(folder.rglob("*")):
+        if path.is_symlink():
+            continue  # a link could point anywhere on the host
+        if path.is_file():
+            total += path.stat().st_size
+            if total > max_bytes:
+                raise InvalidArgument(f"model files are over {max_bytes} bytes")
+            files[path.relative_to(folder).as_posix()] = path.read_bytes()
+    return files
+
+
+def run_host(sock_fd: int, request: dict[str, Any], zygote_pid: int) -> None:
+    """The forked child's whole life. Never returns normally (os._exit by the caller)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != zygote_pid:  # the zygote died before the line above
+        os._exit(1)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD):
+        signal.signal(sig, signal.SIG_IGN if sig == signal.SIGINT else signal.SIG_DFL)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 0)
+    os.dup2(devnull, 1)
+    keep = {0, 1, 2, sock_fd}
+    for fd in _open_fds():
+        if fd not in keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+    sock = socket.socket(fileno=sock_fd)
+    try:
+        model = _Loaded.start(request)
+    except InferplexError as exc:
+        wire.send(sock, {"ok": False, "status": type(exc).__name__, "error": exc.message})
+        return
+    except MemoryError:
+        wire.send(sock, {"ok": False, "status": "InvalidArgument",
+                         "error": f"failed to load '{request['name']}': it needs more memory than "
+                                  f"its limit of {request['memory_limit_extra']} bytes"})
+        return
+    except Exception as exc:  # the runtime's own errors: report, don't trace back
+        wire.send(sock, {"ok": False, "status": "InvalidArgument",
+                         "error": f"failed to load '{request['name']}': {exc.__class__.__name__}: {exc}"})
+        return
+    wire.send(sock, model.ready_message())
+    model.serve(sock)
+
+
+def _open_fds() -> list[int]:
+    return [int(fd) for fd in os.listdir("/proc/self/fd") if fd.isdigit()]
+
+
+class _Loaded:
+    def __init__(self, request: dict[str, Any], config: Any, spec: cfg.ModelSpec, runtime: Runtime,
+                 smaps_fd: int) -> None:
+        self.request = request
+        self.config = config
+        self.spec = spec
+        self.runtime = runtime
+        self.smaps_fd = smaps_fd
+        self.in_types = {t.name: t.datatype for t in spec.inputs}
+        self.out_types = {t.name: t.datatype for t in spec.outputs}
+        self.max_input = int(request["max_input_bytes"])
+
+    @classmethod
+    def start(cls, request: dict[str, Any]) -> _Loaded:
+        name = request["name"]
+        folder = Path(request["version_dir"])
+        files = read_version_files(folder, int(request["max_model_bytes"]))
+        filename = request["filename"]
+        if filename not in files:
+            raise InvalidArgument(f"failed to load '{name}': model file {filename} not found")
+        # kept open: a confined host cannot open it again to report its memory
+        smaps_fd = os.open("/proc/self/smaps_rollup", os.O_RDONLY)
+        confine(address_space_bytes() + int(request["memory_limit_extra"]))
+        config = cfg.parse_json(request["config"], name)
+        platform = config.platform
+        if platform == cfg.ONNX:
+            source = _onnx_source(files, filename, config, name)
+        else:
+            source = files[filename]
+        del files
+        spec = cfg.spec_of(config)
+        runtime = open_runtime(source, spec, request["device"], int(request["threads"]))
+        if platform == cfg.TORCHSCRIPT:
+            _verify_torchscript(runtime, name)
+        del source
+        _warm_up(runtime, spec)
+        return cls(request, config, spec, runtime, smaps_fd)
+
+    def private_bytes(self) -> int:
+        os.lseek(self.smaps_fd, 0, os.SEEK_SET)
+        text = os.read(self.smaps_fd, 8192).decode()
+        total = 0
+        for line in text.splitlines():
+            if line.startswith(("Private_Clean:", "Private_Dirty:")):
+                total += int(line.split()[1]) * 1024
+        return total
+
+    def ready_message(self) -> dict[str, Any]:
+        return {"ok": True, "ready": True, "config": cfg.to_json(self.config),
+                "private_bytes": self.private_bytes()}
+
+    def serve(self, sock: socket.socket) -> None:
+        while True:
+            try:
+                header, payload = wire.recv(sock, self.max_input)
+            except wire.PeerClosed:
+                return
+            try:
+                arrays = wire.decode_tensors(header.get("inputs"), payload, self.in_types)
+                names = [n for n in header.get("outputs", []) if n in self.out_types]
+                t0 = time.monotonic_ns()
+                outputs = self.runtime.run(arrays, names)
+                compute_ns = time.monotonic_ns() - t0
+                del arrays, payload
+                descs, buffers = wire.encode_tensors(outputs, self.out_types)
+            except InferplexError as exc:
+                wire.send(sock, {"ok": False, "status": type(exc).__name__, "error": exc.message})
+                continue
+            except MemoryError:
+                wire.send(sock, {"ok": False, "status": "Internal",
+                                 "error": "the execution needed more memory than the model's limit"})
+                continue
+            except Exception as exc:
+                wire.send(sock, {"ok": False, "status": "Internal", "error": f"{exc.__class__.__name__}: {exc}"})
+                continue
+            wire.send(sock, {"ok": True, "outputs": descs, "compute_ns": compute_ns}, buffers)
+
+
+def _verify_torchscript(runtime: Runtime, name: str) -> None:
+    try:
+        from worker.runtimes.verify import verify_torchscript
+    except ImportError:
+        return
+    verify_torchscript(runtime.module, name)  # type: ignore[attr-defined]
+
+
+def _onnx_source(files: dict[str, bytes], filename: str, config: Any, name: str) -> bytes:
+    """The model with its external data inlined from the files read before confinement,
+    checked and verified; completes ``config`` from the graph."""
+    import onnx
+    from onnx import TensorProto
+    from onnx.external_data_helper import _get_all_tensors
+
+    try:
+        model = onnx.load_from_string(files[filename])
+    except Exception as exc:
+        raise InvalidArgument(
+            f"failed to load '{name}': '{filename}' is not a valid ONNX model ({exc.__class__.__name__}: {exc})"
+        ) from None
+    base = PurePosixPath(filename).parent
+    inlined = False
+    for tensor in _get_all_tensors(model):
+        if tensor.data_location != TensorProto.EXTERNAL:
+            continue
+        info = {e.key: e.value for e in tensor.external_data}
+        location = info.get("location", "")
+        rel = PurePosixPath(os.path.normpath((base / location).as_posix())) if location else None
+        if not location or location.startswith("/") or rel is None or rel.parts[:1] == ("..",):
+            raise InvalidArgument(
+                f"failed to load '{name}': tensor '{tensor.name}' has external data at "
+                f"{location!r}, outside the model's folder; external data files must be uploaded "
+                "with the model (as file:<version>/<name>) and referenced by a relative path inside it"
+            )
+        data = files.get(rel.as_posix())
+        if data is None:
+            raise InvalidArgument(
+                f"failed to load '{name}': tensor '{tensor.name}' needs external data file "
+                f"{location!r}, which was not provided; upload it as file:<version>/{location}"
+            )
+        offset = int(info.get("offset", 0) or 0)
+        length = int(info.get("length", 0) or 0) or len(data) - offset
+        tensor.raw_data = data[offset:offset + length]
+        del tensor.external_data[:]
+        tensor.data_location = TensorProto.DEFAULT
+        inlined = True
+    try:
+        onnx.checker.check_model(model)
+    except Exception as exc:
+        raise InvalidArgument(f"failed to load '{name}': ONNX model check failed: {exc}") from None
+    try:
+        from worker.runtimes.verify import verify_onnx
+    except ImportError:
+        pass
+    else:
+        verify_onnx(model, name, max_tensor_bytes=_MAX_FOLDED_TENSOR_BYTES)
+    cfg.complete_from_onnx(config, model.graph)
+    return model.SerializeToString() if inlined else files[filename]
+
+
+# a constant the graph can fold at load larger than this is refused by the verifier
+_MAX_FOLDED_TENSOR_BYTES = 1 << 30
+
+
+def _warm_up(runtime: Runtime, spec: cfg.ModelSpec) -> None:
+    """One run with the smallest inputs, so lazily allocated runtime memory is measured
+    with the load. Best effort: a model may legitimately reject size-1 dims."""
+    inputs: dict[str, np.ndarray] = {}
+    for t in spec.inputs:
+        shape = [1 if d < 0 else d for d in t.full_shape(spec.max_batch_size)]  # batch of 1
+        if t.datatype == "BYTES":
+            inputs[t.name] = np.full(shape, b"", dtype=np.object_)
+        else:
+            inputs[t.name] = np.zeros(shape, dtype=V2_TO_NUMPY[t.datatype])
+    try:
+        runtime.run(inputs, [t.name for t in spec.outputs])
+    except Exception as exc:
+        print(f"warm-up run of '{spec.name}' failed (the load continues): {exc}", file=sys.stderr)
