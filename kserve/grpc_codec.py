@@ -89,13 +89,22 @@ def _typed_contents(
             f"{what} '{name}' has datatype {datatype} but sends {', '.join(wrong)}; "
             f"use {field} or raw_input_contents"
         )
-    values = list(getattr(contents, field)) if field else []
+    repeated = getattr(contents, field) if field else []
+    count = math.prod(shape)
+    if len(repeated) != count:  # before copying the values out of the message
+        raise InvalidArgument(
+            f"unexpected number of elements {len(repeated)} in {field} for {what} '{name}', "
+            f"expecting {count} (shape {shape})"
+        )
+    values = list(repeated)
     return tensor_from_values(
         name, datatype, shape, values, params, what, source=field or "contents"
     )
 
 
-def _decode_tensors(entries: Any, raw: Any, what: str, raw_field: str) -> list[Tensor]:
+def _decode_tensors(
+    entries: Any, raw: Any, what: str, raw_field: str, message_bytes: int | None = None
+) -> list[Tensor]:
     if len(raw) and len(raw) != len(entries):
         raise InvalidArgument(
             f"{raw_field} has {len(raw)} entries but the message has {len(entries)} {what}s; "
@@ -105,7 +114,7 @@ def _decode_tensors(entries: Any, raw: Any, what: str, raw_field: str) -> list[T
     seen: set[str] = set()
     for i, entry in enumerate(entries):
         name = entry.name
-        shape = check_header(name, entry.datatype, list(entry.shape), what)
+        shape = check_header(name, entry.datatype, list(entry.shape), what, message_bytes)
         if name in seen:
             raise InvalidArgument(f"{what} '{name}' appears more than once; give each {what} once")
         seen.add(name)
@@ -129,7 +138,9 @@ def _decode_tensors(entries: Any, raw: Any, what: str, raw_field: str) -> list[T
 
 
 def decode_infer_request(req: service_pb2.ModelInferRequest) -> InferRequest:
-    inputs = _decode_tensors(req.inputs, req.raw_input_contents, "input", "raw_input_contents")
+    inputs = _decode_tensors(
+        req.inputs, req.raw_input_contents, "input", "raw_input_contents", req.ByteSize()
+    )
     outputs: list[RequestedOutput] = []
     seen: set[str] = set()
     for o in req.outputs:

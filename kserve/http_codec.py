@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from kserve.errors import InvalidArgument
+from kserve.jsonbody import check_nesting
 from kserve.tensors import (
     InferRequest,
     InferResponse,
@@ -42,6 +43,7 @@ def _split(body: bytes, header_length: int | None, what: str) -> tuple[dict[str,
                 f"{len(body)} bytes; it must be the byte length of the JSON part"
             )
         header, tail = body[:header_length], memoryview(body)[header_length:]
+    check_nesting(header, what)
     try:
         obj = json.loads(header)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -65,7 +67,8 @@ def _params(value: Any, where: str) -> dict[str, Any]:
 
 
 def _decode_tensors(
-    entries: Any, tail: memoryview, have_header_length: bool, what: str
+    entries: Any, tail: memoryview, have_header_length: bool, what: str,
+    body_bytes: int | None = None,
 ) -> list[Tensor]:
     key = f"{what}s"
     if not isinstance(entries, list):
@@ -77,7 +80,7 @@ def _decode_tensors(
         if not isinstance(entry, dict):
             raise InvalidArgument(f"each entry of '{key}' must be a JSON object")
         name = entry.get("name")
-        shape = check_header(name, entry.get("datatype"), entry.get("shape"), what)
+        shape = check_header(name, entry.get("datatype"), entry.get("shape"), what, body_bytes)
         datatype = entry["datatype"]
         if name in seen:
             raise InvalidArgument(f"{what} '{name}' appears more than once; give each {what} once")
@@ -166,7 +169,7 @@ def decode_infer_request(
     params = _params(obj.get("parameters"), "the request")
     if "inputs" not in obj:
         raise InvalidArgument("the request has no 'inputs'; send a list of input tensors")
-    inputs = _decode_tensors(obj["inputs"], tail, header_length is not None, "input")
+    inputs = _decode_tensors(obj["inputs"], tail, header_length is not None, "input", len(body))
     outputs = _decode_outputs(obj.get("outputs"))
     return InferRequest(model_name, model_version, request_id, params, inputs, outputs)
 

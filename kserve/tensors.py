@@ -65,13 +65,31 @@ class InferResponse:
     parameters: dict[str, Any] = field(default_factory=dict)
 
 
-def check_header(name: Any, datatype: Any, shape: Any, what: str = "input") -> list[int]:
-    """Validate a tensor's name, datatype and shape; return the shape as a list of ints."""
+# numpy's own limit (NPY_MAXDIMS): no array of more dimensions can exist
+MAX_DIMS = 64
+# No tensor any server holds has more elements. It bounds what a zero-element shape may
+# declare in its other dimensions: numpy refuses sizes past int64 with a ValueError.
+MAX_SHAPE_ELEMENTS = 2**40
+
+
+def check_header(
+    name: Any, datatype: Any, shape: Any, what: str = "input", max_elements: int | None = None
+) -> list[int]:
+    """Validate a tensor's name, datatype and shape; return the shape as a list of ints.
+
+    ``max_elements`` is the byte size of the whole request: every element takes at least
+    one byte of it (a BYTES element four), so a shape with more elements is refused here,
+    before anything is allocated for it."""
     if not isinstance(name, str) or not name:
         raise InvalidArgument(f"every {what} needs a non-empty string 'name'")
     if not is_v2_datatype(datatype):
         raise InvalidArgument(
             f"{what} '{name}' has unknown datatype {datatype!r}; use one of {SUPPORTED}"
+        )
+    if isinstance(shape, (list, tuple)) and len(shape) > MAX_DIMS:
+        raise InvalidArgument(
+            f"{what} '{name}' has {len(shape)} dimensions in its shape; at most {MAX_DIMS} "
+            "are allowed"
         )
     if not isinstance(shape, (list, tuple)) or not all(
         isinstance(d, int) and not isinstance(d, bool) for d in shape
@@ -82,6 +100,18 @@ def check_header(name: Any, datatype: Any, shape: Any, what: str = "input") -> l
         raise InvalidArgument(
             f"{what} '{name}' has a negative dimension in shape {dims}; "
             "every dimension must be >= 0 (no -1 wildcards in a request)"
+        )
+    if math.prod(d for d in dims if d) > MAX_SHAPE_ELEMENTS:
+        raise InvalidArgument(
+            f"{what} '{name}' has shape {dims}, too large for any tensor: its non-zero "
+            f"dimensions must multiply to at most {MAX_SHAPE_ELEMENTS} (2**40) elements"
+        )
+    count = math.prod(dims)
+    if max_elements is not None and count > max_elements:
+        raise InvalidArgument(
+            f"{what} '{name}' has shape {dims}, which is {count} elements, but the whole request "
+            f"is {max_elements} bytes and every element takes at least one byte; send a shape "
+            "that matches the data"
         )
     return dims
 
@@ -127,16 +157,43 @@ def tensor_from_values(
     """A tensor from explicit values: JSON ``data`` (possibly nested lists, row-major)
     or gRPC typed contents. Rejects values that would change meaning when cast."""
     count = element_count(shape)
+    given = _leaf_count(values)
+    if given is not None and given != count:
+        raise _count_mismatch(given, count, shape, name, what, source)
     if datatype == "BYTES":
         data = _bytes_from_values(name, values, what, source)
     else:
         data = _numbers_from_values(name, datatype, values, what, source)
     if data.size != count:
-        raise InvalidArgument(
-            f"unexpected number of elements {data.size} in {source} for {what} '{name}', "
-            f"expecting {count} (shape {shape})"
-        )
+        raise _count_mismatch(data.size, count, shape, name, what, source)
     return Tensor(name, datatype, shape, data.reshape(shape), parameters)
+
+
+def _count_mismatch(
+    given: int, count: int, shape: list[int], name: str, what: str, source: str
+) -> InvalidArgument:
+    return InvalidArgument(
+        f"unexpected number of elements {given} in {source} for {what} '{name}', "
+        f"expecting {count} (shape {shape})"
+    )
+
+
+def _leaf_count(values: Any) -> int | None:
+    """How many values a (nested, row-major) list holds, read from the lengths of its
+    lists alone so a mismatch is refused before any conversion; None when the lists are
+    ragged or mixed, which the conversion refuses with its own message."""
+    if not isinstance(values, (list, tuple)):
+        return None
+    level: list[Any] = [values]
+    while True:
+        if len({len(lst) for lst in level}) > 1:
+            return None
+        firsts = [lst[0] for lst in level if lst]
+        if not firsts or not isinstance(firsts[0], (list, tuple)):
+            return sum(len(lst) for lst in level)
+        level = [item for lst in level for item in lst]
+        if not all(isinstance(item, (list, tuple)) for item in level):
+            return None
 
 
 def _numbers_from_values(
@@ -255,6 +312,13 @@ def deserialize_bytes(
     """Parse ``count`` length-prefixed elements that must fill ``buf`` exactly."""
     mv = memoryview(buf)
     total = len(mv)
+    if count > total // _U32.size:
+        # checked before the object array exists: it costs 8 bytes per declared element
+        raise InvalidArgument(
+            f"BYTES {what} '{name}' declares {count} elements but its {total} bytes of data "
+            f"can hold at most {total // _U32.size} (each element is a 4-byte little-endian "
+            "length followed by that many bytes); send a shape that matches the data"
+        )
     out = np.empty(count, dtype=np.object_)
     off = 0
     for i in range(count):

@@ -365,7 +365,8 @@ def test_http_bad_bytes_serialization_is_refused() -> None:
     good = struct.pack("<I", 1) + b"a" + struct.pack("<I", 2) + b"bc"
     for tail, fix in [
         (good[:-1], "declares 2 bytes but only 1 remain"),
-        (good[:5], "holds only 1 of 2 elements"),
+        (good[:5], "declares 2 elements but its 5 bytes of data can hold at most 1"),
+        (struct.pack("<I", 4) + b"abcd", "holds only 1 of 2 elements"),
         (good + b"\x00", "1 bytes left after its 2 elements"),
     ]:
         entry["parameters"]["binary_data_size"] = len(tail)
