@@ -5,8 +5,10 @@ sends or learns names another tenant's model."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import httpx
@@ -112,3 +114,65 @@ def test_requests_carrying_a_priority_are_served_with_the_priority_dropped(
     gi.set_data_from_numpy(x)
     gres = g.infer("mlp", [gi], priority=1, headers={"authorization": f"Bearer {keys['acme']}"})
     np.testing.assert_allclose(gres.as_numpy("OUTPUT0"), res.as_numpy("OUTPUT0"), rtol=1e-6)
+
+
+_INTERNAL = re.compile(r"__|127\.0\.0\.1|localhost|:\d{4,5}\b|\bworker-\d|\bw-\S*\d|/tmp/|/inferplex/")
+
+
+def _tells_nothing(cp: ControlPlane, message: str, sent: str = "") -> None:
+    """No instance-level name, instance id, address, port or server path in ``message``
+    (``sent``, the name the tenant itself sent, may be shown back)."""
+    leaks = [m.group() for m in _INTERNAL.finditer(message.replace(sent, "") if sent else message)]
+    assert not leaks and str(cp.data_dir) not in message, (leaks, message)
+
+
+def _http_error(cp: ControlPlane, r: httpx.Response, status: int, sent: str = "") -> str:
+    assert r.status_code == status, r.text
+    assert re.fullmatch(r"[0-9a-f]{16}", r.headers["x-request-id"]), r.headers
+    message = r.json()["error"]
+    _tells_nothing(cp, message, sent)
+    return message
+
+
+def _grpc_error(cp: ControlPlane, key: str, request: Any, code: grpc.StatusCode, sent: str = "") -> str:
+    with grpc.insecure_channel(cp.grpc_url) as channel, pytest.raises(grpc.RpcError) as err:
+        service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(
+            request, metadata=[("authorization", f"Bearer {key}")], timeout=30)
+    assert err.value.code() == code, err.value.details()
+    assert any(k == "x-request-id" and re.fullmatch(r"[0-9a-f]{16}", v)
+               for k, v in err.value.trailing_metadata() or ()), err.value.trailing_metadata()
+    _tells_nothing(cp, err.value.details(), sent)
+    return err.value.details()
+
+
+def test_no_error_a_tenant_can_provoke_names_anything_internal(cp: ControlPlane, keys: dict[str, str]) -> None:
+    acme = keys["acme"]
+    url = f"{cp.url}/v2/models"
+    # unknown models, and another tenant's (answered alike), over HTTP and gRPC
+    for name in ("nosuch", "secret-model", "globex__secret-model"):
+        _http_error(cp, httpx.post(f"{url}/{name}/infer", json={"inputs": []}, headers=auth(acme)), 404, name)
+        _http_error(cp, httpx.get(f"{url}/{name}", headers=auth(acme)), 404, name)
+        _grpc_error(cp, acme, service_pb2.ModelInferRequest(model_name=name), grpc.StatusCode.NOT_FOUND, name)
+    # wrong shapes and datatypes: the instance refuses them, in words about the tenant's model
+    for inputs in ([{"name": "INPUT0", "datatype": "FP32", "shape": [1, 63], "data": [0.0] * 63}],
+                   [{"name": "INPUT0", "datatype": "INT64", "shape": [1, 64], "data": [0] * 64}],
+                   [{"name": "NOPE", "datatype": "FP32", "shape": [1, 64], "data": [0.0] * 64}]):
+        message = _http_error(cp, httpx.post(f"{url}/mlp/infer", json={"inputs": inputs}, headers=auth(acme)),
+                              400)
+        assert "mlp" in message or "INPUT0" in message or "NOPE" in message, message
+    wrong = service_pb2.ModelInferRequest(model_name="mlp", inputs=[
+        service_pb2.ModelInferRequest.InferInputTensor(name="INPUT0", datatype="FP32", shape=[1, 63])])
+    wrong.raw_input_contents.append(np.zeros((1, 63), np.float32).tobytes())
+    _grpc_error(cp, acme, wrong, grpc.StatusCode.INVALID_ARGUMENT)
+    # upload refusals, including the probe's own failures (they name files it wrote)
+    for data in (b"not a model", models.corrupt_onnx(), models.onnx_unknown_op()):
+        r = cp.upload(acme, "bad", data)
+        assert r.status_code == 400, r.text
+        _http_error(cp, r, 400, "bad")
+    # the tenant's own REST API and admin-only routes
+    with cp.client(acme) as c:
+        _http_error(cp, c.get("/v1/models/nosuch"), 404, "nosuch")
+        _http_error(cp, c.get("/admin/instances"), 403)
+        _http_error(cp, c.post("/v2/repository/models/mlp/load"), 403, "mlp")
+    # the server keeps serving
+    assert _binary_infer(cp, acme, [1, 64]).status_code == 200

@@ -133,3 +133,11 @@ async def test_deleting_one_version_shows_in_the_index_at_once(catalog: ModelCat
     assert catalog.resolve("acme", "m") == v1
     with pytest.raises(NotFound, match="version 2 is not found"):
         await catalog.delete("acme", "m", 2)
+
+
+async def test_a_stored_reason_names_nothing_internal(catalog: ModelCatalog) -> None:
+    v1 = await add(catalog, "acme", "m")
+    await catalog.set_status(v1, "failed", reason="failed to load '_profile__acme__m' on worker-0: "
+                                                  "cannot open /srv/inferplex/w0/acme__m/1/model.onnx")
+    assert catalog.resolve("acme", "m", 1).reason == \
+        "failed to load 'm' on an instance: cannot open a server path"
