@@ -140,7 +140,12 @@ _UPLOAD_DOC: dict[str, Any] = {
 }
 
 
+# the instance-level name is internal: tenants know their models by their own names
+_INTERNAL = {"qualified_name"}
+
+
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=ModelRecord,
+             response_model_exclude=_INTERNAL,
              summary="Upload a model version (ONNX or TorchScript), validated before it is accepted",
              openapi_extra=_UPLOAD_DOC)
 async def upload_model(request: Request, services: ServicesDep, principal: PrincipalDep) -> ModelRecord:
@@ -183,12 +188,14 @@ async def upload_model(request: Request, services: ServicesDep, principal: Princ
     return record
 
 
-@router.get("", response_model=ModelList, summary="List the tenant's models (every version)")
+@router.get("", response_model=ModelList, response_model_exclude={"models": {"__all__": _INTERNAL}},
+            summary="List the tenant's models (every version)")
 async def list_models(services: ServicesDep, principal: PrincipalDep, tenant: TenantQuery = None) -> ModelList:
     return ModelList(models=services.catalog.list(scope(principal, tenant)))
 
 
-@router.get("/{name}", response_model=ModelDetail, summary="Describe a model: versions, status, reason, profile")
+@router.get("/{name}", response_model=ModelDetail,
+            response_model_exclude={"versions": {"__all__": _INTERNAL}}, summary="Describe a model: versions, status, reason, profile")
 async def describe_model(name: str, services: ServicesDep, principal: PrincipalDep,
                          tenant: TenantQuery = None) -> ModelDetail:
     return ModelDetail(name=name, versions=services.catalog.versions(scope(principal, tenant), name))
