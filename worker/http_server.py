@@ -19,6 +19,7 @@ from typing import Any
 from kserve import compression, http_codec
 from kserve.asgi import read_body
 from kserve.errors import InferplexError, InvalidArgument, NotFound
+from kserve.jsonbody import check_nesting
 from worker.config import to_json
 from worker.service import LOAD_ENVELOPE_BYTES, WorkerService, check_model_files
 
@@ -160,6 +161,7 @@ class WorkerHttpApp:
         body = await self._body(headers, receive, limit, flag)
         if not body.strip():
             return {}
+        check_nesting(body, "request body")
         try:
             obj = json.loads(body)
         except ValueError as exc:

@@ -17,6 +17,11 @@ from importlib import metadata
 from pathlib import Path
 
 from kserve.errors import InferplexError
+from kserve.http_connections import (
+    DEFAULT_HEADER_TIMEOUT_S,
+    DEFAULT_MAX_HEADER_BYTES,
+    BoundedConfig,
+)
 from worker import registration
 from worker.affinity import parse_cpus, pin_to
 from worker.demo import simple_model
@@ -47,6 +52,8 @@ class WorkerOptions:
     grpc_server: str = "threads"
     instance_id: str = ""  # what it registers and logs under (registration.instance_id)
     demo: bool = False
+    header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S
+    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
     # called once the worker serves and its startup models are loaded (e.g. control-plane registration)
     on_ready: list[Callable[[WorkerService], Awaitable[None]]] = field(default_factory=list)
     # called when the worker stops, before its servers close (e.g. deregistration)
@@ -85,6 +92,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="id this worker registers with the control plane under "
                         "(default w-<advertised host>-<grpc port>)")
     p.add_argument("--demo", action="store_true", help="serve the built-in 'simple' model (Triton's example)")
+    p.add_argument("--header-timeout", type=float, default=DEFAULT_HEADER_TIMEOUT_S, metavar="SECONDS",
+                   help="close an HTTP connection that has not sent its whole request headers this long "
+                        f"after connecting or starting a request (default {DEFAULT_HEADER_TIMEOUT_S:g})")
+    p.add_argument("--max-header-bytes", type=size_arg, default=DEFAULT_MAX_HEADER_BYTES,
+                   help=f"largest HTTP request headers accepted (default {DEFAULT_MAX_HEADER_BYTES // 1024}KiB)")
     registration.add_arguments(p)
     p.set_defaults(func=run)
 
@@ -96,6 +108,7 @@ def options_from_args(args: argparse.Namespace) -> WorkerOptions:
         model_control_mode=args.model_control_mode, load_models=list(args.load_model), device=args.device,
         max_request_bytes=args.max_request_bytes, max_model_bytes=args.max_model_bytes,
         grpc_server=args.grpc_server, instance_id=registration.instance_id(args), demo=args.demo,
+        header_timeout_s=args.header_timeout, max_header_bytes=args.max_header_bytes,
     )
 
 
@@ -109,6 +122,8 @@ def run(args: argparse.Namespace) -> int:
     registration.attach(args, options)
     if options.threads < 1:
         raise SystemExit("--threads must be at least 1")
+    if options.header_timeout_s <= 0 or options.max_header_bytes <= 0:
+        raise SystemExit("--header-timeout and --max-header-bytes must be positive")
     if options.model_control_mode == "none" and options.model_repository is None:
         raise SystemExit("--model-control-mode none needs --model-repository")
     try:
@@ -163,11 +178,11 @@ async def serve(options: WorkerOptions) -> None:
     grpc_server = build_server(service, options.host, options.grpc_port, options.max_request_bytes,
                                options.max_model_bytes, options.grpc_server)
     await grpc_server.start()
-    http = uvicorn.Server(uvicorn.Config(
+    http = uvicorn.Server(BoundedConfig(
         WorkerHttpApp(service, options.max_request_bytes, options.max_model_bytes),
         host=options.host, port=options.http_port,
         log_level="warning", access_log=False, lifespan="off", timeout_keep_alive=75,
-        h11_max_incomplete_event_size=None,
+        header_timeout_s=options.header_timeout_s, max_header_bytes=options.max_header_bytes,
     ))
     # uvicorn re-raises the signal it handled once it has stopped, with the handlers it
     # found; a no-op handler keeps that from killing us before the cleanup below runs
