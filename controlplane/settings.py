@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from kserve.restricted import DEFAULT_KEY, InstanceCredential, check_key, check_value
 
 
 class Settings(BaseSettings):
@@ -50,6 +52,37 @@ class Settings(BaseSettings):
         "every such execution; above 0, a read that covers several executions feeds their mean.",
     )
     profile_on_upload: bool = Field(True, description="Profile each new model version on an instance after upload.")
+    instance_restricted_key: str = Field(
+        DEFAULT_KEY, description="Header key of the credential the control plane sends to every instance: "
+        "'<key>' over HTTP, 'triton-grpc-protocol-<key>' over gRPC, as Triton's --http-restricted-api and "
+        "--grpc-restricted-protocol expect. Letters, digits, '-', '_', '.'; the same on every replica.",
+    )
+    instance_restricted_value: SecretStr | None = Field(
+        None, description="Value of that header: the secret that instances (Triton started with "
+        "--http-restricted-api=<groups>:<key>=<value> and --grpc-restricted-protocol likewise, or "
+        "inferplex workers) demand on every API but health. The same on every replica; self-registering "
+        "workers receive it in the registration answer, which is refused while it is unset. Unset: "
+        "instances are called without it. 'inferplex up' keeps one in data_dir/instance.key.",
+    )
+
+    @field_validator("instance_restricted_key")
+    @classmethod
+    def _key(cls, value: str) -> str:
+        return check_key(value)
+
+    @field_validator("instance_restricted_value")
+    @classmethod
+    def _value(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        check_value(value.get_secret_value())
+        return value
+
+    @property
+    def instance_credential(self) -> InstanceCredential | None:
+        if self.instance_restricted_value is None:
+            return None
+        return InstanceCredential(self.instance_restricted_key, self.instance_restricted_value.get_secret_value())
 
     @property
     def artifacts_path(self) -> Path:

@@ -3,7 +3,10 @@
 Starts N ``inferplex worker`` children on free loopback ports, the embedded state
 store under ``--data-dir`` (a restart keeps tenants, keys and models), and the
 control plane (REST + v2 HTTP via uvicorn, v2 gRPC) in this process. Workers are
-registered as ``embedded`` instances ``worker-0..N-1``. SIGINT/SIGTERM stop
+registered as ``embedded`` instances ``worker-0..N-1``. The workers restrict every
+API but health to one credential (kept in ``--data-dir``/instance.key, 0600, unless
+INFERPLEX_INSTANCE_RESTRICTED_VALUE is set) that only this control plane sends, so
+nothing else on the machine can run, load or list their models. SIGINT/SIGTERM stop
 everything; children also get SIGTERM if this process dies (PDEATHSIG), so no
 worker outlives it.
 """
@@ -16,6 +19,7 @@ import contextlib
 import ctypes
 import logging
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -28,8 +32,10 @@ from typing import TYPE_CHECKING
 
 import httpx
 import uvicorn
+from pydantic import SecretStr
 
 from controlplane.settings import Settings
+from kserve.restricted import InstanceCredential
 from worker.affinity import parse_cpus, pin_to
 from worker.memory import size_arg
 
@@ -81,7 +87,7 @@ class WorkerChild:
 
 
 def start_worker(index: int, host: str, memory_bytes: int, threads: int, log_dir: Path,
-                 cpus: str | None = None) -> WorkerChild:
+                 cpus: str | None = None, credential: InstanceCredential | None = None) -> WorkerChild:
     http_port, grpc_port = _free_port(host), _free_port(host)
     args = [sys.executable, "-m", "controlplane.cli", "worker", "--host", host,
             "--http-port", str(http_port), "--grpc-port", str(grpc_port),
@@ -91,8 +97,12 @@ def start_worker(index: int, host: str, memory_bytes: int, threads: int, log_dir
         args += ["--cpus", cpus]
     log_dir.mkdir(parents=True, exist_ok=True)
     out = open(log_dir / f"worker-{index}.log", "ab")  # noqa: SIM115 - the child owns it
+    env = dict(os.environ)
+    if credential is not None:  # in the environment, not argv: ps shows argv to every user
+        env |= {"INFERPLEX_INSTANCE_RESTRICTED_KEY": credential.key,
+                "INFERPLEX_INSTANCE_RESTRICTED_VALUE": credential.value}
     popen = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                             preexec_fn=_die_with_parent)
+                             preexec_fn=_die_with_parent, env=env)
     out.close()
     return WorkerChild(index, http_port, grpc_port, popen)
 
@@ -133,7 +143,7 @@ def stop_workers(workers: list[WorkerChild], timeout_s: float = 10.0) -> None:
             w.popen.wait()
 
 
-def write_admin_key(path: Path, key: str) -> None:
+def write_secret(path: Path, key: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
@@ -148,8 +158,24 @@ def save_new_admin_key(settings: Settings, services: Services) -> Path | None:
     if not services.new_admin_key:
         return None
     path = settings.admin_key_path
-    write_admin_key(path, services.new_admin_key)
+    write_secret(path, services.new_admin_key)
     return path
+
+
+def instance_credential(settings: Settings) -> InstanceCredential:
+    """The credential ``up``'s workers demand: the configured one, else the one kept in
+    data_dir/instance.key (made on first start), so instances an operator added to this
+    ``up`` with the same value keep working across restarts."""
+    if settings.instance_restricted_value is None:
+        path = settings.data_dir / "instance.key"
+        value = path.read_text().strip() if path.exists() else ""
+        if not value:
+            value = secrets.token_urlsafe(32)
+            write_secret(path, value)
+        settings.instance_restricted_value = SecretStr(value)
+    credential = settings.instance_credential
+    assert credential is not None
+    return credential
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
@@ -173,8 +199,9 @@ async def _serve(args: argparse.Namespace, settings: Settings, stop: StopFlag) -
     workers: list[WorkerChild] = []
     services = None
     try:
+        credential = instance_credential(settings)
         workers = [start_worker(i, host, args.worker_memory, args.worker_threads, log_dir,
-                                args.worker_cpus)
+                                args.worker_cpus, credential)
                    for i in range(args.workers)]
         await wait_workers_ready(workers, host, args.worker_start_timeout, log_dir, stop)
         services = await build_services(settings)
@@ -204,7 +231,8 @@ async def _serve(args: argparse.Namespace, settings: Settings, stop: StopFlag) -
         lines = ["inferplex is up",
                  f"  REST API + v2 HTTP : http://{host}:{settings.http_port}   (docs: /docs)",
                  f"  v2 gRPC            : {host}:{settings.grpc_port}",
-                 f"  workers            : {len(workers)} x {args.worker_memory} bytes",
+                 f"  workers            : {len(workers)} x {args.worker_memory} bytes, APIs restricted to header "
+                 f"{credential.key!r} (INFERPLEX_INSTANCE_RESTRICTED_VALUE, else {data_dir / 'instance.key'})",
                  f"  data               : {data_dir}"]
         if key_file is not None:
             lines.append(f"  admin key          : {services.new_admin_key}   (shown once; also in {key_file})")

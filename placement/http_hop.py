@@ -120,12 +120,15 @@ class _Connection(asyncio.Protocol):
 class HttpHop:
     """A pool of keep-alive connections to one ``host:port``."""
 
-    def __init__(self, address: str, *, connect_timeout_s: float = 5.0, max_idle: int = 64) -> None:
+    def __init__(self, address: str, *, connect_timeout_s: float = 5.0, max_idle: int = 64,
+                 headers: Mapping[str, str] | None = None) -> None:
+        """``headers``: sent on every request (the instance credential), encoded once here."""
         host, _, port = address.rpartition(":")
         self.host, self.port = host.strip("[]"), int(port)
         self.connect_timeout_s = connect_timeout_s
         self.max_idle = max_idle
-        self._host_line = f"Host: {address}\r\n".encode("latin-1")
+        fixed = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+        self._fixed_lines = f"Host: {address}\r\n{fixed}".encode("latin-1")
         self._idle: list[_Connection] = []
 
     async def _connect(self) -> _Connection:
@@ -142,7 +145,7 @@ class HttpHop:
         """POST ``body`` to ``path``; (status, body, lower-case headers). ``headers`` must
         not hold Host, Content-Length or hop-by-hop headers (this client sets its own)."""
         head = b"".join((
-            b"POST ", path.encode("latin-1"), b" HTTP/1.1\r\n", self._host_line,
+            b"POST ", path.encode("latin-1"), b" HTTP/1.1\r\n", self._fixed_lines,
             b"Content-Length: ", str(len(body)).encode(), b"\r\n",
             *(f"{k}: {v}\r\n".encode("latin-1") for k, v in headers.items()), b"\r\n"))
         async with asyncio.timeout(timeout_s):

@@ -156,7 +156,8 @@ class InstanceRegistry:
             for iid, rec in wanted.items():
                 if iid not in self._instances:
                     self._instances[iid] = Instance(rec, TritonDriver(
-                        rec.info(), timeout_s=self.settings.request_timeout_s))
+                        rec.info(), credential=self.settings.instance_credential,
+                        timeout_s=self.settings.request_timeout_s))
             await self.check_health()
 
     async def check_health(self) -> None:

@@ -5,6 +5,9 @@ on the worker's extras. Control calls (load, unload, index, stats, profiling
 inference) go through ``tritonclient.grpc.aio``. The gateway's hot path uses raw
 pass-through instead (a gRPC stub on a second channel, a keep-alive HTTP/1.1 pool
 from ``placement.http_hop``), so a request is forwarded without decoding its tensors.
+
+Every call carries the instance credential, when one is set, as the header Triton's
+``--http-restricted-api`` / ``--grpc-restricted-protocol`` demand (kserve/restricted.py).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from kserve.errors import (
     ResourceExhausted,
     Unavailable,
 )
+from kserve.restricted import InstanceCredential
 from placement.driver import InferTiming, InstanceDriver, InstanceInfo, ModelState
 from placement.http_hop import HopError, HttpHop
 
@@ -46,6 +50,8 @@ CHANNEL_OPTIONS: list[tuple[str, Any]] = [
 # hop-by-hop and recomputed headers are not forwarded to the instance
 _HTTP_FORWARD = ("content-type", "inference-header-content-length")
 _GRPC_STATUS = {c.name: c for c in grpc.StatusCode}
+# how Triton (and the worker) words a refusal for a missing or wrong credential
+_RESTRICTED = "is restricted, expecting header"
 
 
 def _status_of(exc: InferenceServerException) -> grpc.StatusCode | None:
@@ -54,12 +60,22 @@ def _status_of(exc: InferenceServerException) -> grpc.StatusCode | None:
     return _GRPC_STATUS.get(status.rpartition(".")[2])
 
 
+def _credential_refused(instance: str, doing: str, refusal: str) -> Unavailable:
+    # the operator, not a retry, fixes this; the refusal (it names the header) stays in the log
+    log.error("instance %s refused the control plane's credential while %s (%s): give the instance and "
+              "the control plane the same INFERPLEX_INSTANCE_RESTRICTED_KEY/VALUE", instance, doing, refusal)
+    return Unavailable(f"instance {instance} refused the control plane's credential while {doing}",
+                       retry_after_s=1)
+
+
 def _map_error(exc: InferenceServerException | grpc.RpcError, instance: str, doing: str,
                *, load: bool = False) -> InferplexError:
     if isinstance(exc, grpc.RpcError):
         code, msg = exc.code(), exc.details() or str(exc)  # type: ignore[attr-defined]
     else:
         code, msg = _status_of(exc), exc.message() or str(exc)
+    if code == grpc.StatusCode.UNAVAILABLE and _RESTRICTED in msg:  # Triton's gRPC refusal code
+        return _credential_refused(instance, doing, msg)
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
         return Unavailable(f"instance {instance} is unreachable while {doing}: {msg}", retry_after_s=1)
     if load:
@@ -76,32 +92,38 @@ def _map_error(exc: InferenceServerException | grpc.RpcError, instance: str, doi
 
 
 class TritonDriver(InstanceDriver):
-    def __init__(self, info: InstanceInfo, *, timeout_s: float = 30.0, load_timeout_s: float = 300.0) -> None:
+    def __init__(self, info: InstanceInfo, *, credential: InstanceCredential | None = None,
+                 timeout_s: float = 30.0, load_timeout_s: float = 300.0) -> None:
         self.info = info
         self.timeout_s = timeout_s
         self.load_timeout_s = load_timeout_s
+        # built once: tritonclient takes headers per call, the stub metadata per call
+        self._headers = credential.grpc_headers() if credential else None
+        self._metadata = credential.grpc_metadata() if credential else None
         self._client = grpcclient.InferenceServerClient(info.grpc_url, channel_args=CHANNEL_OPTIONS)
         self._channel = grpc.aio.insecure_channel(info.grpc_url, options=CHANNEL_OPTIONS)
         self._stub = service_pb2_grpc.GRPCInferenceServiceStub(self._channel)
+        http_headers = credential.http_headers() if credential else {}
         self._http = httpx.AsyncClient(
-            base_url=f"http://{info.http_url}",
+            base_url=f"http://{info.http_url}", headers=http_headers,
             timeout=httpx.Timeout(timeout_s, connect=5.0),
             limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
         )
         # the infer hot path: a bare keep-alive pool costs a fraction of httpx's or aiohttp's CPU
-        self._hop = HttpHop(info.http_url)
+        self._hop = HttpHop(info.http_url, headers=http_headers)
 
     # ---- control ---------------------------------------------------------------------
 
     async def is_ready(self) -> bool:
         try:
-            return bool(await self._client.is_server_ready(client_timeout=2.0))
+            return bool(await self._client.is_server_ready(headers=self._headers, client_timeout=2.0))
         except (InferenceServerException, grpc.RpcError):
             return False
 
     async def index(self) -> list[ModelState]:
         try:
-            resp = await self._client.get_model_repository_index(client_timeout=self.timeout_s)
+            resp = await self._client.get_model_repository_index(headers=self._headers,
+                                                                 client_timeout=self.timeout_s)
         except InferenceServerException as exc:
             raise _map_error(exc, self.info.instance_id, "reading the repository index") from exc
         return [ModelState(m.name, m.version, m.state, m.reason) for m in resp.models]
@@ -112,7 +134,7 @@ class TritonDriver(InstanceDriver):
             await self._client.load_model(
                 name, config=json.dumps(config),
                 files={f"file:{path}": data for path, data in files.items()},
-                client_timeout=self.load_timeout_s,
+                headers=self._headers, client_timeout=self.load_timeout_s,
             )
         except InferenceServerException as exc:
             raise _map_error(exc, self.info.instance_id, f"loading {name}", load=True) from exc
@@ -120,14 +142,14 @@ class TritonDriver(InstanceDriver):
 
     async def unload(self, name: str) -> None:
         try:
-            await self._client.unload_model(name, client_timeout=self.timeout_s)
+            await self._client.unload_model(name, headers=self._headers, client_timeout=self.timeout_s)
         except InferenceServerException as exc:
             raise _map_error(exc, self.info.instance_id, f"unloading {name}") from exc
 
     async def statistics(self, name: str | None = None) -> dict[str, Any]:
         try:
             return await self._client.get_inference_statistics(
-                name or "", as_json=True, client_timeout=self.timeout_s)
+                name or "", headers=self._headers, as_json=True, client_timeout=self.timeout_s)
         except InferenceServerException as exc:
             raise _map_error(exc, self.info.instance_id, "reading statistics") from exc
 
@@ -144,7 +166,8 @@ class TritonDriver(InstanceDriver):
         outputs = [InferRequestedOutput(n) for n in output_names] if output_names else None
         started = time.perf_counter()
         try:
-            result = await self._client.infer(name, tensors, outputs=outputs, client_timeout=self.timeout_s)
+            result = await self._client.infer(name, tensors, outputs=outputs, headers=self._headers,
+                                              client_timeout=self.timeout_s)
         except InferenceServerException as exc:
             raise _map_error(exc, self.info.instance_id, f"running {name}") from exc
         elapsed = time.perf_counter() - started
@@ -157,7 +180,8 @@ class TritonDriver(InstanceDriver):
                              timeout_s: float | None = None) -> service_pb2.ModelInferResponse:
         """Forward a ModelInferRequest whose model_name is already the instance-level name."""
         try:
-            return await self._stub.ModelInfer(request, timeout=timeout_s or self.timeout_s)
+            return await self._stub.ModelInfer(request, timeout=timeout_s or self.timeout_s,
+                                               metadata=self._metadata)
         except grpc.RpcError as exc:
             raise _map_error(exc, self.info.instance_id, f"running {request.model_name}") from exc
 
@@ -170,10 +194,14 @@ class TritonDriver(InstanceDriver):
         path = f"/v2/models/{qualified}" + (f"/versions/{version}" if version else "") + "/infer"
         fwd = {k: v for k in _HTTP_FORWARD if (v := headers.get(k)) is not None}
         try:
-            return await self._hop.post(path, body, fwd, timeout_s or self.timeout_s)
+            status, out, out_headers = await self._hop.post(path, body, fwd, timeout_s or self.timeout_s)
         except (HopError, TimeoutError) as exc:
             raise Unavailable(f"instance {self.info.instance_id} is unreachable while running "
                               f"{qualified}: {exc!r}", retry_after_s=1) from exc
+        if status == 403 and _RESTRICTED.encode() in out:  # never pass the instance's refusal on
+            raise _credential_refused(self.info.instance_id, f"running {qualified}",
+                                      out.decode("utf-8", "replace"))
+        return status, out, out_headers
 
     async def memory_used(self) -> int | None:
         """The embedded worker's own memory report, if it has one (Triton doesn't)."""

@@ -25,6 +25,7 @@ from tritonclient.grpc import service_pb2_grpc
 
 from kserve import grpc_codec
 from kserve.errors import InferplexError, InvalidArgument, PayloadTooLarge
+from worker.restricted import AioGrpcRestriction, GrpcRestriction, ProtocolRules
 from worker.service import LOAD_ENVELOPE_BYTES, WorkerService, check_model_files
 
 log = logging.getLogger(__name__)
@@ -270,18 +271,23 @@ class _ThreadedServer:
 
 
 def build_server(service: WorkerService, host: str, port: int, max_request_bytes: int,
-                 max_model_bytes: int, mode: str = "threads") -> GrpcServer:
-    """Call on the worker's event loop (the threaded server sends repository changes to it)."""
+                 max_model_bytes: int, mode: str = "threads",
+                 restricted: ProtocolRules | None = None) -> GrpcServer:
+    """Call on the worker's event loop (the threaded server sends repository changes to it).
+    ``restricted``: the --grpc-restricted-protocol rules, checked before any handler runs
+    (no interceptor at all when there are none, so an open worker pays nothing)."""
     limits = Limits(max_request_bytes, max_model_bytes)
     options = server_options(max_request_bytes, max_model_bytes)
     server: Any
     if mode == "threads":
+        interceptors: list[Any] = [GrpcRestriction(restricted)] if restricted else []
         server = grpc.server(ThreadPoolExecutor(HANDLER_THREADS, thread_name_prefix="inferplex-grpc"),
-                             options=options)
+                             options=options, interceptors=interceptors)
         servicer: Any = WorkerServicer(service, limits, asyncio.get_running_loop())
         wrapped: GrpcServer = _ThreadedServer(server)
     elif mode == "aio":
-        server = grpc.aio.server(options=options)
+        interceptors = [AioGrpcRestriction(restricted)] if restricted else []
+        server = grpc.aio.server(options=options, interceptors=interceptors)
         servicer = AioWorkerServicer(service, limits)
         wrapped = server
     else:

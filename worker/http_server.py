@@ -3,7 +3,9 @@ a bare ASGI app: the request path is a table lookup and a handler call, with no
 framework middleware in the way of the latency budget.
 
 Extra route: ``GET /v2/inferplex/memory`` answers the memory budget as
-``{"budget_bytes", "used_bytes", "free_bytes", "models": {name: bytes}}``.
+``{"budget_bytes", "used_bytes", "free_bytes", "models": {name: bytes}}`` (in the
+statistics group). Groups restricted by ``--http-restricted-api`` answer 403 without
+their header, as Triton does (worker/restricted.py).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from kserve.asgi import read_body
 from kserve.errors import InferplexError, InvalidArgument, NotFound
 from kserve.jsonbody import check_nesting
 from worker.config import to_json
+from worker.restricted import ProtocolRules
 from worker.service import LOAD_ENVELOPE_BYTES, WorkerService, check_model_files
 
 log = logging.getLogger(__name__)
@@ -32,6 +35,9 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 _JSON = b"application/json"
 _MODEL = re.compile(r"^/v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?(?P<rest>/[a-z]+)?$")
 _REPO = re.compile(r"^/v2/repository/models/(?P<name>[^/]+)/(?P<action>load|unload)$")
+# Triton's restricted API group of each /v2/models/<name>[/versions/<v>]<rest> (src/http_server.cc)
+_MODEL_GROUPS = {"": "metadata", "/ready": "health", "/config": "model-config", "/stats": "statistics",
+                 "/infer": "inference", "/generate": "inference", "/generate_stream": "inference"}
 
 
 class Reply:
@@ -52,8 +58,10 @@ def _json(obj: Any, status: int = 200) -> Reply:
 
 
 class WorkerHttpApp:
-    def __init__(self, service: WorkerService, max_request_bytes: int, max_model_bytes: int | None = None) -> None:
+    def __init__(self, service: WorkerService, max_request_bytes: int, max_model_bytes: int | None = None,
+                 restricted: ProtocolRules | None = None) -> None:
         self.service = service
+        self.restricted = restricted if restricted is not None else ProtocolRules("")
         self.max_request_bytes = max_request_bytes
         self.max_model_bytes = max_model_bytes if max_model_bytes is not None else max_request_bytes
         # load bodies carry the files base64-encoded: 4 bytes on the wire for every 3 of model
@@ -88,10 +96,14 @@ class WorkerHttpApp:
         path: str = scope["path"].rstrip("/") or "/"
         method: str = scope["method"]
         svc = self.service
+        allow = self.restricted.check
         match = _MODEL.match(path)
         if match:
             name, version, rest = match.group("name"), match.group("version") or "", match.group("rest") or ""
-            if name == "stats" and not version and not rest and method == "GET":
+            stats_of_all = name == "stats" and not version and not rest
+            # checked before the method, as Triton's handlers do
+            allow("statistics" if stats_of_all else _MODEL_GROUPS.get(rest, "metadata"), headers)
+            if stats_of_all and method == "GET":
                 return _json({"model_stats": svc.statistics()})  # v2/models/stats: every model
             if rest == "/infer" and method == "POST":
                 return await self._infer(name, version, headers, receive)
@@ -109,16 +121,21 @@ class WorkerHttpApp:
         elif path == "/v2/health/ready":
             return Reply(200 if svc.ready else 400, b"")
         elif path == "/v2" and method == "GET":
+            allow("metadata", headers)
             return _json(svc.server_metadata())
         elif path == "/v2/repository/index" and method == "POST":
+            allow("model-repository", headers)
             body = await self._json_body(headers, receive)
             rows = svc.index(bool(body.get("ready", False)))
             return _json([{k: v for k, v in (("name", r.name), ("version", r.version), ("state", r.state),
                                               ("reason", r.reason)) if v or k == "name"} for r in rows])
         elif path == "/v2/inferplex/memory" and method == "GET":
+            allow("statistics", headers)  # it names every loaded model
             return _json(svc.memory())
         else:
             repo = _REPO.match(path)
+            if repo:
+                allow("model-repository", headers)
             if repo and method == "POST":
                 name = repo.group("name")
                 body = await self._json_body(headers, receive, self.max_load_body_bytes, "--max-model-bytes")

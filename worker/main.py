@@ -22,12 +22,13 @@ from kserve.http_connections import (
     DEFAULT_MAX_HEADER_BYTES,
     BoundedConfig,
 )
-from worker import registration
+from worker import registration, restricted
 from worker.affinity import parse_cpus, pin_to
 from worker.demo import simple_model
 from worker.executor import Executor
 from worker.memory import MemoryBudget, physical_memory_bytes, size_arg, steady_allocator
 from worker.repository import ModelRepository
+from worker.restricted import Restrictions
 from worker.service import ServerInfo, WorkerService
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,8 @@ class WorkerOptions:
     grpc_server: str = "threads"
     instance_id: str = ""  # what it registers and logs under (registration.instance_id)
     demo: bool = False
+    # Triton's --http-restricted-api / --grpc-restricted-protocol (worker/restricted.py)
+    restrictions: Restrictions = field(default_factory=Restrictions)
     header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S
     max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
     # called once the worker serves and its startup models are loaded (e.g. control-plane registration)
@@ -97,6 +100,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         f"after connecting or starting a request (default {DEFAULT_HEADER_TIMEOUT_S:g})")
     p.add_argument("--max-header-bytes", type=size_arg, default=DEFAULT_MAX_HEADER_BYTES,
                    help=f"largest HTTP request headers accepted (default {DEFAULT_MAX_HEADER_BYTES // 1024}KiB)")
+    restricted.add_arguments(p)
     registration.add_arguments(p)
     p.set_defaults(func=run)
 
@@ -108,6 +112,7 @@ def options_from_args(args: argparse.Namespace) -> WorkerOptions:
         model_control_mode=args.model_control_mode, load_models=list(args.load_model), device=args.device,
         max_request_bytes=args.max_request_bytes, max_model_bytes=args.max_model_bytes,
         grpc_server=args.grpc_server, instance_id=registration.instance_id(args), demo=args.demo,
+        restrictions=restricted.restrictions_from_args(args),
         header_timeout_s=args.header_timeout, max_header_bytes=args.max_header_bytes,
     )
 
@@ -175,11 +180,12 @@ async def serve(options: WorkerOptions) -> None:
     from worker.http_server import WorkerHttpApp
 
     service = build_service(options)
+    rules = options.restrictions
     grpc_server = build_server(service, options.host, options.grpc_port, options.max_request_bytes,
-                               options.max_model_bytes, options.grpc_server)
+                               options.max_model_bytes, options.grpc_server, rules.grpc)
     await grpc_server.start()
     http = uvicorn.Server(BoundedConfig(
-        WorkerHttpApp(service, options.max_request_bytes, options.max_model_bytes),
+        WorkerHttpApp(service, options.max_request_bytes, options.max_model_bytes, rules.http),
         host=options.host, port=options.http_port,
         log_level="warning", access_log=False, lifespan="off", timeout_keep_alive=75,
         header_timeout_s=options.header_timeout_s, max_header_bytes=options.max_header_bytes,

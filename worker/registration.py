@@ -14,6 +14,11 @@ Failure handling:
 - no heartbeat confirmed for a whole TTL -> the lease is surely gone: register again;
 - 401/403 (bad key) -> logged loudly and retried slowly: an operator must fix the key,
   and the worker keeps serving whatever it already holds meanwhile.
+
+The register answer carries the control plane's instance credential (header key and
+value). A worker without restricted-API settings of its own starts with those APIs
+locked and not ready, and unlocks them with it (worker/restricted.py), so it is never
+open to anyone but the control plane.
 """
 
 from __future__ import annotations
@@ -25,10 +30,13 @@ import logging
 import os
 import re
 import socket
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
+
+from kserve.restricted import InstanceCredential
 
 if TYPE_CHECKING:
     from worker.main import WorkerOptions
@@ -92,9 +100,11 @@ class _Rejected(Exception):
 
 
 class RegistrationClient:
-    def __init__(self, urls: list[str], key: str | None, registration: Registration) -> None:
+    def __init__(self, urls: list[str], key: str | None, registration: Registration,
+                 on_credential: Callable[[InstanceCredential], None] | None = None) -> None:
         self.urls = urls
         self.registration = registration
+        self.on_credential = on_credential
         self.lease_id: int | None = None
         # the TTL the control plane granted; until then a guess for retry pacing
         self.ttl_s = 3
@@ -164,6 +174,12 @@ class RegistrationClient:
         if resp.status_code != 200:
             raise _Rejected(f"{resp.status_code} from {url}: {_error_text(resp)}")
         answer = resp.json()
+        credential = _credential(answer.get("credential"))
+        if credential is None:
+            log.error("the control plane at %s sent no instance credential: this worker keeps its "
+                      "restricted APIs as they are", url)
+        elif self.on_credential is not None:
+            self.on_credential(credential)
         self.lease_id = int(answer["lease_id"])
         self.ttl_s = int(answer["ttl_s"])
         log.info("registered as %s with %s (lease %x, TTL %ds)", self.registration.instance_id,
@@ -208,6 +224,15 @@ class RegistrationClient:
         # a call must give up well within a TTL so the next replica can be tried in time
         timeout = max(1.0, self.ttl_s / 4)
         return await self._http.post(self.urls[self._next] + path, json=body, timeout=timeout)
+
+
+def _credential(value: Any) -> InstanceCredential | None:
+    if not isinstance(value, dict):
+        return None
+    try:
+        return InstanceCredential(str(value["key"]), str(value["value"]))
+    except (KeyError, ValueError):
+        return None
 
 
 def _error_text(resp: httpx.Response) -> str:
@@ -255,7 +280,15 @@ def attach(args: argparse.Namespace, options: WorkerOptions) -> None:
             grpc_url=f"{host}:{args.grpc_port}", memory_bytes=service.repository.budget.budget,
             instance_class=args.instance_class,
         )
-        client = RegistrationClient(urls, args.register_key, registration)
+        rules = options.restrictions
+        if rules.awaiting_control_plane:
+            service.ready = False  # the control plane would be refused until its credential arrives
+
+        def adopt(credential: InstanceCredential) -> None:
+            rules.adopt(credential)
+            service.ready = True
+
+        client = RegistrationClient(urls, args.register_key, registration, adopt)
         clients.append(client)
         client.start()
 

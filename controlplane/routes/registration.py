@@ -6,6 +6,11 @@ lease. Any replica can answer either call: leases live in the shared store. When
 worker stops heartbeating its lease expires, the record vanishes, and every replica
 drops the instance from routing.
 
+The register answer hands the worker the instance credential (settings
+``instance_restricted_key`` / ``instance_restricted_value``) it restricts its APIs
+with; a replica without one refuses to register workers, which would otherwise be
+open to anyone who can reach them.
+
 An admin deleting a self-registered instance (``DELETE /admin/instances/{id}``)
 only lasts until its next heartbeat, which re-registers it; to retire a worker,
 stop it (a graceful stop deregisters at once).
@@ -23,7 +28,7 @@ from pydantic import BaseModel, Field
 from controlplane.deps import AdminDep, ServicesDep
 from controlplane.store import keys
 from controlplane.store.base import LeaseExpired, StoreUnavailable
-from kserve.errors import NotFound
+from kserve.errors import NotFound, PermissionDenied
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +62,12 @@ def _gone(instance_id: str, lease_id: int) -> NotFound:
 @router.post("/admin/instances/register",
              summary="A worker registers itself under a lease it keeps alive with heartbeats")
 async def register_instance(body: RegisterBody, services: ServicesDep, _: AdminDep) -> dict[str, Any]:
+    credential = services.settings.instance_credential
+    if credential is None:
+        raise PermissionDenied(
+            "this control plane has no instance credential to give workers: set "
+            "INFERPLEX_INSTANCE_RESTRICTED_VALUE (the same secret on every replica) and restart it"
+        )
     store = services.store
     ttl = body.ttl_s or services.settings.instance_lease_ttl_s
     previous = await store.get(keys.instance(body.instance_id))
@@ -81,7 +92,8 @@ async def register_instance(body: RegisterBody, services: ServicesDep, _: AdminD
         with contextlib.suppress(StoreUnavailable, LeaseExpired):
             await store.revoke_lease(previous.lease)
     log.info("instance %s registered under lease %x (TTL %ds)", body.instance_id, lease, ttl)
-    return {"instance_id": body.instance_id, "lease_id": lease, "ttl_s": ttl}
+    return {"instance_id": body.instance_id, "lease_id": lease, "ttl_s": ttl,
+            "credential": {"key": credential.key, "value": credential.value}}
 
 
 @router.post("/admin/instances/{instance_id}/heartbeat",

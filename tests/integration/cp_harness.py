@@ -19,6 +19,7 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
+from kserve.restricted import DEFAULT_KEY, InstanceCredential
 from tests.support.procs import LoopbackServer, Proc, free_port, inferplex_cmd, wait_until
 
 
@@ -40,6 +41,11 @@ class ControlPlane(LoopbackServer):
 
     def admin(self) -> httpx.Client:
         return self.client(self.admin_key)
+
+    def instance_credential(self) -> InstanceCredential:
+        """What ``up`` restricts its workers with (kept in data_dir/instance.key): an
+        external worker the test adds must demand the same to be driven."""
+        return InstanceCredential(DEFAULT_KEY, (self.data_dir / "instance.key").read_text().strip())
 
     def create_tenant(self, name: str) -> str:
         """Create a tenant and return a fresh key for it."""

@@ -26,6 +26,7 @@ from tests.support.etcd import EtcdServer
 from tests.support.procs import Proc, free_port, inferplex_cmd
 
 ADMIN_KEY = "replica-test-admin-key-0123456789"
+INSTANCE_SECRET = "replica-test-instance-secret-0123456789"
 INSTANCE_TTL_S = 2
 LEADER_TTL_S = 2
 
@@ -72,6 +73,8 @@ class Cluster:
             "INFERPLEX_LEADER_LEASE_TTL_S": str(LEADER_TTL_S),
             # profiling is tested elsewhere; here it would only slow every upload down
             "INFERPLEX_PROFILE_ON_UPLOAD": "false",
+            # replicas hand it to the workers in the registration answer (the workers get no env of it)
+            "INFERPLEX_INSTANCE_RESTRICTED_VALUE": INSTANCE_SECRET,
             **(env or {}),
         }
         self.replicas: dict[str, Replica] = {}
@@ -139,7 +142,9 @@ class Cluster:
         proc = Proc(inferplex_cmd(
             "worker", "--http-port", str(http_port), "--grpc-port", str(grpc_port),
             "--memory-budget", memory, "--register", urls,
-        ), self.base / f"worker-{name}.{self._starts}.log", env={**self.env, "INFERPLEX_KEY": ADMIN_KEY})
+        ), self.base / f"worker-{name}.{self._starts}.log",
+            env={k: v for k, v in self.env.items() if k != "INFERPLEX_INSTANCE_RESTRICTED_VALUE"}
+            | {"INFERPLEX_KEY": ADMIN_KEY})
         worker = Worker(name, proc, http_port, grpc_port)
         self.workers[name] = worker
         if wait:

@@ -274,7 +274,8 @@ def test_upload_is_profiled_on_a_worker_before_ready(cp: ControlPlane, keys: dic
 
 def test_admin_registers_an_external_instance_and_models_load_there(
         cp: ControlPlane, keys: dict[str, str], tmp_path: Path) -> None:
-    with run_worker(tmp_path, "--memory-budget", "1GiB") as ext, cp.admin() as admin:
+    with run_worker(tmp_path, "--memory-budget", "1GiB", credential=cp.instance_credential()) as ext, \
+            cp.admin() as admin:
         r = admin.post("/admin/instances", json={"http_url": ext.http_url, "grpc_url": f"127.0.0.1:{ext.grpc_port}",
                                                  "memory_bytes": 1 << 30})
         assert r.status_code == 201, r.text

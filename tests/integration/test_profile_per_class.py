@@ -17,7 +17,7 @@ from tests.support.worker import run_worker
 
 def test_first_load_on_a_new_class_profiles_the_model_for_that_class(tmp_path: Path) -> None:
     with running_up(tmp_path / "data", tmp_path / "up.log", workers=1) as cp, \
-            run_worker(tmp_path, "--memory-budget", "1GiB") as ext:
+            run_worker(tmp_path, "--memory-budget", "1GiB", credential=cp.instance_credential()) as ext:
         key = cp.create_tenant("acme")
         assert cp.upload(key, "mlp", models.mlp_onnx().data).status_code == 201
         cp.wait_model_status(key, "mlp", "ready")

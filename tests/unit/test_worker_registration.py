@@ -10,6 +10,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 
+from kserve.restricted import InstanceCredential
 from worker.main import options_from_args
 from worker.main import register as register_worker
 from worker.registration import Registration, RegistrationClient, _Rejected
@@ -112,7 +113,17 @@ def _worker_args(*argv: str) -> argparse.Namespace:
 def test_the_worker_logs_and_registers_under_one_id() -> None:
     args = _worker_args("--grpc-port", "9001", "--advertise-host", "node-7")
     assert options_from_args(args).instance_id == "w-node-7-9001"
-    args = _worker_args("--host", "10.0.0.5", "--grpc-port", "9001")
+    args = _worker_args("--host", "10.0.0.5", "--grpc-port", "9001", "--register", "http://cp:8000")
     assert options_from_args(args).instance_id == "w-10.0.0.5-9001"
     args = _worker_args("--instance-id", "pod/worker 3")
     assert options_from_args(args).instance_id == "pod-worker-3"
+
+
+async def test_the_register_answer_hands_the_credential_to_the_worker() -> None:
+    adopted: list[InstanceCredential] = []
+    client, _ = _client(lambda r: httpx.Response(200, json={
+        "lease_id": 1, "ttl_s": 9, "credential": {"key": "K", "value": "secret"}}))
+    client.on_credential = adopted.append
+    await client._register()
+    assert adopted == [InstanceCredential("k", "secret")] and client.lease_id == 1
+    await client.close()
