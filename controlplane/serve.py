@@ -24,7 +24,7 @@ async def _serve(settings: Settings) -> int:
         key_file = save_new_admin_key(settings, services)
         if key_file is not None:
             print(f"first admin key: {services.new_admin_key}   (shown once; also in {key_file})", flush=True)
-        server = http_server(create_app(settings, services), settings.host, settings.http_port)
+        server = http_server(create_app(settings, services), settings.host, settings.http_port, settings)
         print(f"inferplex control plane {settings.replica_id}: http://{settings.host}:{settings.http_port} "
               f"grpc {settings.host}:{settings.grpc_port}", flush=True)
         await server.serve()

@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from kserve.http_connections import DEFAULT_HEADER_TIMEOUT_S, DEFAULT_MAX_HEADER_BYTES
 from kserve.restricted import DEFAULT_KEY, InstanceCredential, check_key, check_value
 
 
@@ -29,6 +30,11 @@ class Settings(BaseSettings):
     replica_id: str = Field("cp-0", description="Name of this control-plane replica (logs, leader key).")
     max_upload_bytes: int = Field(512 * 1024 * 1024, description="Largest model file a tenant may upload.")
     max_request_bytes: int = Field(64 * 1024 * 1024, description="Largest inference request body (HTTP and gRPC).")
+    header_timeout_s: float = Field(
+        DEFAULT_HEADER_TIMEOUT_S, gt=0, description="Seconds an HTTP connection has to send its whole "
+        "request headers, after connecting or starting its next request; then it gets 408 and is closed.")
+    max_header_bytes: int = Field(
+        DEFAULT_MAX_HEADER_BYTES, gt=0, description="Largest HTTP request headers accepted (431 past it).")
     bootstrap_admin_key: str | None = Field(
         None, description="If set and no admin key exists yet, this key becomes the first admin key."
     )

@@ -35,6 +35,7 @@ import uvicorn
 from pydantic import SecretStr
 
 from controlplane.settings import Settings
+from kserve.http_connections import BoundedConfig
 from kserve.restricted import InstanceCredential
 from worker.affinity import parse_cpus, pin_to
 from worker.memory import size_arg
@@ -57,10 +58,12 @@ def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return uvloop.new_event_loop
 
 
-def http_server(app: object, host: str, port: int) -> uvicorn.Server:
+def http_server(app: object, host: str, port: int, settings: Settings) -> uvicorn.Server:
     """The REST API + v2 HTTP server of the control plane (``up`` and ``controlplane``)."""
-    return uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
-                                         access_log=False, lifespan="on"))
+    return uvicorn.Server(BoundedConfig(app, host=host, port=port, log_level="warning",
+                                        access_log=False, lifespan="on",
+                                        header_timeout_s=settings.header_timeout_s,
+                                        max_header_bytes=settings.max_header_bytes))
 
 
 def _free_port(host: str) -> int:
@@ -218,7 +221,7 @@ async def _serve(args: argparse.Namespace, settings: Settings, stop: StopFlag) -
         await services.placement.resync()
 
         app = create_app(settings, services)
-        server = http_server(app, host, settings.http_port)
+        server = http_server(app, host, settings.http_port, settings)
         stop.server = server
         stop.check()
         serving = asyncio.create_task(server.serve())

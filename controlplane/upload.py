@@ -21,6 +21,11 @@ from kserve.errors import InvalidArgument
 FILE_FIELD = "file"
 # form fields are JSON specs and numbers; anything bigger is a mistake
 MAX_FIELD_BYTES = 256 * 1024
+# the file and a handful of options; together with MAX_FIELD_BYTES this bounds what a
+# form holds in memory (the file goes to disk) however the body is framed
+MAX_PARTS = 32
+# a part's headers are a Content-Disposition and maybe a Content-Type
+MAX_PART_HEADER_BYTES = 8 * 1024
 # multipart framing and form fields on top of the file itself
 _MULTIPART_OVERHEAD = 1024 * 1024
 
@@ -61,9 +66,11 @@ class _MultipartForm:
     def __init__(self, boundary: bytes) -> None:
         self.fields: dict[str, str] = {}
         self._file_parts = 0
+        self._parts = 0
         self._header_field = b""
         self._header_value = b""
         self._headers: dict[bytes, bytes] = {}
+        self._header_bytes = 0
         self._part: str | None = None
         self._is_file = False
         self._value = bytearray()
@@ -101,16 +108,28 @@ class _MultipartForm:
                                   f"as the '{FILE_FIELD}' field")
 
     def _part_begin(self) -> None:
+        self._parts += 1
+        if self._parts > MAX_PARTS:
+            raise InvalidArgument(f"multipart upload has more than {MAX_PARTS} parts: send the "
+                                  f"'{FILE_FIELD}' part and only the options you set")
         self._headers = {}
+        self._header_bytes = 0
         self._part = None
         self._is_file = False
         self._value = bytearray()
 
     def _on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self._count_header(end - start)
         self._header_field += data[start:end]
 
     def _on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self._count_header(end - start)
         self._header_value += data[start:end]
+
+    def _count_header(self, size: int) -> None:
+        self._header_bytes += size
+        if self._header_bytes > MAX_PART_HEADER_BYTES:
+            raise InvalidArgument(f"a multipart part's headers are over {MAX_PART_HEADER_BYTES} bytes")
 
     def _header_end(self) -> None:
         self._headers[self._header_field.lower()] = self._header_value

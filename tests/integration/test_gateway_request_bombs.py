@@ -1,0 +1,100 @@
+"""Request bombs at ``inferplex up``'s gateway and REST API, as a real process: each is a 400 /
+INVALID_ARGUMENT (never a 500), the gateway keeps serving, and a connection that never
+finishes its headers is closed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import httpx
+import numpy as np
+import pytest
+from tritonclient.grpc import service_pb2_grpc
+
+from tests.integration.cp_harness import ControlPlane, auth, grpc_infer, http_infer, running_up
+from tests.support import models
+from tests.support.hostile_requests import (
+    BOMB_DATA,
+    BOMB_SHAPE,
+    DEEP,
+    binary_body,
+    deep_json_body,
+    grpc_raw_request,
+    seconds_until_closed,
+)
+
+HEADER_TIMEOUT_S = 0.5
+
+
+@pytest.fixture(scope="module")
+def cp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    root: Path = tmp_path_factory.mktemp("bombs")
+    with running_up(root / "data", root / "up.log", workers=1,
+                    env={"INFERPLEX_PROFILE_ON_UPLOAD": "false",
+                         "INFERPLEX_HEADER_TIMEOUT_S": str(HEADER_TIMEOUT_S)}) as cp:
+        yield cp
+
+
+@pytest.fixture(scope="module")
+def key(cp: ControlPlane) -> str:
+    key = cp.create_tenant("acme")
+    assert cp.upload(key, "mlp", models.mlp_onnx().data).status_code == 201
+    cp.wait_model_status(key, "mlp", "ready")
+    return key
+
+
+def _still_serves(cp: ControlPlane, key: str) -> bool:
+    x = np.ones((1, 64), np.float32)
+    return http_infer(cp, key, "mlp", x).shape == (1, 10) and grpc_infer(cp, key, "mlp", x).shape == (1, 10)
+
+
+@pytest.mark.parametrize(("body", "fix"), [
+    (binary_body("INPUT0", "BYTES", BOMB_SHAPE, BOMB_DATA), "100000000 elements"),
+    (binary_body("INPUT0", "FP32", [1] * 65, b"\0" * 4), "at most 64"),
+    (binary_body("INPUT0", "FP32", [0, 2**70], b""), "too large for any tensor"),
+    ((deep_json_body("INPUT0"), {}), "levels deep"),
+    # the gateway parses these itself: the batch size of a binary request, a priority to drop
+    ((b'{"inputs":' + b"[" * DEEP + b"]" * DEEP + b"}",
+      {"Inference-Header-Content-Length": str(2 * DEEP + 11)}), "levels deep"),
+    ((b'{"parameters":{"priority":' + b"[" * DEEP + b"]" * DEEP + b"}}", {}), "levels deep"),
+])
+def test_http_bomb_is_a_400_and_the_gateway_keeps_serving(
+        cp: ControlPlane, key: str, body: tuple[bytes, dict[str, str]], fix: str) -> None:
+    content, headers = body
+    r = httpx.post(f"{cp.url}/v2/models/mlp/infer", content=content, headers={**auth(key), **headers},
+                   timeout=30)
+    assert r.status_code == 400 and fix in r.json()["error"], r.text
+    assert _still_serves(cp, key)
+
+
+@pytest.mark.parametrize(("datatype", "shape", "raw", "fix"), [
+    ("BYTES", BOMB_SHAPE, BOMB_DATA, "100000000 elements"),
+    ("FP32", [1] * 65, b"\0" * 4, "at most 64"),
+    ("FP32", [0, 2**40, 2**40], b"", "too large for any tensor"),
+])
+def test_grpc_bomb_is_invalid_argument(cp: ControlPlane, key: str, datatype: str, shape: list[int],
+                                       raw: bytes, fix: str) -> None:
+    with grpc.insecure_channel(cp.grpc_url) as channel, pytest.raises(grpc.RpcError) as err:
+        service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(
+            grpc_raw_request("mlp", "INPUT0", datatype, shape, raw),
+            metadata=[("authorization", f"Bearer {key}")], timeout=30)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and fix in err.value.details()
+    assert _still_serves(cp, key)
+
+
+def test_deep_rest_body_is_a_400_in_the_error_form(cp: ControlPlane, key: str) -> None:
+    with cp.admin() as c:
+        r = c.post("/admin/tenants", content=b'{"name":' + b"[" * DEEP + b"]" * DEEP + b"}",
+                   headers={"Content-Type": "application/json"})
+    assert r.status_code == 400 and "nests" in r.json()["error"], r.text
+    assert _still_serves(cp, key)
+
+
+def test_gateway_closes_a_connection_that_never_finishes_its_headers(cp: ControlPlane, key: str) -> None:
+    took, answer = seconds_until_closed(cp.http_port, b"POST /v2/models/mlp/infer HTTP/1.1\r\nHost: x\r\n",
+                                        timeout_s=10.0)
+    assert HEADER_TIMEOUT_S / 2 <= took < 5.0  # the server starts its clock on connecting
+    assert answer.startswith(b"HTTP/1.1 408")
+    assert _still_serves(cp, key)
