@@ -1,11 +1,12 @@
 """Model file validation before an upload is accepted.
 
-The format is decided by content, never by file name. ONNX files are parsed,
-checked with ``onnx.checker`` and their inputs/outputs inferred; TorchScript
-archives are loaded with ``torch.jit.load`` in a child process (time and memory
-limited) so a hostile file cannot take the control plane down. Nothing here
-unpickles: a plain pickle or a ``torch.save``'d state_dict is refused by looking
-at its bytes.
+This process never parses a tenant's file: one confined child (``worker.sandbox.probe``,
+time and memory limited, no files, sockets or processes once it has read the upload)
+decides the format by content, verifies the program (``worker.runtimes.verify``), runs
+``onnx.checker``, loads the model in its runtime and reports what it found. Here the
+report is merged with what the tenant declared. A hostile file (a native crash, a
+memory bomb, a hang, a parse that takes seconds) costs a child, not the control plane
+and the other tenants' requests it serves.
 """
 
 from __future__ import annotations
@@ -15,18 +16,15 @@ import json
 import logging
 import os
 import sys
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-import onnx
 from pydantic import BaseModel, field_validator
 
-from kserve.datatypes import SUPPORTED, config_type_to_v2, is_v2_datatype
-from kserve.errors import InvalidArgument
-from worker.config import GraphTensor, onnx_graph_io
-from worker.runtimes.safety import archive_kind
+from kserve.datatypes import SUPPORTED, is_v2_datatype
+from kserve.errors import InvalidArgument, Unavailable
+from worker.runtimes.verify import tensor_bound
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +40,6 @@ PLATFORM: dict[ModelFormat, tuple[Platform, str]] = {
 # first dimension (Triton's own autocomplete does the same, with 4).
 DEFAULT_MAX_BATCH_SIZE = 8
 
-UNKNOWN_FORMAT = "unknown model format: upload an ONNX (.onnx) or TorchScript (.pt) file"
-NOT_TORCHSCRIPT = (
-    "not a TorchScript archive: export with torch.jit.script or torch.jit.trace and save with "
-    "torch.jit.save"
-)
 _SPEC_EXAMPLE = '[{"name": "INPUT__0", "datatype": "FP32", "dims": [64]}]'
 
 
@@ -90,94 +83,7 @@ class ValidatedModel:
     outputs: list[TensorSpec]
 
 
-# --------------------------------------------------------------------------- format by content
-
-
-def sniff_format(path: Path) -> ModelFormat:
-    """TorchScript if the file is a TorchScript zip, ONNX candidate otherwise; refuses
-    pickles and torch.save archives outright (their bytes are never unpickled)."""
-    with open(path, "rb") as f:
-        head = f.read(4)
-    if not head:
-        raise InvalidArgument("empty upload: send the model file's bytes")
-    if head[:1] == b"\x80":  # pickle protocol 2+ opcode: plain pickle or legacy torch.save
-        raise InvalidArgument(NOT_TORCHSCRIPT)
-    if head == b"PK\x03\x04":
-        try:
-            with zipfile.ZipFile(path) as zf:
-                names = zf.namelist()
-        except zipfile.BadZipFile as exc:
-            raise InvalidArgument(f"{UNKNOWN_FORMAT} (a damaged zip archive: {exc})") from None
-        kind = archive_kind(names)
-        if kind == "torchscript":
-            return "torchscript"
-        raise InvalidArgument(NOT_TORCHSCRIPT if kind == "state_dict" else UNKNOWN_FORMAT)
-    return "onnx"
-
-
 # --------------------------------------------------------------------------- ONNX
-
-
-def _graph_tensors(graph: onnx.GraphProto):  # -> Iterator[onnx.TensorProto]
-    yield from graph.initializer
-    for sparse in graph.sparse_initializer:
-        yield sparse.values
-        yield sparse.indices
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.HasField("t"):
-                yield attr.t
-            yield from attr.tensors
-            if attr.HasField("g"):
-                yield from _graph_tensors(attr.g)
-            for sub in attr.graphs:
-                yield from _graph_tensors(sub)
-
-
-def _onnx_specs(graph: onnx.GraphProto) -> tuple[list[TensorSpec], list[TensorSpec]]:
-    """The graph's inputs (initializers left out) and outputs, in v2 terms."""
-    values = {vi.name: vi for vi in (*graph.input, *graph.output)}
-
-    def spec(t: GraphTensor) -> TensorSpec:
-        value_type = values[t.name].type
-        if not value_type.HasField("tensor_type"):
-            raise InvalidArgument(
-                f"model tensor {t.name!r} is not a tensor (sequence/map/optional): only tensor "
-                "inputs and outputs are served"
-            )
-        if t.config_type is None:
-            elem_type = value_type.tensor_type.elem_type
-            name = onnx.TensorProto.DataType.Name(elem_type) if elem_type else "UNDEFINED"
-            raise InvalidArgument(
-                f"tensor {t.name!r} has ONNX element type {name}, which has no KServe v2 datatype; "
-                f"use one of {SUPPORTED}"
-            )
-        return TensorSpec(name=t.name, datatype=config_type_to_v2(t.config_type), dims=list(t.shape))
-
-    inputs, outputs = onnx_graph_io(graph)
-    return [spec(t) for t in inputs], [spec(t) for t in outputs]
-
-
-def load_onnx(path: Path) -> onnx.ModelProto:
-    """Parse and check one self-contained ONNX file, or raise InvalidArgument saying why."""
-    model = onnx.ModelProto()
-    try:
-        model.ParseFromString(path.read_bytes())
-    except Exception as exc:  # protobuf raises DecodeError and friends
-        raise InvalidArgument(f"{UNKNOWN_FORMAT} (not parseable as an ONNX model: {exc})") from None
-    if model.ir_version <= 0 or not model.HasField("graph") or not model.graph.node:
-        raise InvalidArgument(f"{UNKNOWN_FORMAT} (no ONNX graph found in the file)")
-    for tensor in _graph_tensors(model.graph):
-        if tensor.data_location == onnx.TensorProto.EXTERNAL or tensor.external_data:
-            raise InvalidArgument(
-                f"ONNX tensor {tensor.name!r} uses external data: upload one self-contained file "
-                "(save with onnx.save_model(model, path, save_as_external_data=False))"
-            )
-    try:
-        onnx.checker.check_model(model)
-    except Exception as exc:  # checker raises ValidationError, and C++ errors as others
-        raise InvalidArgument(f"ONNX checker refused the model: {str(exc).strip()[:500]}") from None
-    return model
 
 
 def _strip_batch(specs: list[TensorSpec], max_batch_size: int | None) -> tuple[int, list[TensorSpec]]:
@@ -227,13 +133,11 @@ def _merge(kind: str, found: list[TensorSpec], declared: list[TensorSpec] | None
     return merged
 
 
-def validate_onnx(path: Path, *, inputs: list[TensorSpec] | None, outputs: list[TensorSpec] | None,
-                  max_batch_size: int | None) -> ValidatedModel:
-    """Synchronous and CPU-bound: callers run it off the event loop."""
-    model = load_onnx(path)
-    found_in, found_out = _onnx_specs(model.graph)
-    if not found_in or not found_out:
-        raise InvalidArgument("the ONNX graph needs at least one input and one output")
+def check_onnx(found_in: list[TensorSpec], found_out: list[TensorSpec], *,
+               inputs: list[TensorSpec] | None, outputs: list[TensorSpec] | None,
+               max_batch_size: int | None) -> ValidatedModel:
+    """The ONNX graph's inputs and outputs (as the probe found them) merged with the
+    tenant's declarations and batch size."""
     n_in = len(found_in)
     mbs, stripped = _strip_batch(found_in + found_out, max_batch_size)
     platform, filename = PLATFORM["onnx"]
@@ -245,20 +149,6 @@ def validate_onnx(path: Path, *, inputs: list[TensorSpec] | None, outputs: list[
 
 
 # --------------------------------------------------------------------------- TorchScript
-
-# Runs in a child: loads the archive (never unpickles Python objects: TorchScript's
-# loader only rebuilds tensors and compiled code) and reports forward's signature.
-_TORCHSCRIPT_PROBE = r"""
-import json, resource, sys
-limit = int(sys.argv[2])
-resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-import torch
-m = torch.jit.load(sys.argv[1], map_location="cpu")
-schema = m.forward.schema
-args = [(a.name, str(a.type)) for a in schema.arguments[1:]]
-ret = [str(r.type) for r in schema.returns]
-print(json.dumps({"args": args, "returns": ret}))
-"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,78 +167,6 @@ class TorchScriptSignature:
             items = [t.strip() for t in ret[len("Tuple["):-1].split(",")]
             return len(items) if all(t == "Tensor" for t in items) else None
         return None
-
-
-async def _probe_in_child(script: str, path: Path, *, what: str, timeout_s: float, limit: int) -> str:
-    """Run ``script`` on the file in a child process with a time and address-space limit, so
-    a hostile file (a native crash, a memory bomb, a hang) costs a child, not the control
-    plane. Returns the child's last stdout line; raises InvalidArgument with its last error."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", script, str(path), str(limit),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), timeout_s)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise InvalidArgument(f"loading the {what} took over {timeout_s:.0f}s: upload a smaller model") from None
-    finally:
-        if proc.returncode is None:  # cancelled: never leave the child behind
-            proc.kill()
-            await proc.wait()
-    if proc.returncode != 0:
-        lines = [ln for ln in err.decode(errors="replace").strip().splitlines() if ln.strip()]
-        detail = lines[-1][:500] if lines else f"exit status {proc.returncode}"
-        log.info("%s probe refused %s: %s", what, path.name, detail)
-        raise _ProbeFailed(detail)
-    return out.decode().strip().splitlines()[-1]
-
-
-class _ProbeFailed(Exception):
-    pass
-
-
-async def probe_torchscript(path: Path, *, timeout_s: float = 60.0) -> TorchScriptSignature:
-    """``torch.jit.load`` the file in a child process with a time and address-space limit."""
-    size = os.stat(path).st_size  # one metadata call; not worth a thread
-    # torch alone maps ~0.7 GB of address space; the archive's tensors come on top
-    limit = max(4 << 30, (2 << 30) + 6 * size)
-    try:
-        line = await _probe_in_child(_TORCHSCRIPT_PROBE, path, what="TorchScript archive",
-                                     timeout_s=timeout_s, limit=limit)
-    except _ProbeFailed as exc:
-        raise InvalidArgument(f"torch.jit.load could not load the file ({exc}): {NOT_TORCHSCRIPT}") from None
-    data = json.loads(line)
-    return TorchScriptSignature(args=[(a, t) for a, t in data["args"]], returns=data["returns"])
-
-
-_ONNXRUNTIME_PROBE = r"""
-import resource, sys
-limit = int(sys.argv[2])
-resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-import onnxruntime as ort
-so = ort.SessionOptions()
-so.intra_op_num_threads = 1
-so.inter_op_num_threads = 1
-ort.InferenceSession(sys.argv[1], so, providers=["CPUExecutionProvider"])
-print("ok")
-"""
-
-
-async def probe_onnxruntime(path: Path, *, timeout_s: float = 60.0) -> None:
-    """Build an ONNX Runtime session from the file in a child process: a graph that passes
-    onnx.checker can still be refused (or crash) in the runtime, and that must happen here,
-    before the model is accepted, never on a worker serving other tenants."""
-    size = os.stat(path).st_size
-    limit = max(3 << 30, (2 << 30) + 6 * size)
-    try:
-        await _probe_in_child(_ONNXRUNTIME_PROBE, path, what="ONNX model", timeout_s=timeout_s, limit=limit)
-    except _ProbeFailed as exc:
-        raise InvalidArgument(
-            f"ONNX Runtime cannot load this model ({exc}): export it with an opset and operators "
-            "onnxruntime supports"
-        ) from None
 
 
 def check_torchscript(sig: TorchScriptSignature, *, inputs: list[TensorSpec] | None,
@@ -391,17 +209,60 @@ def check_torchscript(sig: TorchScriptSignature, *, inputs: list[TensorSpec] | N
 MAX_BATCH_SIZE_LIMIT = 2**31 - 1
 
 
+# --------------------------------------------------------------------------- the probe
+
+PROBE_TIMEOUT_S = 60.0
+
+
+def probe_memory_extra(size: int) -> int:
+    """Address space the probe may map beyond its runtime's own: the file, its parsed
+    form and the runtime's copy, several times over, and room for the checks."""
+    return (1 << 30) + 6 * size
+
+
+async def probe_model(path: Path, *, name: str, timeout_s: float = PROBE_TIMEOUT_S) -> dict[str, Any]:
+    """Run ``python -m worker.sandbox.probe`` on the file and return its report (see there);
+    raises the child's error, or InvalidArgument when it died, hung or ran out of memory."""
+    size = os.stat(path).st_size  # one metadata call; not worth a thread
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "worker.sandbox.probe", str(path), "--name", name,
+        "--memory-extra", str(probe_memory_extra(size)), "--max-tensor-bytes", str(tensor_bound(size)),
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout_s)
+    except TimeoutError:
+        raise InvalidArgument(f"checking the model took over {timeout_s:.0f}s: upload a smaller model") from None
+    finally:
+        if proc.returncode is None:  # timed out or cancelled: never leave the child behind
+            proc.kill()
+            await proc.wait()
+    lines = out.decode(errors="replace").strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        errors = [ln for ln in err.decode(errors="replace").strip().splitlines() if ln.strip()]
+        detail = errors[-1][:500] if errors else f"exit status {proc.returncode}"
+        log.warning("model probe for %r failed: %s", name, detail)
+        raise InvalidArgument(
+            "the model file could not be checked (its check stopped: it may need more memory than "
+            "an upload may use, or crash the runtime): upload a valid ONNX or TorchScript model"
+        )
+    report: dict[str, Any] = json.loads(lines[-1])
+    if "error" in report:
+        error = Unavailable if report.get("status") == "Unavailable" else InvalidArgument
+        raise error(report["error"])
+    return report
+
+
 async def validate_model(path: Path, *, inputs: list[TensorSpec] | None, outputs: list[TensorSpec] | None,
-                         max_batch_size: int | None) -> ValidatedModel:
-    """Everything an upload must pass before it is stored; raises InvalidArgument saying what to fix."""
+                         max_batch_size: int | None, name: str = "model") -> ValidatedModel:
+    """Everything an upload must pass before it is stored; raises InvalidArgument saying what
+    to fix. ``name`` is the tenant's name for the model, for the messages."""
     if max_batch_size is not None and not 0 <= max_batch_size <= MAX_BATCH_SIZE_LIMIT:
         raise InvalidArgument(f"max_batch_size must be between 0 and {MAX_BATCH_SIZE_LIMIT}, got {max_batch_size}")
-    fmt = await asyncio.to_thread(sniff_format, path)
-    if fmt == "onnx":
-        validated = await asyncio.to_thread(
-            validate_onnx, path, inputs=inputs, outputs=outputs, max_batch_size=max_batch_size
-        )
-        await probe_onnxruntime(path)
-        return validated
-    sig = await probe_torchscript(path)
+    report = await probe_model(path, name=name)
+    if report["format"] == "onnx":
+        found_in = [TensorSpec(**t) for t in report["inputs"]]
+        found_out = [TensorSpec(**t) for t in report["outputs"]]
+        return check_onnx(found_in, found_out, inputs=inputs, outputs=outputs, max_batch_size=max_batch_size)
+    sig = TorchScriptSignature(args=[(a, t) for a, t in report["args"]], returns=report["returns"])
     return check_torchscript(sig, inputs=inputs, outputs=outputs, max_batch_size=max_batch_size)

@@ -174,7 +174,7 @@ async def upload_model(request: Request, services: ServicesDep, principal: Princ
         check_new_version(name, version, slo_ms)  # before the model probe, which takes seconds
         model = await validate_model(
             received.staged.path, inputs=_specs(options, "inputs"), outputs=_specs(options, "outputs"),
-            max_batch_size=_int(options, "max_batch_size"),
+            max_batch_size=_int(options, "max_batch_size"), name=name,
         )
         record = await services.catalog.add_version(tenant, tenant_created, name, version, received.staged,
                                                      model, slo_ms)

@@ -1,4 +1,6 @@
-"""Upload validation: format by content, ONNX checks and inference, TorchScript in a child."""
+"""Upload validation: format by content, ONNX checks and inference (the probe's own
+functions, in this process), the merge with what the tenant declared, and the probe as
+the confined child the control plane runs."""
 
 from __future__ import annotations
 
@@ -10,17 +12,16 @@ import onnx
 import pytest
 
 from controlplane.validation import (
-    NOT_TORCHSCRIPT,
-    UNKNOWN_FORMAT,
     TensorSpec,
     TorchScriptSignature,
+    ValidatedModel,
+    check_onnx,
     check_torchscript,
-    sniff_format,
     validate_model,
-    validate_onnx,
 )
 from kserve.errors import InvalidArgument
 from tests.support import models
+from worker.sandbox.probe import NOT_TORCHSCRIPT, UNKNOWN_FORMAT, inspect_model, sniff_format
 
 
 def write(tmp_path: Path, data: bytes, name: str = "upload.bin") -> Path:
@@ -33,31 +34,40 @@ def spec(name: str, datatype: str, dims: list[int]) -> TensorSpec:
     return TensorSpec(name=name, datatype=datatype, dims=dims)
 
 
-def test_format_is_decided_by_content_not_name(tmp_path: Path) -> None:
-    assert sniff_format(write(tmp_path, models.simple().data, "model.pt")) == "onnx"
-    assert sniff_format(write(tmp_path, models.mlp_torchscript().data, "model.onnx")) == "torchscript"
+def validate_onnx(path: Path, *, inputs: list[TensorSpec] | None, outputs: list[TensorSpec] | None,
+                  max_batch_size: int | None) -> ValidatedModel:
+    """What validate_model does for an ONNX file, without the child: the probe's report
+    merged with the declarations."""
+    report = inspect_model(path.read_bytes(), name="m", max_tensor_bytes=1 << 30)
+    return check_onnx([TensorSpec(**t) for t in report["inputs"]], [TensorSpec(**t) for t in report["outputs"]],
+                      inputs=inputs, outputs=outputs, max_batch_size=max_batch_size)
 
 
-def test_plain_pickle_is_refused_without_unpickling(tmp_path: Path) -> None:
+def test_format_is_decided_by_content_not_name() -> None:
+    assert sniff_format(models.simple().data) == "onnx"
+    assert sniff_format(models.mlp_torchscript().data) == "torchscript"
+
+
+def test_plain_pickle_is_refused_without_unpickling() -> None:
     with pytest.raises(InvalidArgument, match="torch.jit.save"):
-        sniff_format(write(tmp_path, models.pickle_pt(), "model.pt"))
+        sniff_format(models.pickle_pt())
 
 
-def test_state_dict_zip_is_refused_as_not_torchscript(tmp_path: Path) -> None:
+def test_state_dict_zip_is_refused_as_not_torchscript() -> None:
     with pytest.raises(InvalidArgument) as err:
-        sniff_format(write(tmp_path, models.state_dict_pt(), "model.pt"))
+        sniff_format(models.state_dict_pt())
     assert err.value.message == NOT_TORCHSCRIPT
 
 
-def test_other_zip_and_empty_file_are_refused(tmp_path: Path) -> None:
+def test_other_zip_and_empty_file_are_refused() -> None:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
         zf.writestr("readme.txt", "hello")
     with pytest.raises(InvalidArgument) as err:
-        sniff_format(write(tmp_path, buf.getvalue()))
+        sniff_format(buf.getvalue())
     assert err.value.message == UNKNOWN_FORMAT
     with pytest.raises(InvalidArgument, match="empty upload"):
-        sniff_format(write(tmp_path, b""))
+        sniff_format(b"")
 
 
 @pytest.mark.parametrize("data", [models.corrupt_onnx(), b"hello, this is not a model\n" * 10])
@@ -158,12 +168,17 @@ async def test_damaged_torchscript_archive_is_refused_by_the_child(tmp_path: Pat
 
 async def test_onnx_that_passes_the_checker_but_not_the_runtime_is_refused_before_storing(
         tmp_path: Path) -> None:
-    path = write(tmp_path, models.onnx_unknown_op())
-    # onnx.checker alone lets it through (custom-domain ops are not checked) ...
-    validate_onnx(path, inputs=None, outputs=None, max_batch_size=None)
-    # ... the runtime probe in a child process does not
-    with pytest.raises(InvalidArgument, match="ONNX Runtime cannot load this model.*Frobnicate"):
-        await validate_model(path, inputs=None, outputs=None, max_batch_size=None)
+    tensor = onnx.helper.make_tensor_value_info
+    graph = onnx.helper.make_graph(  # Add of INT32 and FP32: the checker does not look at types
+        [onnx.helper.make_node("Add", ["x", "y"], ["z"])], "mixed",
+        [tensor("x", onnx.TensorProto.INT32, [2]), tensor("y", onnx.TensorProto.FLOAT, [2])],
+        [tensor("z", onnx.TensorProto.FLOAT, [2])])
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    with pytest.raises(InvalidArgument, match="ONNX Runtime cannot load this model.*Type Error"):
+        await validate_model(write(tmp_path, model.SerializeToString()), inputs=None, outputs=None,
+                             max_batch_size=None)
 
 
 async def test_a_valid_onnx_model_passes_the_runtime_probe(tmp_path: Path) -> None:

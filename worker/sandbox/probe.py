@@ -29,7 +29,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
+from kserve.datatypes import SUPPORTED, config_type_to_v2
 from kserve.errors import InferplexError, InvalidArgument, Unavailable
+from worker.config import ONNX, TORCHSCRIPT, GraphTensor, onnx_graph_io
+from worker.runtimes import import_runtime
 from worker.runtimes.safety import archive_kind
 from worker.runtimes.verify import verify_onnx, verify_torchscript, verify_torchscript_archive
 
@@ -107,7 +110,7 @@ def _inspect_onnx(data: bytes, *, name: str, max_tensor_bytes: int) -> dict[str,
         session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # ORT raises its own exception types for bad graphs
         raise InvalidArgument(
-            f"ONNX Runtime cannot load this model ({_last_line(exc)}): export it with an opset and "
+            f"ONNX Runtime cannot load this model ({_reason(exc)}): export it with an opset and "
             "operators onnxruntime supports"
         ) from None
     del session
@@ -145,9 +148,6 @@ def _onnx_io(graph: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The graph's inputs (initializers left out) and outputs, in v2 terms."""
     import onnx
 
-    from kserve.datatypes import SUPPORTED, config_type_to_v2
-    from worker.config import GraphTensor, onnx_graph_io
-
     values = {vi.name: vi for vi in (*graph.input, *graph.output)}
 
     def spec(t: GraphTensor) -> dict[str, Any]:
@@ -181,7 +181,7 @@ def _inspect_torchscript(data: bytes, *, name: str) -> dict[str, Any]:
         module = torch.jit.load(io.BytesIO(data), map_location="cpu")
     except Exception as exc:
         raise InvalidArgument(
-            f"torch.jit.load could not load the file ({_last_line(exc)}): {NOT_TORCHSCRIPT}"
+            f"torch.jit.load could not load the file ({_reason(exc)}): {NOT_TORCHSCRIPT}"
         ) from None
     verify_torchscript(module, name)
     schema = module.forward.schema
@@ -190,10 +190,12 @@ def _inspect_torchscript(data: bytes, *, name: str) -> dict[str, Any]:
             "returns": [str(r.type) for r in schema.returns]}
 
 
-def _last_line(exc: BaseException) -> str:
-    """The line of a runtime's error that says what went wrong (its tracebacks come before)."""
+def _reason(exc: BaseException) -> str:
+    """The line of a runtime's error that says what went wrong: the last one, unless the
+    message ends in a TorchScript source excerpt, which follows its one-line reason."""
     lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
-    return f"{exc.__class__.__name__}: {lines[-1] if lines else ''}"[:500]
+    line = (lines[0] if "<--- HERE" in lines[-1] else lines[-1]) if lines else ""
+    return f"{exc.__class__.__name__}: {line}"[:500]
 
 
 # --------------------------------------------------------------------------- the child
@@ -202,9 +204,6 @@ def _last_line(exc: BaseException) -> str:
 def _prepare(fmt: ModelFormat) -> None:
     """Import and initialise the runtime the format needs while files can still be
     opened: a confined process cannot load a shared library or a module."""
-    from worker.config import ONNX, TORCHSCRIPT
-    from worker.runtimes import import_runtime
-
     if fmt == "onnx":
         import onnx.checker  # noqa: F401
         import onnx.shape_inference  # noqa: F401
