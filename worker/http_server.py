@@ -14,6 +14,7 @@ import base64
 import binascii
 import json
 import logging
+import math
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -24,7 +25,7 @@ from kserve.errors import InferplexError, InvalidArgument, NotFound
 from kserve.jsonbody import check_nesting
 from worker.config import to_json
 from worker.restricted import ProtocolRules
-from worker.service import LOAD_ENVELOPE_BYTES, WorkerService, check_model_files
+from worker.service import LOAD_ENVELOPE_BYTES, TIMEOUT_HEADER, WorkerService, check_model_files
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +162,7 @@ class WorkerHttpApp:
                 f"Inference-Header-Content-Length must be an integer, got {header_length!r}"
             ) from None
         request = http_codec.decode_infer_request(body, hlen, name, version)
-        response = await self.service.infer(request)
+        response = await self.service.infer(request, _timeout_header(headers))
         out, out_hlen = http_codec.encode_infer_response(response, request.outputs, request.binary_data_output)
         if out_hlen is None:
             return Reply(200, out, compressible=True)
@@ -211,6 +212,19 @@ def _load_params(name: str, params: dict[str, Any]) -> tuple[str | None, dict[st
         except (binascii.Error, ValueError):
             raise InvalidArgument(f"failed to load '{name}': '{key}' is not valid base64") from None
     return config, files
+
+
+def _timeout_header(headers: dict[str, str]) -> float | None:
+    raw = headers.get(TIMEOUT_HEADER)
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not value > 0 or not math.isfinite(value):
+        raise InvalidArgument(f"header {TIMEOUT_HEADER} must be a positive number of milliseconds, got {raw!r}")
+    return value / 1000
 
 
 def _headers(scope: Scope) -> dict[str, str]:

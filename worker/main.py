@@ -29,7 +29,8 @@ from worker.executor import Executor
 from worker.memory import MemoryBudget, physical_memory_bytes, size_arg, steady_allocator
 from worker.repository import ModelRepository
 from worker.restricted import Restrictions
-from worker.service import ServerInfo, WorkerService
+from worker.sandbox.client import HostLimits
+from worker.service import DEFAULT_MAX_EXEC_S, ServerInfo, WorkerService
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +54,15 @@ class WorkerOptions:
     grpc_server: str = "threads"
     instance_id: str = ""  # what it registers and logs under (registration.instance_id)
     demo: bool = False
-    # Triton's --http-restricted-api / --grpc-restricted-protocol (worker/restricted.py)
-    restrictions: Restrictions = field(default_factory=Restrictions)
     header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S
     max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
+    # model hosts: execution and load bounds, quarantine (worker/sandbox/client.py)
+    max_exec_s: float = DEFAULT_MAX_EXEC_S
+    exec_margin_s: float = 0.010
+    load_timeout_s: float = 120.0
+    quarantine_after: int = 3
+    # Triton's --http-restricted-api / --grpc-restricted-protocol (worker/restricted.py)
+    restrictions: Restrictions = field(default_factory=Restrictions)
     # called once the worker serves and its startup models are loaded (e.g. control-plane registration)
     on_ready: list[Callable[[WorkerService], Awaitable[None]]] = field(default_factory=list)
     # called when the worker stops, before its servers close (e.g. deregistration)
@@ -100,6 +106,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         f"after connecting or starting a request (default {DEFAULT_HEADER_TIMEOUT_S:g})")
     p.add_argument("--max-header-bytes", type=size_arg, default=DEFAULT_MAX_HEADER_BYTES,
                    help=f"largest HTTP request headers accepted (default {DEFAULT_MAX_HEADER_BYTES // 1024}KiB)")
+    p.add_argument("--max-exec-time", type=float, default=DEFAULT_MAX_EXEC_S, metavar="SECONDS",
+                   help="longest one execution may run when its request carries no shorter deadline "
+                        f"(default {DEFAULT_MAX_EXEC_S:g})")
+    p.add_argument("--exec-margin-ms", type=float, default=10.0,
+                   help="how long past its request's deadline an execution may run before its model "
+                        "host is stopped (default 10)")
+    p.add_argument("--load-timeout", type=float, default=120.0, metavar="SECONDS",
+                   help="longest a model may take to load in its host (default 120)")
+    p.add_argument("--quarantine-after", type=int, default=3, metavar="N",
+                   help="stop restarting a model whose executions were stopped at their deadline "
+                        "N times in a row (default 3)")
     restricted.add_arguments(p)
     registration.add_arguments(p)
     p.set_defaults(func=run)
@@ -112,8 +129,10 @@ def options_from_args(args: argparse.Namespace) -> WorkerOptions:
         model_control_mode=args.model_control_mode, load_models=list(args.load_model), device=args.device,
         max_request_bytes=args.max_request_bytes, max_model_bytes=args.max_model_bytes,
         grpc_server=args.grpc_server, instance_id=registration.instance_id(args), demo=args.demo,
-        restrictions=restricted.restrictions_from_args(args),
         header_timeout_s=args.header_timeout, max_header_bytes=args.max_header_bytes,
+        restrictions=restricted.restrictions_from_args(args),
+        max_exec_s=args.max_exec_time, exec_margin_s=args.exec_margin_ms / 1000,
+        load_timeout_s=args.load_timeout, quarantine_after=args.quarantine_after,
     )
 
 
@@ -150,10 +169,14 @@ def _version() -> str:
 def build_service(options: WorkerOptions) -> WorkerService:
     steady_allocator()
     budget = MemoryBudget(options.memory_budget or physical_memory_bytes())
+    limits = HostLimits(load_timeout_s=options.load_timeout_s, margin_s=options.exec_margin_s,
+                        quarantine_after=options.quarantine_after, max_model_bytes=options.max_model_bytes,
+                        max_input_bytes=2 * options.max_request_bytes)
     repository = ModelRepository(budget, directory=options.model_repository, device=options.device,
-                                 threads=options.threads)
+                                 threads=options.threads, limits=limits)
     return WorkerService(repository, Executor(), ServerInfo(version=_version()),
-                         allow_repository_control=options.model_control_mode == "explicit")
+                         allow_repository_control=options.model_control_mode == "explicit",
+                         max_exec_s=options.max_exec_s)
 
 
 async def _startup_loads(service: WorkerService, options: WorkerOptions) -> None:
@@ -213,4 +236,5 @@ async def serve(options: WorkerOptions) -> None:
         http.should_exit = True
         await grpc_server.stop(grace=1.0)
         service.executor.shutdown()
+        await asyncio.to_thread(service.repository.close)
         log.info("worker stopped")

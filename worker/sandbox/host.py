@@ -27,6 +27,12 @@ from kserve.datatypes import V2_TO_NUMPY
 from kserve.errors import InferplexError, InvalidArgument
 from worker import config as cfg
 from worker.runtimes import Runtime, import_runtime, open_runtime
+from worker.runtimes.verify import (
+    tensor_bound,
+    verify_onnx,
+    verify_torchscript,
+    verify_torchscript_archive,
+)
 from worker.sandbox import wire
 from worker.sandbox.confine import address_space_bytes, confine
 
@@ -36,21 +42,22 @@ _PR_SET_PDEATHSIG = 1
 def preload(threads: int) -> None:
     """Everything a host needs, imported and initialised in the zygote before it forks:
     a confined host cannot open a module file."""
+    import encodings.cp437  # noqa: F401  (zipfile decodes non-UTF-8 entry names with it)
+    import zipfile  # noqa: F401
+
     import onnx  # noqa: F401
     import onnx.checker  # noqa: F401
+    import onnx.shape_inference  # noqa: F401
     import torch
 
     torch.set_num_threads(threads)
     torch.ones(2, 2) @ torch.ones(2, 2)  # first-use initialisation (cpuinfo, allocator)
     for platform in (cfg.ONNX, cfg.TORCHSCRIPT):
         import_runtime(platform)
+    import ml_dtypes  # noqa: F401
+
     import worker.runtimes.onnxrt  # noqa: F401
     import worker.runtimes.torchscript  # noqa: F401
-    try:
-        import worker.runtimes.verify  # noqa: F401
-    except ImportError:
-        pass
-    import ml_dtypes  # noqa: F401
 
 
 def read_version_files(folder: Path, max_bytes: int) -> dict[str, bytes]:
@@ -140,9 +147,11 @@ class _Loaded:
             source = files[filename]
         del files
         spec = cfg.spec_of(config)
+        if platform == cfg.TORCHSCRIPT:
+            verify_torchscript_archive(source, name)  # what would run inside torch.jit.load
         runtime = open_runtime(source, spec, request["device"], int(request["threads"]))
         if platform == cfg.TORCHSCRIPT:
-            _verify_torchscript(runtime, name)
+            verify_torchscript(runtime.module, name)  # type: ignore[attr-defined]
         del source
         _warm_up(runtime, spec)
         return cls(request, config, spec, runtime, smaps_fd)
@@ -185,14 +194,6 @@ class _Loaded:
                 wire.send(sock, {"ok": False, "status": "Internal", "error": f"{exc.__class__.__name__}: {exc}"})
                 continue
             wire.send(sock, {"ok": True, "outputs": descs, "compute_ns": compute_ns}, buffers)
-
-
-def _verify_torchscript(runtime: Runtime, name: str) -> None:
-    try:
-        from worker.runtimes.verify import verify_torchscript
-    except ImportError:
-        return
-    verify_torchscript(runtime.module, name)  # type: ignore[attr-defined]
 
 
 def _onnx_source(files: dict[str, bytes], filename: str, config: Any, name: str) -> bytes:
@@ -238,18 +239,9 @@ def _onnx_source(files: dict[str, bytes], filename: str, config: Any, name: str)
         onnx.checker.check_model(model)
     except Exception as exc:
         raise InvalidArgument(f"failed to load '{name}': ONNX model check failed: {exc}") from None
-    try:
-        from worker.runtimes.verify import verify_onnx
-    except ImportError:
-        pass
-    else:
-        verify_onnx(model, name, max_tensor_bytes=_MAX_FOLDED_TENSOR_BYTES)
+    verify_onnx(model, name, max_tensor_bytes=tensor_bound(sum(len(d) for d in files.values())))
     cfg.complete_from_onnx(config, model.graph)
     return model.SerializeToString() if inlined else files[filename]
-
-
-# a constant the graph can fold at load larger than this is refused by the verifier
-_MAX_FOLDED_TENSOR_BYTES = 1 << 30
 
 
 def _warm_up(runtime: Runtime, spec: cfg.ModelSpec) -> None:
