@@ -17,8 +17,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from tests.support import models
-from tests.support import hostile_models
+from tests.support import hostile_models, models
 from tests.support.procs import wait_until
 from tests.support.worker import TEST_CREDENTIAL, WorkerProcess, run_worker
 
