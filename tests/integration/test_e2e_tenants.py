@@ -133,6 +133,34 @@ def _http_answers(cp: ControlPlane, key: str, model: str) -> list[tuple[int, str
     return out
 
 
+def test_ups_workers_serve_tenants_only_through_the_control_plane(cp: ControlPlane, keys: dict[str, str]) -> None:
+    """Anyone on the machine can reach the workers' loopback ports; only the control plane
+    holds the credential they demand (data_dir/instance.key, 0600)."""
+    _http_infer(cp, keys["acme"], "mlp", "INPUT0", "OUTPUT0", _x())  # loaded somewhere
+    assert (cp.data_dir / "instance.key").stat().st_mode & 0o077 == 0
+    x = _x()
+    for inst in cp.instances():
+        with httpclient.InferenceServerClient(inst["http_url"]) as h, \
+                grpcclient.InferenceServerClient(inst["grpc_url"]) as g:
+            assert h.is_server_ready() and g.is_server_live()  # probes need no credential
+            for call in (lambda: h.get_model_repository_index(), lambda: g.get_model_repository_index(),
+                         lambda: g.get_inference_statistics(), lambda: h.get_model_metadata("acme__mlp"),
+                         lambda: _direct_infer(h, x), lambda: _direct_infer(g, x)):
+                with pytest.raises(InferenceServerException, match="is restricted, expecting header"):
+                    call()
+            ok = cp.instance_credential()
+            assert {m.name for m in g.get_model_repository_index(headers=ok.grpc_headers()).models} >= \
+                   {m["name"] for m in inst["models"]}
+
+
+def _direct_infer(client: httpclient.InferenceServerClient | grpcclient.InferenceServerClient,
+                  x: np.ndarray) -> None:
+    module = httpclient if isinstance(client, httpclient.InferenceServerClient) else grpcclient
+    inp = module.InferInput("INPUT0", list(x.shape), "FP32")
+    inp.set_data_from_numpy(x)
+    client.infer("acme__mlp", [inp])
+
+
 def test_other_tenants_model_answers_exactly_like_a_missing_one(cp: ControlPlane, keys: dict[str, str]) -> None:
     theirs = _http_answers(cp, keys["globex"], "secret")
     missing = _http_answers(cp, keys["globex"], "nosuch")
