@@ -139,9 +139,10 @@ NEURAL_NETWORK = _ns("aten", """
     nll_loss_nd binary_cross_entropy binary_cross_entropy_with_logits kl_div
 """)
 
-ALLOWED: frozenset[str] = (STRUCTURAL | BUILTINS | ARITHMETIC | LINEAR_ALGEBRA | COMPARISON
-                           | REDUCTION | SHAPE_AND_INDEXING | CREATION | CONVERSION | NEURAL_NETWORK)
-ALLOWED = ALLOWED | frozenset(f"{op}_" for op in ALLOWED if op.startswith("aten::") and not op.endswith("__"))
+TENSOR_OPS = (ARITHMETIC | LINEAR_ALGEBRA | COMPARISON | REDUCTION | SHAPE_AND_INDEXING | CREATION
+              | CONVERSION | NEURAL_NETWORK)
+ALLOWED: frozenset[str] = (STRUCTURAL | BUILTINS | TENSOR_OPS
+                           | frozenset(f"{op}_" for op in TENSOR_OPS if not op.endswith("__")))
 
 # Why the operations a hostile model reaches for are refused, for the message.
 _FILES = "reads or writes files"
