@@ -192,7 +192,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for protocol in args.protocols:
             gw_url = cp.http_url if protocol == "http" else cp.grpc_url
             w_url = worker["http_url"] if protocol == "http" else worker["grpc_url"]
-            targets = {"gateway": (gw_url, "mlp", auth), "direct": (w_url, qualified, {})}
+            # direct: the worker's credential, as the gateway sends it (up's workers demand it)
+            credential = cp.instance_credential()
+            direct = credential.http_headers() if protocol == "http" else credential.grpc_headers()
+            targets = {"gateway": (gw_url, "mlp", auth), "direct": (w_url, qualified, direct)}
             lat = latency(protocol, targets, args.requests)
             thr, cpu_us = throughput(protocol, targets, args.concurrency, args.seconds, args.rounds, pids)
             results["protocols"][protocol] = {

@@ -6,7 +6,9 @@ Run: ``.venv/bin/python -m bench.worker_overhead`` (about a minute). Writes
 rounds so they share the machine's noise; one client, sequential requests, and the
 worker and the in-process runtime both use one intra-op thread. Two workers run:
 the default (``--grpc-server threads``) serves HTTP and gRPC, a second one with
-``--grpc-server aio`` serves the "gRPC (aio server)" path for comparison.
+``--grpc-server aio`` serves the "gRPC (aio server)" path for comparison. Both restrict
+every API but health to a credential, as ``inferplex up`` starts its workers, and every
+inference sends it (``--open-workers``: neither, for a before/after of its cost).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
 from bench._common import pyplot
+from kserve.restricted import DEFAULT_KEY, InstanceCredential
 from tests.support import models
 from tests.support.procs import Proc, free_port, inferplex_cmd, port_open, wait_until
 from worker import config as cfg
@@ -34,6 +37,7 @@ from worker.runtimes import open_runtime
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PATHS = ("in-process", "HTTP", "gRPC", "gRPC (aio server)", "gRPC no-op")
+CREDENTIAL = InstanceCredential(DEFAULT_KEY, "bench-instance-secret-0123456789abcdef")
 
 
 @dataclass(frozen=True)
@@ -61,7 +65,7 @@ def _inputs(workload: Workload) -> np.ndarray:
 
 
 def _callers(workload: Workload, worker_http: str, worker_grpc: str, aio_grpc: str,
-             workdir: Path) -> dict[str, Callable[[], object]]:
+             workdir: Path, credential: InstanceCredential | None) -> dict[str, Callable[[], object]]:
     art = models.BUILDERS[workload.model](workload.model)
     x = _inputs(workload)
     # in-process: the worker's own runtime class on the same file, same thread count
@@ -83,14 +87,17 @@ def _callers(workload: Workload, worker_http: str, worker_grpc: str, aio_grpc: s
     grpc_in.set_data_from_numpy(x)
     aio = grpcclient.InferenceServerClient(aio_grpc)
 
+    hh = credential.http_headers() if credential else None
+    gh = credential.grpc_headers() if credential else None
+
     expected = runtime.run({"INPUT0": x}, outputs)["OUTPUT0"]
-    got = http.infer(workload.model, [http_in], outputs=http_out).as_numpy("OUTPUT0")
+    got = http.infer(workload.model, [http_in], outputs=http_out, headers=hh).as_numpy("OUTPUT0")
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)  # same model, same answer
     return {
         "in-process": lambda: runtime.run({"INPUT0": x}, outputs),
-        "HTTP": lambda: http.infer(workload.model, [http_in], outputs=http_out),
-        "gRPC": lambda: grpc.infer(workload.model, [grpc_in]),
-        "gRPC (aio server)": lambda: aio.infer(workload.model, [grpc_in]),
+        "HTTP": lambda: http.infer(workload.model, [http_in], outputs=http_out, headers=hh),
+        "gRPC": lambda: grpc.infer(workload.model, [grpc_in], headers=gh),
+        "gRPC (aio server)": lambda: aio.infer(workload.model, [grpc_in], headers=gh),
         "gRPC no-op": grpc.is_server_live,
     }
 
@@ -110,8 +117,11 @@ def _stats(lat: list[float], batch: int) -> dict[str, float]:
             "inf_per_s": float(batch * len(arr) / (arr.sum() / 1e3)), "n": len(arr)}
 
 
-def run(rounds: int) -> dict[str, dict[str, dict[str, float]]]:
+def run(rounds: int, credential: InstanceCredential | None = CREDENTIAL) -> dict[str, dict[str, dict[str, float]]]:
     workdir = Path(tempfile.mkdtemp(prefix="inferplex-bench-"))
+    env = {"INFERPLEX_INSTANCE_RESTRICTED_KEY": credential.key,
+           "INFERPLEX_INSTANCE_RESTRICTED_VALUE": credential.value} if credential else None
+    gh = credential.grpc_headers() if credential else None
     procs: list[Proc] = []
     grpc_urls: list[str] = []
     try:
@@ -119,7 +129,7 @@ def run(rounds: int) -> dict[str, dict[str, dict[str, float]]]:
             http_port, grpc_port = free_port(), free_port()
             proc = Proc(inferplex_cmd("--log-level", "WARNING", "worker", "--http-port", str(http_port),
                                       "--grpc-port", str(grpc_port), "--threads", "1", "--grpc-server", mode),
-                        workdir / f"worker-{mode}.log")
+                        workdir / f"worker-{mode}.log", env=env)
             procs.append(proc)
             proc.wait_ready(lambda h=http_port, g=grpc_port: port_open(h) and port_open(g), 60, "worker")
             if mode == "threads":
@@ -129,8 +139,8 @@ def run(rounds: int) -> dict[str, dict[str, dict[str, float]]]:
                 wait_until(client.is_server_ready, 30, "worker ready")
                 for w in WORKLOADS:
                     config, files = models.model_files(w.model)
-                    client.load_model(w.model, config=json.dumps(config), files=files)
-        callers = {w: _callers(w, http_url, grpc_urls[0], grpc_urls[1], workdir) for w in WORKLOADS}
+                    client.load_model(w.model, config=json.dumps(config), files=files, headers=gh)
+        callers = {w: _callers(w, http_url, grpc_urls[0], grpc_urls[1], workdir, credential) for w in WORKLOADS}
         samples = {w: Samples() for w in WORKLOADS}
         for w in WORKLOADS:  # warm-up, not recorded
             for call in callers[w].values():
@@ -145,7 +155,8 @@ def run(rounds: int) -> dict[str, dict[str, dict[str, float]]]:
             proc.stop()
 
 
-def write_markdown(results: dict[str, dict[str, dict[str, float]]], rounds: int, seconds: float) -> str:
+def write_markdown(results: dict[str, dict[str, dict[str, float]]], rounds: int, seconds: float,
+                   restricted: bool = True) -> str:
     lines = [
         "# Worker protocol overhead",
         "",
@@ -153,7 +164,9 @@ def write_markdown(results: dict[str, dict[str, dict[str, float]]], rounds: int,
         "(`inferplex worker --threads 1`) and the in-process runtime (the worker's own runtime class "
         "on the same file) each use one intra-op thread. Paths interleaved in "
         f"{rounds} rounds. Machine: {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, "
-        f"Python {platform.python_version()}; run took {seconds:.0f} s.",
+        f"Python {platform.python_version()}; run took {seconds:.0f} s. Workers "
+        + ("restrict every API but health (the credential rides on every request), as `inferplex up`'s do."
+           if restricted else "open (`--open-workers`: no restricted APIs, no credential)."),
         "",
         "| workload | path | n | p50 ms | p99 ms | req/s | inferences/s | p50 added vs in-process | p50 ratio |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
@@ -202,12 +215,14 @@ def write_plot(results: dict[str, dict[str, dict[str, float]]], path: Path) -> N
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--open-workers", action="store_true",
+                        help="workers without restricted APIs, requests without the credential")
     args = parser.parse_args(argv)
     t0 = time.monotonic()
-    results = run(args.rounds)
+    results = run(args.rounds, None if args.open_workers else CREDENTIAL)
     seconds = time.monotonic() - t0
     RESULTS.mkdir(parents=True, exist_ok=True)
-    md = write_markdown(results, args.rounds, seconds)
+    md = write_markdown(results, args.rounds, seconds, restricted=not args.open_workers)
     (RESULTS / "worker_overhead.md").write_text(md)
     (RESULTS / "worker_overhead.json").write_text(json.dumps(results, indent=2))
     write_plot(results, RESULTS / "worker_overhead.png")
