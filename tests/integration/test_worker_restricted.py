@@ -19,6 +19,10 @@ import tritonclient.http as httpclient
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
+from kserve.errors import Unavailable
+from kserve.restricted import InstanceCredential
+from placement.driver import InstanceInfo
+from placement.triton_driver import TritonDriver
 from tests.support.cp_app import running_app, settings_for
 from tests.support.models import model_files, simple_inputs
 from tests.support.procs import free_port
@@ -169,3 +173,26 @@ async def test_registration_hands_over_the_credential_and_is_refused_without_one
         r = await cp.admin("POST", "/admin/instances/register", json=body)
         assert r.status_code == 200, r.text
         assert r.json()["credential"] == {"key": KEY, "value": TEST_CREDENTIAL.value}
+
+
+async def test_a_driver_with_the_wrong_credential_gets_an_error_that_names_no_header(
+        worker: WorkerProcess) -> None:
+    info = InstanceInfo("w1", worker.http_url, worker.grpc_url, 1 << 30)
+    wrong = TritonDriver(info, credential=InstanceCredential(KEY, "not-the-secret"))
+    right = TritonDriver(info, credential=TEST_CREDENTIAL)
+    try:
+        assert await wrong.is_ready()  # health is open
+        body = json.dumps({"inputs": [{"name": n, "datatype": "INT32", "shape": [1, 16], "data": [1] * 16}
+                                      for n in ("INPUT0", "INPUT1")]}).encode()
+        for call in (wrong.index(), wrong.statistics("simple"),
+                     wrong.infer_raw_http("simple", "", body, {"content-type": "application/json"})):
+            with pytest.raises(Unavailable) as info_:
+                await call
+            assert "refused the control plane's credential" in info_.value.message
+            assert KEY not in info_.value.message
+        assert {m.name for m in await right.index()} >= {"simple"}
+        status, _, _ = await right.infer_raw_http("simple", "", body, {"content-type": "application/json"})
+        assert status == 200
+    finally:
+        await wrong.close()
+        await right.close()
