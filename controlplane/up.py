@@ -25,7 +25,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -89,13 +89,24 @@ class WorkerChild:
         return f"worker-{self.index}"
 
 
+def worker_bounds(settings: Settings) -> list[str]:
+    """The control plane's request bounds as worker flags: a request the gateway admits is
+    not refused by a worker's tighter default, and no worker holds a connection that never
+    finishes its headers longer than the gateway would."""
+    return ["--header-timeout", repr(settings.header_timeout_s),
+            "--max-header-bytes", str(settings.max_header_bytes),
+            "--max-request-bytes", str(settings.max_request_bytes)]
+
+
 def start_worker(index: int, host: str, memory_bytes: int, threads: int, log_dir: Path,
-                 cpus: str | None = None, credential: InstanceCredential | None = None) -> WorkerChild:
+                 cpus: str | None = None, credential: InstanceCredential | None = None,
+                 bounds: Sequence[str] = ()) -> WorkerChild:
+    """``bounds``: request-bound flags (``worker_bounds``)."""
     http_port, grpc_port = _free_port(host), _free_port(host)
     args = [sys.executable, "-m", "controlplane.cli", "worker", "--host", host,
             "--http-port", str(http_port), "--grpc-port", str(grpc_port),
             "--memory-budget", str(memory_bytes), "--threads", str(threads),
-            "--model-control-mode", "explicit", "--instance-id", f"worker-{index}"]
+            "--model-control-mode", "explicit", "--instance-id", f"worker-{index}", *bounds]
     if cpus:
         args += ["--cpus", cpus]
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -204,7 +215,7 @@ async def _serve(args: argparse.Namespace, settings: Settings, stop: StopFlag) -
     try:
         credential = instance_credential(settings)
         workers = [start_worker(i, host, args.worker_memory, args.worker_threads, log_dir,
-                                args.worker_cpus, credential)
+                                args.worker_cpus, credential, worker_bounds(settings))
                    for i in range(args.workers)]
         await wait_workers_ready(workers, host, args.worker_start_timeout, log_dir, stop)
         services = await build_services(settings)

@@ -98,3 +98,13 @@ def test_gateway_closes_a_connection_that_never_finishes_its_headers(cp: Control
     assert HEADER_TIMEOUT_S / 2 <= took < 5.0  # the server starts its clock on connecting
     assert answer.startswith(b"HTTP/1.1 408")
     assert _still_serves(cp, key)
+
+
+def test_up_gives_its_workers_the_header_timeout(cp: ControlPlane, key: str) -> None:
+    # INFERPLEX_HEADER_TIMEOUT_S reaches up's workers too (their own default is 10 s)
+    worker_ports = [int(i["http_url"].rsplit(":", 1)[1]) for i in cp.instances()]
+    assert worker_ports
+    for port in worker_ports:
+        took, answer = seconds_until_closed(port, b"GET /v2/health/li", timeout_s=10.0)
+        assert HEADER_TIMEOUT_S / 2 <= took < 5.0 and answer.startswith(b"HTTP/1.1 408")
+    assert _still_serves(cp, key)
