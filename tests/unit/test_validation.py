@@ -5,6 +5,8 @@ the confined child the control plane runs."""
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from controlplane.validation import (
     ValidatedModel,
     check_onnx,
     check_torchscript,
+    probe_model,
     validate_model,
 )
 from kserve.errors import InvalidArgument
@@ -214,3 +217,36 @@ def test_onnx_inputs_that_are_not_tensors_are_refused(tmp_path: Path) -> None:
         validate_onnx(write(tmp_path, data), inputs=None, outputs=None, max_batch_size=None)
     assert err.value.message == ("model tensor 'x' is not a tensor (sequence/map/optional): only tensor "
                                  "inputs and outputs are served")
+
+
+async def test_a_probe_past_its_time_limit_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(InvalidArgument, match="checking the model took over 0s: upload a smaller model"):
+        await probe_model(write(tmp_path, models.mlp_onnx().data), name="m", timeout_s=0.01)
+
+
+async def test_a_probe_that_dies_is_a_refusal_that_names_nothing_internal(tmp_path: Path) -> None:
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(InvalidArgument) as err:
+        await probe_model(tmp_path / "folder", name="m")  # the child's read raises: no report
+    assert err.value.message.startswith("the model file could not be checked")
+    assert str(tmp_path) not in err.value.message
+
+
+def test_the_probe_parses_only_once_it_is_confined(tmp_path: Path) -> None:
+    """What a parser bug an upload exploited could do next: open a file. Past confine() it
+    cannot, so the probe dies instead of reading it."""
+    path = write(tmp_path, models.mlp_onnx().data)
+    script = (
+        "import sys\n"
+        "import worker.sandbox.probe as probe\n"
+        "def exploited(data, **_):\n"
+        "    return {'stolen': open(sys.argv[2]).read()}\n"
+        "probe.inspect_model = exploited\n"
+        "sys.exit(probe.main([sys.argv[1], '--memory-extra', str(1 << 30), '--max-tensor-bytes', '1024']))\n"
+    )
+    secret = write(tmp_path, b"secret", "secret.txt")
+    secret.chmod(0o644)
+    done = subprocess.run([sys.executable, "-c", script, str(path), str(secret)], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode != 0 and "secret" not in done.stdout, done.stdout
+    assert "PermissionError" in done.stderr, done.stderr[-500:]

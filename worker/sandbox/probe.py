@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import resource
 import sys
 import zipfile
 from collections.abc import Iterator
@@ -35,6 +34,7 @@ from worker.config import ONNX, TORCHSCRIPT, GraphTensor, onnx_graph_io
 from worker.runtimes import import_runtime
 from worker.runtimes.safety import archive_kind
 from worker.runtimes.verify import verify_onnx, verify_torchscript, verify_torchscript_archive
+from worker.sandbox.confine import SandboxUnavailable, address_space_bytes, confine
 
 ModelFormat = Literal["onnx", "torchscript"]
 
@@ -219,24 +219,10 @@ def _prepare(fmt: ModelFormat) -> None:
 
 def _confine(memory_extra: int) -> None:
     try:
-        from worker.sandbox.confine import SandboxUnavailable, address_space_bytes, confine
-    except ImportError:  # the sandbox has not landed: keep at least the memory limit
-        limit = _address_space() + memory_extra
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-        return
-    try:
         confine(address_space_bytes() + memory_extra)
-    except SandboxUnavailable as exc:
+    except SandboxUnavailable as exc:  # fail closed: an unconfined check is no check
         raise Unavailable(f"this server cannot check uploaded models in a sandbox ({exc}); "
                           "tell the operator") from None
-
-
-def _address_space() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmSize:"):
-                return int(line.split()[1]) * 1024
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
