@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from controlplane.body_limit import RestBodyLimit
 from controlplane.gateway import SERVER_VERSION
 from controlplane.redact import RequestIdMiddleware
 from controlplane.services import Services, build_services, close_services
@@ -76,6 +77,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     from controlplane.routes.v2 import InferFastPath
 
     include_routers(app)
+    # before FastAPI reads any other body (it does so ahead of authentication)
+    app.add_middleware(RestBodyLimit)
     # v2 infer is served before routing: the router alone costs more than the gateway's budget
     app.add_middleware(InferFastPath)
     app.add_middleware(RequestIdMiddleware)  # outermost: the fast path's answers carry it too

@@ -30,6 +30,10 @@ class Settings(BaseSettings):
     replica_id: str = Field("cp-0", description="Name of this control-plane replica (logs, leader key).")
     max_upload_bytes: int = Field(512 * 1024 * 1024, description="Largest model file a tenant may upload.")
     max_request_bytes: int = Field(64 * 1024 * 1024, description="Largest inference request body (HTTP and gRPC).")
+    max_rest_body_bytes: int = Field(
+        1024 * 1024, gt=0, description="Largest body of any other REST request (tenants, keys, instances, "
+        "registration, ...): 413 past it, by the declared Content-Length before the body is read, else "
+        "while a chunked body is read. Uploads are bounded by max_upload_bytes, v2 infer by max_request_bytes.")
     header_timeout_s: float = Field(
         DEFAULT_HEADER_TIMEOUT_S, gt=0, description="Seconds an HTTP connection has to send its whole "
         "request headers, after connecting or starting its next request; then it gets 408 and is closed.")

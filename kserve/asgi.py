@@ -16,6 +16,16 @@ async def read_body(receive: Receive, headers: Mapping[str, str], limit: int,
     """The whole (decompressed) body, refused as soon as it passes ``limit`` bytes:
     by its declared Content-Length before reading, else while reading, never after
     buffering it all. ``too_large(size)`` words the refusal for the caller."""
+    body = await read_raw_body(receive, headers, limit, too_large)
+    encoding = headers.get("content-encoding")
+    if encoding:
+        body = compression.decompress(body, encoding, limit)
+    return body
+
+
+async def read_raw_body(receive: Receive, headers: Mapping[str, str], limit: int,
+                        too_large: Callable[[int], str]) -> bytes:
+    """``read_body`` without decompression: the bytes as sent."""
     declared = headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(too_large(int(declared)))
@@ -32,8 +42,4 @@ async def read_body(receive: Receive, headers: Mapping[str, str], limit: int,
             raise PayloadTooLarge(too_large(size))
         chunks.append(chunk)
         more = message.get("more_body", False)
-    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-    encoding = headers.get("content-encoding")
-    if encoding:
-        body = compression.decompress(body, encoding, limit)
-    return body
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)

@@ -108,3 +108,13 @@ def test_up_gives_its_workers_the_header_timeout(cp: ControlPlane, key: str) -> 
         took, answer = seconds_until_closed(port, b"GET /v2/health/li", timeout_s=10.0)
         assert HEADER_TIMEOUT_S / 2 <= took < 5.0 and answer.startswith(b"HTTP/1.1 408")
     assert _still_serves(cp, key)
+
+
+def test_rest_body_over_its_bound_is_a_413_before_the_body_is_sent(cp: ControlPlane, key: str) -> None:
+    # headers only: the answer comes without waiting for the gigabyte they announce
+    sent = (b"POST /admin/tenants HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 1000000000\r\n\r\n{")
+    took, answer = seconds_until_closed(cp.http_port, sent, timeout_s=10.0)
+    assert answer.startswith(b"HTTP/1.1 413") and b"INFERPLEX_MAX_REST_BODY_BYTES" in answer, answer
+    assert took < 5.0
+    assert _still_serves(cp, key)
