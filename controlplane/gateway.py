@@ -19,6 +19,7 @@ Decisions (documented in the README):
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -32,8 +33,16 @@ from tritonclient.grpc import service_pb2
 from controlplane.metrics import Metrics
 from controlplane.redact import CALLER, Redactor
 from controlplane.settings import Settings
-from kserve.errors import InferplexError, Internal, InvalidArgument, PermissionDenied
+from kserve.errors import (
+    DeadlineExceeded,
+    InferplexError,
+    Internal,
+    InvalidArgument,
+    PermissionDenied,
+    Unavailable,
+)
 from kserve.jsonbody import check_nesting
+from kserve.tensors import TIMEOUT_PARAMETER
 from placement.instances import InstanceRegistry
 from placement.service import PlacementService
 from profiler.feed import Prediction
@@ -82,6 +91,7 @@ class Gateway:
         self.settings = settings
         # every message a tenant gets passes through this at the transports' edge
         self.redact = Redactor(self._internal_names)
+        self._background: set[asyncio.Task[None]] = set()  # quarantine checks in flight
 
     def _internal_names(self) -> list[str]:
         return [part for i in self.instances.list()
@@ -203,12 +213,15 @@ class Gateway:
             prediction = self._predict(rec, driver, batch)
             t0 = time.perf_counter()
             code, out, out_headers = await driver.infer_raw_http(
-                qualified, str(rec.version), body, headers, timeout_s=self.settings.request_timeout_s)
+                qualified, str(rec.version), body, headers, timeout_s=self.settings.request_timeout_s,
+                exec_timeout_s=_exec_timeout_s(rec))
             if code == 200:
                 self.placement.observe(driver, qualified, batch, time.perf_counter() - t0, prediction,
                                        http_compute_s(out, out_headers))
                 out, out_headers = _rename_http_response(out, out_headers, qualified, rec.name)
             else:
+                if code in (503, 504):  # stopped at its deadline, or quarantined for it
+                    self._check_quarantine(rec, driver)
                 out = self._instance_error(code, out, name)
                 self.metrics.error(tenant, label, f"instance_{code}")
             status = str(code)
@@ -219,6 +232,29 @@ class Gateway:
             raise
         finally:
             self.metrics.request(tenant, label, "http", status, time.perf_counter() - started)
+
+    def _check_quarantine(self, rec: ModelRecord, driver: Any) -> None:
+        """After an instance stopped (or refused) an execution: if the instance has
+        quarantined the model, mark the version failed with the reason and unload it,
+        so no instance runs it again (a new upload replaces it)."""
+        task = asyncio.create_task(self._quarantine_if_stopped(rec, driver))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _quarantine_if_stopped(self, rec: ModelRecord, driver: Any) -> None:
+        try:
+            rows = await driver.index()
+        except InferplexError:
+            return
+        row = next((r for r in rows if r.name == rec.qualified_name and r.version == str(rec.version)), None)
+        if row is None or row.state == "READY" or QUARANTINED not in row.reason:
+            return
+        log.warning("model %s version %d quarantined on %s: %s", rec.qualified_name, rec.version,
+                    driver.info.instance_id, row.reason)
+        reason = (f"quarantined: its executions were stopped at their deadline (the {rec.slo_ms:g} ms "
+                  "latency target) too many times in a row; upload a version that finishes within it")
+        if await self.catalog.set_status(rec, "failed", reason=reason) is not None:
+            await self.placement.unload_everywhere(rec.qualified_name)
 
     def _instance_error(self, code: int, body: bytes, name: str) -> bytes:
         """An instance's v2 error answer, as the tenant may read it."""
@@ -268,7 +304,12 @@ class Gateway:
                                         if request.inputs and request.inputs[0].shape else None)
             prediction = self._predict(rec, driver, batch)
             t0 = time.perf_counter()
-            response = await driver.infer_raw_grpc(request, timeout_s=self.settings.request_timeout_s)
+            _bound_execution(request, rec)
+            try:
+                response = await driver.infer_raw_grpc(request, timeout_s=self.settings.request_timeout_s)
+            except (DeadlineExceeded, Unavailable):
+                self._check_quarantine(rec, driver)
+                raise
             self.placement.observe(driver, qualified, batch, time.perf_counter() - t0, prediction,
                                    grpc_compute_s(response))
             response.model_name = rec.name
@@ -280,6 +321,27 @@ class Gateway:
             raise
         finally:
             self.metrics.request(tenant, label, "grpc", status, time.perf_counter() - started)
+
+
+# How an instance's repository index words a model it stopped running (worker/sandbox/client.py)
+QUARANTINED = "quarantined"
+
+
+def _exec_timeout_s(rec: ModelRecord) -> float:
+    """How long the instance may run this request's execution. Until admission gives every
+    request a deadline on arrival, the execution's limit is the model version's SLO,
+    counted from dispatch (the instance adds a small margin before it stops it)."""
+    return rec.slo_ms / 1000
+
+
+def _bound_execution(request: service_pb2.ModelInferRequest, rec: ModelRecord) -> None:
+    """Triton's ``timeout`` parameter (us) on the forwarded request: the tenant's own, when
+    it is shorter and well-formed, else the execution limit. A tenant may tighten it only."""
+    limit_us = max(1, int(_exec_timeout_s(rec) * 1e6))
+    own = request.parameters.get(TIMEOUT_PARAMETER)
+    if own is not None and own.WhichOneof("parameter_choice") == "int64_param" and 0 < own.int64_param < limit_us:
+        return
+    request.parameters[TIMEOUT_PARAMETER].int64_param = limit_us
 
 
 # Request parameters that order work on a shared instance (Triton's queue policy reads

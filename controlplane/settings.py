@@ -62,6 +62,11 @@ class Settings(BaseSettings):
         "every such execution; above 0, a read that covers several executions feeds their mean.",
     )
     profile_on_upload: bool = Field(True, description="Profile each new model version on an instance after upload.")
+    profile_exec_timeout_s: float = Field(
+        5.0, gt=0, description="Longest one profiling execution may run before the instance stops it. "
+        "Profiling first runs each upload once with large integer inputs under this bound; a model "
+        "stopped there (it runs as long as its inputs say, e.g. a Loop with an input trip count) "
+        "is refused (status failed).")
     instance_restricted_key: str = Field(
         DEFAULT_KEY, description="Header key of the credential the control plane sends to every instance: "
         "'<key>' over HTTP, 'triton-grpc-protocol-<key>' over gRPC, as Triton's --http-restricted-api and "

@@ -41,6 +41,13 @@ class RequestedOutput:
     parameters: dict[str, Any] = field(default_factory=dict)
 
 
+# Triton's request timeout parameter (microseconds). inferplex instances stop an execution
+# past it (with the transport's deadline and their own --max-exec-time, whichever is first).
+TIMEOUT_PARAMETER = "timeout"
+# HTTP has no deadline of its own: the control plane sends the time left in this header
+TIMEOUT_HEADER = "inferplex-timeout-ms"
+
+
 @dataclass
 class InferRequest:
     model_name: str

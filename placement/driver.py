@@ -65,9 +65,11 @@ class InstanceDriver(abc.ABC):
 
     @abc.abstractmethod
     async def infer_arrays(
-        self, name: str, inputs: dict[str, np.ndarray], output_names: list[str] | None = None
+        self, name: str, inputs: dict[str, np.ndarray], output_names: list[str] | None = None,
+        timeout_s: float | None = None,
     ) -> InferTiming:
-        """Run one (batched) inference from numpy arrays; used by the profiler."""
+        """Run one (batched) inference from numpy arrays; used by the profiler. An
+        instance that can stops the execution after ``timeout_s`` (DeadlineExceeded)."""
 
     async def memory_used(self) -> int | None:
         """Bytes the instance reports in use, where it has such a report (the embedded

@@ -368,7 +368,7 @@ class PlacementService:
             profile = await profile_model(
                 inst.driver, name, config, lambda: asyncio.to_thread(self.catalog.files, record),
                 loads=2, warmup=3, runs_per_batch=60, min_runs_per_batch=20, max_seconds=15.0,
-                timing="compute", progress=progress,
+                timing="compute", progress=progress, exec_timeout_s=self.settings.profile_exec_timeout_s,
             )
         except (InvalidArgument, ResourceExhausted) as exc:
             log.warning("profiling %s failed: %s", record.qualified_name, exc.message)

@@ -26,6 +26,7 @@ from tritonclient.grpc import InferInput, InferRequestedOutput, service_pb2, ser
 from tritonclient.utils import InferenceServerException
 
 from kserve.errors import (
+    DeadlineExceeded,
     InferplexError,
     Internal,
     InvalidArgument,
@@ -34,6 +35,7 @@ from kserve.errors import (
     Unavailable,
 )
 from kserve.restricted import InstanceCredential
+from kserve.tensors import TIMEOUT_HEADER
 from placement.driver import InferTiming, InstanceDriver, InstanceInfo, ModelState
 from placement.http_hop import HopError, HttpHop
 
@@ -52,6 +54,8 @@ _HTTP_FORWARD = ("content-type", "inference-header-content-length")
 _GRPC_STATUS = {c.name: c for c in grpc.StatusCode}
 # how Triton (and the worker) words a refusal for a missing or wrong credential
 _RESTRICTED = "is restricted, expecting header"
+# what grpc itself says when the call's own deadline passed (no answer from the instance)
+_CLIENT_DEADLINE = "Deadline Exceeded"
 
 
 def _status_of(exc: InferenceServerException) -> grpc.StatusCode | None:
@@ -76,6 +80,8 @@ def _map_error(exc: InferenceServerException | grpc.RpcError, instance: str, doi
         code, msg = _status_of(exc), exc.message() or str(exc)
     if code == grpc.StatusCode.UNAVAILABLE and _RESTRICTED in msg:  # Triton's gRPC refusal code
         return _credential_refused(instance, doing, msg)
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED and msg != _CLIENT_DEADLINE:
+        return DeadlineExceeded(msg)  # the instance stopped the execution (or never ran it)
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
         return Unavailable(f"instance {instance} is unreachable while {doing}: {msg}", retry_after_s=1)
     if load:
@@ -154,7 +160,8 @@ class TritonDriver(InstanceDriver):
             raise _map_error(exc, self.info.instance_id, "reading statistics") from exc
 
     async def infer_arrays(
-        self, name: str, inputs: dict[str, np.ndarray], output_names: list[str] | None = None
+        self, name: str, inputs: dict[str, np.ndarray], output_names: list[str] | None = None,
+        timeout_s: float | None = None,
     ) -> InferTiming:
         from kserve.datatypes import numpy_to_v2
 
@@ -166,8 +173,10 @@ class TritonDriver(InstanceDriver):
         outputs = [InferRequestedOutput(n) for n in output_names] if output_names else None
         started = time.perf_counter()
         try:
-            result = await self._client.infer(name, tensors, outputs=outputs, headers=self._headers,
-                                              client_timeout=self.timeout_s)
+            # timeout: Triton's request parameter (us); the worker stops the execution past it
+            result = await self._client.infer(
+                name, tensors, outputs=outputs, headers=self._headers, client_timeout=self.timeout_s,
+                timeout=None if timeout_s is None else max(1, int(timeout_s * 1e6)))
         except InferenceServerException as exc:
             raise _map_error(exc, self.info.instance_id, f"running {name}") from exc
         elapsed = time.perf_counter() - started
@@ -186,13 +195,16 @@ class TritonDriver(InstanceDriver):
             raise _map_error(exc, self.info.instance_id, f"running {request.model_name}") from exc
 
     async def infer_raw_http(self, qualified: str, version: str, body: bytes,
-                             headers: Mapping[str, str],
-                             timeout_s: float | None = None) -> tuple[int, bytes, dict[str, str]]:
+                             headers: Mapping[str, str], timeout_s: float | None = None,
+                             exec_timeout_s: float | None = None) -> tuple[int, bytes, dict[str, str]]:
         """POST an uncompressed v2 infer body; returns (status, body, headers) as the
-        instance sent them (lower-case header names)."""
+        instance sent them (lower-case header names). ``exec_timeout_s`` bounds the
+        execution on the instance (inferplex workers stop it there)."""
         # names are URL-safe by construction (tenants.naming), so no quoting
         path = f"/v2/models/{qualified}" + (f"/versions/{version}" if version else "") + "/infer"
         fwd = {k: v for k in _HTTP_FORWARD if (v := headers.get(k)) is not None}
+        if exec_timeout_s is not None:
+            fwd[TIMEOUT_HEADER] = f"{exec_timeout_s * 1000:.3f}"
         try:
             status, out, out_headers = await self._hop.post(path, body, fwd, timeout_s or self.timeout_s)
         except (HopError, TimeoutError) as exc:

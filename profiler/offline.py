@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from kserve.datatypes import V2_TO_NUMPY
-from kserve.errors import InferplexError, InvalidArgument
+from kserve.errors import DeadlineExceeded, InferplexError, InvalidArgument
 from placement.driver import InstanceDriver
 from profiler.feed import model_entries, phases_ns
 from profiler.profile import ClassProfile, LatencyStats
@@ -83,20 +83,52 @@ def default_batch_sizes(max_batch: int) -> list[int]:
 
 
 def synthetic_inputs(specs: list[InputSpec], batch: int, batched: bool,
-                     rng: np.random.Generator) -> dict[str, np.ndarray]:
+                     rng: np.random.Generator, *, exercise: bool = False) -> dict[str, np.ndarray]:
     """Inputs of the right dtype and shape. Integers are zeros because they are
-    often indices (embeddings), where random values could be out of range."""
+    often indices (embeddings), where random values could be out of range; with
+    ``exercise`` they are large random values instead (up to EXERCISE_INT_MAX), the
+    inputs a hostile tenant would send to make a graph loop or allocate (a Loop's trip
+    count, a shape) — a model that merely rejects them is fine, one that runs past its
+    time limit on them is not."""
     out: dict[str, np.ndarray] = {}
     for s in specs:
         shape = ((batch,) if batched else ()) + s.dims
         if s.dtype == np.object_:
-            arr = np.full(shape, b"inferplex", dtype=np.object_)
+            arr = np.full(shape, b"inferplex" * (64 if exercise else 1), dtype=np.object_)
         elif s.dtype.kind == "f":
             arr = rng.standard_normal(shape).astype(s.dtype)
+        elif exercise and s.dtype.kind == "b":
+            arr = np.ones(shape, dtype=s.dtype)
+        elif exercise:
+            high = min(int(np.iinfo(s.dtype).max), EXERCISE_INT_MAX)
+            arr = rng.integers(high // 2, high, size=shape, endpoint=True).astype(s.dtype)
         else:
             arr = np.zeros(shape, dtype=s.dtype)
         out[s.name] = arr
     return out
+
+
+EXERCISE_INT_MAX = 1 << 24
+# the exercise run's bound: this many times the measured p99 at that batch, at least
+EXERCISE_FACTOR, EXERCISE_MIN_S = 10.0, 0.05
+
+
+async def exercise(driver: InstanceDriver, name: str, specs: list[InputSpec], batch: int, batched: bool,
+                   rng: np.random.Generator, output_names: list[str] | None, timeout_s: float) -> None:
+    """One execution with ``exercise`` inputs under ``timeout_s``: an execution the
+    instance has to stop there means the model runs as long as its inputs tell it to,
+    and the upload is refused. Any other refusal of these inputs is the model's right."""
+    inputs = synthetic_inputs(specs, batch, batched, rng, exercise=True)
+    try:
+        await driver.infer_arrays(name, inputs, output_names, timeout_s=timeout_s)
+    except DeadlineExceeded:
+        raise InvalidArgument(
+            f"an execution with large integer inputs (up to {EXERCISE_INT_MAX}) ran past "
+            f"{timeout_s:g} s and was stopped: the model's running time must not be controlled by "
+            "its inputs (e.g. an ONNX Loop whose trip count is an input); bound it in the graph"
+        ) from None
+    except InferplexError as exc:
+        log.info("profiling %s: the model refused exercise inputs (fine): %s", name, exc.message)
 
 
 async def _fetch(files: FilesSource) -> dict[str, bytes]:
@@ -132,18 +164,20 @@ class ExecClock:
     instance's own compute time from its statistics extension, which leaves out
     transport and the client's event loop. Both Triton and the worker keep these."""
 
-    def __init__(self, driver: InstanceDriver, name: str, timing: str) -> None:
+    def __init__(self, driver: InstanceDriver, name: str, timing: str,
+                 timeout_s: float | None = None) -> None:
         if timing not in ("round_trip", "compute"):
             raise ValueError(f"timing must be 'round_trip' or 'compute', got {timing!r}")
-        self.driver, self.name, self.timing = driver, name, timing
+        self.driver, self.name, self.timing, self.timeout_s = driver, name, timing, timeout_s
         self._last_ns: int | None = None
 
     async def run(self, inputs: dict[str, np.ndarray], output_names: list[str] | None) -> float:
         if self.timing == "round_trip":
-            return (await self.driver.infer_arrays(self.name, inputs, output_names)).round_trip_s
+            return (await self.driver.infer_arrays(self.name, inputs, output_names,
+                                                   timeout_s=self.timeout_s)).round_trip_s
         if self._last_ns is None:
             self._last_ns = await self._read()
-        timing = await self.driver.infer_arrays(self.name, inputs, output_names)
+        timing = await self.driver.infer_arrays(self.name, inputs, output_names, timeout_s=self.timeout_s)
         now = await self._read()
         before, self._last_ns = self._last_ns, now
         if now is None or before is None or now <= before:
@@ -179,6 +213,7 @@ async def profile_model(
     loads: int = 3,
     max_seconds: float = 120.0,
     timing: str = "round_trip",
+    exec_timeout_s: float | None = None,
     keep_loaded: bool = False,
     progress: Progress | None = None,
     clock: Callable[[], float] = time.perf_counter,
@@ -192,7 +227,9 @@ async def profile_model(
     ``min_runs_per_batch`` until p50 and p99 move by less than ``stable_within``
     (relative) between chunks, ``runs_per_batch`` runs, or the batch's share of
     ``max_seconds`` is spent. Every batch size gets at least one chunk, so a
-    profile never lacks a requested size. ``timing`` is what an execution's time
+    profile never lacks a requested size. With ``exec_timeout_s``, every execution is
+    bounded by it, and the model is last run once on ``exercise`` inputs (see there),
+    bounded by EXERCISE_FACTOR times its measured p99 at the largest batch. ``timing`` is what an execution's time
     means (see ``ExecClock``); the predictor must be fed the same kind later.
     Unloads at the end unless ``keep_loaded``.
     """
@@ -205,7 +242,7 @@ async def profile_model(
     if sizes[0] < 1 or (sizes[-1] > max(1, max_batch)):
         raise InvalidArgument(f"batch sizes {sizes} must be within 1..{max(1, max_batch)} "
                               f"(the config's max_batch_size is {max_batch})")
-    exec_clock = ExecClock(driver, name, timing)
+    exec_clock = ExecClock(driver, name, timing, exec_timeout_s)
     rng = np.random.default_rng(seed)
     output_names = [o["name"] for o in config.get("output", []) if o.get("name")] or None
     started = clock()
@@ -251,7 +288,7 @@ async def profile_model(
             batch_deadline = clock() + remaining / (len(sizes) - k)
             inputs = synthetic_inputs(specs, batch, batched, rng)
             for _ in range(warmup):
-                await driver.infer_arrays(name, inputs, output_names)
+                await driver.infer_arrays(name, inputs, output_names, timeout_s=exec_timeout_s)
             exec_clock.reset()
             samples: list[float] = []
             prev: LatencyStats | None = None
@@ -267,6 +304,11 @@ async def profile_model(
             done_units += 1
             log.info("profiled %s batch %d: p50 %.6fs p99 %.6fs over %d runs", name, batch,
                      exec_stats[batch].p50_s, exec_stats[batch].p99_s, len(samples))
+        if exec_timeout_s is not None:
+            # far longer than the measured time is "runs as long as its inputs say"; short,
+            # because on a shared instance it holds everyone else's requests that long
+            bound = min(exec_timeout_s, max(EXERCISE_FACTOR * exec_stats[sizes[-1]].p99_s, EXERCISE_MIN_S))
+            await exercise(driver, name, specs, sizes[-1], batched, rng, output_names, bound)
         await report("done")
     finally:
         if loaded and not keep_loaded:

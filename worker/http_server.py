@@ -23,9 +23,10 @@ from kserve import compression, http_codec
 from kserve.asgi import read_body
 from kserve.errors import InferplexError, InvalidArgument, NotFound
 from kserve.jsonbody import check_nesting
+from kserve.tensors import TIMEOUT_HEADER
 from worker.config import to_json
 from worker.restricted import ProtocolRules
-from worker.service import LOAD_ENVELOPE_BYTES, TIMEOUT_HEADER, WorkerService, check_model_files
+from worker.service import LOAD_ENVELOPE_BYTES, WorkerService, check_model_files
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from kserve.errors import (
     PayloadTooLarge,
     Unavailable,
 )
-from kserve.tensors import InferRequest, InferResponse, Tensor
+from kserve.tensors import TIMEOUT_PARAMETER, InferRequest, InferResponse, Tensor
 from worker import config as cfg
 from worker.executor import Executor
 from worker.repository import IndexRow, LoadedModel, LoadedVersion, ModelRepository
@@ -35,11 +35,6 @@ EXTENSIONS = ["binary_tensor_data", "model_repository", "model_configuration", "
 # Response parameter: compute_input + compute_infer + compute_output ns of the batch that
 # served the request, the same numbers the statistics extension adds up. Triton sends none.
 COMPUTE_NS_PARAMETER = "inferplex_compute_ns"
-# Triton's request timeout (microseconds); here it bounds the execution, with the
-# transport's own deadline and --max-exec-time
-TIMEOUT_PARAMETER = "timeout"
-# HTTP has no deadline of its own: the control plane sends the time left in this header
-TIMEOUT_HEADER = "inferplex-timeout-ms"
 DEFAULT_MAX_EXEC_S = 10.0
 
 

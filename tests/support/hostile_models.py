@@ -288,9 +288,12 @@ def sparse_bomb(name: str = "sparse_bomb") -> Hostile:
 LOOP_WIDTH = 64
 
 
-def runaway_loop(name: str = "runaway_loop") -> Hostile:
+def runaway_loop(name: str = "runaway_loop", *, float_trips: bool = False) -> Hostile:
     """OUTPUT0 = (x -> tanh(x @ W)) applied TRIPS times: valid, verified, profiled in no time
-    with TRIPS = 0, and with TRIPS = 45,000,000 holds a core for minutes."""
+    with TRIPS = 0, and with TRIPS = 45,000,000 holds a core for minutes. With
+    ``float_trips`` the trip count is |TRIPS| of an FP32 input, cast: profiling's random
+    normal floats make it loop a few times only, so it also passes profiling's exercise
+    run (large integers); only the execution bound stops it."""
     w = (np.random.default_rng(7).standard_normal((LOOP_WIDTH, LOOP_WIDTH)) / 8).astype(np.float32)
     body = helper.make_graph(
         [helper.make_node("MatMul", ["state_in", "W"], ["product"]),
@@ -302,16 +305,22 @@ def runaway_loop(name: str = "runaway_loop") -> Hostile:
          helper.make_tensor_value_info("state_in", TensorProto.FLOAT, [1, LOOP_WIDTH])],
         [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
          helper.make_tensor_value_info("state_out", TensorProto.FLOAT, [1, LOOP_WIDTH])])
+    to_trips = ([helper.make_node("Abs", ["TRIPS"], ["abs_trips"]),
+                 helper.make_node("Cast", ["abs_trips"], ["int_trips"], to=TensorProto.INT64),
+                 helper.make_node("Squeeze", ["int_trips"], ["trips"])] if float_trips
+                else [helper.make_node("Squeeze", ["TRIPS"], ["trips"])])
+    trips_type = TensorProto.FLOAT if float_trips else TensorProto.INT64
     graph = helper.make_graph(
-        [helper.make_node("Squeeze", ["TRIPS"], ["trips"]),
+        [*to_trips,
          helper.make_node("Loop", ["trips", "keep_going", "INPUT0"], ["OUTPUT0"], body=body)],
         "runaway_loop",
-        [helper.make_tensor_value_info("TRIPS", TensorProto.INT64, [1]),
+        [helper.make_tensor_value_info("TRIPS", trips_type, [1]),
          helper.make_tensor_value_info("INPUT0", TensorProto.FLOAT, [1, LOOP_WIDTH])],
         [helper.make_tensor_value_info("OUTPUT0", TensorProto.FLOAT, [1, LOOP_WIDTH])],
         initializer=[numpy_helper.from_array(w, "W"),
                      numpy_helper.from_array(np.array(True), "keep_going")])
-    inputs = [{"name": "TRIPS", "data_type": "TYPE_INT64", "dims": [1]}, _fp32("INPUT0", [1, LOOP_WIDTH])]
+    inputs = [{"name": "TRIPS", "data_type": "TYPE_FP32" if float_trips else "TYPE_INT64", "dims": [1]},
+              _fp32("INPUT0", [1, LOOP_WIDTH])]
     return _onnx(name, graph, inputs, [_fp32("OUTPUT0", [1, LOOP_WIDTH])], None)
 
 

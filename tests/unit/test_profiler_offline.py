@@ -8,9 +8,11 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from kserve.errors import InvalidArgument, ResourceExhausted
+from kserve.errors import DeadlineExceeded, InvalidArgument, ResourceExhausted
 from placement.driver import InferTiming, InstanceDriver, InstanceInfo, ModelState
 from profiler.offline import (
+    EXERCISE_INT_MAX,
+    EXERCISE_MIN_S,
     compute_ns,
     default_batch_sizes,
     input_specs,
@@ -68,7 +70,8 @@ class FakeDriver(InstanceDriver):
         return {"model_stats": [entry]}
 
     async def infer_arrays(self, name: str, inputs: dict[str, np.ndarray],
-                           output_names: list[str] | None = None) -> InferTiming:
+                           output_names: list[str] | None = None,
+                           timeout_s: float | None = None) -> InferTiming:
         assert name in self.loaded
         self.n_infer += 1
         if self.fail_infer_at is not None and self.n_infer >= self.fail_infer_at:
@@ -268,8 +271,9 @@ class ComputeReporting(FakeDriver):
         self.compute_ns = 0
 
     async def infer_arrays(self, name: str, inputs: dict[str, np.ndarray],
-                           output_names: list[str] | None = None) -> InferTiming:
-        timing = await super().infer_arrays(name, inputs, output_names)
+                           output_names: list[str] | None = None,
+                           timeout_s: float | None = None) -> InferTiming:
+        timing = await super().infer_arrays(name, inputs, output_names, timeout_s)
         self.compute_ns += round(timing.round_trip_s * 0.4e9)
         return timing
 
@@ -298,3 +302,59 @@ async def test_compute_timing_falls_back_to_round_trip_without_statistics() -> N
     assert prof.exec[2].p50_s == pytest.approx(0.002)
     with pytest.raises(ValueError, match="timing"):
         await profile_model(driver, "m", _config(2), FILES, clock=driver.clock, timing="wall")
+
+
+class LoopDriver(FakeDriver):
+    """A model whose running time is its integer input 'n' (microseconds per unit), stopped
+    like an inferplex worker stops it past ``timeout_s``."""
+
+    def __init__(self) -> None:
+        super().__init__(Clock())
+        self.timeouts: list[float | None] = []
+
+    async def infer_arrays(self, name: str, inputs: dict[str, np.ndarray],
+                           output_names: list[str] | None = None,
+                           timeout_s: float | None = None) -> InferTiming:
+        self.timeouts.append(timeout_s)
+        took = 1e-4 + float(inputs["n"].max()) * 1e-6
+        if timeout_s is not None and took > timeout_s:
+            raise DeadlineExceeded("execution of model 'm' was stopped at its deadline")
+        self.clock.t += took
+        return InferTiming(outputs={}, round_trip_s=took)
+
+
+def _loop_config() -> dict[str, Any]:
+    return {"name": "m", "max_batch_size": 0,
+            "input": [{"name": "n", "data_type": "TYPE_INT64", "dims": [1]}],
+            "output": [{"name": "y", "data_type": "TYPE_FP32", "dims": [1]}]}
+
+
+async def test_a_model_whose_time_its_integer_inputs_control_is_refused_by_the_exercise_run() -> None:
+    driver = LoopDriver()
+    with pytest.raises(InvalidArgument, match="ran past .* the model's running time must not be controlled"):
+        await profile_model(driver, "m", _loop_config(), FILES, warmup=0, min_runs_per_batch=5,
+                            loads=1, clock=driver.clock, exec_timeout_s=5.0)
+    # every execution was bounded; the exercise run by 10x the measured time, at least 50 ms
+    assert all(t is not None for t in driver.timeouts)
+    assert driver.timeouts[-1] == pytest.approx(EXERCISE_MIN_S)
+    assert not driver.loaded  # unloaded although the profile failed
+
+
+async def test_a_model_that_merely_rejects_exercise_inputs_is_profiled() -> None:
+    """An embedding's index input refuses large values: that is the model's right."""
+    driver = LoopDriver()
+    original = driver.infer_arrays
+    refused: list[int] = []
+
+    async def embedding(name: str, inputs: dict[str, np.ndarray], output_names: list[str] | None = None,
+                        timeout_s: float | None = None) -> InferTiming:
+        if inputs["n"].max() >= 1000:
+            refused.append(int(inputs["n"].max()))
+            raise InvalidArgument("index out of range")
+        return await original(name, inputs, output_names, timeout_s)
+
+    driver.infer_arrays = embedding  # type: ignore[method-assign]
+    prof = await profile_model(driver, "m", _loop_config(), FILES, warmup=0, min_runs_per_batch=5,
+                               loads=1, clock=driver.clock, exec_timeout_s=5.0)
+    assert list(prof.exec) == [1]
+    assert len(refused) == 1 and refused[0] >= EXERCISE_INT_MAX // 2  # the exercise run, refused
