@@ -38,9 +38,9 @@ def test_restart_keeps_tenants_keys_and_models_and_serves_them_again(tmp_path: P
 
 def test_bad_uploads_are_refused_and_a_model_that_fits_nowhere_gets_503(tmp_path: Path) -> None:
     env = {"INFERPLEX_MAX_UPLOAD_BYTES": str(20 << 20), "INFERPLEX_PROFILE_ON_UPLOAD": "false"}
-    # 8 MiB budget: the simple model (measured ~1.3 MB resident) loads; the wide model's
-    # 16 MiB file fits the upload limit but its estimate (twice the file) fits no worker
-    with running_up(tmp_path / "data", tmp_path / "up.log", workers=1, worker_memory="8MiB", env=env) as cp:
+    # 24 MiB budget: the simple model (its host process measured ~11 MB private) loads; the
+    # wide model's 16 MiB file fits the upload limit but its estimate (twice the file) fits no worker
+    with running_up(tmp_path / "data", tmp_path / "up.log", workers=1, worker_memory="24MiB", env=env) as cp:
         key = cp.create_tenant("acme")
         refusals = {
             "corrupt": (models.corrupt_onnx(), {}, "ONNX"),

@@ -21,8 +21,11 @@ from tests.support import hostile_models, models
 from tests.support.procs import wait_until
 from tests.support.worker import TEST_CREDENTIAL, WorkerProcess, run_worker
 
-LOOP = "acme__loop"
+LOOP = "acme__loop"  # ONNX: the runtime stops itself at the deadline (RunOptions.terminate)
+LOOP_PT = "acme__loop_pt"  # TorchScript: cannot be interrupted, its host is killed and restarted
 OTHER = "globex__simple"
+# per model: (trips input, its datatype, state input, output)
+IO = {LOOP: ("TRIPS", "INPUT0", "OUTPUT0"), LOOP_PT: ("INPUT__0", "INPUT__1", "OUTPUT__0")}
 
 
 @pytest.fixture(scope="module")
@@ -30,25 +33,27 @@ def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
     root: Path = tmp_path_factory.mktemp("bounded")
     with run_worker(root, "--memory-budget", "4GiB", "--max-exec-time", "20",
                     credential=TEST_CREDENTIAL) as w:
-        artifact = hostile_models.runaway_loop(LOOP).artifact
         with grpcclient.InferenceServerClient(w.grpc_url) as client:
-            client.load_model(LOOP, config=json.dumps(artifact.config), files=artifact.files(),
-                              headers=w.grpc_headers())
+            for name, hostile in ((LOOP, hostile_models.runaway_loop(LOOP)),
+                                  (LOOP_PT, hostile_models.runaway_torchscript(LOOP_PT))):
+                client.load_model(name, config=json.dumps(hostile.artifact.config),
+                                  files=hostile.artifact.files(), headers=w.grpc_headers())
         w.ensure_model(OTHER, "simple")
         yield w
 
 
-def _loop_inputs(module, trips: int) -> list:
-    m = module.InferInput("TRIPS", [1], "INT64")
+def _loop_inputs(module, trips: int, model: str = LOOP) -> list:
+    trips_name, state_name, _ = IO[model]
+    m = module.InferInput(trips_name, [1], "INT64")
     m.set_data_from_numpy(np.array([trips], np.int64))
-    x = module.InferInput("INPUT0", [1, 64], "FP32")
+    x = module.InferInput(state_name, [1, 64], "FP32")
     x.set_data_from_numpy(np.full((1, 64), 0.5, np.float32))
     return [m, x]
 
 
-def _infer_loop_grpc(w: WorkerProcess, trips: int, timeout_us: int | None = None):
+def _infer_loop_grpc(w: WorkerProcess, trips: int, timeout_us: int | None = None, model: str = LOOP):
     with grpcclient.InferenceServerClient(w.grpc_url) as client:
-        return client.infer(LOOP, _loop_inputs(grpcclient, trips), timeout=timeout_us,
+        return client.infer(model, _loop_inputs(grpcclient, trips, model), timeout=timeout_us,
                             headers=w.grpc_headers())
 
 
@@ -65,24 +70,27 @@ def _index_row(w: WorkerProcess, name: str) -> dict:
     return next(r for r in rows if r["name"] == name)
 
 
-def _serving_again(w: WorkerProcess) -> bool:
-    return _index_row(w, LOOP).get("state") == "READY"
+def _serving_again(w: WorkerProcess, model: str = LOOP) -> bool:
+    return _index_row(w, model).get("state") == "READY"
 
 
-def test_a_normal_execution_of_the_loop_model_answers(worker: WorkerProcess) -> None:
-    out = _infer_loop_grpc(worker, 3).as_numpy("OUTPUT0")
+@pytest.mark.parametrize("model", [LOOP, LOOP_PT])
+def test_a_normal_execution_of_the_loop_model_answers(worker: WorkerProcess, model: str) -> None:
+    out = _infer_loop_grpc(worker, 3, model=model).as_numpy(IO[model][2])
     assert out.shape == (1, 64) and np.all(np.isfinite(out))
 
 
+@pytest.mark.parametrize("model", [LOOP, LOOP_PT])
 def test_a_runaway_execution_is_stopped_at_its_deadline_and_others_keep_being_served(
-        worker: WorkerProcess) -> None:
+        worker: WorkerProcess, model: str) -> None:
     other_results: list[np.ndarray] = []
+    hosts_before = set(_host_pids(worker.proc.popen.pid))
     started = time.monotonic()
     with pytest.raises(InferenceServerException) as caught:
         blocker = threading.Thread(target=lambda: other_results.append(_infer_other(worker)))
         timer = threading.Timer(0.1, blocker.start)  # the other tenant arrives mid-runaway
         timer.start()
-        _infer_loop_grpc(worker, 10**12, timeout_us=400_000)
+        _infer_loop_grpc(worker, 10**12, timeout_us=400_000, model=model)
     elapsed = time.monotonic() - started
     timer.join()
     blocker.join(30)
@@ -92,8 +100,11 @@ def test_a_runaway_execution_is_stopped_at_its_deadline_and_others_keep_being_se
     assert elapsed < 0.4 + 2.0
     a = np.arange(16, dtype=np.int32).reshape(1, 16)
     assert len(other_results) == 1 and np.array_equal(other_results[0], a + a)
-    wait_until(lambda: _serving_again(worker), 60, "the stopped model restarted")
-    assert _infer_loop_grpc(worker, 2).as_numpy("OUTPUT0").shape == (1, 64)
+    wait_until(lambda: _serving_again(worker, model), 60, "the stopped model serving again")
+    assert _infer_loop_grpc(worker, 2, model=model).as_numpy(IO[model][2]).shape == (1, 64)
+    replaced = hosts_before - set(_host_pids(worker.proc.popen.pid))
+    # ONNX Runtime ends the run itself and keeps the model; libtorch's host had to be killed
+    assert len(replaced) == (0 if model == LOOP else 1), replaced
 
 
 def test_the_http_deadline_header_bounds_an_execution_too(worker: WorkerProcess) -> None:

@@ -324,6 +324,35 @@ def runaway_loop(name: str = "runaway_loop", *, float_trips: bool = False) -> Ho
     return _onnx(name, graph, inputs, [_fp32("OUTPUT0", [1, LOOP_WIDTH])], None)
 
 
+def runaway_torchscript(name: str = "runaway_torchscript") -> Hostile:
+    """The same runaway in TorchScript (INPUT__0 = trips, INPUT__1 = state): verified (pure
+    tensor ops in a loop), and libtorch cannot be interrupted, so only killing its host
+    stops it."""
+    import torch
+
+    class Runaway(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.randn(LOOP_WIDTH, LOOP_WIDTH) / 8, requires_grad=False)
+
+        def forward(self, trips: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+            for _ in range(int(trips[0])):
+                x = torch.tanh(x @ self.w)
+            return x
+
+    buf = io.BytesIO()
+    torch.jit.save(torch.jit.script(Runaway()), buf)
+    config = {"name": name, "platform": "pytorch_libtorch", "max_batch_size": 0,
+              "input": [{"name": "INPUT__0", "data_type": "TYPE_INT64", "dims": [1]},
+                        {"name": "INPUT__1", "data_type": "TYPE_FP32", "dims": [1, LOOP_WIDTH]}],
+              "output": [{"name": "OUTPUT__0", "data_type": "TYPE_FP32", "dims": [1, LOOP_WIDTH]}]}
+    upload = {"inputs": [{"name": "INPUT__0", "datatype": "INT64", "dims": [1]},
+                         {"name": "INPUT__1", "datatype": "FP32", "dims": [1, LOOP_WIDTH]}],
+              "outputs": [{"name": "OUTPUT__0", "datatype": "FP32", "dims": [1, LOOP_WIDTH]}],
+              "max_batch_size": 0}
+    return Hostile(ModelArtifact(config, "model.pt", buf.getvalue()), None, upload)
+
+
 def torchscript_corpus(victim: str) -> list[Hostile]:
     """Every TorchScript attack, aimed at the file ``victim``."""
     return [read_file(victim), write_file(victim), save_file(victim), network(), spawn_process(),

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import math
+import threading
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
-from kserve.errors import InvalidArgument
+from kserve.errors import DeadlineExceeded, InvalidArgument
 from worker.config import ModelSpec
 from worker.runtimes.base import Runtime
 
@@ -41,6 +45,8 @@ class OnnxRuntime(Runtime):
                 f"failed to load '{spec.name}': onnxruntime could not create a session: {exc}"
             ) from None
         self._ort = ort
+        self._name = spec.name
+        self._watchdog = _Watchdog()
         self._bf16_in = {t.name for t in spec.inputs if t.datatype == "BF16"}
         # numpy cannot hold a bfloat16 result: BF16 outputs need run_with_ort_values, which
         # takes OrtValues only, and ORT makes no OrtValue from a string array
@@ -71,9 +77,23 @@ class OnnxRuntime(Runtime):
         return feed
 
     def infer(self, prepared: Any, output_names: list[str], deadline_ns: int | None = None) -> Any:
+        if deadline_ns is None:
+            return self._run(output_names, prepared, None)
+        options = self._ort.RunOptions()
+        with self._watchdog.guard(options, deadline_ns):
+            try:
+                return self._run(output_names, prepared, options)
+            except Exception:
+                if options.terminate:
+                    raise DeadlineExceeded(
+                        f"execution of model '{self._name}' was stopped at its deadline; the model "
+                        "must finish within its latency target") from None
+                raise
+
+    def _run(self, output_names: list[str], feed: Any, options: Any) -> Any:
         if self._bf16_out:
-            return self.session.run_with_ort_values(output_names, prepared)
-        return self.session.run(output_names, prepared)
+            return self.session.run_with_ort_values(output_names, feed, options)
+        return self.session.run(output_names, feed, options)
 
     def collect(self, raw: Any, output_names: list[str]) -> dict[str, np.ndarray]:
         if self._bf16_out:
@@ -98,6 +118,45 @@ class OnnxRuntime(Runtime):
 
     def close(self) -> None:
         del self.session
+
+
+class _Watchdog:
+    """Sets an execution's RunOptions.terminate at its deadline: ONNX Runtime checks it
+    between kernels (a Loop's iterations included) and ends the run with an error, so
+    the model stays loaded. One thread for the runtime's life, not one per execution."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._current: tuple[Any, int] | None = None
+        self._thread: threading.Thread | None = None
+
+    @contextlib.contextmanager
+    def guard(self, options: Any, deadline_ns: int) -> Iterator[None]:
+        with self._cond:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._watch, name="ort-watchdog", daemon=True)
+                self._thread.start()
+            self._current = (options, deadline_ns)
+            self._cond.notify()
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._current = None
+
+    def _watch(self) -> None:
+        with self._cond:
+            while True:
+                if self._current is None:
+                    self._cond.wait()
+                    continue
+                options, deadline_ns = self._current
+                left = (deadline_ns - time.monotonic_ns()) / 1e9
+                if left <= 0:
+                    options.terminate = True
+                    self._current = None
+                else:
+                    self._cond.wait(left)
 
 
 def _as_text(name: str, array: np.ndarray) -> np.ndarray:

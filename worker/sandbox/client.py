@@ -206,7 +206,8 @@ class ModelHost(Runtime):
             if sock is None:
                 raise Unavailable(self.unavailable_reason or f"model '{self.name}' is not loaded")
             try:
-                wire.send(sock, {"op": "run", "inputs": descs, "outputs": output_names}, buffers)
+                wire.send(sock, {"op": "run", "inputs": descs, "outputs": output_names,
+                                 "deadline_ns": deadline_ns}, buffers)
                 wait_s = None if deadline_ns is None else (deadline_ns - time.monotonic_ns()) / 1e9 + self.margin_s
                 if not _readable(sock, wait_s):
                     self._stop_runaway(wait_s or 0.0)
@@ -216,23 +217,34 @@ class ModelHost(Runtime):
                 self._restart_later(f"model '{self.name}' is restarting: its host failed ({exc})")
                 raise Internal(f"inference failed for model '{self.name}': its runtime process "
                                "ended unexpectedly; it is being restarted") from None
+            if header.get("status") == "DeadlineExceeded":  # the runtime stopped itself in time
+                self._count_stop()
+                raise DeadlineExceeded(str(header.get("error", "")))
         if not header.get("ok"):
             raise _ERRORS.get(str(header.get("status")), Internal)(str(header.get("error", "")))
         self.stops_in_a_row = 0
         return header, payload
 
-    def _stop_runaway(self, waited_s: float) -> None:
-        """Kill the host of an execution past its deadline (holding the lock)."""
-        self._drop()
+    def _count_stop(self) -> bool:
+        """One more execution stopped at its deadline (holding the lock); True once that
+        quarantines the model."""
         self.stops_in_a_row += 1
+        if self.stops_in_a_row < self.quarantine_after:
+            return False
+        self.quarantined = True
+        self.unavailable_reason = (
+            f"model '{self.name}' is quarantined: {self.stops_in_a_row} executions in a row were "
+            "stopped at their deadline; make it finish within its latency target and load it again")
+        log.warning("%s", self.unavailable_reason)
+        self._drop()
+        return True
+
+    def _stop_runaway(self, waited_s: float) -> None:
+        """Kill the host of an execution past its deadline and margin, one its runtime
+        could not stop itself (holding the lock)."""
+        self._drop()
         limit_ms = max(waited_s, 0.0) * 1000
-        if self.stops_in_a_row >= self.quarantine_after:
-            self.quarantined = True
-            self.unavailable_reason = (
-                f"model '{self.name}' is quarantined: {self.stops_in_a_row} executions in a row were "
-                "stopped at their deadline; make it finish within its latency target and load it again")
-            log.warning("%s", self.unavailable_reason)
-        else:
+        if not self._count_stop():
             self._restart_later(f"model '{self.name}' is restarting: its last execution was stopped "
                                 "at its deadline; retry shortly")
         raise DeadlineExceeded(

@@ -179,7 +179,8 @@ class _Loaded:
                 arrays = wire.decode_tensors(header.get("inputs"), payload, self.in_types)
                 names = [n for n in header.get("outputs", []) if n in self.out_types]
                 t0 = time.monotonic_ns()
-                outputs = self.runtime.run(arrays, names)
+                deadline = header.get("deadline_ns")
+                outputs = self.runtime.run(arrays, names, deadline if isinstance(deadline, int) else None)
                 compute_ns = time.monotonic_ns() - t0
                 del arrays, payload
                 descs, buffers = wire.encode_tensors(outputs, self.out_types)
