@@ -22,6 +22,7 @@ from kserve.http_connections import (
     DEFAULT_MAX_HEADER_BYTES,
     BoundedConfig,
 )
+from kserve.jsonbody import MAX_JSON_VALUES, JsonBound
 from worker import registration, restricted
 from worker.affinity import parse_cpus, pin_to
 from worker.demo import simple_model
@@ -30,6 +31,7 @@ from worker.memory import MemoryBudget, physical_memory_bytes, size_arg, steady_
 from worker.repository import ModelRepository
 from worker.restricted import Restrictions
 from worker.sandbox.client import HostLimits
+from worker.sandbox.confine import SandboxUnavailable
 from worker.service import DEFAULT_MAX_EXEC_S, ServerInfo, WorkerService
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,7 @@ class WorkerOptions:
     device: str = "cpu"
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     max_model_bytes: int = DEFAULT_MAX_MODEL_BYTES
+    max_json_values: int = MAX_JSON_VALUES
     grpc_server: str = "threads"
     instance_id: str = ""  # what it registers and logs under (registration.instance_id)
     demo: bool = False
@@ -94,6 +97,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-model-bytes", type=size_arg, default=DEFAULT_MAX_MODEL_BYTES,
                    help="largest repository load accepted: the gRPC message, or the HTTP body with its "
                         "files base64-encoded, allowed 4/3 of this (default 1GiB)")
+    p.add_argument("--max-json-values", type=int, default=MAX_JSON_VALUES, metavar="N",
+                   help="most values (array elements, object keys and values) the JSON part of an HTTP "
+                        f"request may hold, counted before it is parsed (default {MAX_JSON_VALUES}); binary "
+                        "tensor data is not counted")
     p.add_argument("--grpc-server", choices=["threads", "aio"], default="threads",
                    help="threads (default): grpc's sync server, handler threads hand batches straight to the "
                         "executor; aio: grpc.aio on the event loop (slower per call, kept for comparison)")
@@ -128,6 +135,7 @@ def options_from_args(args: argparse.Namespace) -> WorkerOptions:
         memory_budget=args.memory_budget, threads=args.threads, model_repository=args.model_repository,
         model_control_mode=args.model_control_mode, load_models=list(args.load_model), device=args.device,
         max_request_bytes=args.max_request_bytes, max_model_bytes=args.max_model_bytes,
+        max_json_values=args.max_json_values,
         grpc_server=args.grpc_server, instance_id=registration.instance_id(args), demo=args.demo,
         header_timeout_s=args.header_timeout, max_header_bytes=args.max_header_bytes,
         restrictions=restricted.restrictions_from_args(args),
@@ -146,8 +154,8 @@ def run(args: argparse.Namespace) -> int:
     registration.attach(args, options)
     if options.threads < 1:
         raise SystemExit("--threads must be at least 1")
-    if options.header_timeout_s <= 0 or options.max_header_bytes <= 0:
-        raise SystemExit("--header-timeout and --max-header-bytes must be positive")
+    if options.header_timeout_s <= 0 or options.max_header_bytes <= 0 or options.max_json_values <= 0:
+        raise SystemExit("--header-timeout, --max-header-bytes and --max-json-values must be positive")
     if options.model_control_mode == "none" and options.model_repository is None:
         raise SystemExit("--model-control-mode none needs --model-repository")
     try:
@@ -208,7 +216,8 @@ async def serve(options: WorkerOptions) -> None:
                                options.max_model_bytes, options.grpc_server, rules.grpc)
     await grpc_server.start()
     http = uvicorn.Server(BoundedConfig(
-        WorkerHttpApp(service, options.max_request_bytes, options.max_model_bytes, rules.http),
+        WorkerHttpApp(service, options.max_request_bytes, options.max_model_bytes, rules.http,
+                      JsonBound(options.max_json_values, "--max-json-values")),
         host=options.host, port=options.http_port,
         log_level="warning", access_log=False, lifespan="off", timeout_keep_alive=75,
         header_timeout_s=options.header_timeout_s, max_header_bytes=options.max_header_bytes,
@@ -219,6 +228,12 @@ async def serve(options: WorkerOptions) -> None:
         signal.signal(sig, lambda *_: None)
     http_task = asyncio.create_task(http.serve())
     try:
+        try:
+            await asyncio.to_thread(service.repository.zygote.start)
+        except SandboxUnavailable as exc:
+            log.error("%s: this machine cannot confine tenants' models, so the worker will not run "
+                      "them (it needs seccomp; Landlock is used where the kernel has it)", exc)
+            raise SystemExit(2) from None
         await _startup_loads(service, options)
         service.ready = True
         for hook in options.on_ready:

@@ -194,3 +194,19 @@ def test_statistics_report_each_models_accounted_memory_like_triton(worker: Work
     assert sum(u[0]["byte_size"] for u in usage.values()) == charged
     assert sum(m.byte_size for s in grpc_stats.model_stats for m in s.memory_usage) == charged
     assert {m.type for s in grpc_stats.model_stats for m in s.memory_usage} == {"CPU"}
+
+
+def test_onnx_external_data_sent_with_the_model_is_read_into_its_sandboxed_host(worker: WorkerProcess) -> None:
+    """The host reads the version folder before it confines itself and inlines the weights:
+    a confined process could not open weights.bin itself."""
+    config, _ = models.bad_model_files("external_ok", b"")
+    weights = np.array([1, 2, 3, 4], np.float32)
+    files = {"file:1/model.onnx": models.onnx_external_data("weights.bin"),
+             "file:1/weights.bin": weights.tobytes()}
+    with grpcclient.InferenceServerClient(worker.grpc_url) as client:
+        client.load_model("external_ok", config=json.dumps(config), files=files)
+        x = grpcclient.InferInput("INPUT0", [2, 4], "FP32")
+        x.set_data_from_numpy(np.ones((2, 4), np.float32))
+        out = client.infer("external_ok", [x]).as_numpy("OUTPUT0")
+        client.unload_model("external_ok")
+    np.testing.assert_array_equal(out, np.ones((2, 4), np.float32) + weights)

@@ -108,14 +108,15 @@ class Proc:
 
     def wait_ready(self, condition: Callable[[], bool], timeout_s: float = 60.0, what: str = "process") -> None:
         def check() -> bool:
-            if not self.alive():
-                raise RuntimeError(f"{what} exited with {self.popen.returncode}:\n{self.log()[-4000:]}")
-            return condition()
+            # an exit ends the wait (wait_until treats a raising condition as "not yet")
+            return not self.alive() or condition()
 
         try:
             wait_until(check, timeout_s, what)
         except TimeoutError as exc:
             raise TimeoutError(f"{exc}\n--- log ---\n{self.log()[-4000:]}") from None
+        if not self.alive():
+            raise RuntimeError(f"{what} exited with {self.popen.returncode}:\n{self.log()[-4000:]}")
 
     def signal(self, sig: int) -> None:
         if self.alive():

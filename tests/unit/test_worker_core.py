@@ -16,7 +16,7 @@ from tests.support import models
 from tests.support.kserve_client_codec import tensor
 from worker import config as cfg
 from worker.memory import MemoryBudget, parse_bytes, size_arg
-from worker.runtimes.safety import check_onnx, check_torchscript
+from worker.runtimes.safety import check_torchscript, load_onnx
 from worker.validation import check_request
 
 
@@ -170,28 +170,27 @@ def test_torchscript_archive_passes_the_check(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("location", ["../../etc/passwd", "/etc/passwd", "sub/../../x"])
-def test_onnx_external_data_outside_the_folder_is_refused(tmp_path: Path, location: str) -> None:
-    path = tmp_path / "1" / "model.onnx"
-    path.parent.mkdir()
-    path.write_bytes(models.onnx_external_data(location))
+def test_onnx_external_data_outside_the_folder_is_refused(location: str) -> None:
     with pytest.raises(InvalidArgument, match="outside the model's folder"):
-        check_onnx(path, "m")
+        load_onnx({"model.onnx": models.onnx_external_data(location)}, "model.onnx", "m")
 
 
-def test_onnx_external_data_inside_the_folder_must_exist(tmp_path: Path) -> None:
-    path = tmp_path / "model.onnx"
-    path.write_bytes(models.onnx_external_data("weights.bin"))
+def test_onnx_external_data_inside_the_folder_must_exist_and_is_inlined() -> None:
+    files = {"model.onnx": models.onnx_external_data("weights.bin")}
     with pytest.raises(InvalidArgument, match="was not provided"):
-        check_onnx(path, "m")
-    (tmp_path / "weights.bin").write_bytes(np.ones(4, np.float32).tobytes())
-    check_onnx(path, "m")
+        load_onnx(files, "model.onnx", "m")
+    files["weights.bin"] = np.arange(4, dtype=np.float32).tobytes()
+    model, inlined = load_onnx(files, "model.onnx", "m")
+    assert inlined
+    from onnx import numpy_helper
+
+    weights = [numpy_helper.to_array(t) for t in model.graph.initializer]
+    assert any(np.array_equal(w.reshape(-1), np.arange(4, dtype=np.float32)) for w in weights)
 
 
-def test_corrupt_onnx_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "model.onnx"
-    path.write_bytes(models.corrupt_onnx())
+def test_corrupt_onnx_is_refused() -> None:
     with pytest.raises(InvalidArgument, match="not a valid ONNX model"):
-        check_onnx(path, "m")
+        load_onnx({"model.onnx": models.corrupt_onnx()}, "model.onnx", "m")
 
 
 def test_size_arg_makes_a_bad_size_a_usage_error() -> None:

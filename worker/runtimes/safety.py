@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 import os
 import zipfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 from kserve.errors import InvalidArgument
@@ -61,43 +61,49 @@ def check_torchscript_bytes(data: bytes, model_name: str, filename: str = "model
         )
 
 
-def _all_tensors(model: Any) -> Any:
-    from onnx.external_data_helper import _get_all_tensors
-
-    return _get_all_tensors(model)
-
-
-def check_onnx(path: Path, model_name: str) -> Any:
-    """Parse, refuse escaping external data, run onnx.checker; returns the ModelProto
-    (external data not loaded)."""
+def load_onnx(files: dict[str, bytes], filename: str, model_name: str) -> tuple[Any, bool]:
+    """Parse ``files[filename]`` (paths relative to the version folder), refuse external
+    data outside that folder or not among ``files``, inline what it references and run
+    onnx.checker. Returns (ModelProto, whether external data was inlined). Works on bytes
+    only: a model host reads its files before it confines itself."""
     import onnx
     from onnx import TensorProto
+    from onnx.external_data_helper import _get_all_tensors
 
     try:
-        model = onnx.load(str(path), load_external_data=False)
+        model = onnx.load_from_string(files[filename])
     except Exception as exc:  # DecodeError and friends: the bytes are not a model
         raise InvalidArgument(
-            f"failed to load '{model_name}': '{path.name}' is not a valid ONNX model ({exc.__class__.__name__}: {exc})"
+            f"failed to load '{model_name}': '{filename}' is not a valid ONNX model ({exc.__class__.__name__}: {exc})"
         ) from None
-    folder = path.parent.resolve()
-    for tensor in _all_tensors(model):
+    base = PurePosixPath(filename).parent
+    inlined = False
+    for tensor in _get_all_tensors(model):
         if tensor.data_location != TensorProto.EXTERNAL:
             continue
-        location = next((e.value for e in tensor.external_data if e.key == "location"), "")
-        target = (folder / location).resolve()
-        if not location or os.path.isabs(location) or not target.is_relative_to(folder):
+        info = {e.key: e.value for e in tensor.external_data}
+        location = info.get("location", "")
+        rel = PurePosixPath(os.path.normpath((base / location).as_posix())) if location else None
+        if rel is None or location.startswith("/") or rel.parts[:1] == ("..",):
             raise InvalidArgument(
                 f"failed to load '{model_name}': tensor '{tensor.name}' has external data at "
                 f"{location!r}, outside the model's folder; external data files must be uploaded "
                 "with the model (as file:<version>/<name>) and referenced by a relative path inside it"
             )
-        if not target.is_file():
+        data = files.get(rel.as_posix())
+        if data is None:
             raise InvalidArgument(
                 f"failed to load '{model_name}': tensor '{tensor.name}' needs external data file "
                 f"{location!r}, which was not provided; upload it as file:<version>/{location}"
             )
+        offset = int(info.get("offset", 0) or 0)
+        length = int(info.get("length", 0) or 0) or len(data) - offset
+        tensor.raw_data = data[offset:offset + length]
+        del tensor.external_data[:]
+        tensor.data_location = TensorProto.DEFAULT
+        inlined = True
     try:
-        onnx.checker.check_model(str(path))
+        onnx.checker.check_model(model)
     except Exception as exc:
         raise InvalidArgument(f"failed to load '{model_name}': ONNX model check failed: {exc}") from None
-    return model
+    return model, inlined

@@ -18,6 +18,7 @@ from kserve.errors import InvalidArgument
 from worker.config import ModelSpec
 from worker.runtimes.base import Runtime
 from worker.runtimes.safety import check_torchscript_bytes
+from worker.runtimes.verify import verify_torchscript, verify_torchscript_archive
 
 _SUPPORTED = {"BOOL", "UINT8", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64"}
 
@@ -33,6 +34,7 @@ class TorchScriptRuntime(Runtime):
                 f"TorchScript runtime does not support; use one of {sorted(_SUPPORTED)} or ONNX"
             )
         check_torchscript_bytes(source, spec.name)
+        verify_torchscript_archive(source, spec.name)  # what would run inside torch.jit.load
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise InvalidArgument(f"device {device} asked for, but torch sees no CUDA device; run with --device cpu")
         if torch.get_num_threads() != threads:
@@ -43,6 +45,7 @@ class TorchScriptRuntime(Runtime):
             raise InvalidArgument(
                 f"failed to load '{spec.name}': torch.jit.load could not read the archive: {exc}"
             ) from None
+        verify_torchscript(self.module, spec.name)  # every operation the program can run
         self._torch = torch
         self._device = torch.device(device)
         self._input_order = [t.name for t in spec.inputs]

@@ -11,6 +11,7 @@ again: it stays unavailable with that reason until it is loaded anew.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import select
@@ -28,6 +29,7 @@ import numpy as np
 from kserve.errors import DeadlineExceeded, InferplexError, Internal, InvalidArgument, Unavailable
 from worker.runtimes.base import Runtime
 from worker.sandbox import wire
+from worker.sandbox.confine import SandboxUnavailable
 from worker.sandbox.zygote import recv_with_fd, send_with_fd
 
 log = logging.getLogger(__name__)
@@ -44,6 +46,7 @@ class Zygote:
         self._lock = threading.Lock()
         self._proc: subprocess.Popen[bytes] | None = None
         self._ctl: socket.socket | None = None
+        self.landlock_abi = 0
 
     def _ensure(self) -> socket.socket:
         if self._proc is not None and self._proc.poll() is None and self._ctl is not None:
@@ -59,15 +62,26 @@ class Zygote:
         theirs.close()
         ours.settimeout(_ZYGOTE_START_S)
         try:
-            ours.recv(64)  # {"ready": true} once the runtimes are imported
-        except (TimeoutError, OSError) as exc:
+            # once the runtimes are imported and a throwaway child could confine itself
+            hello = json.loads(ours.recv(4096) or b"{}")
+        except (TimeoutError, OSError, ValueError) as exc:
+            hello = {"error": f"{exc.__class__.__name__}: {exc}"}
+        if not hello.get("ready"):
             ours.close()
             self._stop()
-            raise Unavailable(f"the worker's model sandbox did not start: {exc}") from None
+            raise SandboxUnavailable(f"the worker's model sandbox did not start: {hello.get('error')}")
         ours.settimeout(30.0)
         self._ctl = ours
-        log.info("model sandbox zygote started (pid %d)", self._proc.pid)
+        self.landlock_abi = int(hello.get("landlock_abi", 0))
+        log.info("model sandbox started (zygote pid %d): seccomp filter, Landlock ABI %s",
+                 self._proc.pid, self.landlock_abi or "unavailable (seccomp only)")
         return ours
+
+    def start(self) -> None:
+        """Start the zygote now (the worker does at start-up, so the first load is fast);
+        raises SandboxUnavailable where model hosts cannot be confined."""
+        with self._lock:
+            self._ensure()
 
     def spawn(self, request: dict[str, Any]) -> tuple[socket.socket, int, int]:
         """A new host for ``request``: (its socket, its pidfd, its pid)."""

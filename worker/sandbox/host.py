@@ -18,7 +18,7 @@ import signal
 import socket
 import sys
 import time
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,11 +27,10 @@ from kserve.datatypes import V2_TO_NUMPY
 from kserve.errors import InferplexError, InvalidArgument
 from worker import config as cfg
 from worker.runtimes import Runtime, import_runtime, open_runtime
+from worker.runtimes.safety import load_onnx
 from worker.runtimes.verify import (
     tensor_bound,
     verify_onnx,
-    verify_torchscript,
-    verify_torchscript_archive,
 )
 from worker.sandbox import wire
 from worker.sandbox.confine import address_space_bytes, confine
@@ -147,11 +146,8 @@ class _Loaded:
             source = files[filename]
         del files
         spec = cfg.spec_of(config)
-        if platform == cfg.TORCHSCRIPT:
-            verify_torchscript_archive(source, name)  # what would run inside torch.jit.load
+        # TorchScript is verified by its runtime, before and after torch.jit.load
         runtime = open_runtime(source, spec, request["device"], int(request["threads"]))
-        if platform == cfg.TORCHSCRIPT:
-            verify_torchscript(runtime.module, name)  # type: ignore[attr-defined]
         del source
         _warm_up(runtime, spec)
         return cls(request, config, spec, runtime, smaps_fd)
@@ -200,46 +196,7 @@ class _Loaded:
 def _onnx_source(files: dict[str, bytes], filename: str, config: Any, name: str) -> bytes:
     """The model with its external data inlined from the files read before confinement,
     checked and verified; completes ``config`` from the graph."""
-    import onnx
-    from onnx import TensorProto
-    from onnx.external_data_helper import _get_all_tensors
-
-    try:
-        model = onnx.load_from_string(files[filename])
-    except Exception as exc:
-        raise InvalidArgument(
-            f"failed to load '{name}': '{filename}' is not a valid ONNX model ({exc.__class__.__name__}: {exc})"
-        ) from None
-    base = PurePosixPath(filename).parent
-    inlined = False
-    for tensor in _get_all_tensors(model):
-        if tensor.data_location != TensorProto.EXTERNAL:
-            continue
-        info = {e.key: e.value for e in tensor.external_data}
-        location = info.get("location", "")
-        rel = PurePosixPath(os.path.normpath((base / location).as_posix())) if location else None
-        if not location or location.startswith("/") or rel is None or rel.parts[:1] == ("..",):
-            raise InvalidArgument(
-                f"failed to load '{name}': tensor '{tensor.name}' has external data at "
-                f"{location!r}, outside the model's folder; external data files must be uploaded "
-                "with the model (as file:<version>/<name>) and referenced by a relative path inside it"
-            )
-        data = files.get(rel.as_posix())
-        if data is None:
-            raise InvalidArgument(
-                f"failed to load '{name}': tensor '{tensor.name}' needs external data file "
-                f"{location!r}, which was not provided; upload it as file:<version>/{location}"
-            )
-        offset = int(info.get("offset", 0) or 0)
-        length = int(info.get("length", 0) or 0) or len(data) - offset
-        tensor.raw_data = data[offset:offset + length]
-        del tensor.external_data[:]
-        tensor.data_location = TensorProto.DEFAULT
-        inlined = True
-    try:
-        onnx.checker.check_model(model)
-    except Exception as exc:
-        raise InvalidArgument(f"failed to load '{name}': ONNX model check failed: {exc}") from None
+    model, inlined = load_onnx(files, filename, name)
     verify_onnx(model, name, max_tensor_bytes=tensor_bound(sum(len(d) for d in files.values())))
     cfg.complete_from_onnx(config, model.graph)
     return model.SerializeToString() if inlined else files[filename]

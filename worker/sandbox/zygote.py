@@ -55,6 +55,29 @@ def _reap() -> None:
             return
 
 
+def _try_confinement() -> dict:
+    """Confine a throwaway child: the worker refuses to start where a host could not be
+    confined (no seccomp), rather than run tenants' models unconfined."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_end)
+        try:
+            from worker.sandbox.confine import confine
+
+            done = confine(None)
+            message = {"ready": True, "landlock_abi": done.landlock_abi}
+        except BaseException as exc:
+            message = {"ready": False, "error": f"{exc.__class__.__name__}: {exc}"}
+        os.write(write_end, json.dumps(message).encode())
+        os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        data = pipe.read()
+    os.waitpid(pid, 0)
+    return json.loads(data) if data else {"ready": False, "error": "the confinement check died"}
+
+
 def main(argv: list[str]) -> int:
     ctl = socket.socket(fileno=int(argv[0]))
     threads = int(argv[1])
@@ -62,7 +85,7 @@ def main(argv: list[str]) -> int:
     from worker.sandbox import host
 
     host.preload(threads)
-    ctl.sendall(b'{"ready": true}')
+    ctl.sendall(json.dumps(_try_confinement()).encode())
     while True:
         _reap()
         readable, _, _ = select.select([ctl], [], [], 1.0)
