@@ -41,7 +41,7 @@ from kserve.errors import (
     PermissionDenied,
     Unavailable,
 )
-from kserve.jsonbody import check_nesting
+from kserve.jsonbody import check_json, check_nesting
 from kserve.tensors import TIMEOUT_PARAMETER
 from placement.instances import InstanceRegistry
 from placement.service import PlacementService
@@ -207,6 +207,9 @@ class Gateway:
         try:
             rec = self.resolve(principal, name, version)
             qualified, label = rec.qualified_name, rec.name
+            # before a cold load, and before the parses below (the instance checks it again)
+            check_json(_json_part(body, headers), "request", self.settings.max_json_values,
+                       "INFERPLEX_MAX_JSON_VALUES")
             driver = await self.placement.ensure_loaded(rec)
             body, headers = _without_scheduling_parameters_http(body, headers)
             batch = _http_batch(rec, headers, body)
@@ -347,6 +350,15 @@ def _bound_execution(request: service_pb2.ModelInferRequest, rec: ModelRecord) -
 # Request parameters that order work on a shared instance (Triton's queue policy reads
 # "priority"): the control plane schedules, so a tenant's own value never reaches it.
 SCHEDULING_PARAMETERS = ("priority",)
+
+
+def _json_part(body: bytes, headers: Mapping[str, str]) -> bytes:
+    """The JSON part of a v2 HTTP request: all of it without Inference-Header-Content-Length."""
+    hlen = headers.get("inference-header-content-length")
+    try:
+        return body[: int(hlen)] if hlen else body
+    except ValueError:
+        return body  # the instance refuses a bad header length with its own message
 
 
 def _without_scheduling_parameters_http(body: bytes, headers: Mapping[str, str]) -> tuple[bytes, Mapping[str, str]]:

@@ -8,6 +8,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from kserve.http_connections import DEFAULT_HEADER_TIMEOUT_S, DEFAULT_MAX_HEADER_BYTES
+from kserve.jsonbody import MAX_JSON_VALUES
 from kserve.restricted import DEFAULT_KEY, InstanceCredential, check_key, check_value
 
 
@@ -34,6 +35,11 @@ class Settings(BaseSettings):
         1024 * 1024, gt=0, description="Largest body of any other REST request (tenants, keys, instances, "
         "registration, ...): 413 past it, by the declared Content-Length before the body is read, else "
         "while a chunked body is read. Uploads are bounded by max_upload_bytes, v2 infer by max_request_bytes.")
+    max_json_values: int = Field(
+        MAX_JSON_VALUES, gt=0, description="Most values (array elements, object keys and values) the JSON "
+        "part of a v2 HTTP inference request may hold: 413 past it, counted before it is parsed. Parsed "
+        "JSON takes up to ~30 times its text, but at most ~150 bytes per value; binary tensor data is "
+        "not counted. 'inferplex up' gives its workers the same bound.")
     header_timeout_s: float = Field(
         DEFAULT_HEADER_TIMEOUT_S, gt=0, description="Seconds an HTTP connection has to send its whole "
         "request headers, after connecting or starting its next request; then it gets 408 and is closed.")

@@ -95,7 +95,8 @@ def worker_bounds(settings: Settings) -> list[str]:
     finishes its headers longer than the gateway would."""
     return ["--header-timeout", repr(settings.header_timeout_s),
             "--max-header-bytes", str(settings.max_header_bytes),
-            "--max-request-bytes", str(settings.max_request_bytes)]
+            "--max-request-bytes", str(settings.max_request_bytes),
+            "--max-json-values", str(settings.max_json_values)]
 
 
 def start_worker(index: int, host: str, memory_bytes: int, threads: int, log_dir: Path,

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from kserve.errors import InvalidArgument
-from kserve.jsonbody import check_nesting
+from kserve.jsonbody import DEFAULT_JSON_BOUND, JsonBound
 from kserve.tensors import (
     InferRequest,
     InferResponse,
@@ -33,7 +33,8 @@ def _dumps(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode()
 
 
-def _split(body: bytes, header_length: int | None, what: str) -> tuple[dict[str, Any], memoryview]:
+def _split(body: bytes, header_length: int | None, what: str,
+           json_bound: JsonBound = DEFAULT_JSON_BOUND) -> tuple[dict[str, Any], memoryview]:
     if header_length is None:
         header, tail = body, memoryview(b"")
     else:
@@ -43,7 +44,7 @@ def _split(body: bytes, header_length: int | None, what: str) -> tuple[dict[str,
                 f"{len(body)} bytes; it must be the byte length of the JSON part"
             )
         header, tail = body[:header_length], memoryview(body)[header_length:]
-    check_nesting(header, what)
+    json_bound.check(header, what)
     try:
         obj = json.loads(header)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -160,9 +161,10 @@ def _decode_outputs(entries: Any) -> list[RequestedOutput]:
 
 
 def decode_infer_request(
-    body: bytes, header_length: int | None, model_name: str, model_version: str
+    body: bytes, header_length: int | None, model_name: str, model_version: str,
+    json_bound: JsonBound = DEFAULT_JSON_BOUND,
 ) -> InferRequest:
-    obj, tail = _split(body, header_length, "request")
+    obj, tail = _split(body, header_length, "request", json_bound)
     request_id = obj.get("id", "")
     if not isinstance(request_id, str):
         raise InvalidArgument("'id' must be a string")

@@ -22,7 +22,7 @@ from typing import Any
 from kserve import compression, http_codec
 from kserve.asgi import read_body
 from kserve.errors import InferplexError, InvalidArgument, NotFound
-from kserve.jsonbody import check_nesting
+from kserve.jsonbody import DEFAULT_JSON_BOUND, JsonBound
 from kserve.tensors import TIMEOUT_HEADER
 from worker.config import to_json
 from worker.restricted import ProtocolRules
@@ -61,8 +61,9 @@ def _json(obj: Any, status: int = 200) -> Reply:
 
 class WorkerHttpApp:
     def __init__(self, service: WorkerService, max_request_bytes: int, max_model_bytes: int | None = None,
-                 restricted: ProtocolRules | None = None) -> None:
+                 restricted: ProtocolRules | None = None, json_bound: JsonBound = DEFAULT_JSON_BOUND) -> None:
         self.service = service
+        self.json_bound = json_bound
         self.restricted = restricted if restricted is not None else ProtocolRules("")
         self.max_request_bytes = max_request_bytes
         self.max_model_bytes = max_model_bytes if max_model_bytes is not None else max_request_bytes
@@ -162,7 +163,7 @@ class WorkerHttpApp:
             raise InvalidArgument(
                 f"Inference-Header-Content-Length must be an integer, got {header_length!r}"
             ) from None
-        request = http_codec.decode_infer_request(body, hlen, name, version)
+        request = http_codec.decode_infer_request(body, hlen, name, version, self.json_bound)
         response = await self.service.infer(request, _timeout_header(headers))
         out, out_hlen = http_codec.encode_infer_response(response, request.outputs, request.binary_data_output)
         if out_hlen is None:
@@ -180,7 +181,7 @@ class WorkerHttpApp:
         body = await self._body(headers, receive, limit, flag)
         if not body.strip():
             return {}
-        check_nesting(body, "request body")
+        self.json_bound.check(body, "request body")
         try:
             obj = json.loads(body)
         except ValueError as exc:

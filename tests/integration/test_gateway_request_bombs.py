@@ -22,6 +22,7 @@ from tests.support.hostile_requests import (
     binary_body,
     deep_json_body,
     grpc_raw_request,
+    peak_rss_bytes,
     seconds_until_closed,
 )
 
@@ -117,4 +118,23 @@ def test_rest_body_over_its_bound_is_a_413_before_the_body_is_sent(cp: ControlPl
     took, answer = seconds_until_closed(cp.http_port, sent, timeout_s=10.0)
     assert answer.startswith(b"HTTP/1.1 413") and b"INFERPLEX_MAX_REST_BODY_BYTES" in answer, answer
     assert took < 5.0
+    assert _still_serves(cp, key)
+
+
+@pytest.mark.parametrize("form", ["JSON body with a priority", "JSON header of a binary request"])
+def test_json_over_its_value_bound_is_a_413_before_the_gateway_parses_it(
+        cp: ControlPlane, key: str, form: str) -> None:
+    # 12 MB of `[],` (under the 64 MiB body limit) parses to ~270 MB: the gateway parses the
+    # first form to drop the priority, the second to read the batch size
+    bomb = b"[" + b"[]," * 4_000_000 + b"[]]"
+    if form.startswith("JSON body"):
+        content, headers = b'{"parameters":{"priority":' + bomb + b'},"inputs":[]}', {}
+    else:
+        content = b'{"inputs":[{"name":"INPUT0","shape":[1,64],"x":' + bomb + b"}]}"
+        headers = {"Inference-Header-Content-Length": str(len(content))}
+    before = peak_rss_bytes(cp.proc.popen.pid)
+    r = httpx.post(f"{cp.url}/v2/models/mlp/infer", content=content, headers={**auth(key), **headers},
+                   timeout=30)
+    assert r.status_code == 413 and "INFERPLEX_MAX_JSON_VALUES" in r.json()["error"], r.text
+    assert peak_rss_bytes(cp.proc.popen.pid) - before < 120 * 2**20
     assert _still_serves(cp, key)

@@ -131,3 +131,14 @@ def test_headers_over_the_limit_are_431(impatient_worker: WorkerProcess) -> None
     _, answer = seconds_until_closed(impatient_worker.http_port, sent, timeout_s=10.0)
     assert answer.startswith(b"HTTP/1.1 431") and b"over 4096 bytes" in answer, answer
     assert _serves(impatient_worker)
+
+
+def test_json_with_more_values_than_its_bound_is_a_413_before_it_is_parsed(worker: WorkerProcess) -> None:
+    # 3.9 MB of `[[]],` parses to ~120 MB of lists
+    body = (b'{"inputs":[{"name":"INPUT0","datatype":"INT32","shape":[1,16],"data":['
+            + b"[[]]," * 780_000 + b"[[]]]}]}")
+    before = peak_rss_bytes(worker.proc.popen.pid)
+    code, error = _post(worker, "/v2/models/simple/infer", body)
+    assert code == 413 and "values" in error and "--max-json-values" in error, error
+    assert peak_rss_bytes(worker.proc.popen.pid) - before < RSS_GROWTH_LIMIT
+    assert _serves(worker)

@@ -14,8 +14,8 @@ import pytest
 from tritonclient.grpc import service_pb2
 
 from kserve import grpc_codec, http_codec
-from kserve.errors import InvalidArgument
-from kserve.jsonbody import MAX_JSON_DEPTH, check_nesting, nesting_exceeds
+from kserve.errors import InvalidArgument, PayloadTooLarge
+from kserve.jsonbody import MAX_JSON_DEPTH, JsonBound, check_nesting, nesting_exceeds, values_exceed
 from kserve.tensors import tensor_from_values
 
 BOMB_SHAPE = [1, 100_000_000]
@@ -160,3 +160,40 @@ def test_nesting_bound_counts_structure_only() -> None:
     assert nesting_exceeds(hidden)
     with pytest.raises(InvalidArgument, match="the request body JSON nests"):
         check_nesting(_nested(DEEP), "request body")
+
+
+def _data_body(data: bytes, datatype: str = "FP32") -> bytes:
+    return b'{"inputs":[{"name":"x","datatype":"' + datatype.encode() + b'","shape":[1],"data":' + data + b"}]}"
+
+
+def test_json_with_more_values_than_its_bound_is_refused_before_it_is_parsed() -> None:
+    # the issue's 3 MB of `[],`: json.loads made 67 MB of it
+    body = _data_body(b"[" + b"[]," * 1_000_000 + b"[]]")
+    with allocation_peak() as peak, pytest.raises(PayloadTooLarge) as err:
+        http_codec.decode_infer_request(body, None, "m", "")
+    assert peak() < PEAK_LIMIT, f"refusing allocated {peak()} bytes"
+    assert f"more than {2**20} values" in err.value.message and "binary tensor data" in err.value.message
+    bound = JsonBound(1000, "--max-json-values")
+    with pytest.raises(PayloadTooLarge, match=r"more than 1000 values .*--max-json-values"):
+        http_codec.decode_infer_request(_data_body(b"[" + b"0," * 1000 + b"0]"), None, "m", "", bound)
+    # the JSON header of a binary request counts alone: binary data is not JSON
+    head = json.dumps({"inputs": [{"name": "x", "datatype": "INT8", "shape": [5000],
+                                   "parameters": {"binary_data_size": 5000}}]}).encode()
+    assert http_codec.decode_infer_request(head + b",:[{" * 1250, len(head), "m", "", bound).inputs[0].data.size == 5000
+
+
+def test_values_are_counted_outside_strings_only() -> None:
+    # commas and colons inside BYTES strings are text, however many
+    text = json.dumps(["a,b:c[d{" * 1000, "\\\",:" * 1000, ["x"] * 10]).encode()
+    assert not values_exceed(text, 20)
+    assert values_exceed(json.dumps(list(range(21))).encode(), 20)
+    assert not values_exceed(json.dumps(list(range(20))).encode(), 20)
+
+
+def test_nesting_walk_holds_a_window_of_the_body_not_all_of_its_strings() -> None:
+    # more than MAX_JSON_DEPTH brackets take the exact walk; splitting a body of a million
+    # short strings on its quotes at once took 14 times the body
+    body = _data_body(b"[" + b"[]," * 100 + b'"ab",' * 500_000 + b'"ab"]', "BYTES")
+    with allocation_peak() as peak:
+        assert not nesting_exceeds(body)
+    assert peak() < PEAK_LIMIT, f"the nesting walk allocated {peak()} bytes"
