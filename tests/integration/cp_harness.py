@@ -8,6 +8,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -18,6 +20,7 @@ import httpx
 import numpy as np
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
 
 from kserve.restricted import DEFAULT_KEY, InstanceCredential
 from tests.support.procs import LoopbackServer, Proc, free_port, inferplex_cmd, wait_until
@@ -162,3 +165,39 @@ def running_up(data_dir: Path, log_path: Path, **kwargs: Any) -> Iterator[Contro
         yield cp
     finally:
         cp.stop()
+
+
+class OtherTenant:
+    """A bystander tenant's HTTP requests to its model ``mlp`` in a loop on a thread, while a
+    test does something hostile: records each latency and every failure (with its message)."""
+
+    def __init__(self, cp: ControlPlane, key: str, model: str = "mlp") -> None:
+        self.cp, self.key, self.model = cp, key, model
+        self.latencies: list[float] = []
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        x = np.ones((1, 64), np.float32)
+        while not self._stop.is_set():
+            t0 = time.monotonic()
+            try:
+                http_infer(self.cp, self.key, self.model, x)
+            except Exception as exc:  # collected and asserted on by the test
+                message = exc.message() if isinstance(exc, InferenceServerException) else ""
+                self.failures.append(f"{exc!r} {message}")
+            self.latencies.append(time.monotonic() - t0)
+
+    def p99(self) -> float:
+        ordered = sorted(self.latencies)
+        return ordered[int(0.99 * (len(ordered) - 1))]
+
+    def __enter__(self) -> OtherTenant:
+        self._thread.start()
+        wait_until(lambda: self.latencies, 30, "the other tenant's first request")
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)

@@ -6,8 +6,6 @@ its tail stays bounded."""
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +14,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from tests.integration.cp_harness import ControlPlane, auth, http_infer, running_up
+from tests.integration.cp_harness import ControlPlane, OtherTenant, auth, running_up
 from tests.support import hostile_models, models
 from tests.support.procs import wait_until
 
@@ -28,35 +26,6 @@ def cp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
     root: Path = tmp_path_factory.mktemp("runaway")
     with running_up(root / "data", root / "up.log", workers=1, worker_memory="2GiB") as cp:
         yield cp
-
-
-class Traffic:
-    """The victim tenant's closed loop of HTTP inferences, run on a thread."""
-
-    def __init__(self, cp: ControlPlane, key: str) -> None:
-        self.cp, self.key = cp, key
-        self.latencies: list[float] = []
-        self.failures: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        x = np.ones((1, 64), np.float32)
-        while not self._stop.is_set():
-            t0 = time.monotonic()
-            try:
-                http_infer(self.cp, self.key, "mlp", x)
-            except InferenceServerException as exc:
-                self.failures.append(f"{exc.status()}: {exc.message()}")
-            self.latencies.append(time.monotonic() - t0)
-
-    def __enter__(self) -> Traffic:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(30)
 
 
 def _runaway_grpc(cp: ControlPlane, key: str, name: str, trips: float) -> None:
@@ -79,7 +48,7 @@ def test_a_runaway_model_is_refused_or_stopped_and_quarantined_while_another_ten
     # stop margin): one executor per worker, until the scheduler orders and places requests
     assert cp.upload(victim, "mlp", models.mlp_onnx().data, slo_ms=1000).status_code == 201
     cp.wait_model_status(victim, "mlp", "ready", timeout_s=120)
-    with Traffic(cp, victim) as traffic:
+    with OtherTenant(cp, victim) as traffic:
         # 1. the trip count is an integer input: profiling's exercise run catches it
         loop = hostile_models.runaway_loop("loop")
         assert cp.upload(hostile, "loop", loop.data, max_batch_size=0).status_code == 201
@@ -106,8 +75,6 @@ def test_a_runaway_model_is_refused_or_stopped_and_quarantined_while_another_ten
             _runaway_grpc(cp, hostile, "sneaky", 1.0)
         assert "quarantined" in caught.value.message()
     assert not traffic.failures, traffic.failures[:3]
-    lat = sorted(traffic.latencies)
-    assert len(lat) > 50
-    p99 = lat[int(0.99 * (len(lat) - 1))]
+    assert len(traffic.latencies) > 50
     # a stopped execution holds the worker for its SLO plus the stop margin; generous for CI
-    assert p99 < 2.0, f"victim p99 {p99:.3f}s"
+    assert traffic.p99() < 2.0, f"victim p99 {traffic.p99():.3f}s"

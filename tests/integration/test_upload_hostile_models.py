@@ -5,8 +5,6 @@ upload is parsed and checked outside the control plane's process."""
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -15,9 +13,8 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from tests.integration.cp_harness import ControlPlane, http_infer, running_up
+from tests.integration.cp_harness import ControlPlane, OtherTenant, http_infer, running_up
 from tests.support import hostile_models, models
-from tests.support.procs import wait_until
 
 
 @pytest.fixture(scope="module")
@@ -35,36 +32,6 @@ def keys(cp: ControlPlane) -> dict[str, str]:
     x = np.ones((1, 64), np.float32)
     np.testing.assert_allclose(http_infer(cp, keys["globex"], "mlp", x), models.mlp_reference(x), rtol=1e-4)
     return keys
-
-
-class OtherTenant:
-    """globex's requests in a loop on a thread: every one must succeed; records latencies."""
-
-    def __init__(self, cp: ControlPlane, key: str) -> None:
-        self.cp, self.key = cp, key
-        self.latencies: list[float] = []
-        self.failures: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        x = np.ones((1, 64), np.float32)
-        while not self._stop.is_set():
-            t0 = time.monotonic()
-            try:
-                http_infer(self.cp, self.key, "mlp", x)
-            except Exception as exc:  # collected and asserted on by the test
-                self.failures.append(repr(exc))
-            self.latencies.append(time.monotonic() - t0)
-
-    def __enter__(self) -> OtherTenant:
-        self._thread.start()
-        wait_until(lambda: self.latencies, 30, "the other tenant's first request")
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=60)
 
 
 def test_every_hostile_model_is_refused_with_its_reason_while_another_tenant_is_served(

@@ -135,6 +135,8 @@ class _Loaded:
         filename = request["filename"]
         if filename not in files:
             raise InvalidArgument(f"failed to load '{name}': model file {filename} not found")
+        if str(request["device"]).startswith("cuda"):
+            _open_cuda(str(request["device"]))
         # kept open: a confined host cannot open it again to report its memory
         smaps_fd = os.open("/proc/self/smaps_rollup", os.O_RDONLY)
         confine(address_space_bytes() + int(request["memory_limit_extra"]))
@@ -200,6 +202,36 @@ def _onnx_source(files: dict[str, bytes], filename: str, config: Any, name: str)
     verify_onnx(model, name, max_tensor_bytes=tensor_bound(sum(len(d) for d in files.values())))
     cfg.complete_from_onnx(config, model.graph)
     return model.SerializeToString() if inlined else files[filename]
+
+
+def _open_cuda(device: str) -> None:
+    """Everything a GPU host opens lazily (device files, the CUDA, cuBLAS and cuDNN
+    libraries, ONNX Runtime's CUDA provider), opened before confinement, which would
+    refuse those opens later. Not exercised on this project's CPU-only machines."""
+    import torch
+
+    if torch.cuda.is_available():
+        x = torch.ones(1, 3, 8, 8, device=device)
+        torch.nn.functional.conv2d(x, torch.ones(2, 3, 3, 3, device=device)).sum().item()
+        (x.view(3, 64) @ x.view(64, 3)).sum().item()
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        return
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("MatMul", ["c", "m"], ["y"])],
+        "cuda_warm",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        initializer=[helper.make_tensor("w", TensorProto.FLOAT, [2, 3, 3, 3], [1.0] * 54),
+                     helper.make_tensor("m", TensorProto.FLOAT, [6, 6], [1.0] * 36)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    index = int(device.partition(":")[2] or 0)
+    session = ort.InferenceSession(model.SerializeToString(),
+                                   providers=[("CUDAExecutionProvider", {"device_id": index})])
+    session.run(None, {"x": np.ones((1, 3, 8, 8), np.float32)})
 
 
 def _warm_up(runtime: Runtime, spec: cfg.ModelSpec) -> None:
