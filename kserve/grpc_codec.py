@@ -4,6 +4,7 @@ the transport-neutral types. Responses always use ``raw_output_contents``, like 
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import Any
 
 from tritonclient.grpc import service_pb2
@@ -12,8 +13,10 @@ from kserve.errors import InvalidArgument
 from kserve.tensors import (
     InferRequest,
     InferResponse,
+    PendingRequest,
     RequestedOutput,
     Tensor,
+    TensorHeader,
     check_header,
     tensor_bytes,
     tensor_from_buffer,
@@ -102,15 +105,28 @@ def _typed_contents(
     )
 
 
+def _raw_tensor(
+    raw: Any, i: int, name: str, datatype: str, shape: list[int], params: dict[str, Any], what: str
+) -> Tensor:
+    return tensor_from_buffer(name, datatype, shape, raw[i], params, what)  # raw[i] copies
+
+
 def _decode_tensors(
     entries: Any, raw: Any, what: str, raw_field: str, message_bytes: int | None = None
 ) -> list[Tensor]:
+    return [t.decode() for t in _tensor_headers(entries, raw, what, raw_field, message_bytes)]
+
+
+def _tensor_headers(
+    entries: Any, raw: Any, what: str, raw_field: str, message_bytes: int | None = None
+) -> list[TensorHeader]:
+    """Every check that needs no decoding: names, datatypes, shapes against the message's size."""
     if len(raw) and len(raw) != len(entries):
         raise InvalidArgument(
             f"{raw_field} has {len(raw)} entries but the message has {len(entries)} {what}s; "
             f"when {raw_field} is used, give one entry per {what}, in order"
         )
-    tensors: list[Tensor] = []
+    tensors: list[TensorHeader] = []
     seen: set[str] = set()
     for i, entry in enumerate(entries):
         name = entry.name
@@ -129,16 +145,20 @@ def _decode_tensors(
                 raise InvalidArgument(
                     f"{what} '{name}' has both typed contents and {raw_field}; send one of them"
                 )
-            tensors.append(tensor_from_buffer(name, entry.datatype, shape, raw[i], params, what))
+            decode = partial(_raw_tensor, raw, i, name, entry.datatype, shape, params, what)
         else:
-            tensors.append(
-                _typed_contents(name, entry.datatype, shape, entry.contents, params, what)
-            )
+            decode = partial(_typed_contents, name, entry.datatype, shape, entry.contents, params, what)
+        tensors.append(TensorHeader(name, entry.datatype, shape, decode))
     return tensors
 
 
 def decode_infer_request(req: service_pb2.ModelInferRequest) -> InferRequest:
-    inputs = _decode_tensors(
+    return parse_infer_request(req).decode()
+
+
+def parse_infer_request(req: service_pb2.ModelInferRequest) -> PendingRequest:
+    """The request with its inputs' data not yet decoded (``PendingRequest.decode``)."""
+    inputs = _tensor_headers(
         req.inputs, req.raw_input_contents, "input", "raw_input_contents", req.ByteSize()
     )
     outputs: list[RequestedOutput] = []
@@ -154,7 +174,7 @@ def decode_infer_request(req: service_pb2.ModelInferRequest) -> InferRequest:
         outputs.append(
             RequestedOutput(o.name, binary if isinstance(binary, bool) else None, params)
         )
-    return InferRequest(
+    return PendingRequest(
         req.model_name,
         req.model_version,
         req.id,
@@ -189,6 +209,7 @@ def encode_infer_response(resp: InferResponse) -> service_pb2.ModelInferResponse
 __all__ = [
     "decode_infer_request",
     "encode_infer_response",
+    "parse_infer_request",
     "params_to_proto",
     "proto_params_to_dict",
 ]

@@ -9,6 +9,7 @@ slices of the tail in the order they appear in the JSON.
 from __future__ import annotations
 
 import json
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -18,8 +19,10 @@ from kserve.jsonbody import DEFAULT_JSON_BOUND, JsonBound
 from kserve.tensors import (
     InferRequest,
     InferResponse,
+    PendingRequest,
     RequestedOutput,
     Tensor,
+    TensorHeader,
     check_header,
     tensor_bytes,
     tensor_from_buffer,
@@ -71,10 +74,19 @@ def _decode_tensors(
     entries: Any, tail: memoryview, have_header_length: bool, what: str,
     body_bytes: int | None = None,
 ) -> list[Tensor]:
+    return [t.decode() for t in _tensor_headers(entries, tail, have_header_length, what, body_bytes)]
+
+
+def _tensor_headers(
+    entries: Any, tail: memoryview, have_header_length: bool, what: str,
+    body_bytes: int | None = None,
+) -> list[TensorHeader]:
+    """Every check that needs no decoding: names, datatypes, shapes against the body's size,
+    binary_data_size against the binary part."""
     key = f"{what}s"
     if not isinstance(entries, list):
         raise InvalidArgument(f"'{key}' must be a list of tensors")
-    tensors: list[Tensor] = []
+    tensors: list[TensorHeader] = []
     seen: set[str] = set()
     offset = 0
     for entry in entries:
@@ -114,17 +126,17 @@ def _decode_tensors(
                     f"only {len(tail) - offset} bytes of binary data remain"
                 )
             rest = {k: v for k, v in params.items() if k not in _WIRE_PARAMS}
-            tensors.append(
-                tensor_from_buffer(name, datatype, shape, tail[offset : offset + size], rest, what)
-            )
+            decode = partial(tensor_from_buffer, name, datatype, shape,
+                             tail[offset : offset + size], rest, what)
             offset += size
         elif has_data:
-            tensors.append(tensor_from_values(name, datatype, shape, entry["data"], params, what))
+            decode = partial(tensor_from_values, name, datatype, shape, entry["data"], params, what)
         else:
             raise InvalidArgument(
                 f"{what} '{name}' has neither 'data' nor parameters.binary_data_size; "
                 "send the tensor values one of these ways"
             )
+        tensors.append(TensorHeader(name, datatype, shape, decode))
     if offset != len(tail):
         raise InvalidArgument(
             f"unexpected additional binary data: the body has {len(tail)} bytes after the JSON "
@@ -164,6 +176,14 @@ def decode_infer_request(
     body: bytes, header_length: int | None, model_name: str, model_version: str,
     json_bound: JsonBound = DEFAULT_JSON_BOUND,
 ) -> InferRequest:
+    return parse_infer_request(body, header_length, model_name, model_version, json_bound).decode()
+
+
+def parse_infer_request(
+    body: bytes, header_length: int | None, model_name: str, model_version: str,
+    json_bound: JsonBound = DEFAULT_JSON_BOUND,
+) -> PendingRequest:
+    """The request with its inputs' data not yet decoded (``PendingRequest.decode``)."""
     obj, tail = _split(body, header_length, "request", json_bound)
     request_id = obj.get("id", "")
     if not isinstance(request_id, str):
@@ -171,9 +191,9 @@ def decode_infer_request(
     params = _params(obj.get("parameters"), "the request")
     if "inputs" not in obj:
         raise InvalidArgument("the request has no 'inputs'; send a list of input tensors")
-    inputs = _decode_tensors(obj["inputs"], tail, header_length is not None, "input", len(body))
+    inputs = _tensor_headers(obj["inputs"], tail, header_length is not None, "input", len(body))
     outputs = _decode_outputs(obj.get("outputs"))
-    return InferRequest(model_name, model_version, request_id, params, inputs, outputs)
+    return PendingRequest(model_name, model_version, request_id, params, inputs, outputs)
 
 
 def _json_values(tensor: Tensor) -> list[Any] | None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,18 +50,47 @@ TIMEOUT_HEADER = "inferplex-timeout-ms"
 
 
 @dataclass
-class InferRequest:
+class _RequestFields:
     model_name: str
     model_version: str
     id: str
     parameters: dict[str, Any]
-    inputs: list[Tensor]
-    # [] means "all outputs"; request-level parameter binary_data_output applies to all.
-    outputs: list[RequestedOutput]
 
     @property
     def binary_data_output(self) -> bool:
         return bool(self.parameters.get("binary_data_output", False))
+
+
+@dataclass
+class InferRequest(_RequestFields):
+    inputs: list[Tensor]
+    # [] means "all outputs"; request-level parameter binary_data_output applies to all.
+    outputs: list[RequestedOutput]
+
+
+@dataclass
+class TensorHeader:
+    """An input as its header says, checked against the body (shape, byte size); its data
+    is decoded (and checked against the shape) only when ``decode`` is called."""
+
+    name: str
+    datatype: str
+    shape: list[int]
+    decode: Callable[[], Tensor]
+
+
+@dataclass
+class PendingRequest(_RequestFields):
+    """A request whose inputs are still headers: a server checks them against its model
+    before decoding their data, which can take many times the body (BYTES: an object per
+    element)."""
+
+    inputs: list[TensorHeader]
+    outputs: list[RequestedOutput]
+
+    def decode(self) -> InferRequest:
+        return InferRequest(self.model_name, self.model_version, self.id, self.parameters,
+                            [t.decode() for t in self.inputs], self.outputs)
 
 
 @dataclass

@@ -152,7 +152,7 @@ class WorkerServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
     def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
         def call() -> pb.ModelInferResponse:
             self.limits.check_infer(request)
-            response = self.service.infer_blocking(grpc_codec.decode_infer_request(request),
+            response = self.service.infer_blocking(grpc_codec.parse_infer_request(request),
                                                    context.time_remaining())
             return grpc_codec.encode_infer_response(response)
 
@@ -223,7 +223,7 @@ class AioWorkerServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
         async def call() -> pb.ModelInferResponse:
             self.limits.check_infer(request)
-            response = await self.service.infer(grpc_codec.decode_infer_request(request),
+            response = await self.service.infer(grpc_codec.parse_infer_request(request),
                                                 context.time_remaining())
             return grpc_codec.encode_infer_response(response)
 

@@ -163,7 +163,7 @@ class WorkerHttpApp:
             raise InvalidArgument(
                 f"Inference-Header-Content-Length must be an integer, got {header_length!r}"
             ) from None
-        request = http_codec.decode_infer_request(body, hlen, name, version, self.json_bound)
+        request = http_codec.parse_infer_request(body, hlen, name, version, self.json_bound)
         response = await self.service.infer(request, _timeout_header(headers))
         out, out_hlen = http_codec.encode_infer_response(response, request.outputs, request.binary_data_output)
         if out_hlen is None:

@@ -20,7 +20,7 @@ from kserve.errors import (
     PayloadTooLarge,
     Unavailable,
 )
-from kserve.tensors import TIMEOUT_PARAMETER, InferRequest, InferResponse, Tensor
+from kserve.tensors import TIMEOUT_PARAMETER, InferRequest, InferResponse, PendingRequest, Tensor
 from worker import config as cfg
 from worker.executor import Executor
 from worker.repository import IndexRow, LoadedModel, LoadedVersion, ModelRepository
@@ -83,7 +83,7 @@ class WorkerService:
 
     # ------------------------------------------------------------------ inference
 
-    async def infer(self, request: InferRequest, timeout_s: float | None = None) -> InferResponse:
+    async def infer(self, request: InferRequest | PendingRequest, timeout_s: float | None = None) -> InferResponse:
         """``timeout_s``: what the transport allows (gRPC deadline, HTTP header)."""
         started = self._admit(request, timeout_s)
         try:
@@ -94,7 +94,7 @@ class WorkerService:
             raise error from (None if error is exc else exc)
         return started.respond(outputs, timing)
 
-    def infer_blocking(self, request: InferRequest, timeout_s: float | None = None) -> InferResponse:
+    def infer_blocking(self, request: InferRequest | PendingRequest, timeout_s: float | None = None) -> InferResponse:
         """``infer`` for callers on their own threads (the gRPC server's): same checks,
         same executor, same statistics, no event loop in between."""
         started = self._admit(request, timeout_s)
@@ -106,7 +106,7 @@ class WorkerService:
             raise error from (None if error is exc else exc)
         return started.respond(outputs, timing)
 
-    def _admit(self, request: InferRequest, timeout_s: float | None) -> _Started:
+    def _admit(self, request: InferRequest | PendingRequest, timeout_s: float | None) -> _Started:
         """Resolve and check the request and fix its deadline; a refused request counts
         as a failure."""
         received = time.monotonic_ns()
@@ -164,7 +164,7 @@ class WorkerService:
         return stats
 
 
-def request_timeout_s(request: InferRequest) -> float:
+def request_timeout_s(request: InferRequest | PendingRequest) -> float:
     """Triton's ``timeout`` request parameter (microseconds), inf when absent. A caller may
     only shorten what the worker allows."""
     value = request.parameters.get(TIMEOUT_PARAMETER)
@@ -209,7 +209,7 @@ def _version_share(charged: int, versions: list[int], version: int) -> int:
 class _Started:
     """A checked request on its way through the executor."""
 
-    request: InferRequest
+    request: InferRequest | PendingRequest
     spec: cfg.ModelSpec
     loaded: LoadedVersion
     checked: CheckedRequest

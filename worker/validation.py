@@ -1,5 +1,8 @@
 """Checks an inference request against the model it names, in Triton's words
-(clients and tests match on them). Pure: no I/O, unit-tested directly."""
+(clients and tests match on them). Pure: no I/O, unit-tested directly.
+
+Names, datatypes and shapes are checked before any input's data is decoded: a request
+the model cannot take costs no more than its body, however its data would decode."""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from kserve.errors import InvalidArgument
-from kserve.tensors import InferRequest, Tensor
+from kserve.tensors import InferRequest, PendingRequest, Tensor, TensorHeader
 from worker.config import ModelSpec, TensorSpec
 
 
@@ -27,10 +30,19 @@ def _names_text(names: list[str]) -> str:
     return "[" + ", ".join(f"'{n}'" for n in names) + "]"
 
 
-def check_request(spec: ModelSpec, request: InferRequest) -> CheckedRequest:
+def check_request(spec: ModelSpec, request: InferRequest | PendingRequest) -> CheckedRequest:
+    """The request's inputs and outputs for this model; a pending request's data is decoded
+    once its headers fit the model."""
+    output_names, batch_size = _check_headers(spec, request)
+    decoded = request.decode() if isinstance(request, PendingRequest) else request
+    return CheckedRequest({t.name: t.data for t in decoded.inputs}, output_names, batch_size)
+
+
+def _check_headers(spec: ModelSpec, request: InferRequest | PendingRequest) -> tuple[list[str], int]:
+    """The output names and batch size, from names, datatypes and shapes alone."""
     model = spec.name
-    inputs: dict[str, np.ndarray] = {}
-    matched: list[tuple[Tensor, TensorSpec]] = []
+    inputs: set[str] = set()
+    matched: list[tuple[Tensor | TensorHeader, TensorSpec]] = []
     # the decoders already refused a name given twice
     for tensor in request.inputs:
         expected = spec.input(tensor.name)
@@ -41,7 +53,7 @@ def check_request(spec: ModelSpec, request: InferRequest) -> CheckedRequest:
                 f"inference input '{tensor.name}' data-type is '{tensor.datatype}', but model "
                 f"'{model}' expects '{expected.datatype}'"
             )
-        inputs[tensor.name] = tensor.data
+        inputs.add(tensor.name)
         matched.append((tensor, expected))
     if len(inputs) != len(spec.inputs):
         got = [t.name for t in request.inputs]
@@ -86,4 +98,4 @@ def check_request(spec: ModelSpec, request: InferRequest) -> CheckedRequest:
             names.append(out.name)
     else:
         names = [t.name for t in spec.outputs]
-    return CheckedRequest(inputs, names, batch_size)
+    return names, batch_size

@@ -4,6 +4,7 @@ finishes its headers is closed."""
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -137,4 +138,45 @@ def test_json_over_its_value_bound_is_a_413_before_the_gateway_parses_it(
                    timeout=30)
     assert r.status_code == 413 and "INFERPLEX_MAX_JSON_VALUES" in r.json()["error"], r.text
     assert peak_rss_bytes(cp.proc.popen.pid) - before < 120 * 2**20
+    assert _still_serves(cp, key)
+
+
+def _worker_pids(cp: ControlPlane) -> list[int]:
+    """up's worker processes (its children running `worker`)."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if int(fields[1]) == cp.proc.popen.pid and b"worker" in cmdline:
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+BYTES_ELEMENTS = 10_000_000  # 60 MB of 2-byte BYTES elements: ~430 MB of objects decoded
+
+
+@pytest.mark.parametrize("transport", ["http", "grpc"])
+def test_bytes_data_for_an_fp32_input_is_refused_before_it_is_decoded(
+        cp: ControlPlane, key: str, transport: str) -> None:
+    raw = (struct.pack("<I", 2) + b"ab") * BYTES_ELEMENTS
+    (worker,) = _worker_pids(cp)
+    before = peak_rss_bytes(worker)
+    fix = "inference input 'INPUT0' data-type is 'BYTES', but model 'mlp' expects 'FP32'"
+    if transport == "http":
+        content, headers = binary_body("INPUT0", "BYTES", [1, BYTES_ELEMENTS], raw)
+        r = httpx.post(f"{cp.url}/v2/models/mlp/infer", content=content, headers={**auth(key), **headers},
+                       timeout=60)
+        assert r.status_code == 400 and fix in r.json()["error"], r.text
+    else:
+        with grpc.insecure_channel(cp.grpc_url, options=[("grpc.max_send_message_length", -1)]) as channel, \
+                pytest.raises(grpc.RpcError) as err:
+            service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(
+                grpc_raw_request("mlp", "INPUT0", "BYTES", [1, BYTES_ELEMENTS], raw),
+                metadata=[("authorization", f"Bearer {key}")], timeout=60)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and fix in err.value.details()
+    # the body itself (read, then joined) but none of the objects it would decode to
+    assert peak_rss_bytes(worker) - before < 200 * 2**20
     assert _still_serves(cp, key)

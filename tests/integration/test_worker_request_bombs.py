@@ -57,8 +57,9 @@ BOMBS = {
     "[0, 2**70]": (binary_body("INPUT0", "INT32", [0, 2**70], b""), "too large for any tensor"),
     "negative dimension": (binary_body("INPUT0", "INT32", [-1, 16], b"\0" * 64), "negative dimension"),
     "JSON data shorter than its shape": (
-        (json.dumps({"inputs": [{"name": "INPUT0", "datatype": "INT32", "shape": [1, 32],
-                                 "data": [1] * 16}]}).encode(), {}), "elements 16 in 'data' for input 'INPUT0', expecting 32"),
+        (json.dumps({"inputs": [{"name": "INPUT0", "datatype": "INT32", "shape": [1, 16], "data": [1] * 8},
+                                {"name": "INPUT1", "datatype": "INT32", "shape": [1, 16], "data": [1] * 16}]}).encode(),
+         {}), "elements 8 in 'data' for input 'INPUT0', expecting 16"),
     "50,000-deep JSON data": ((deep_json_body("INPUT0"), {}), "levels deep"),
 }
 

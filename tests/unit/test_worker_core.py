@@ -4,12 +4,17 @@ byte sizes, the memory budget, and the file safety checks."""
 from __future__ import annotations
 
 import argparse
+import json
+import struct
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
+from tritonclient.grpc import service_pb2
 
+from kserve import grpc_codec, http_codec
 from kserve.errors import InvalidArgument, ResourceExhausted
 from kserve.tensors import InferRequest, RequestedOutput, Tensor
 from tests.support import models
@@ -197,3 +202,43 @@ def test_size_arg_makes_a_bad_size_a_usage_error() -> None:
     assert size_arg("2GiB") == 2 << 30
     with pytest.raises(argparse.ArgumentTypeError, match="cannot read 'lots' as a size in bytes"):
         size_arg("lots")
+
+
+def _bytes_of(count: int) -> bytes:
+    return (struct.pack("<I", 2) + b"ab") * count
+
+
+@pytest.mark.parametrize("transport", ["http", "grpc"])
+def test_a_request_the_model_cannot_take_is_refused_before_its_data_is_decoded(transport: str) -> None:
+    # a million 2-byte BYTES elements decode to ~43 MB of objects; mlp takes FP32
+    raw, count = _bytes_of(1_000_000), 1_000_000
+    if transport == "http":
+        head = json.dumps({"inputs": [{"name": "INPUT0", "datatype": "BYTES", "shape": [1, count],
+                                       "parameters": {"binary_data_size": len(raw)}}]}).encode()
+        pending = http_codec.parse_infer_request(head + raw, len(head), "mlp", "")
+    else:
+        pending = grpc_codec.parse_infer_request(service_pb2.ModelInferRequest(
+            model_name="mlp", inputs=[service_pb2.ModelInferRequest.InferInputTensor(
+                name="INPUT0", datatype="BYTES", shape=[1, count])], raw_input_contents=[raw]))
+    tracemalloc.start()
+    try:
+        with pytest.raises(InvalidArgument, match="inference input 'INPUT0' data-type is 'BYTES', "
+                                                  "but model 'mlp' expects 'FP32'"):
+            check_request(_spec("mlp", "mlp"), pending)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2**20, f"checking allocated {peak} bytes"
+
+
+def test_a_pending_request_that_fits_is_decoded_and_its_data_checked() -> None:
+    x = np.arange(128, dtype=np.float32).reshape(2, 64)
+    head = json.dumps({"inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [2, 64],
+                                   "parameters": {"binary_data_size": x.nbytes}}]}).encode()
+    checked = check_request(_spec("mlp", "mlp"), http_codec.parse_infer_request(head + x.tobytes(), len(head),
+                                                                                "mlp", ""))
+    assert checked.batch_size == 2 and np.array_equal(checked.inputs["INPUT0"], x)
+    bad = json.dumps({"inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [2, 64],
+                                  "data": [1.0] * 100}]}).encode()
+    with pytest.raises(InvalidArgument, match="unexpected number of elements 100"):
+        check_request(_spec("mlp", "mlp"), http_codec.parse_infer_request(bad, None, "mlp", ""))
