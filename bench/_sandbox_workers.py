@@ -35,7 +35,8 @@ QUARANTINE_NEVER = "1000000"  # the runaway trials stop one model ~100 times in 
 class Variant:
     name: str
     worker: WorkerProcess
-    first_load_s: dict[str, float]  # the first loads in a fresh worker (runtime import, zygote start)
+    start_s: float  # from the process's start until it answers ready (the zygote starts before)
+    first_load_s: dict[str, float]  # the first loads in a fresh worker (runtime import)
 
 
 @contextmanager
@@ -67,22 +68,30 @@ def _start(tree: Path, log_dir: Path, name: str, cpus: str, credential: Instance
     return WorkerProcess(proc, http_port, grpc_port, credential)
 
 
+def _up(w: WorkerProcess) -> bool:
+    return w.http_ready() and port_open(w.grpc_port)
+
+
 @contextmanager
 def variants(log_dir: Path, cpus: str, credential: InstanceCredential,
              model_names: tuple[str, ...]) -> Iterator[dict[str, Variant]]:
-    """The three workers, each with ``model_names`` loaded; all stopped afterwards."""
+    """The three workers, each with ``model_names`` loaded; all stopped afterwards. Started
+    one after another, so each one's start time is its own."""
     with ExitStack() as stack:
         before_tree = stack.enter_context(worktree(BEFORE_COMMIT))
         after_flags = ["--quarantine-after", QUARANTINE_NEVER]
-        workers = {BEFORE: _start(before_tree, log_dir, BEFORE, cpus, None, []),
-                   AFTER: _start(REPO, log_dir, AFTER, cpus, credential, after_flags),
-                   AFTER_OPEN: _start(REPO, log_dir, AFTER_OPEN, cpus, None, after_flags)}
-        for w in workers.values():
-            stack.callback(w.proc.stop)
+        plan = {BEFORE: (before_tree, None, []), AFTER: (REPO, credential, after_flags),
+                AFTER_OPEN: (REPO, None, after_flags)}
         out: dict[str, Variant] = {}
-        for name, w in workers.items():
-            w.proc.wait_ready(lambda w=w: w.http_ready() and port_open(w.grpc_port), 60, f"worker {name}")
-            out[name] = Variant(name, w, {m: load_seconds(w, m) for m in model_names})
+        for name, (tree, cred, flags) in plan.items():
+            t0 = time.perf_counter()
+            w = _start(tree, log_dir, name, cpus, cred, flags)
+            stack.callback(w.proc.stop)
+            # a finer poll than wait_ready's for the time; wait_ready then reports an early exit
+            wait_until(lambda w=w: not w.proc.alive() or _up(w), 60, f"worker {name}", interval_s=0.01)
+            start_s = time.perf_counter() - t0
+            w.proc.wait_ready(lambda w=w: _up(w), 60, f"worker {name}")
+            out[name] = Variant(name, w, start_s, {m: load_seconds(w, m) for m in model_names})
         yield out
 
 
@@ -133,6 +142,11 @@ def _rollup(pid: int) -> tuple[int, int, int]:
             if len(parts) >= 2 and parts[1].isdigit():
                 fields[parts[0].rstrip(":")] = int(parts[1]) * 1024
     return fields.get("Rss", 0), fields.get("Pss", 0), fields.get("Private_Clean", 0) + fields.get("Private_Dirty", 0)
+
+
+def model_host_pids(w: WorkerProcess) -> set[int]:
+    """The worker's model hosts (its zygote's children)."""
+    return {h for z in _children(w.proc.popen.pid) for h in _children(z)}
 
 
 def process_memory(w: WorkerProcess) -> dict[str, tuple[int, ...]]:
