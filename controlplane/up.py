@@ -38,6 +38,7 @@ from controlplane.settings import Settings
 from kserve.http_connections import BoundedConfig
 from kserve.restricted import InstanceCredential
 from worker.affinity import parse_cpus, pin_to
+from worker.main import DEFAULT_MAX_REQUEST_BYTES
 from worker.memory import size_arg
 
 if TYPE_CHECKING:
@@ -93,9 +94,11 @@ def worker_bounds(settings: Settings) -> list[str]:
     """The control plane's request bounds as worker flags: a request the gateway admits is
     not refused by a worker's tighter default, and no worker holds a connection that never
     finishes its headers longer than the gateway would."""
+    # never below the worker's own default: the profiler sends the control plane's own
+    # batches (up to max_batch_size) straight to the worker, past the tenants' limit
     return ["--header-timeout", repr(settings.header_timeout_s),
             "--max-header-bytes", str(settings.max_header_bytes),
-            "--max-request-bytes", str(settings.max_request_bytes),
+            "--max-request-bytes", str(max(settings.max_request_bytes, DEFAULT_MAX_REQUEST_BYTES)),
             "--max-json-values", str(settings.max_json_values)]
 
 
