@@ -151,7 +151,13 @@ def _host_pids(worker_pid: int) -> list[int]:
             out += [int(p) for p in (task / "children").read_text().split()]
         return out
 
-    return [host for zygote in children(worker_pid) for host in children(zygote)]
+    def alive(pid: int) -> bool:  # a killed host stays a zombie until the zygote reaps it
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+        except OSError:
+            return False
+
+    return [host for zygote in children(worker_pid) for host in children(zygote) if alive(host)]
 
 
 def _hostile_corpus(victim: str) -> list[hostile_models.Hostile]:
