@@ -117,12 +117,16 @@ class SchedulerConfig:
     # run ahead of the least-served backlogged tenant on an instance and still compete
     # by deadline; past it, the tenant is over its share and waits.
     fair_slack_s: float = 0.005
+    # How far below that floor a tenant returning from idle may start: a burst of about
+    # this much instance time (per unit of weight) runs before the busy tenants' turn.
+    idle_credit_s: float = 0.025
     # A batch-class execution holds an idle instance at most about this long, so an
     # interactive request arriving meanwhile waits at most this much.
     batch_class_max_exec_s: float = 0.05
 
     def __post_init__(self) -> None:
-        for name in ("default_exec_s", "default_load_s", "fair_slack_s", "batch_class_max_exec_s"):
+        for name in ("default_exec_s", "default_load_s", "fair_slack_s", "idle_credit_s",
+                     "batch_class_max_exec_s"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 

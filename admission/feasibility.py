@@ -1,0 +1,47 @@
+"""What a prediction says about a deadline, in the words the tenant reads."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from admission.model import PendingRequest, ms
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Predicted seconds from now to completion of a new interactive request."""
+
+    queue_s: float
+    load_s: float
+    exec_s: float
+    known: bool  # False: nothing measured yet, never a reason to refuse
+
+    @property
+    def total_s(self) -> float:
+        return self.queue_s + self.load_s + self.exec_s
+
+
+def infeasible(req: PendingRequest, p: Prediction, now: float) -> tuple[str, float | None]:
+    """The refusal's message, with the predicted breakdown, and its Retry-After."""
+    assert req.deadline_s is not None
+    budget = req.deadline_s - req.arrival_s
+    waited = max(0.0, now - req.arrival_s)
+    tightened = req.slo_s is not None and budget < req.slo_s - 1e-9
+    what = "deadline the client set" if tightened else "SLO"
+    parts = [f"queue {ms(waited + p.queue_s)} ms"]
+    if p.load_s:
+        parts.append(f"load {ms(p.load_s)} ms")
+    parts.append(f"execute {ms(p.exec_s)} ms")
+    message = (f"cannot meet the {ms(budget)} ms {what} of model '{req.display_name}': "
+               f"predicted {ms(waited + p.total_s)} ms ({', '.join(parts)})")
+    # a retry can succeed once the queue drains, unless the work alone is too long
+    retry = p.queue_s if p.queue_s > 0 and p.load_s + p.exec_s <= budget else None
+    return message, retry
+
+
+def missed(req: PendingRequest, late_by_s: float) -> str:
+    """A drop's message: by how much the request would have been late (at least 1 ms)."""
+    late = max(1, math.ceil(late_by_s * 1000))
+    return (f"model '{req.display_name}': dropped before it ran, the request would have missed "
+            f"its deadline by {late} ms")

@@ -1,0 +1,427 @@
+"""The scheduler core: admit or refuse each request, then decide what runs where, when.
+
+Objective: maximise goodput — the requests that complete within their deadline —
+subject to fair shares between tenants. Every request is answered at once when it
+cannot be served in time (refused at admission), dropped before it runs once it can no
+longer meet its deadline, and otherwise run in a batch whose predicted completion meets
+the earliest deadline in it. Nothing runs late at others' expense.
+
+- ``admit``: quota (rate, concurrency), then feasibility: predicted completion = the
+  wait for the instance holding the model that finishes it soonest (what it runs now,
+  plus the queued work it will run first, ``InstanceQueue.work_ahead``) + load time
+  when no instance holds it + execute time, at the predictor's percentile.
+- ``schedule``: for every free slot, earliest deadline first among the tenants within
+  their fair share on that instance (weighted fair queueing on predicted execute time,
+  ``instance_queue``); the batch is the largest ≤ max_batch_size of requests with the
+  same merge key whose predicted execute time still meets the earliest deadline in it.
+  Batch-class work runs only on an idle instance with no interactive work eligible.
+- Isolation: a tenant over its share is not picked while one within its share has work
+  there, fills a batch only after the tenants within share, and its queued work counts
+  against a tenant within share only up to the slack; so when the instance is short,
+  the requests that become infeasible or expire are the over-share tenant's: it is
+  refused or dropped first.
+
+Pure and synchronous: the async shell in the gateway passes ``now`` on every call and
+applies the returned decisions; ``next_expiry_s`` says when to call ``schedule`` again.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from bisect import bisect_left
+from collections import Counter, deque
+from collections.abc import Hashable, Iterable
+from dataclasses import dataclass
+
+from admission.batch_choice import choose_batch, choose_batch_class
+from admission.feasibility import Prediction, infeasible, missed
+from admission.instance_queue import InstanceQueue, QueueKey
+from admission.model import (
+    Decision,
+    Dispatch,
+    Drop,
+    InstanceSlot,
+    ModelInfo,
+    PendingRequest,
+    Predictor,
+    Refuse,
+    SchedulerConfig,
+    TenantPolicy,
+)
+from admission.quota import TenantQuota
+from kserve.errors import InvalidArgument
+
+DecisionKey = tuple[str, str, str]  # (tenant, model, reason)
+
+
+class Queued:
+    """A request admitted and not yet dispatched (mutable bookkeeping around it)."""
+
+    __slots__ = ("req", "seq", "key", "costs", "expiry")
+
+    def __init__(self, req: PendingRequest, seq: int) -> None:
+        self.req = req
+        self.seq = seq
+        self.key: QueueKey | None = None if req.deadline_s is None else (req.deadline_s, seq, req.id)
+        self.costs: dict[str, float] = {}  # instance id -> seconds attributed there
+        self.expiry: float | None = None  # latest start that can still meet the deadline
+
+
+@dataclass
+class _Batch:
+    instance_id: str
+    members: list[Queued]
+
+
+class Scheduler:
+    def __init__(self, predictor: Predictor, config: SchedulerConfig | None = None) -> None:
+        self.predictor = predictor
+        self.config = config or SchedulerConfig()
+        self._models: dict[str, ModelInfo] = {}
+        self._policies: dict[str, TenantPolicy] = {}
+        self._quotas: dict[str, TenantQuota] = {}
+        self._instances: dict[str, InstanceQueue] = {}
+        self._holders: dict[str, list[InstanceQueue]] = {}  # model -> instances holding it
+        self._queued: dict[str, Queued] = {}
+        # model -> merge key -> interactive keys by deadline / batch-class (seq, id) FIFO
+        self._by_model: dict[str, dict[Hashable, list[QueueKey]]] = {}
+        self._batch_by_model: dict[str, dict[Hashable, deque[tuple[int, str]]]] = {}
+        self._batch_queued: Counter[str] = Counter()  # tenant -> batch-class requests queued
+        self._expiry: list[tuple[float, int, str]] = []  # heap of latest starts
+        self._ready: dict[str, None] = {}  # instances that may have a free slot and work
+        self._batches: dict[str, _Batch] = {}
+        self._decisions: Counter[DecisionKey] = Counter()
+        self._seq = 0
+        self._batch_seq = 0
+
+    # ---- configuration --------------------------------------------------------------
+
+    def set_model(self, model: str, info: ModelInfo) -> None:
+        self._models[model] = info
+
+    def set_policy(self, tenant: str, policy: TenantPolicy) -> None:
+        self._policies[tenant] = policy
+        quota = self._quotas.get(tenant)
+        if quota is not None:
+            quota.set_policy(policy)
+
+    def set_instances(self, slots: Iterable[InstanceSlot]) -> None:
+        """Placement's current instances. Queued requests of every model whose holders
+        changed are re-attributed; batches in flight on a removed instance still complete."""
+        new = {s.instance_id: s for s in slots}
+        before = {m: [(q.instance_id, q.slot.instance_class) for q in qs] for m, qs in self._holders.items()}
+        for iid in [i for i in self._instances if i not in new]:
+            del self._instances[iid]
+        for iid, slot in new.items():
+            if iid in self._instances:
+                self._instances[iid].slot = slot
+            else:
+                self._instances[iid] = InstanceQueue(slot)
+        self._holders = {}
+        for iid in sorted(self._instances):
+            for model in sorted(self._instances[iid].slot.models):
+                self._holders.setdefault(model, []).append(self._instances[iid])
+        after = {m: [(q.instance_id, q.slot.instance_class) for q in qs] for m, qs in self._holders.items()}
+        for model in set(before) | set(after):
+            if before.get(model) != after.get(model):
+                self._reattribute(model)
+        self._ready = dict.fromkeys(sorted(self._instances))
+
+    # ---- admission ------------------------------------------------------------------
+
+    def admit(self, req: PendingRequest, now: float) -> Refuse | None:
+        """None: admitted and queued (answered later by a Dispatch or a Drop)."""
+        if req.id in self._queued:
+            raise ValueError(f"request {req.id} is already queued")
+        info = self._models.get(req.model)
+        if info is None:
+            raise ValueError(f"unknown model {req.model}: call set_model first")
+        if info.max_batch_size > 0 and req.rows > info.max_batch_size:
+            raise InvalidArgument(
+                f"model '{req.display_name}' takes batches of at most {info.max_batch_size} rows, "
+                f"got {req.rows}: split the request")
+        quota = self._quota(req.tenant)
+        refusal = quota.try_acquire(now)
+        if refusal is not None:
+            return self._refuse(req, "quota", refusal.message, refusal.retry_after_s)
+        if req.deadline_s is None:
+            cap = self._policy(req.tenant).max_batch_queue
+            if self._batch_queued[req.tenant] >= cap:
+                quota.release()
+                return self._refuse(req, "queue_full",
+                                    f"batch queue full: at most {cap} batch requests queued at once")
+        else:
+            p = self.predict(req, now)
+            late = now > req.deadline_s or (p.known and now + p.total_s > req.deadline_s)
+            if late:
+                quota.release()
+                return self._refuse(req, "infeasible", *infeasible(req, p, now))
+        self._seq += 1
+        entry = Queued(req, self._seq)
+        self._queued[req.id] = entry
+        self._attribute(entry)
+        self._count(req, "admitted")
+        return None
+
+    def predict(self, req: PendingRequest, now: float) -> Prediction:
+        """Predicted wait, load and execute time of a new interactive request (the best
+        instance holding its model; the best instance class when none does)."""
+        assert req.deadline_s is not None
+        best: Prediction | None = None
+        holders = self._holders.get(req.model)
+        if holders:
+            for iq in holders:
+                ex, known = self._exec(req.model, iq.slot.instance_class, req.rows, req.work)
+                wait = iq.wait_s(now) + iq.work_ahead(
+                    req.tenant, req.deadline_s, self._weight, self.config.fair_slack_s,
+                    self.config.idle_credit_s)
+                p = Prediction(wait, 0.0, ex, known)
+                if best is None or p.total_s < best.total_s:
+                    best = p
+        else:
+            classes = sorted({q.slot.instance_class for q in self._instances.values()}) or [""]
+            for cls in classes:
+                load = self.predictor.load_s(req.model, cls)
+                ex, known = self._exec(req.model, cls, req.rows, req.work)
+                p = Prediction(0.0, self.config.default_load_s if load is None else load, ex,
+                               known and load is not None)
+                if best is None or p.total_s < best.total_s:
+                    best = p
+        assert best is not None
+        return best
+
+    # ---- scheduling -----------------------------------------------------------------
+
+    def schedule(self, now: float) -> list[Decision]:
+        """Fill every free slot; drop what can no longer meet its deadline."""
+        out: list[Decision] = []
+        self._expire(now, out)
+        for iid in list(self._ready):
+            iq = self._instances[iid]
+            while iq.has_free_slot(now):
+                decision = self._next_interactive(iq, now, out)
+                if decision is None and not iq.lanes and iq.executions(now) == 0:
+                    decision = self._next_batch_class(iq, now)
+                if decision is None:
+                    break
+                out.append(decision)
+            # back in when a slot frees (complete) or work arrives for its models (admit);
+            # batches it ran before the core knew it free their slots without a complete
+            if not iq.awaits_seeded(now):
+                del self._ready[iid]
+        return out
+
+    def _next_interactive(self, iq: InstanceQueue, now: float, out: list[Decision]) -> Dispatch | None:
+        slack = self.config.fair_slack_s
+        while (tenant := iq.pick(slack)) is not None:
+            head = self._queued[iq.lanes[tenant].keys[0][2]]
+            req = head.req
+            assert req.deadline_s is not None
+            start = max(now, iq.busy_until_s)
+            if start + self._exec_bound(req.model, iq.slot.instance_class, req.rows, req.work) <= req.deadline_s:
+                members, rows, ex = choose_batch(self, iq, head, start)
+                return self._dispatch(iq, req.model, members, rows, ex, now)
+            soonest = min(max(now, q.busy_until_s)
+                          + self._exec_bound(req.model, q.slot.instance_class, req.rows, req.work)
+                          for q in self._holders[req.model])
+            if soonest <= req.deadline_s:
+                return None  # another instance holding the model can still run it in time
+            out.append(self._drop(head, soonest - req.deadline_s))
+        return None
+
+    def _next_batch_class(self, iq: InstanceQueue, now: float) -> Dispatch | None:
+        picked = choose_batch_class(self, iq)
+        if picked is None:
+            return None
+        model, members, rows, ex = picked
+        return self._dispatch(iq, model, members, rows, ex, now)
+
+    def _dispatch(self, iq: InstanceQueue, model: str, members: list[Queued], rows: int,
+                  ex: float, now: float) -> Dispatch:
+        shares: dict[str, float] = {}
+        for e in members:
+            shares[e.req.tenant] = shares.get(e.req.tenant, 0.0) + ex * e.req.rows / rows
+        iq.charge(shares, self._weight)
+        for e in members:
+            self._unqueue(e)
+            self._count(e.req, "dispatched")
+        self._batch_seq += 1
+        batch_id = f"b{self._batch_seq}"
+        iq.busy_until_s = max(now, iq.busy_until_s) + ex
+        iq.in_flight[batch_id] = ex
+        self._batches[batch_id] = _Batch(iq.instance_id, members)
+        return Dispatch(batch_id, iq.instance_id, model, tuple(e.req.id for e in members), rows, ex)
+
+    def complete(self, batch_id: str, now: float, observed_s: float | None) -> None:
+        """A dispatched batch answered (``observed_s`` its execute time) or failed (None)."""
+        batch = self._batches.pop(batch_id, None)
+        if batch is None:
+            raise ValueError(f"unknown batch {batch_id}: already completed, or never dispatched")
+        for e in batch.members:
+            self._quota(e.req.tenant).release()
+            if observed_s is None:
+                self._count(e.req, "failed")
+            else:
+                late = e.req.deadline_s is not None and now > e.req.deadline_s
+                self._count(e.req, "late" if late else "completed")
+        iq = self._instances.get(batch.instance_id)
+        if iq is not None:
+            iq.in_flight.pop(batch_id, None)
+            # executions run one after another: what is left starts now
+            iq.busy_until_s = now + sum(iq.in_flight.values())
+            self._ready[iq.instance_id] = None
+
+    def cancel(self, request_id: str) -> bool:
+        """The caller went away: a queued request leaves the queue (True). One already
+        dispatched runs to the end of its batch (False)."""
+        e = self._queued.get(request_id)
+        if e is None:
+            return False
+        self._unqueue(e)
+        self._quota(e.req.tenant).release()
+        self._count(e.req, "cancelled")
+        return True
+
+    def next_expiry_s(self) -> float | None:
+        """When the next queued request stops being able to meet its deadline (call
+        ``schedule`` then to drop it), or None."""
+        heap = self._expiry
+        while heap and not self._expiry_live(heap[0]):
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
+
+    def decisions(self) -> dict[DecisionKey, int]:
+        """Counts per (tenant, model, reason): admitted, quota, infeasible, queue_full,
+        dispatched, dropped, cancelled, completed, late, failed."""
+        return dict(self._decisions)
+
+    def queued(self) -> int:
+        return len(self._queued)
+
+    # ---- internals shared with batch_choice -----------------------------------------
+
+    def _exec(self, model: str, instance_class: str, rows: int, work: int) -> tuple[float, bool]:
+        s = self.predictor.exec_s(model, instance_class, rows, work)
+        return (self.config.default_exec_s, False) if s is None else (s, True)
+
+    def _exec_bound(self, model: str, instance_class: str, rows: int, work: int) -> float:
+        """The execute time a deadline is checked against: nothing measured, nothing to
+        hold against it (the default is a guess, not a reason to drop)."""
+        s = self.predictor.exec_s(model, instance_class, rows, work)
+        return 0.0 if s is None else s
+
+    def _weight(self, tenant: str) -> float:
+        return self._policy(tenant).weight
+
+    def _policy(self, tenant: str) -> TenantPolicy:
+        p = self._policies.get(tenant)
+        if p is None:
+            p = self._policies[tenant] = TenantPolicy()
+        return p
+
+    def _quota(self, tenant: str) -> TenantQuota:
+        q = self._quotas.get(tenant)
+        if q is None:
+            q = self._quotas[tenant] = TenantQuota(self._policy(tenant))
+        return q
+
+    def _count(self, req: PendingRequest, reason: str) -> None:
+        self._decisions[(req.tenant, req.model, reason)] += 1
+
+    def _refuse(self, req: PendingRequest, reason: str, message: str,
+                retry_after_s: float | None = None) -> Refuse:
+        self._count(req, reason)
+        return Refuse(req.id, reason, message, retry_after_s)  # type: ignore[arg-type]
+
+    def _queued_cost(self, req: PendingRequest, instance_class: str) -> float:
+        """Seconds of an instance's time a queued request is predicted to take: its rows'
+        part of a full batch for models that batch (under load, batches fill)."""
+        b = self._models[req.model].max_batch_size
+        if b <= 1:
+            return self._exec(req.model, instance_class, req.rows, req.work)[0]
+        return self._exec(req.model, instance_class, b, req.work)[0] * req.rows / b
+
+    def _attribute(self, e: Queued) -> None:
+        """Index a queued request on every instance holding its model."""
+        req = e.req
+        holders = self._holders.get(req.model, [])
+        if e.key is None:
+            self._batch_queued[req.tenant] += 1
+            self._batch_by_model.setdefault(req.model, {}).setdefault(req.merge_key, deque()).append(
+                (e.seq, req.id))
+            for iq in holders:
+                iq.batch_lanes.setdefault(req.tenant, deque()).append((e.seq, req.id))
+                self._ready[iq.instance_id] = None
+            return
+        lst = self._by_model.setdefault(req.model, {}).setdefault(req.merge_key, [])
+        if not lst or lst[-1] < e.key:
+            lst.append(e.key)
+        else:
+            lst.insert(bisect_left(lst, e.key), e.key)
+        soonest = math.inf
+        for iq in holders:
+            cls = iq.slot.instance_class
+            e.costs[iq.instance_id] = cost = self._queued_cost(req, cls) / len(holders)
+            iq.lane_for(req.tenant, self.config.idle_credit_s).insert(e.key, cost)
+            soonest = min(soonest, self._exec_bound(req.model, cls, req.rows, req.work))
+            self._ready[iq.instance_id] = None
+        if not holders:
+            cls = sorted({q.slot.instance_class for q in self._instances.values()} or {""})[0]
+            load = self.predictor.load_s(req.model, cls)
+            soonest = (load or 0.0) + self._exec_bound(req.model, cls, req.rows, req.work)
+        e.expiry = e.key[0] - soonest
+        heapq.heappush(self._expiry, (e.expiry, e.seq, req.id))
+
+    def _detach(self, e: Queued) -> None:
+        """Undo ``_attribute`` (batch-class entries are skipped lazily where they queue)."""
+        req = e.req
+        if e.key is None:
+            self._batch_queued[req.tenant] -= 1
+            return
+        for iid in e.costs:
+            iq = self._instances.get(iid)
+            if iq is not None and req.tenant in iq.lanes:
+                iq.remove(req.tenant, e.key)
+        e.costs = {}
+        lst = self._by_model[req.model][req.merge_key]
+        del lst[bisect_left(lst, e.key)]
+        if not lst:
+            del self._by_model[req.model][req.merge_key]
+        e.expiry = None
+
+    def _unqueue(self, e: Queued) -> None:
+        self._detach(e)
+        del self._queued[e.req.id]
+
+    def _reattribute(self, model: str) -> None:
+        entries = [self._queued[k[2]] for keys in self._by_model.get(model, {}).values() for k in keys]
+        entries += [self._queued[i] for q in self._batch_by_model.pop(model, {}).values()
+                    for s, i in q if self.is_live(s, i)]
+        for e in sorted(entries, key=lambda x: x.seq):
+            self._detach(e)
+            self._attribute(e)
+
+    def is_live(self, seq: int, request_id: str) -> bool:
+        e = self._queued.get(request_id)
+        return e is not None and e.seq == seq
+
+    def _expiry_live(self, item: tuple[float, int, str]) -> bool:
+        e = self._queued.get(item[2])
+        return e is not None and e.seq == item[1] and e.expiry == item[0]
+
+    def _expire(self, now: float, out: list[Decision]) -> None:
+        heap = self._expiry
+        while heap and heap[0][0] < now:
+            item = heapq.heappop(heap)
+            if self._expiry_live(item):
+                e = self._queued[item[2]]
+                out.append(self._drop(e, now - item[0]))
+
+    def _drop(self, e: Queued, late_by_s: float) -> Drop:
+        self._unqueue(e)
+        self._quota(e.req.tenant).release()
+        self._count(e.req, "dropped")
+        return Drop(e.req.id, missed(e.req, late_by_s), late_by_s)
+
+
