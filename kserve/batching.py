@@ -11,10 +11,11 @@ instance would have answered that caller alone.
 
 Reading a request refuses nothing: one that cannot be read cleanly (malformed JSON, an
 input without a batch dimension, inputs whose rows disagree, data that does not fill its
-shape) is not batchable, and ``read_http``/``read_grpc`` answer None so that the gateway
-forwards it alone and the instance answers it with its own error. Keys compare requests
-of one model version (one queue); whether a model batches at all (``max_batch_size``) and
-how many rows fit are the scheduler's to decide. Everything here is pure.
+shape, a request of a sequence) is not batchable, and ``read_http``/``read_grpc`` answer
+None so that the gateway forwards it alone and the instance answers it with its own
+error. Keys compare requests of one model version (one queue); whether a model batches at
+all (``max_batch_size``) and how many rows fit are the scheduler's to decide.
+Everything here is pure.
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ from kserve.tensors import (
     tensor_bytes,
     tensor_from_buffer,
 )
+
+# Triton's sequence batching: the requests of one sequence run in order, one at a time,
+# on the model's state; such a request is never merged with others
+SEQUENCE_PARAMETER = "sequence_id"
 
 # Request parameters that change only the answer's form or when and in what order the work
 # runs, never what the model computes: requests differing in them still share a batch.
@@ -97,6 +102,8 @@ def _frozen(value: Any) -> str:
 def caller_request(transport: str, pending: PendingRequest) -> CallerRequest | None:
     """A parsed request as a batch member, its inputs' data decoded (which checks it
     against its shape) and kept raw; None when it cannot be batched."""
+    if pending.parameters.get(SEQUENCE_PARAMETER) not in (None, 0, ""):
+        return None
     inputs: list[RawTensor] = []
     try:
         for header in pending.inputs:

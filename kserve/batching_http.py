@@ -72,6 +72,8 @@ def split_http(response_body: bytes, response_header_length: int | None,
     """Each caller's answer to a merged request's 200 response, in the requests' order."""
     obj, outputs = _read_response(response_body, response_header_length)
     params = obj.get("parameters") or {}
+    if not isinstance(params, dict):
+        raise Internal("the instance's answer to a batch has 'parameters' that are not an object")
     answers = []
     for request, tensors in zip(requests, split_outputs(outputs, requests), strict=True):
         resp = InferResponse(str(obj.get("model_name", "")), str(obj.get("model_version", "")),

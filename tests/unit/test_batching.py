@@ -94,14 +94,15 @@ def http_body(arrays: dict[str, np.ndarray], binary: bool, outputs: list[tuple[s
 
 
 def grpc_raw(arrays: dict[str, np.ndarray], outputs: list[str] | None = None, request_id: str = "",
-             **params: object) -> service_pb2.ModelInferRequest:
+             sequence_id: int = 0, **params: object) -> service_pb2.ModelInferRequest:
     inputs = []
     for name, a in arrays.items():
         inp = tgrpc.InferInput(name, list(a.shape), numpy_to_v2(a.dtype))
         inp.set_data_from_numpy(a)
         inputs.append(inp)
     wanted = [tgrpc.InferRequestedOutput(n) for n in outputs] if outputs is not None else None
-    return _get_inference_request("m", inputs, "1", request_id, wanted, 0, False, False, 0, None, params)
+    return _get_inference_request("m", inputs, "1", request_id, wanted, sequence_id, bool(sequence_id),
+                                  False, 0, None, params)
 
 
 _TYPED = {"FP32": "fp32_contents", "INT32": "int_contents", "BYTES": "bytes_contents"}
@@ -282,6 +283,13 @@ def test_merge_key_tells_parameter_values_apart_and_transports_apart() -> None:
 ], ids=["json", "scalar", "zero-rows", "count", "rows-disagree", "no-inputs"])
 def test_unbatchable_requests_are_left_to_the_instance(body: bytes) -> None:
     assert read_http(body, None) is None
+
+
+def test_requests_of_a_sequence_are_never_merged() -> None:
+    x = {"X": data("FP32", 1, 0)}
+    assert read_http(*http_body(x, binary=True, sequence_id=7, sequence_start=True)) is None
+    assert read_grpc(grpc_raw(x, sequence_id=7)) is None
+    assert read_grpc(grpc_raw(x, sequence_id=0)) is not None
 
 
 def test_merging_different_keys_is_refused() -> None:
