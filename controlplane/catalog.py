@@ -20,12 +20,12 @@ from pydantic import BaseModel
 from controlplane.artifacts import ArtifactStore, StagedUpload
 from controlplane.redact import public_text
 from controlplane.settings import Settings
-from controlplane.store import keys
-from controlplane.store.base import KeyValue, OwnerGone, StateStore
-from controlplane.store.cache import PrefixCache
 from controlplane.validation import Platform, TensorSpec, ValidatedModel
 from kserve.datatypes import v2_to_config_type
 from kserve.errors import Conflict, InvalidArgument, NotFound
+from store import keys
+from store.base import KeyValue, OwnerGone, StateStore
+from store.cache import PrefixCache
 from tenants.naming import check_model_name, qualified_name, split_qualified
 
 log = logging.getLogger(__name__)

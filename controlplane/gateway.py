@@ -32,6 +32,7 @@ from tritonclient.grpc import service_pb2
 
 from controlplane.metrics import Metrics
 from controlplane.redact import CALLER, Redactor
+from controlplane.scheduling import ScheduledForwarding
 from controlplane.settings import Settings
 from kserve.errors import (
     DeadlineExceeded,
@@ -92,6 +93,12 @@ class Gateway:
         # every message a tenant gets passes through this at the transports' edge
         self.redact = Redactor(self._internal_names)
         self._background: set[asyncio.Task[None]] = set()  # quarantine checks in flight
+        # admission, deadline-ordered queues and batching; None: forward each request as it
+        # comes (INFERPLEX_SCHEDULER=false, kept to compare against)
+        self.scheduled: ScheduledForwarding | None = (
+            ScheduledForwarding(placement, instances, predictor,
+                                slots_per_instance=settings.scheduler_slots_per_instance)
+            if settings.scheduler else None)
 
     def _internal_names(self) -> list[str]:
         return [part for i in self.instances.list()
@@ -201,6 +208,7 @@ class Gateway:
                          headers: Mapping[str, str]) -> HttpResult:
         """``body`` is already decompressed and within the size limit."""
         started = time.perf_counter()
+        arrival = time.monotonic()
         tenant = principal.tenant or ""
         status = "error"
         label = UNKNOWN_MODEL_LABEL
@@ -212,15 +220,12 @@ class Gateway:
                        "INFERPLEX_MAX_JSON_VALUES")
             driver = await self.placement.ensure_loaded(rec)
             body, headers = _without_scheduling_parameters_http(body, headers)
-            batch = _http_batch(rec, headers, body)
-            prediction = self._predict(rec, driver, batch)
-            t0 = time.perf_counter()
-            code, out, out_headers = await driver.infer_raw_http(
-                qualified, str(rec.version), body, headers, timeout_s=self.settings.request_timeout_s,
-                exec_timeout_s=_exec_timeout_s(rec))
+            if self.scheduled is not None:
+                answer = await self.scheduled.http(rec, tenant, arrival, body, headers)
+                code, out, out_headers = answer.status, answer.body, answer.headers
+            else:
+                code, out, out_headers = await self._forward_http(rec, driver, body, headers)
             if code == 200:
-                self.placement.observe(driver, qualified, batch, time.perf_counter() - t0, prediction,
-                                       http_compute_s(out, out_headers))
                 out, out_headers = _rename_http_response(out, out_headers, qualified, rec.name)
             else:
                 if code in (503, 504):  # stopped at its deadline, or quarantined for it
@@ -235,6 +240,20 @@ class Gateway:
             raise
         finally:
             self.metrics.request(tenant, label, "http", status, time.perf_counter() - started)
+
+    async def _forward_http(self, rec: ModelRecord, driver: Any, body: bytes,
+                            headers: Mapping[str, str]) -> tuple[int, bytes, dict[str, str]]:
+        """Pass-through: the request goes to the instance as it comes."""
+        batch = _http_batch(rec, headers, body)
+        prediction = self._predict(rec, driver, batch)
+        t0 = time.perf_counter()
+        code, out, out_headers = await driver.infer_raw_http(
+            rec.qualified_name, str(rec.version), body, headers, timeout_s=self.settings.request_timeout_s,
+            exec_timeout_s=_exec_timeout_s(rec))
+        if code == 200:
+            self.placement.observe(driver, rec.qualified_name, batch, time.perf_counter() - t0, prediction,
+                                   http_compute_s(out, out_headers))
+        return code, out, out_headers
 
     def _check_quarantine(self, rec: ModelRecord, driver: Any) -> None:
         """After an instance stopped (or refused) an execution: if the instance has
@@ -288,6 +307,7 @@ class Gateway:
     async def infer_grpc(self, principal: Principal,
                          request: service_pb2.ModelInferRequest) -> service_pb2.ModelInferResponse:
         started = time.perf_counter()
+        arrival = time.monotonic()
         tenant = principal.tenant or ""
         name = request.model_name
         status = "error"
@@ -301,20 +321,14 @@ class Gateway:
             for key in SCHEDULING_PARAMETERS:
                 if key in request.parameters:
                     del request.parameters[key]
-            batch: int | None = 1
-            if rec.max_batch_size > 0:
-                batch = _batch_in_range(rec, int(request.inputs[0].shape[0])
-                                        if request.inputs and request.inputs[0].shape else None)
-            prediction = self._predict(rec, driver, batch)
-            t0 = time.perf_counter()
-            _bound_execution(request, rec)
             try:
-                response = await driver.infer_raw_grpc(request, timeout_s=self.settings.request_timeout_s)
+                if self.scheduled is not None:
+                    response = await self.scheduled.grpc(rec, tenant, arrival, request)
+                else:
+                    response = await self._forward_grpc(rec, driver, request)
             except (DeadlineExceeded, Unavailable):
                 self._check_quarantine(rec, driver)
                 raise
-            self.placement.observe(driver, qualified, batch, time.perf_counter() - t0, prediction,
-                                   grpc_compute_s(response))
             response.model_name = rec.name
             status = "OK"
             return response
@@ -324,6 +338,22 @@ class Gateway:
             raise
         finally:
             self.metrics.request(tenant, label, "grpc", status, time.perf_counter() - started)
+
+
+    async def _forward_grpc(self, rec: ModelRecord, driver: Any,
+                            request: service_pb2.ModelInferRequest) -> service_pb2.ModelInferResponse:
+        """Pass-through: the request goes to the instance as it comes."""
+        batch: int | None = 1
+        if rec.max_batch_size > 0:
+            batch = _batch_in_range(rec, int(request.inputs[0].shape[0])
+                                    if request.inputs and request.inputs[0].shape else None)
+        prediction = self._predict(rec, driver, batch)
+        t0 = time.perf_counter()
+        _bound_execution(request, rec)
+        response = await driver.infer_raw_grpc(request, timeout_s=self.settings.request_timeout_s)
+        self.placement.observe(driver, rec.qualified_name, batch, time.perf_counter() - t0, prediction,
+                               grpc_compute_s(response))
+        return response
 
 
 # How an instance's repository index words a model it stopped running (worker/sandbox/client.py)

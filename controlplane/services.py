@@ -17,11 +17,11 @@ if TYPE_CHECKING:
     from controlplane.catalog import ModelCatalog
     from controlplane.gateway import Gateway
     from controlplane.metrics import Metrics
-    from controlplane.store.base import StateStore
     from placement.instances import InstanceRegistry
     from placement.reconcile import PlacementReconciler
     from placement.service import PlacementService
     from profiler.predictor import LatencyPredictor
+    from store.base import StateStore
     from tenants.service import TenantService
 
 log = logging.getLogger(__name__)
@@ -50,11 +50,11 @@ async def build_services(settings: Settings) -> Services:
     from controlplane.catalog import ModelCatalog
     from controlplane.gateway import Gateway
     from controlplane.metrics import Metrics
-    from controlplane.store import open_store
     from placement.instances import InstanceRegistry
     from placement.reconcile import PlacementReconciler
     from placement.service import PlacementService
     from profiler.predictor import LatencyPredictor, PredictorConfig
+    from store import open_store
     from tenants.service import TenantService
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)

@@ -68,6 +68,13 @@ class Settings(BaseSettings):
         "every such execution; above 0, a read that covers several executions feeds their mean.",
     )
     profile_on_upload: bool = Field(True, description="Profile each new model version on an instance after upload.")
+    scheduler: bool = Field(
+        True, description="Admission, deadline-ordered queues and cross-request batching in the "
+        "control plane (admission/). false: forward each request as it comes (pass-through, kept to "
+        "compare against in benchmarks).")
+    scheduler_slots_per_instance: int = Field(
+        1, ge=1, le=16, description="Executions the scheduler keeps in flight per instance: the "
+        "control plane, not the instance, decides the order of everything else.")
     profile_exec_timeout_s: float = Field(
         5.0, gt=0, description="Longest one profiling execution may run before the instance stops it. "
         "Profiling first runs each upload once with large integer inputs under this bound; a model "

@@ -21,12 +21,12 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from controlplane.settings import Settings
-from controlplane.store import keys
-from controlplane.store.base import StateStore
-from controlplane.store.cache import PrefixCache
 from kserve.errors import InvalidArgument, NotFound
 from placement.driver import InstanceInfo
 from placement.triton_driver import TritonDriver
+from store import keys
+from store.base import StateStore
+from store.cache import PrefixCache
 
 log = logging.getLogger(__name__)
 

@@ -30,12 +30,12 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from controlplane.store import keys
-from controlplane.store.base import StateStore
-from controlplane.store.leader import LeaderElection
 from kserve.errors import InferplexError
 from placement.instances import INSTANCES_PREFIX, InstanceRegistry
 from placement.service import PLACEMENT_PREFIX, Placed, PlacementService
+from store import keys
+from store.base import StateStore
+from store.leader import LeaderElection
 
 if TYPE_CHECKING:
     from controlplane.catalog import ModelCatalog

@@ -20,9 +20,6 @@ from typing import TYPE_CHECKING, Any
 
 from controlplane.metrics import Metrics
 from controlplane.settings import Settings
-from controlplane.store import keys
-from controlplane.store.base import StateStore
-from controlplane.store.cache import PrefixCache
 from kserve.errors import InferplexError, InvalidArgument, NotFound, ResourceExhausted, Unavailable
 from placement.first_fit import (
     InstanceSnapshot,
@@ -35,6 +32,9 @@ from placement.triton_driver import TritonDriver
 from profiler.feed import ExecutionFeed, Prediction
 from profiler.predictor import LatencyPredictor
 from profiler.profile import ModelProfile
+from store import keys
+from store.base import StateStore
+from store.cache import PrefixCache
 
 if TYPE_CHECKING:
     from controlplane.catalog import ModelCatalog, ModelRecord
@@ -176,6 +176,11 @@ class PlacementService:
         return measured or estimate_model_bytes(record.size_bytes)
 
     # ---- loading ---------------------------------------------------------------------
+
+    def holdings(self) -> dict[str, dict[str, str]]:
+        """What each instance holds now: instance id -> {instance-level name: version}."""
+        return {iid: {q: placed.version for q, placed in models.items()}
+                for iid, models in self._actual.items()}
 
     def find_loaded(self, qualified: str, version: str) -> TritonDriver | None:
         for iid, models in self._actual.items():

@@ -15,10 +15,10 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from controlplane.store import keys
-from controlplane.store.base import KeyValue, StateStore
-from controlplane.store.cache import PrefixCache
 from kserve.errors import Conflict, InvalidArgument, NotFound, Unauthenticated
+from store import keys
+from store.base import KeyValue, StateStore
+from store.cache import PrefixCache
 from tenants.auth import Principal, Role
 from tenants.keys import (
     UNKNOWN_KEY,

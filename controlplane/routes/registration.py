@@ -26,9 +26,9 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from controlplane.deps import AdminDep, ServicesDep
-from controlplane.store import keys
-from controlplane.store.base import LeaseExpired, StoreUnavailable
 from kserve.errors import NotFound, PermissionDenied
+from store import keys
+from store.base import LeaseExpired, StoreUnavailable
 
 log = logging.getLogger(__name__)
 

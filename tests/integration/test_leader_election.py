@@ -8,9 +8,9 @@ import uuid
 
 import pytest
 
-from controlplane.store import StateStore
-from controlplane.store.etcd import EtcdStore
-from controlplane.store.leader import LeaderElection
+from store import StateStore
+from store.etcd import EtcdStore
+from store.leader import LeaderElection
 from tests.support.etcd import EtcdServer
 from tests.support.procs import eventually
 

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from controlplane.store import StateStore
-from controlplane.store.cache import PrefixCache
-from controlplane.store.embedded import EmbeddedStore
+from store import StateStore
+from store.cache import PrefixCache
+from store.embedded import EmbeddedStore
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from controlplane.store import (
+from kserve.errors import Conflict
+from store import (
     LeaseExpired,
     OwnerGone,
     StateStore,
@@ -19,9 +20,8 @@ from controlplane.store import (
     WatchEvent,
     open_store,
 )
-from controlplane.store.embedded import EmbeddedStore
-from controlplane.store.etcd import EtcdStore
-from kserve.errors import Conflict
+from store.embedded import EmbeddedStore
+from store.etcd import EtcdStore
 from tests.support.etcd import EtcdServer
 from tests.support.procs import eventually, wait_until
 

@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from controlplane.store import keys
 from kserve.errors import Conflict
+from store import keys
 from tests.support import models
 from tests.support.cp_app import RunningApp, blobs, leftovers, upload_raw
 from tests.support.procs import eventually

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from controlplane.store.base import StateStore
-from controlplane.store.embedded import EmbeddedStore
-from controlplane.store.etcd import EtcdStore
+from store.base import StateStore
+from store.embedded import EmbeddedStore
+from store.etcd import EtcdStore
 from tests.support.etcd import ETCD_BINARY, EtcdServer
 
 NO_ETCD = "etcd is not on PATH (make test installs Debian's etcd-server: scripts/ensure-etcd)"

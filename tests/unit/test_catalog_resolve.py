@@ -13,10 +13,10 @@ import pytest
 from controlplane.artifacts import ArtifactStore, StagedUpload
 from controlplane.catalog import ModelCatalog
 from controlplane.settings import Settings
-from controlplane.store import keys
-from controlplane.store.embedded import EmbeddedStore
 from controlplane.validation import TensorSpec, ValidatedModel
 from kserve.errors import Conflict, NotFound
+from store import keys
+from store.embedded import EmbeddedStore
 
 MODEL = ValidatedModel(
     format="onnx", platform="onnxruntime_onnx", filename="model.onnx", max_batch_size=4,

@@ -8,13 +8,14 @@ from typing import Any, cast
 import pytest
 
 from controlplane.gateway import Gateway
+from controlplane.settings import Settings
 from profiler.predictor import LatencyPredictor
 from profiler.profile import ClassProfile, LatencyStats, ModelProfile
 
 
 def _gateway(predictor: LatencyPredictor) -> Gateway:
     none = cast(Any, None)
-    return Gateway(none, none, none, none, predictor, none, none)
+    return Gateway(none, none, none, none, predictor, none, Settings(scheduler=False))
 
 
 def _driver(instance_class: str) -> Any:

@@ -18,11 +18,11 @@ from controlplane.catalog import ModelCatalog
 from controlplane.gateway import Gateway
 from controlplane.metrics import Metrics
 from controlplane.settings import Settings
-from controlplane.store import keys
-from controlplane.store.embedded import EmbeddedStore
 from controlplane.validation import TensorSpec, ValidatedModel
 from placement.service import Placed, PlacementService
 from profiler.predictor import LatencyPredictor
+from store import keys
+from store.embedded import EmbeddedStore
 from tenants.auth import Principal
 
 MODEL = ValidatedModel(

@@ -7,9 +7,9 @@ from typing import Any, cast
 
 from controlplane.metrics import Metrics
 from controlplane.settings import Settings
-from controlplane.store.embedded import EmbeddedStore
 from placement.service import Placed, PlacementService
 from profiler.predictor import LatencyPredictor
+from store.embedded import EmbeddedStore
 
 Q = "acme__m"
 

@@ -7,11 +7,11 @@ from typing import Any, cast
 
 from controlplane.metrics import Metrics
 from controlplane.settings import Settings
-from controlplane.store import keys
-from controlplane.store.embedded import EmbeddedStore
 from kserve.errors import NotFound, Unavailable
 from placement.service import Placed, PlacementService
 from profiler.predictor import LatencyPredictor
+from store import keys
+from store.embedded import EmbeddedStore
 
 Q = "acme__m"
 

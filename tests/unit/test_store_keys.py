@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from controlplane.store import keys
+from store import keys
 
 
 def test_keys_follow_the_documented_layout() -> None:

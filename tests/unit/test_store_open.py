@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from controlplane.store import open_store, parse_etcd_url
-from controlplane.store.embedded import EmbeddedStore
-from controlplane.store.etcd import EtcdStore
 from kserve.errors import InvalidArgument
+from store import open_store, parse_etcd_url
+from store.embedded import EmbeddedStore
+from store.etcd import EtcdStore
 
 
 def test_etcd_urls_parse_to_endpoints() -> None:

@@ -7,10 +7,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from controlplane.store import keys
-from controlplane.store.cache import PrefixCache
-from controlplane.store.embedded import EmbeddedStore
 from kserve.errors import NotFound, Unauthenticated
+from store import keys
+from store.cache import PrefixCache
+from store.embedded import EmbeddedStore
 from tenants.keys import UNKNOWN_KEY
 from tenants.service import TenantService
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from controlplane.store.base import (
+from store.base import (
     KeyValue,
     LeaseExpired,
     OwnerGone,

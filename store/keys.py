@@ -31,7 +31,7 @@ layout. ``qualified_model`` is the tenant-qualified instance-level name.
 
 from __future__ import annotations
 
-from controlplane.store.base import PREFIX
+from store.base import PREFIX
 
 TENANTS = PREFIX + "tenants/"
 APIKEYS = PREFIX + "apikeys/"

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from controlplane.store.base import (
+from kserve.errors import InvalidArgument
+from store.base import (
     PREFIX,
     KeyValue,
     LeaseExpired,
@@ -14,7 +15,6 @@ from controlplane.store.base import (
     WatchCompacted,
     WatchEvent,
 )
-from kserve.errors import InvalidArgument
 
 __all__ = [
     "PREFIX",
@@ -48,9 +48,9 @@ def parse_etcd_url(url: str) -> list[tuple[str, int]]:
 def open_store(url: str | None, data_dir: Path) -> StateStore:
     """``etcd://...`` -> EtcdStore; None or ``embedded`` -> EmbeddedStore at data_dir/state.json."""
     if url is None or url == "embedded":
-        from controlplane.store.embedded import EmbeddedStore
+        from store.embedded import EmbeddedStore
 
         return EmbeddedStore(data_dir / "state.json")
-    from controlplane.store.etcd import EtcdStore
+    from store.etcd import EtcdStore
 
     return EtcdStore(parse_etcd_url(url))

@@ -16,7 +16,7 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from controlplane.store.base import (
+from store.base import (
     KeyValue,
     StateStore,
     WatchCompacted,

@@ -20,7 +20,7 @@ import inspect
 import logging
 from collections.abc import Awaitable, Callable
 
-from controlplane.store.base import LeaseExpired, StateStore, StoreUnavailable, cancel_and_wait
+from store.base import LeaseExpired, StateStore, StoreUnavailable, cancel_and_wait
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from typing import TypeVar
 import aetcd
 from aetcd import exceptions as etcd_errors
 
-from controlplane.store.base import (
+from store.base import (
     KeyValue,
     LeaseExpired,
     OwnerGone,
@@ -60,7 +60,7 @@ class EtcdStore(StateStore):
         watch_retry_s: float = 0.25,
     ) -> None:
         if isinstance(endpoints, str):
-            from controlplane.store import parse_etcd_url
+            from store import parse_etcd_url
 
             endpoints = parse_etcd_url(endpoints)
         if not endpoints:
