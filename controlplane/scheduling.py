@@ -1,0 +1,237 @@
+"""The gateway's side of the scheduler: every inference goes through admission and the
+deadline-ordered queues (``admission.Scheduler`` in ``admission.SchedulingShell``) and is
+run in the batch the core chose.
+
+A request becomes a ``PendingRequest`` on arrival: its deadline is arrival + the model
+version's SLO, or earlier when the client asks (Triton's ``timeout`` parameter in
+microseconds, or the ``inferplex-deadline-ms`` header; a client may tighten its deadline,
+never loosen it). A request that can be merged (``kserve.batching``) carries its rows and
+merge key; one that cannot runs alone, forwarded as it came. When the core dispatches,
+``run_batch`` sends one inference to the chosen instance, bounded by the batch's earliest
+deadline, and splits the answer back to each caller.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from tritonclient.grpc import service_pb2
+
+from admission.model import Dispatch, InstanceSlot, ModelInfo, PendingRequest, SchedulerConfig
+from admission.scheduler import Scheduler
+from admission.shell import SchedulingShell
+from kserve import batching_grpc, batching_http
+from kserve.batching import CallerRequest
+from kserve.errors import InferplexError, InvalidArgument, Unavailable
+from kserve.tensors import TIMEOUT_PARAMETER
+
+if TYPE_CHECKING:
+    from controlplane.catalog import ModelRecord
+    from placement.instances import InstanceRegistry
+    from placement.service import PlacementService
+    from profiler.predictor import LatencyPredictor
+
+DEADLINE_HEADER = "inferplex-deadline-ms"
+
+
+def model_key(rec: ModelRecord) -> str:
+    return f"{rec.qualified_name}@{rec.version}"
+
+
+class _Predictions:
+    """The core's Predictor over the profiler's: the model key carries the version."""
+
+    def __init__(self, predictor: LatencyPredictor) -> None:
+        self.predictor = predictor
+
+    def exec_s(self, model: str, instance_class: str, rows: int, work: int) -> float | None:
+        return self.predictor.exec_time(model.rpartition("@")[0], instance_class, max(rows, 1))
+
+    def load_s(self, model: str, instance_class: str) -> float | None:
+        return self.predictor.load_time(model.rpartition("@")[0], instance_class)
+
+
+@dataclass
+class Call:
+    """One caller's request as the shell carries it to ``run_batch``."""
+
+    rec: ModelRecord
+    transport: str  # "http" | "grpc"
+    caller: CallerRequest | None  # None: not batchable, forwarded as it came
+    deadline_s: float  # on time.monotonic(): the batch's instance time limit is its earliest
+    http_body: bytes = b""
+    http_headers: Mapping[str, str] | None = None
+    grpc_request: service_pb2.ModelInferRequest | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HttpAnswer:
+    status: int
+    body: bytes
+    headers: dict[str, str]
+
+
+class ScheduledForwarding:
+    def __init__(self, placement: PlacementService, instances: InstanceRegistry,
+                 predictor: LatencyPredictor, *, slots_per_instance: int = 1,
+                 config: SchedulerConfig | None = None) -> None:
+        self.placement = placement
+        self.instances = instances
+        self.slots_per_instance = slots_per_instance
+        self.core = Scheduler(_Predictions(predictor), config)
+        self.shell = SchedulingShell(self.core, self._run_batch)
+        self._models: set[str] = set()
+
+    async def close(self) -> None:
+        await self.shell.close()
+
+    # ---- arrival ------------------------------------------------------------------------
+
+    def _pending(self, rec: ModelRecord, tenant: str, arrival: float, client_timeout_s: float | None,
+                 caller: CallerRequest | None) -> PendingRequest:
+        key = model_key(rec)
+        if key not in self._models:
+            self.core.set_model(key, ModelInfo(max(rec.max_batch_size, 0)))
+            self._models.add(key)
+        self._refresh_slots()
+        slo_s = rec.slo_ms / 1000
+        deadline = arrival + slo_s
+        if client_timeout_s is not None:
+            deadline = min(deadline, arrival + client_timeout_s)
+        rid = uuid.uuid4().hex
+        batchable = caller is not None and rec.max_batch_size > 0
+        rows = caller.rows if batchable and caller is not None else 1
+        return PendingRequest(
+            id=rid, tenant=tenant, model=key, display_name=rec.name, arrival_s=arrival,
+            deadline_s=deadline, rows=rows, merge_key=caller.key if batchable and caller else ("alone", rid),
+            work=_work(caller), slo_s=slo_s)
+
+    def _refresh_slots(self) -> None:
+        slots = []
+        for iid, held in self.placement.holdings().items():
+            inst = self.instances.get(iid)
+            if inst is None or not inst.healthy:
+                continue
+            slots.append(InstanceSlot(iid, inst.record.instance_class,
+                                      frozenset(f"{q}@{v}" for q, v in held.items()),
+                                      capacity=self.slots_per_instance))
+        self.core.set_instances(slots)
+
+    async def http(self, rec: ModelRecord, tenant: str, arrival: float, body: bytes,
+                   headers: Mapping[str, str]) -> HttpAnswer:
+        hlen = headers.get("inference-header-content-length")
+        caller = batching_http.read_http(body, int(hlen) if hlen and hlen.isdigit() else None)
+        timeout = _client_timeout_s(caller.parameters if caller else {}, headers.get(DEADLINE_HEADER))
+        pending = self._pending(rec, tenant, arrival, timeout, caller)
+        assert pending.deadline_s is not None
+        return await self.shell.submit(pending, Call(rec, "http", caller, pending.deadline_s, body, headers))
+
+    async def grpc(self, rec: ModelRecord, tenant: str, arrival: float,
+                   request: service_pb2.ModelInferRequest) -> service_pb2.ModelInferResponse:
+        caller = batching_grpc.read_grpc(request)
+        params = {}
+        if TIMEOUT_PARAMETER in request.parameters:
+            params[TIMEOUT_PARAMETER] = request.parameters[TIMEOUT_PARAMETER].int64_param
+        timeout = _client_timeout_s(params, None)
+        pending = self._pending(rec, tenant, arrival, timeout, caller)
+        assert pending.deadline_s is not None
+        return await self.shell.submit(pending, Call(rec, "grpc", caller, pending.deadline_s,
+                                                     grpc_request=request))
+
+    # ---- dispatch -----------------------------------------------------------------------
+
+    async def _run_batch(self, dispatch: Dispatch, calls: list[Call]) -> tuple[list[Any], float | None]:
+        inst = self.instances.get(dispatch.instance_id)
+        if inst is None or not inst.healthy:
+            raise Unavailable("the instance chosen for this request went away; retry", retry_after_s=1)
+        driver = inst.driver
+        rec = calls[0].rec
+        deadline = min(c.deadline_s for c in calls)
+        exec_timeout_s = max(deadline - time.monotonic(), 0.001)
+        t0 = time.perf_counter()
+        if calls[0].transport == "http":
+            results, compute_s = await self._http_batch(driver, rec, dispatch, calls, exec_timeout_s)
+        else:
+            results, compute_s = await self._grpc_batch(driver, rec, dispatch, calls, exec_timeout_s)
+        self.placement.observe(driver, rec.qualified_name, dispatch.rows if rec.max_batch_size > 0 else 1,
+                               time.perf_counter() - t0, None, compute_s)
+        return results, compute_s
+
+    async def _http_batch(self, driver: Any, rec: ModelRecord, dispatch: Dispatch, calls: list[Call],
+                          exec_timeout_s: float) -> tuple[list[Any], float | None]:
+        from controlplane.gateway import http_compute_s
+
+        if len(calls) == 1:
+            call = calls[0]
+            code, out, out_headers = await driver.infer_raw_http(
+                rec.qualified_name, str(rec.version), call.http_body, call.http_headers or {},
+                exec_timeout_s=exec_timeout_s)
+            return [HttpAnswer(code, out, out_headers)], (http_compute_s(out, out_headers) if code == 200 else None)
+        callers = [c.caller for c in calls]
+        assert all(callers)
+        body, headers = batching_http.merge_http(callers, dispatch.batch_id,  # type: ignore[arg-type]
+                                                 max(1, int(exec_timeout_s * 1e6)))
+        code, out, out_headers = await driver.infer_raw_http(
+            rec.qualified_name, str(rec.version), body, headers, exec_timeout_s=exec_timeout_s)
+        if code != 200:
+            return [HttpAnswer(code, out, out_headers)] * len(calls), None
+        answers = batching_http.split_http(out, _int(out_headers.get("inference-header-content-length")),
+                                           callers)  # type: ignore[arg-type]
+        return [HttpAnswer(a.status, a.body, dict(a.headers)) for a in answers], http_compute_s(out, out_headers)
+
+    async def _grpc_batch(self, driver: Any, rec: ModelRecord, dispatch: Dispatch, calls: list[Call],
+                          exec_timeout_s: float) -> tuple[list[Any], float | None]:
+        from controlplane.gateway import grpc_compute_s
+
+        limit_us = max(1, int(exec_timeout_s * 1e6))
+        if len(calls) == 1:
+            request = calls[0].grpc_request
+            assert request is not None
+            request.parameters[TIMEOUT_PARAMETER].int64_param = limit_us
+            try:
+                response = await driver.infer_raw_grpc(request)
+            except InferplexError as exc:
+                return [exc], None
+            return [response], grpc_compute_s(response)
+        callers = [c.caller for c in calls]
+        merged = batching_grpc.merge_grpc(callers, dispatch.batch_id, limit_us)  # type: ignore[arg-type]
+        merged.model_name, merged.model_version = rec.qualified_name, str(rec.version)
+        try:
+            response = await driver.infer_raw_grpc(merged)
+        except InferplexError as exc:
+            return [exc] * len(calls), None
+        return batching_grpc.split_grpc(response, callers), grpc_compute_s(response)  # type: ignore[arg-type]
+
+
+def _work(caller: CallerRequest | None) -> int:
+    """Input elements per row: the size the predictor will key on."""
+    if caller is None:
+        return 1
+    return sum(math.prod(t.shape[1:]) for t in caller.inputs) or 1
+
+
+def _int(text: str | None) -> int | None:
+    return int(text) if text and text.isdigit() else None
+
+
+def _client_timeout_s(params: Mapping[str, Any], header: str | None) -> float | None:
+    """The client's own deadline, relative: Triton's ``timeout`` (us) or the header (ms)."""
+    limits = []
+    value = params.get(TIMEOUT_PARAMETER)
+    if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+        limits.append(value / 1e6)
+    if header is not None:
+        try:
+            ms = float(header)
+        except ValueError:
+            ms = math.nan
+        if not ms > 0 or not math.isfinite(ms):
+            raise InvalidArgument(f"header {DEADLINE_HEADER} must be a positive number of milliseconds, "
+                                  f"got {header!r}")
+        limits.append(ms / 1000)
+    return min(limits) if limits else None

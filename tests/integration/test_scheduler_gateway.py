@@ -1,0 +1,136 @@
+"""The scheduler through ``inferplex up`` with unmodified tritonclient: concurrent requests
+are merged into batches on the instance (its batch statistics show executions of more than
+one row) and every caller gets exactly what it would have got alone, over HTTP JSON and
+binary and gRPC, BYTES included; a request that cannot meet its deadline is refused at once
+with the predicted breakdown, and a client's tighter `timeout` is honoured."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.grpc.aio as grpcaio
+import tritonclient.http.aio as httpaio
+from tritonclient.utils import InferenceServerException
+
+from tests.integration.cp_harness import ControlPlane, auth, running_up
+from tests.support import models
+
+CALLERS = 24
+
+
+@pytest.fixture(scope="module")
+def cp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    root: Path = tmp_path_factory.mktemp("sched")
+    with running_up(root / "data", root / "up.log", workers=1) as cp:
+        yield cp
+
+
+@pytest.fixture(scope="module")
+def key(cp: ControlPlane) -> str:
+    key = cp.create_tenant("acme")
+    assert cp.upload(key, "mlp", models.mlp_onnx().data, slo_ms=2000).status_code == 201
+    bytes_model = models.identity("BYTES")("ids")
+    assert cp.upload(key, "ids", bytes_model.data, slo_ms=2000).status_code == 201
+    assert cp.upload(key, "tight", models.mlp_onnx().data, slo_ms=0.001).status_code == 201
+    for name in ("mlp", "ids", "tight"):
+        cp.wait_model_status(key, name, "ready", timeout_s=120)
+    return key
+
+
+def _rows(i: int) -> np.ndarray:
+    return np.random.default_rng(i).standard_normal((1 + i % 3, 64)).astype(np.float32)
+
+
+async def _http_call(cp: ControlPlane, key: str, i: int) -> tuple[int, np.ndarray]:
+    x = _rows(i)
+    async with httpaio.InferenceServerClient(cp.http_url) as client:
+        inp = httpaio.InferInput("INPUT0", list(x.shape), "FP32")
+        inp.set_data_from_numpy(x, binary_data=i % 2 == 0)  # half JSON, half binary
+        out = httpaio.InferRequestedOutput("OUTPUT0", binary_data=i % 4 < 2)
+        result = await client.infer("mlp", [inp], outputs=[out], request_id=f"r{i}", headers=auth(key))
+        assert result.get_response()["id"] == f"r{i}"
+        return i, result.as_numpy("OUTPUT0")
+
+
+async def _grpc_call(cp: ControlPlane, key: str, i: int) -> tuple[int, np.ndarray]:
+    x = _rows(i)
+    async with grpcaio.InferenceServerClient(cp.grpc_url) as client:
+        inp = grpcaio.InferInput("INPUT0", list(x.shape), "FP32")
+        inp.set_data_from_numpy(x)
+        result = await client.infer("mlp", [inp], request_id=f"g{i}", headers=auth(key))
+        assert result.get_response().id == f"g{i}"
+        return i, result.as_numpy("OUTPUT0")
+
+
+def _batched_executions(cp: ControlPlane, key: str, name: str) -> dict[int, int]:
+    with cp.client(key) as c:
+        stats = c.get(f"/v2/models/{name}/stats").json()["model_stats"]
+    return {int(b["batch_size"]): int(b["compute_infer"]["count"])
+            for s in stats for b in s.get("batch_stats", [])}
+
+
+@pytest.mark.parametrize("transport", ["http", "grpc"])
+def test_concurrent_callers_are_batched_and_each_gets_its_own_answer(
+        cp: ControlPlane, key: str, transport: str) -> None:
+    call = _http_call if transport == "http" else _grpc_call
+    before = _batched_executions(cp, key, "mlp")
+
+    async def burst() -> list[tuple[int, np.ndarray]]:
+        return await asyncio.gather(*(call(cp, key, i) for i in range(CALLERS)))
+
+    for i, out in asyncio.run(burst()):
+        np.testing.assert_allclose(out, models.mlp_reference(_rows(i)), rtol=1e-4, atol=1e-5)
+    after = _batched_executions(cp, key, "mlp")
+    callers_rows = sum(1 + i % 3 for i in range(CALLERS))
+    new = {b: after.get(b, 0) - before.get(b, 0) for b in after}
+    assert sum(b * n for b, n in new.items()) == callers_rows  # every row ran exactly once
+    # merged: fewer executions than callers, some of more rows than any one caller sent
+    assert sum(new.values()) < CALLERS and any(b > 3 and n > 0 for b, n in new.items()), new
+
+
+def test_bytes_callers_are_batched_with_their_own_strings(cp: ControlPlane, key: str) -> None:
+    async def one(i: int) -> tuple[int, np.ndarray]:
+        data = np.array([[f"caller-{i}-{j}".encode() * (1 + j) for j in range(3)]], dtype=np.object_)
+        async with httpaio.InferenceServerClient(cp.http_url) as client:
+            inp = httpaio.InferInput("INPUT0", [1, 3], "BYTES")
+            inp.set_data_from_numpy(data, binary_data=i % 2 == 0)
+            result = await client.infer("ids", [inp], headers=auth(key))
+            return i, result.as_numpy("OUTPUT0")
+
+    async def burst() -> list[tuple[int, np.ndarray]]:
+        return await asyncio.gather(*(one(i) for i in range(16)))
+
+    for i, out in asyncio.run(burst()):
+        assert out.tolist() == [[f"caller-{i}-{j}".encode() * (1 + j) for j in range(3)]]
+
+
+def test_a_request_that_cannot_meet_its_slo_is_refused_with_the_prediction(cp: ControlPlane, key: str) -> None:
+    async def one() -> None:
+        async with httpaio.InferenceServerClient(cp.http_url) as client:
+            inp = httpaio.InferInput("INPUT0", [1, 64], "FP32")
+            inp.set_data_from_numpy(np.ones((1, 64), np.float32))
+            await client.infer("tight", [inp], headers=auth(key))
+
+    with pytest.raises(InferenceServerException) as caught:
+        asyncio.run(one())
+    assert caught.value.status() == "503"
+    message = caught.value.message()
+    assert "cannot meet the 0.001 ms SLO of model 'tight'" in message or "cannot meet" in message, message
+    assert "predicted" in message and "acme__" not in message
+
+
+def test_a_client_timeout_tightens_the_deadline(cp: ControlPlane, key: str) -> None:
+    async def one() -> None:
+        async with grpcaio.InferenceServerClient(cp.grpc_url) as client:
+            inp = grpcaio.InferInput("INPUT0", [1, 64], "FP32")
+            inp.set_data_from_numpy(np.ones((1, 64), np.float32))
+            await client.infer("mlp", [inp], timeout=1, headers=auth(key))  # 1 us: Triton's parameter
+
+    with pytest.raises(InferenceServerException) as caught:
+        asyncio.run(one())
+    assert caught.value.status() == "StatusCode.UNAVAILABLE"
+    assert "deadline the client set" in caught.value.message(), caught.value.message()
