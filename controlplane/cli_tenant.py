@@ -51,6 +51,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("name")
     p.add_argument("--display-name", default="")
     leaf(tenant, "list", "list tenants", _tenant_list)
+    p = leaf(tenant, "update", "change a tenant's scheduling policy (weight, quotas, service class)",
+             _tenant_update)
+    p.add_argument("name")
+    p.add_argument("--weight", type=float, help="share of contended instance time (default 1)")
+    p.add_argument("--rate", type=float, dest="rate_per_s", help="requests per second (token bucket)")
+    p.add_argument("--burst", type=int, help="token bucket size")
+    p.add_argument("--max-concurrent", type=int, help="requests admitted and not yet answered")
+    p.add_argument("--service-class", choices=["interactive", "batch"])
     p = leaf(tenant, "delete", "delete a tenant with its keys and models", _tenant_delete)
     p.add_argument("name")
 
@@ -133,6 +141,15 @@ def _tenant_params(args: argparse.Namespace) -> dict[str, str]:
 
 def _tenant_create(args: argparse.Namespace) -> int:
     _print(_call(args, "POST", "/admin/tenants", json={"name": args.name, "display_name": args.display_name}))
+    return 0
+
+
+def _tenant_update(args: argparse.Namespace) -> int:
+    changes = {k: v for k in ("weight", "rate_per_s", "burst", "max_concurrent", "service_class")
+               if (v := getattr(args, k)) is not None}
+    if not changes:
+        raise CliError("nothing to change: give --weight, --rate, --burst, --max-concurrent or --service-class")
+    _print(_call(args, "PATCH", f"/admin/tenants/{args.name}", json=changes))
     return 0
 
 

@@ -96,7 +96,7 @@ class Gateway:
         # admission, deadline-ordered queues and batching; None: forward each request as it
         # comes (INFERPLEX_SCHEDULER=false, kept to compare against)
         self.scheduled: ScheduledForwarding | None = (
-            ScheduledForwarding(placement, instances, predictor,
+            ScheduledForwarding(placement, instances, predictor, tenants.policy,
                                 slots_per_instance=settings.scheduler_slots_per_instance)
             if settings.scheduler else None)
 

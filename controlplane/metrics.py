@@ -163,3 +163,10 @@ class Metrics:
                     lines.append(f"{fam.name}_sum{_fmt_labels(labels)} {_fmt_value(hist.total)}")
                     lines.append(f"{fam.name}_count{_fmt_labels(labels)} {hist.n}")
         return "\n".join(lines) + "\n"
+
+
+def render_counter(name: str, help_text: str, series: dict[tuple[tuple[str, str], ...], float]) -> str:
+    """One counter family in Prometheus text, for counts kept elsewhere (the scheduler's)."""
+    lines = [f"# HELP {name} {help_text}", f"# TYPE {name} counter"]
+    lines += [f"{name}{_fmt_labels(labels)} {_fmt_value(value)}" for labels, value in sorted(series.items())]
+    return "\n".join(lines) + "\n"

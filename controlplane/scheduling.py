@@ -16,15 +16,23 @@ from __future__ import annotations
 import math
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from tritonclient.grpc import service_pb2
 
-from admission.model import Dispatch, InstanceSlot, ModelInfo, PendingRequest, SchedulerConfig
+from admission.model import (
+    Dispatch,
+    InstanceSlot,
+    ModelInfo,
+    PendingRequest,
+    SchedulerConfig,
+    TenantPolicy,
+)
 from admission.scheduler import Scheduler
 from admission.shell import SchedulingShell
+from controlplane.metrics import render_counter
 from kserve import batching_grpc, batching_http
 from kserve.batching import CallerRequest
 from kserve.errors import InferplexError, InvalidArgument, Unavailable
@@ -35,8 +43,11 @@ if TYPE_CHECKING:
     from placement.instances import InstanceRegistry
     from placement.service import PlacementService
     from profiler.predictor import LatencyPredictor
+    from tenants.service import SchedulingPolicy
 
 DEADLINE_HEADER = "inferplex-deadline-ms"
+# how long a batch-class execution (no deadline) may run on an instance
+BATCH_CLASS_LIMIT_S = 10.0
 
 
 def model_key(rec: ModelRecord) -> str:
@@ -63,7 +74,7 @@ class Call:
     rec: ModelRecord
     transport: str  # "http" | "grpc"
     caller: CallerRequest | None  # None: not batchable, forwarded as it came
-    deadline_s: float  # on time.monotonic(): the batch's instance time limit is its earliest
+    deadline_s: float | None  # time.monotonic(); None: batch class (bounded by BATCH_CLASS_LIMIT_S)
     http_body: bytes = b""
     http_headers: Mapping[str, str] | None = None
     grpc_request: service_pb2.ModelInferRequest | None = None
@@ -78,10 +89,12 @@ class HttpAnswer:
 
 class ScheduledForwarding:
     def __init__(self, placement: PlacementService, instances: InstanceRegistry,
-                 predictor: LatencyPredictor, *, slots_per_instance: int = 1,
-                 config: SchedulerConfig | None = None) -> None:
+                 predictor: LatencyPredictor, policy_of: Callable[[str], SchedulingPolicy | None], *,
+                 slots_per_instance: int = 1, config: SchedulerConfig | None = None) -> None:
         self.placement = placement
         self.instances = instances
+        self.policy_of = policy_of
+        self._policies: dict[str, SchedulingPolicy] = {}
         self.slots_per_instance = slots_per_instance
         self.core = Scheduler(_Predictions(predictor), config)
         self.shell = SchedulingShell(self.core, self._run_batch)
@@ -89,6 +102,14 @@ class ScheduledForwarding:
 
     async def close(self) -> None:
         await self.shell.close()
+
+    def render_decisions(self) -> str:
+        """Every scheduler decision counted per tenant, model and reason, for /metrics."""
+        return render_counter(
+            "inferplex_scheduler_decisions_total",
+            "Scheduler decisions by tenant, model (instance-level name@version) and reason: admitted, "
+            "quota, infeasible, queue_full, dispatched, dropped, cancelled, completed, late, failed.",
+            {(("tenant", t), ("model", m), ("reason", r)): n for (t, m, r), n in self.core.decisions().items()})
 
     # ---- arrival ------------------------------------------------------------------------
 
@@ -99,10 +120,13 @@ class ScheduledForwarding:
             self.core.set_model(key, ModelInfo(max(rec.max_batch_size, 0)))
             self._models.add(key)
         self._refresh_slots()
+        policy = self._apply_policy(tenant)
         slo_s = rec.slo_ms / 1000
-        deadline = arrival + slo_s
+        deadline: float | None = arrival + slo_s
         if client_timeout_s is not None:
-            deadline = min(deadline, arrival + client_timeout_s)
+            deadline = min(arrival + slo_s, arrival + client_timeout_s)
+        if policy is not None and policy.service_class == "batch":
+            deadline = None  # runs only in capacity interactive work leaves idle
         rid = uuid.uuid4().hex
         batchable = caller is not None and rec.max_batch_size > 0
         rows = caller.rows if batchable and caller is not None else 1
@@ -110,6 +134,16 @@ class ScheduledForwarding:
             id=rid, tenant=tenant, model=key, display_name=rec.name, arrival_s=arrival,
             deadline_s=deadline, rows=rows, merge_key=caller.key if batchable and caller else ("alone", rid),
             work=_work(caller), slo_s=slo_s)
+
+    def _apply_policy(self, tenant: str) -> SchedulingPolicy | None:
+        """The admin's policy for the tenant, handed to the core when it changed."""
+        policy = self.policy_of(tenant)
+        if policy is not None and self._policies.get(tenant) != policy:
+            self.core.set_policy(tenant, TenantPolicy(
+                weight=policy.weight, rate_per_s=policy.rate_per_s, burst=policy.burst,
+                max_concurrent=policy.max_concurrent, service_class=policy.service_class))
+            self._policies[tenant] = policy
+        return policy
 
     def _refresh_slots(self) -> None:
         slots = []
@@ -128,7 +162,6 @@ class ScheduledForwarding:
         caller = batching_http.read_http(body, int(hlen) if hlen and hlen.isdigit() else None)
         timeout = _client_timeout_s(caller.parameters if caller else {}, headers.get(DEADLINE_HEADER))
         pending = self._pending(rec, tenant, arrival, timeout, caller)
-        assert pending.deadline_s is not None
         return await self.shell.submit(pending, Call(rec, "http", caller, pending.deadline_s, body, headers))
 
     async def grpc(self, rec: ModelRecord, tenant: str, arrival: float,
@@ -139,7 +172,6 @@ class ScheduledForwarding:
             params[TIMEOUT_PARAMETER] = request.parameters[TIMEOUT_PARAMETER].int64_param
         timeout = _client_timeout_s(params, None)
         pending = self._pending(rec, tenant, arrival, timeout, caller)
-        assert pending.deadline_s is not None
         return await self.shell.submit(pending, Call(rec, "grpc", caller, pending.deadline_s,
                                                      grpc_request=request))
 
@@ -151,8 +183,10 @@ class ScheduledForwarding:
             raise Unavailable("the instance chosen for this request went away; retry", retry_after_s=1)
         driver = inst.driver
         rec = calls[0].rec
-        deadline = min(c.deadline_s for c in calls)
-        exec_timeout_s = max(deadline - time.monotonic(), 0.001)
+        now = time.monotonic()
+        deadline = min((c.deadline_s for c in calls if c.deadline_s is not None),
+                       default=now + BATCH_CLASS_LIMIT_S)
+        exec_timeout_s = max(deadline - now, 0.001)
         t0 = time.perf_counter()
         if calls[0].transport == "http":
             results, compute_s = await self._http_batch(driver, rec, dispatch, calls, exec_timeout_s)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -33,7 +33,22 @@ from tenants.naming import check_tenant_name
 log = logging.getLogger(__name__)
 
 
-class Tenant(BaseModel):
+class SchedulingPolicy(BaseModel):
+    """How the scheduler treats a tenant's requests (admission.TenantPolicy), set by the admin."""
+
+    weight: float = Field(1.0, gt=0, le=1e6, description="Share of contended instance time, relative "
+                          "to other tenants' weights (default equal).")
+    rate_per_s: float | None = Field(None, gt=0, le=1e9, description="Token-bucket request rate; "
+                                     "over it: 429 with Retry-After. None: no rate quota.")
+    burst: int | None = Field(None, ge=1, le=10**9, description="Bucket size (default: the rate, at least 1).")
+    max_concurrent: int | None = Field(None, ge=1, le=10**9, description="Requests admitted and not "
+                                       "yet answered; over it: 429.")
+    service_class: Literal["interactive", "batch"] = Field(
+        "interactive", description="interactive: every request has a deadline (arrival + SLO); "
+        "batch: no deadline, runs only in capacity interactive work leaves idle, bounded queue (429 when full).")
+
+
+class Tenant(SchedulingPolicy):
     name: str
     display_name: str = ""
     quotas: dict[str, float] = Field(default_factory=dict)
@@ -46,12 +61,16 @@ class TenantService:
         # writes here wait for this cache to show them (``caught_up``), so an issued key works
         # on this replica, and a revoked or deleted one stops working, as soon as the call returns
         self._keys = PrefixCache(store, keys.APIKEYS, decode=ApiKeyRecord.model_validate_json)
+        # the request path reads a tenant's scheduling policy from here, never from the store
+        self._tenants = PrefixCache(store, keys.TENANTS, decode=Tenant.model_validate_json)
 
     async def start(self) -> None:
         await self._keys.start()
+        await self._tenants.start()
 
     async def close(self) -> None:
         await self._keys.close()
+        await self._tenants.close()
 
     # ------------------------------------------------------------------ request path
 
@@ -80,6 +99,31 @@ class TenantService:
             raise Conflict(f"tenant {name!r} already exists")
         log.info("created tenant %s", name)
         return tenant
+
+    def policy(self, name: str) -> SchedulingPolicy | None:
+        """The tenant's scheduling policy as this replica's cache holds it (None: unknown)."""
+        return self._tenants.get(keys.tenant(name))
+
+    async def update_policy(self, name: str, changes: dict[str, Any]) -> Tenant:
+        """Change some of a tenant's scheduling fields (compare-and-set on its record)."""
+        unknown = sorted(set(changes) - set(SchedulingPolicy.model_fields))
+        if unknown:
+            raise InvalidArgument(f"unknown tenant settings {unknown}; settable: "
+                                  f"{sorted(SchedulingPolicy.model_fields)}")
+
+        def change(value: dict[str, Any]) -> dict[str, Any]:
+            try:
+                return Tenant.model_validate({**value, **changes}).model_dump()
+            except ValueError as exc:
+                raise InvalidArgument(f"invalid tenant settings: {exc}") from None
+
+        updated = await self.store.update_json(keys.tenant(name), change)
+        if updated is None:
+            raise NotFound(f"unknown tenant {name!r}: create it with POST /admin/tenants")
+        value, rev = updated
+        await self._tenants.caught_up(rev)  # the new policy applies on this replica when this returns
+        log.info("tenant %s scheduling policy now %s", name, {k: value[k] for k in SchedulingPolicy.model_fields})
+        return Tenant.model_validate(value)
 
     async def list_tenants(self) -> list[Tenant]:
         return [Tenant.model_validate(kv.json()) for kv in await self.store.list_prefix(keys.TENANTS)]

@@ -16,4 +16,7 @@ router = APIRouter(tags=["operator: metrics"])
 @router.get("/metrics", response_class=PlainTextResponse,
             summary="Prometheus text: requests, latency histograms, errors, loads, evictions (admin key)")
 async def metrics(services: ServicesDep, _: AdminDep) -> PlainTextResponse:
-    return PlainTextResponse(services.metrics.render(), media_type="text/plain; version=0.0.4")
+    text = services.metrics.render()
+    if services.gateway.scheduled is not None:
+        text += services.gateway.scheduled.render_decisions()
+    return PlainTextResponse(text, media_type="text/plain; version=0.0.4")

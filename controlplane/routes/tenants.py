@@ -78,6 +78,22 @@ async def create_tenant(body: TenantCreate, services: ServicesDep, _: AdminDep) 
     return await services.tenants.create_tenant(body.name, body.display_name, body.quotas)
 
 
+class TenantUpdate(BaseModel):
+    """Scheduling settings to change; the ones left out keep their values."""
+
+    weight: float | None = None
+    rate_per_s: float | None = None
+    burst: int | None = None
+    max_concurrent: int | None = None
+    service_class: str | None = None
+
+
+@router.patch("/tenants/{tenant}", response_model=Tenant,
+              summary="Change a tenant's scheduling policy: weight, rate and concurrency quotas, service class")
+async def update_tenant(tenant: str, body: TenantUpdate, services: ServicesDep, _: AdminDep) -> Tenant:
+    return await services.tenants.update_policy(tenant, body.model_dump(exclude_unset=True))
+
+
 @router.get("/tenants", response_model=TenantList, summary="List tenants")
 async def list_tenants(services: ServicesDep, _: AdminDep) -> TenantList:
     return TenantList(tenants=await services.tenants.list_tenants())

@@ -49,6 +49,14 @@ def test_operator_and_tenant_workflow(cp_url: str, tmp_path: Path) -> None:
     r = cli(cp_url, ADMIN, "tenant", "create", "acme")
     assert r.returncode == 1 and r.stderr.strip() == "error: tenant 'acme' already exists"
     assert "acme\tAcme" in cli(cp_url, ADMIN, "tenant", "list").stdout
+    r = cli(cp_url, ADMIN, "tenant", "update", "acme", "--weight", "2", "--rate", "50",
+            "--service-class", "batch")
+    assert r.returncode == 0, r.stderr
+    updated = json.loads(r.stdout)
+    assert (updated["weight"], updated["rate_per_s"], updated["service_class"]) == (2.0, 50.0, "batch")
+    r = cli(cp_url, ADMIN, "tenant", "update", "acme")
+    assert r.returncode != 0 and "nothing to change" in r.stderr
+    assert cli(cp_url, ADMIN, "tenant", "update", "acme", "--service-class", "interactive").returncode == 0
 
     r = cli(cp_url, ADMIN, "key", "issue", "--tenant", "acme")
     assert r.returncode == 0, r.stderr

@@ -7,9 +7,11 @@ with the predicted breakdown, and a client's tighter `timeout` is honoured."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 import tritonclient.grpc.aio as grpcaio
@@ -134,3 +136,44 @@ def test_a_client_timeout_tightens_the_deadline(cp: ControlPlane, key: str) -> N
         asyncio.run(one())
     assert caught.value.status() == "StatusCode.UNAVAILABLE"
     assert "deadline the client set" in caught.value.message(), caught.value.message()
+
+
+def _raw_infer(cp: ControlPlane, key: str, model: str) -> httpx.Response:
+    x = np.ones((1, 64), np.float32)
+    body = json.dumps({"inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [1, 64],
+                                   "data": x.reshape(-1).tolist()}]})
+    with cp.client(key) as c:
+        return c.post(f"/v2/models/{model}/infer", content=body)
+
+
+def test_a_tenant_over_its_rate_quota_gets_429_with_retry_after(cp: ControlPlane, key: str) -> None:
+    with cp.admin() as admin:
+        r = admin.patch("/admin/tenants/acme", json={"rate_per_s": 0.5, "burst": 1})
+        assert r.status_code == 200 and r.json()["rate_per_s"] == 0.5, r.text
+        try:
+            answers = [_raw_infer(cp, key, "mlp") for _ in range(3)]
+            assert answers[0].status_code == 200, answers[0].text
+            refused = answers[1]
+            assert refused.status_code == 429, refused.text
+            assert "rate" in refused.json()["error"]
+            assert 1 <= int(refused.headers["retry-after"]) <= 2
+        finally:
+            assert admin.patch("/admin/tenants/acme", json={"rate_per_s": None}).status_code == 200
+    assert _raw_infer(cp, key, "mlp").status_code == 200  # the quota is gone at once
+
+
+def test_bad_tenant_settings_are_refused_and_change_nothing(cp: ControlPlane, key: str) -> None:
+    with cp.admin() as admin:
+        r = admin.patch("/admin/tenants/acme", json={"weight": -1})
+        assert r.status_code == 400 and "weight" in r.json()["error"], r.text
+        r = admin.patch("/admin/tenants/acme", json={"service_class": "urgent"})
+        assert r.status_code == 400, r.text
+        assert admin.patch("/admin/tenants/nobody", json={"weight": 2}).status_code == 404
+        assert admin.get("/admin/tenants/acme").json()["weight"] == 1.0
+
+
+def test_every_scheduler_decision_is_counted_in_metrics(cp: ControlPlane, key: str) -> None:
+    assert _raw_infer(cp, key, "mlp").status_code == 200
+    text = cp.metrics()
+    assert 'inferplex_scheduler_decisions_total{tenant="acme",model="acme__mlp@1",reason="completed"}' in text
+    assert 'reason="infeasible"' in text  # the refusal of the test above

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -87,7 +88,8 @@ async def setup(tmp_path: Path) -> AsyncIterator[_Setup]:
     metrics = Metrics()
     placement = PlacementService(store, instances, catalog, predictor, metrics, settings)  # type: ignore[arg-type]
     instances.placement = placement
-    gateway = Gateway(None, catalog, placement, instances, predictor, metrics, settings)  # type: ignore[arg-type]
+    tenants = SimpleNamespace(policy=lambda _tenant: None)  # every tenant on the default policy
+    gateway = Gateway(tenants, catalog, placement, instances, predictor, metrics, settings)  # type: ignore[arg-type]
     try:
         yield _Setup(gateway, catalog, placement)
     finally:
