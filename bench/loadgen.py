@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -118,6 +119,16 @@ class Run:
         return summarize(self.records, slo_ms, self.duration_s)
 
 
+async def _sleep_until(when: float) -> None:
+    """Until ``time.perf_counter()`` reaches ``when``. Always yields once, even when behind, so
+    the tasks just created start (and are timed) now; uvloop's timers round to milliseconds, so
+    an early wake-up sleeps the rest (a few times at most: a record shows any early send)."""
+    for _ in range(4):
+        await asyncio.sleep(max(0.0, when - time.perf_counter()))
+        if time.perf_counter() >= when:
+            return
+
+
 async def drive(streams: Sequence[Stream], *, duration_s: float | None = None, max_in_flight: int = 1024,
                 request_timeout_s: float = 30.0, start_delay_s: float = 0.05) -> Run:
     """Send every stream's requests at their scheduled times (offsets after ``duration_s``
@@ -128,7 +139,8 @@ async def drive(streams: Sequence[Stream], *, duration_s: float | None = None, m
     if duration_s is not None:
         entries = [e for e in entries if e[0] < duration_s]
     window = duration_s if duration_s is not None else max((e[0] for e in entries), default=0.0)
-    loop = asyncio.get_running_loop()
+    # perf_counter, not loop.time(): uvloop's clock counts whole milliseconds
+    clock = time.perf_counter
     # the clients' own timeouts sit past the driver's, so a slow answer is always a "timeout"
     transports: dict[tuple[ClientKind, str], Transport] = {}
     for s in streams:
@@ -140,11 +152,11 @@ async def drive(streams: Sequence[Stream], *, duration_s: float | None = None, m
              for i, s in enumerate(streams)]
     records: list[Record | None] = [None] * len(entries)
     in_flight = peak = 0
-    t0 = loop.time() + start_delay_s
+    t0 = clock() + start_delay_s
 
     async def one(idx: int, stream: Stream, client: Transport, prepared: Any, scheduled: float) -> None:
         nonlocal in_flight
-        sent = loop.time() - t0
+        sent = clock() - t0
         try:
             async with asyncio.timeout(request_timeout_s):
                 status, message = await client.send(prepared)
@@ -155,7 +167,7 @@ async def drive(streams: Sequence[Stream], *, duration_s: float | None = None, m
             outcome, status, message = Outcome.TRANSPORT, type(exc).__name__, str(exc)[:200]
         finally:
             in_flight -= 1
-        records[idx] = Record(stream.label, stream.tenant, stream.model, scheduled, sent, loop.time() - t0,
+        records[idx] = Record(stream.label, stream.tenant, stream.model, scheduled, sent, clock() - t0,
                               outcome, status, message)
 
     tasks: set[asyncio.Task[None]] = set()
@@ -166,8 +178,7 @@ async def drive(streams: Sequence[Stream], *, duration_s: float | None = None, m
             if prepared is None:
                 build: InputBuilder = stream.inputs  # type: ignore[assignment]
                 prepared = client.prepare(stream.model, build(ri), stream.request_headers(), stream.outputs)
-            # always yield, even when behind, so the tasks just created start (and are timed) now
-            await asyncio.sleep(max(0.0, t0 + offset - loop.time()))
+            await _sleep_until(t0 + offset)
             if in_flight >= max_in_flight:
                 records[idx] = Record(stream.label, stream.tenant, stream.model, offset, None, None,
                                       Outcome.NOT_SENT, "not sent", f"{max_in_flight} requests in flight")
@@ -284,9 +295,13 @@ def main(argv: list[str] | None = None) -> int:
     print(markdown_table({f"{args.arrival} {args.rate:g}/s {args.protocol}": s}), end="")
     print(f"sent {s.sent} of {s.offered}, OK {s.ok} ({s.ok_within_slo} within {args.slo_ms:g} ms), "
           f"peak in flight {result.peak_in_flight}, driver lateness max {s.lateness_max_ms or 0:.2f} ms")
-    errors = Counter((r.outcome.value, r.status, r.message) for r in result.records if r.outcome is not Outcome.OK)
-    for (outcome, status, message), n in errors.most_common(5):
-        print(f"  {n} x {outcome} ({status}): {message}")
+    if s.not_sent or (s.lateness_p99_ms or 0) > 5:
+        print("warning: the driver could not keep up (requests not sent, or sent late): at this rate the "
+              "numbers measure this machine's driver too; pin it (--cpus) or lower the rate")
+    failed = [r for r in result.records if r.outcome is not Outcome.OK]
+    example = {(r.outcome.value, r.status): r.message for r in failed}
+    for (outcome, status), n in Counter((r.outcome.value, r.status) for r in failed).most_common():
+        print(f"  {n} x {outcome} ({status}), e.g.: {example[(outcome, status)]}")
     return 0
 
 

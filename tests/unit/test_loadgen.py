@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -113,6 +114,31 @@ async def grpc_server(delay_s: float) -> AsyncIterator[FakeServer]:
         await srv.stop(None)
 
 
+@contextlib.contextmanager
+def http_server_thread(delay_s: float) -> Iterator[FakeServer]:
+    """The fake HTTP server on its own loop in a thread, for tests of the sync ``run``."""
+    ready = threading.Event()
+    state: dict[str, object] = {}
+    loop = asyncio.new_event_loop()
+
+    async def serve() -> None:
+        async with http_server(delay_s) as fake:
+            stop = asyncio.Event()
+            state.update(fake=fake, stop=stop)
+            ready.set()
+            await stop.wait()
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), daemon=True)
+    thread.start()
+    assert ready.wait(10), "fake server did not start"
+    try:
+        yield state["fake"]  # type: ignore[misc]
+    finally:
+        loop.call_soon_threadsafe(state["stop"].set)  # type: ignore[attr-defined]
+        thread.join(10)
+        loop.close()
+
+
 def server_for(kind: loadgen.ClientKind, delay_s: float) -> contextlib.AbstractAsyncContextManager[FakeServer]:
     return grpc_server(delay_s) if kind is loadgen.ClientKind.GRPC else http_server(delay_s)
 
@@ -188,6 +214,16 @@ async def test_requests_are_sent_on_schedule_not_after_answers(kind: loadgen.Cli
     assert all(0.45 < (r.latency_s or 0) < 1.0 for r in result.records)
     assert s.lateness_p99_ms is not None and s.lateness_p99_ms < 50
     assert s.goodput_rps == pytest.approx(20 / 0.2)
+
+
+def test_run_on_uvloop_records_sub_millisecond_times() -> None:
+    # uvloop's loop.time() counts whole milliseconds; the records must not
+    with http_server_thread(0.0123) as srv:
+        result = loadgen.run([loadgen.Stream("t", "m", loadgen.constant(50, 0.2), X, srv.url)])
+    latencies_ms = [(r.latency_s or 0) * 1e3 for r in result.records]
+    assert len(latencies_ms) == 10 and all(r.outcome is Outcome.OK for r in result.records)
+    assert any(abs(ms - round(ms)) > 0.01 for ms in latencies_ms)
+    assert all(ms >= 12.3 for ms in latencies_ms)
 
 
 async def test_saturation_is_recorded_as_not_sent_never_as_delay() -> None:
