@@ -7,10 +7,11 @@ health and server metadata are open (load-balancer probes). Errors answer
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
-from collections.abc import Callable, Mapping
-from typing import Annotated, Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Header, Request, Response
 
@@ -20,6 +21,8 @@ from controlplane.services import Services
 from kserve.asgi import Receive, read_body
 from kserve.compression import compress
 from kserve.errors import InferplexError, PermissionDenied
+
+T = TypeVar("T")
 
 router = APIRouter(prefix="/v2", tags=["v2 inference (KServe / Open Inference Protocol)"])
 
@@ -104,8 +107,11 @@ async def model_stats(model: str, services: ServicesDep, version: str | None = N
 
 @_version_routes("/infer", "POST", "Inference: JSON or binary tensor data, gzip/deflate accepted")
 async def infer(model: str, request: Request, version: str | None = None) -> Response:
-    status, body, headers = await _serve_infer(request.app.state.services, request.receive,
-                                               request.headers, model, version)
+    try:
+        status, body, headers = await _serve_infer(request.app.state.services, request.receive,
+                                                   request.headers, model, version)
+    except CallerGone:
+        return Response(status_code=499)  # nobody reads it: the client went away
     return Response(body, status_code=status, headers=headers)
 
 
@@ -117,8 +123,9 @@ async def _serve_infer(services: Services, receive: Receive, headers: Mapping[st
     limit = services.settings.max_request_bytes
     body = await read_body(receive, headers, limit, lambda size: (
         f"request body of at least {size} bytes is over the {limit}-byte limit; send smaller batches"))
-    # ASGI paths arrive percent-decoded already
-    result = await gateway.infer_http(principal, model, version, body, headers)
+    # ASGI paths arrive percent-decoded already; a caller that goes away leaves the queue
+    result = await _unless_disconnected(gateway.infer_http(principal, model, version, body, headers),
+                                        receive)
     if result.status != 200:
         return result.status, result.body, {
             "content-type": result.headers.get("content-type", "application/json")}
@@ -127,6 +134,34 @@ async def _serve_infer(services: Services, receive: Receive, headers: Mapping[st
     if coding:
         out_headers["content-encoding"] = coding
     return 200, out, out_headers
+
+
+class CallerGone(Exception):
+    """The HTTP client disconnected before its answer: nothing is sent."""
+
+
+async def _unless_disconnected(work: Awaitable[T], receive: Receive) -> T:
+    """Run ``work`` until it finishes or the client disconnects (then cancel it: a queued
+    request leaves the scheduler's queue). The body has been read, so the next ASGI
+    message is the disconnect."""
+    task = asyncio.ensure_future(work)
+    watch = asyncio.ensure_future(_disconnected(receive))
+    try:
+        await asyncio.wait((task, watch), return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    finally:
+        watch.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    raise CallerGone
+
+
+async def _disconnected(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 _INFER_PATH = re.compile(r"^/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[^/]+))?/infer$")
@@ -154,6 +189,8 @@ class InferFastPath:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         try:
             status, body, out_headers = await self._infer(scope, receive, headers, m)
+        except CallerGone:
+            return
         except InferplexError as exc:
             exc = scope["app"].state.services.gateway.redact.error(exc, keep=(m.group("model"),))
             status, body = exc.http_status, json.dumps(exc.to_json()).encode()

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -19,7 +21,8 @@ import tritonclient.http.aio as httpaio
 from tritonclient.utils import InferenceServerException
 
 from tests.integration.cp_harness import ControlPlane, auth, running_up
-from tests.support import models
+from tests.support import hostile_models, models
+from tests.support.procs import wait_until
 
 CALLERS = 24
 
@@ -177,3 +180,35 @@ def test_every_scheduler_decision_is_counted_in_metrics(cp: ControlPlane, key: s
     text = cp.metrics()
     assert 'inferplex_scheduler_decisions_total{tenant="acme",model="acme__mlp@1",reason="completed"}' in text
     assert 'reason="infeasible"' in text  # the refusal of the test above
+
+
+def test_a_caller_that_disconnects_leaves_the_queue(cp: ControlPlane, key: str) -> None:
+    slow = hostile_models.runaway_loop("slow", float_trips=True)
+    assert cp.upload(key, "slow", slow.data, max_batch_size=0, slo_ms=10_000).status_code == 201
+    cp.wait_model_status(key, "slow", "ready", timeout_s=120)
+    series = 'inferplex_scheduler_decisions_total{tenant="acme",model="acme__slow@1",reason="cancelled"}'
+
+    def body(trips: float) -> bytes:
+        return json.dumps({"inputs": [
+            {"name": "TRIPS", "datatype": "FP32", "shape": [1], "data": [trips]},
+            {"name": "INPUT0", "datatype": "FP32", "shape": [1, hostile_models.LOOP_WIDTH],
+             "data": [0.5] * hostile_models.LOOP_WIDTH}]}).encode()
+
+    def post(trips: float) -> int:
+        with cp.client(key) as c:
+            return c.post("/v2/models/slow/infer", content=body(trips)).status_code
+
+    with ThreadPoolExecutor(1) as pool:
+        busy = pool.submit(post, 400_000.0)  # about 2 s of the instance's one slot
+        wait_until(lambda: 'model="acme__slow@1",reason="dispatched"' in cp.metrics(), 30, "the first dispatch")
+        request = body(1.0)
+        with socket.create_connection(("127.0.0.1", cp.http_port)) as sock:
+            sock.sendall(b"POST /v2/models/slow/infer HTTP/1.1\r\nHost: x\r\n"
+                         + f"Authorization: Bearer {key}\r\nContent-Length: {len(request)}\r\n\r\n".encode()
+                         + request)
+            wait_until(lambda: 'model="acme__slow@1",reason="admitted"} 2' in cp.metrics(), 30,
+                       "the second request queued")
+        # the socket is closed: the queued request goes, long before the first one ends
+        wait_until(lambda: series + " 1" in cp.metrics(), 30, "the queued request to be cancelled")
+        assert not busy.done()
+        assert busy.result(timeout=60) == 200
