@@ -38,6 +38,10 @@ MAX_VERSION = 2**63 - 1
 __all__ = ["ModelCatalog", "ModelRecord", "Status", "TensorSpec", "check_new_version", "unknown_model"]
 
 
+BATCHING_NOTE = ("batched across requests by the inferplex control plane; "
+                 "Triton's dynamic batcher is off for this model")
+
+
 def check_new_version(name: str, version: int | None, slo_ms: float) -> None:
     """What ``add_version`` refuses before writing anything; the upload route calls it before
     the (slow) model probe, so a bad option is refused at once."""
@@ -158,9 +162,13 @@ class ModelCatalog:
             return [{"name": s.name, "data_type": v2_to_config_type(s.datatype), "dims": s.dims}
                     for s in specs]
 
+        # no "dynamic_batching" section, on purpose: the control plane batches across
+        # requests itself, so Triton's own batcher stays off (the parameter says so to whoever
+        # reads the config on the instance)
         return {"name": record.qualified_name, "platform": record.platform,
                 "max_batch_size": record.max_batch_size,
-                "input": io(record.inputs), "output": io(record.outputs)}
+                "input": io(record.inputs), "output": io(record.outputs),
+                "parameters": {"inferplex_batching": {"string_value": BATCHING_NOTE}}}
 
     def files(self, record: ModelRecord) -> dict[str, bytes]:
         """The repository API's files, keyed ``<version>/<filename>`` (the driver adds ``file:``)."""

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from controlplane.artifacts import ArtifactStore, StagedUpload
-from controlplane.catalog import ModelCatalog
+from controlplane.catalog import BATCHING_NOTE, ModelCatalog
 from controlplane.settings import Settings
 from controlplane.validation import TensorSpec, ValidatedModel
 from kserve.errors import Conflict, NotFound
@@ -112,7 +112,10 @@ async def test_triton_config_and_files_use_the_qualified_name(catalog: ModelCata
         "name": "acme__m", "platform": "onnxruntime_onnx", "max_batch_size": 4,
         "input": [{"name": "TEXT", "data_type": "TYPE_STRING", "dims": [-1]}],
         "output": [{"name": "SCORE", "data_type": "TYPE_FP32", "dims": [2]}],
+        # the control plane batches: Triton's dynamic batcher stays off, and the config says so
+        "parameters": {"inferplex_batching": {"string_value": BATCHING_NOTE}},
     }
+    assert "dynamic_batching" not in catalog.triton_config(record)
     assert catalog.files(record) == {"1/model.onnx": b"onnx-bytes"}
 
 
