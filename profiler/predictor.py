@@ -5,6 +5,12 @@ observations fed back), so it is deterministic in tests and in the simulator.
 Each answer is a percentile (default p99) over a sliding window of the most
 recent observations per (model, instance class, batch size); until a key has
 enough live observations, the offline profile answers for it.
+
+Told the request's input elements (``exec_time(..., elements=n)``), it answers from
+the size curve instead: execute time over input elements (batch and every dynamic
+dimension, ``profile.request_elements``), from the profile's size points and live
+windows per size bucket (``curve``). Batch-only questions get the batch curve, as
+before sizes were known; so does a size question while nothing is known by size.
 """
 
 from __future__ import annotations
@@ -14,7 +20,15 @@ import math
 from collections import deque
 from dataclasses import dataclass, field
 
-from profiler.profile import ClassProfile, LatencyStats, ModelProfile, percentile, percentile_upper
+from profiler.curve import SizeCurve, size_bucket
+from profiler.profile import (
+    ClassProfile,
+    LatencyStats,
+    ModelProfile,
+    SizePoint,
+    percentile,
+    percentile_upper,
+)
 
 ClassKey = tuple[str, str]  # (model, instance_class)
 
@@ -22,7 +36,8 @@ ClassKey = tuple[str, str]  # (model, instance_class)
 @dataclass(frozen=True, slots=True)
 class PredictorConfig:
     window: int = 50
-    """Most recent observations kept per (model, class, batch) and per (model, class) for loads."""
+    """Most recent observations kept per (model, class, batch), per (model, class, size
+    bucket) and per (model, class) for loads."""
     percentile: float = 99.0
     """Percentile answered when the caller does not ask for one."""
     min_live_observations: int = 10
@@ -72,6 +87,29 @@ class _Window:
         return LatencyStats(p50_s=self.percentile(50.0), p99_s=self.percentile(99.0), n=len(self))
 
 
+class _SizeWindow(_Window):
+    """A size bucket's recent samples and the elements of each: the bucket's point sits
+    at the smallest size in its window, so every sample behind the percentile was at
+    least that large (conservative within the bucket, exact when it holds one size)."""
+
+    __slots__ = ("_elements", "_min")
+
+    def __init__(self, size: int, conservative: bool = True) -> None:
+        super().__init__(size, conservative)
+        self._elements: deque[int] = deque(maxlen=size)
+        self._min: int | None = None
+
+    def add_sized(self, value: float, elements: int) -> None:
+        self.add(value)
+        self._elements.append(elements)
+        self._min = None
+
+    def min_elements(self) -> int:
+        if self._min is None:
+            self._min = min(self._elements)
+        return self._min
+
+
 def _seed_value(stats: LatencyStats, pct: float) -> float:
     """A percentile from a p50/p99 summary: p50 below the median, p99 above p99,
     linear in between (the profile holds nothing finer)."""
@@ -88,8 +126,14 @@ class _ClassState:
     exec_live: dict[int, _Window] = field(default_factory=dict)
     load_live: _Window | None = None
     last_observed_at: float = 0.0
+    size_live: dict[int, _SizeWindow] = field(default_factory=dict)  # by bucket floor
     # percentile -> (sorted batch sizes, non-decreasing seconds); dropped on every change
     curves: dict[float, tuple[list[int], list[float]]] = field(default_factory=dict)
+    size_curves: dict[float, SizeCurve] = field(default_factory=dict)  # likewise
+
+    def changed(self) -> None:
+        self.curves.clear()
+        self.size_curves.clear()
 
 
 class LatencyPredictor:
@@ -114,7 +158,7 @@ class LatencyPredictor:
         """Use an offline profile where live observations are still too few."""
         st = self._class_state(model, instance_class)
         st.seed = profile
-        st.curves.clear()
+        st.changed()
 
     def seeded(self, model: str, instance_class: str) -> bool:
         """Whether an offline profile seeds (model, instance_class)."""
@@ -122,18 +166,28 @@ class LatencyPredictor:
         return st is not None and st.seed is not None
 
     def observe_exec(self, model: str, instance_class: str, batch: int, seconds: float,
-                     *, at: float | None = None) -> None:
-        """One real execution of ``batch`` requests took ``seconds``; ``at`` (epoch
-        seconds, optional) only dates the snapshot."""
+                     *, elements: int | None = None, at: float | None = None) -> None:
+        """One real execution of ``batch`` requests took ``seconds``; ``elements`` (its
+        input elements, ``profile.request_elements``) refines the size curve too; ``at``
+        (epoch seconds, optional) only dates the snapshot."""
         if batch < 1:
             raise ValueError(f"batch must be >= 1, got {batch}")
         _check_seconds(seconds)
+        if elements is not None:
+            _check_elements(elements)
         st = self._class_state(model, instance_class)
         win = st.exec_live.get(batch)
         if win is None:
             win = st.exec_live[batch] = _Window(self.config.window, self.config.conservative_tail)
-        win.add(seconds)
-        st.curves.clear()
+        win.add(seconds)  # sized or not: the batch curve answers batch-only callers as before
+        if elements is not None:
+            e = max(1, elements)
+            lo = size_bucket(e)[0]
+            sized = st.size_live.get(lo)
+            if sized is None:
+                sized = st.size_live[lo] = _SizeWindow(self.config.window, self.config.conservative_tail)
+            sized.add_sized(seconds, e)
+        st.changed()
         if at is not None:
             st.last_observed_at = max(st.last_observed_at, at)
 
@@ -155,20 +209,51 @@ class LatencyPredictor:
     # ---- asking --------------------------------------------------------------------
 
     def exec_time(self, model: str, instance_class: str, batch: int,
-                  percentile: float | None = None) -> float | None:
+                  percentile: float | None = None, *, elements: int | None = None) -> float | None:
         """Predicted seconds to execute a batch of ``batch``; None if nothing is known.
 
-        Unmeasured batch sizes are interpolated linearly between the nearest measured
+        With ``elements``, the answer of ``exec_time_for``. Without, by batch size:
+        unmeasured batch sizes are interpolated linearly between the nearest measured
         ones; above the largest, extrapolated from the two largest (never below the
         largest's value); below the smallest, the smallest's value. Never zero
         unless zero was measured.
         """
+        if elements is not None:
+            return self.exec_time_for(model, instance_class, batch, elements, percentile)
         if batch < 1:
             raise ValueError(f"batch must be >= 1, got {batch}")
         st = self._state.get((model, instance_class))
         if st is None:
             return None
         pct = self.config.percentile if percentile is None else percentile
+        return self._by_batch(st, pct, batch)
+
+    def exec_time_for(self, model: str, instance_class: str, batch: int, elements: int,
+                      percentile: float | None = None) -> float | None:
+        """Predicted seconds to execute ``batch`` requests of ``elements`` input elements in
+        all (``profile.request_elements`` of the merged batch); None if nothing is known.
+
+        From the size curve (``curve.SizeCurve``: interpolated between measured sizes,
+        the smallest's time below them, conservative above them). While nothing is known
+        by size (a profile stored before sizes were measured, no sized observation yet),
+        the batch-size answer.
+        """
+        if batch < 1:
+            raise ValueError(f"batch must be >= 1, got {batch}")
+        _check_elements(elements)
+        st = self._state.get((model, instance_class))
+        if st is None:
+            return None
+        pct = self.config.percentile if percentile is None else percentile
+        curve = st.size_curves.get(pct)
+        if curve is None:
+            curve = st.size_curves[pct] = SizeCurve(
+                (e, _value(src, pct)) for e, _b, src in self._size_points(st))
+        if not curve:
+            return self._by_batch(st, pct, batch)
+        return curve.at(elements)
+
+    def _by_batch(self, st: _ClassState, pct: float, batch: int) -> float | None:
         curve = st.curves.get(pct)
         if curve is None:
             curve = st.curves[pct] = self._build_curve(st, pct)
@@ -227,11 +312,14 @@ class LatencyPredictor:
             if st.load_live is not None:
                 live_total += st.load_live.total
                 observed_load = st.load_live.stats()
+            sizes = [SizePoint(elements=e, batch=b, stats=src if isinstance(src, LatencyStats) else src.stats())
+                     for e, b, src in self._size_points(st)]
             classes[cls_name] = ClassProfile(
                 load_time_cold_s=seed.load_time_cold_s,
                 load_time_warm_s=seed.load_time_warm_s,
                 load_time_observed_s=observed_load,
                 exec=exec_stats,
+                sizes=sizes,
                 memory_bytes=seed.memory_bytes,
                 observations=seed.observations + live_total,
                 updated_at=max(seed.updated_at, st.last_observed_at),
@@ -239,6 +327,24 @@ class LatencyPredictor:
         return ModelProfile(classes=classes)
 
     # ---- internals -----------------------------------------------------------------
+
+    def _size_points(self, st: _ClassState) -> list[tuple[int, int | None, LatencyStats | _SizeWindow]]:
+        """(elements, batch, source) behind the size curve: the profile's points, except
+        where a live bucket holds enough observations to replace those in its range; a
+        thinner live bucket only where the profile has nothing in its range."""
+        seed = list(st.seed.sizes) if st.seed is not None else []
+        out: list[tuple[int, int | None, LatencyStats | _SizeWindow]] = []
+        for lo, win in st.size_live.items():
+            hi = size_bucket(lo)[1]
+            inside = [p for p in seed if lo <= p.elements < hi]
+            if len(win) >= self.config.min_live_observations:
+                seed = [p for p in seed if not lo <= p.elements < hi]
+            elif inside:
+                continue
+            out.append((win.min_elements(), None, win))
+        out.extend((p.elements, p.batch, p.stats) for p in seed)
+        out.sort(key=lambda t: (t[0], t[1] or 0))
+        return out
 
     def _build_curve(self, st: _ClassState, pct: float) -> tuple[list[int], list[float]]:
         points: dict[int, float] = {}
@@ -266,6 +372,15 @@ def _extrapolate(batches: list[int], values: list[float], batch: int) -> float:
     b_lo, v_lo = batches[-2], values[-2]
     slope = max(0.0, (v_hi - v_lo) / (b_hi - b_lo))
     return v_hi + slope * (batch - b_hi)
+
+
+def _value(src: LatencyStats | _Window, pct: float) -> float:
+    return _seed_value(src, pct) if isinstance(src, LatencyStats) else src.percentile(pct)
+
+
+def _check_elements(elements: int) -> None:
+    if elements < 0:
+        raise ValueError(f"elements must be >= 0 (a request's input elements), got {elements}")
 
 
 def _check_seconds(seconds: float) -> None:

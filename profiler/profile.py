@@ -9,7 +9,7 @@ live observations back into one (``LatencyPredictor.snapshot``), which
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -45,6 +45,34 @@ class LatencyStats(BaseModel):
         return cls(p50_s=percentile(ordered, 50.0), p99_s=percentile(ordered, 99.0), n=len(ordered))
 
 
+def request_elements(shapes: Iterable[Sequence[int]]) -> int:
+    """The size measure predictions are keyed by: the request's input elements, summed
+    over its inputs, each the product of its full shape (batch dimension included; a
+    BYTES tensor counts its strings). Additive, so the requests merged into one batch
+    sum to the batch's elements; every dynamic dimension moves it, so a sequence of 128
+    tokens is 128 times one token where batch-keyed prediction saw no difference."""
+    total = 0
+    for shape in shapes:
+        n = 1
+        for d in shape:
+            if d < 0:
+                raise ValueError(f"a request's shape cannot hold a negative dimension, got {list(shape)}")
+            n *= int(d)
+        total += n
+    return total
+
+
+class SizePoint(BaseModel):
+    """Execute seconds measured at one input size (see ``request_elements``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    elements: int = Field(ge=1, description="input elements of the execution, batch dimension included")
+    batch: int | None = Field(None, ge=1, description="batch size it was measured at; "
+                              "None for live traffic, whose batches mix")
+    stats: LatencyStats
+
+
 class ClassProfile(BaseModel):
     """Everything measured for one model on one instance class."""
 
@@ -55,7 +83,11 @@ class ClassProfile(BaseModel):
     load_time_observed_s: LatencyStats | None = Field(
         None, description="loads the control plane saw in service (recent window)")
     exec: dict[int, LatencyStats] = Field(
-        default_factory=dict, description="execute seconds per batch size")
+        default_factory=dict, description="execute seconds per batch size, dynamic dims at 1")
+    sizes: list[SizePoint] = Field(
+        default_factory=list,
+        description="execute seconds per input size (elements), sorted by elements; empty "
+                    "in profiles stored before sizes were measured")
     memory_bytes: int | None = Field(None, ge=0, description="resident memory once loaded, if the instance reports it")
     observations: int = Field(0, ge=0, description="measurements behind this profile, offline and live")
     updated_at: float = Field(0.0, ge=0.0, description="epoch seconds of the last measurement")
@@ -68,6 +100,11 @@ class ClassProfile(BaseModel):
             raise ValueError(f"batch sizes must be >= 1, got {bad}")
         return dict(sorted(v.items()))
 
+    @field_validator("sizes")
+    @classmethod
+    def _sizes_sorted(cls, v: list[SizePoint]) -> list[SizePoint]:
+        return sorted(v, key=lambda p: (p.elements, p.batch or 0))
+
     def merged(self, newer: ClassProfile) -> ClassProfile:
         """This profile with ``newer``'s measurements laid over it (per field, per batch)."""
         return ClassProfile(
@@ -75,6 +112,7 @@ class ClassProfile(BaseModel):
             load_time_warm_s=newer.load_time_warm_s or self.load_time_warm_s,
             load_time_observed_s=newer.load_time_observed_s or self.load_time_observed_s,
             exec={**self.exec, **newer.exec},
+            sizes=list({(p.elements, p.batch): p for p in [*self.sizes, *newer.sizes]}.values()),
             memory_bytes=newer.memory_bytes if newer.memory_bytes is not None else self.memory_bytes,
             observations=max(self.observations, newer.observations),
             updated_at=max(self.updated_at, newer.updated_at),
