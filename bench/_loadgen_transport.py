@@ -116,11 +116,12 @@ class TritonHttp:
 
 
 class TritonGrpc:
-    """tritonclient.grpc.aio over one channel (HTTP/2 multiplexes every call on it)."""
+    """tritonclient.grpc.aio over one channel (HTTP/2 multiplexes every call on it). No gRPC
+    deadline is set: the service reads a client's deadline as a tighter SLO, and the driver's
+    own timeout cancels the call (the service sees the caller leave)."""
 
     def __init__(self, address: str, max_in_flight: int, timeout_s: float) -> None:
         self._client = grpcaio.InferenceServerClient(address)
-        self._timeout_s = timeout_s
 
     def prepare(self, model: str, inputs: Mapping[str, np.ndarray], headers: Mapping[str, str],
                 outputs: Sequence[str] | None) -> Any:
@@ -135,8 +136,7 @@ class TritonGrpc:
     async def send(self, prepared: Any) -> tuple[str, str]:
         model, inputs, outputs, headers = prepared
         try:
-            await self._client.infer(model, inputs, outputs=outputs, headers=headers,
-                                     client_timeout=self._timeout_s)
+            await self._client.infer(model, inputs, outputs=outputs, headers=headers)
         except InferenceServerException as exc:
             return _answer(exc)
         return "StatusCode.OK", ""

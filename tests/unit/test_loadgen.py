@@ -267,9 +267,11 @@ async def test_no_server_is_a_transport_error_not_a_refusal(kind: loadgen.Client
     assert [r.outcome for r in result.records] == [Outcome.TRANSPORT, Outcome.TRANSPORT]
 
 
-async def test_a_request_past_the_timeout_is_given_up() -> None:
-    async with http_server(1.0) as srv:
-        result = await loadgen.drive([loadgen.Stream("t", "m", [0.0], X, srv.url)], request_timeout_s=0.1)
+@pytest.mark.parametrize("kind", list(loadgen.ClientKind))
+async def test_a_request_past_the_timeout_is_given_up(kind: loadgen.ClientKind) -> None:
+    async with server_for(kind, 1.0) as srv:
+        result = await loadgen.drive([loadgen.Stream("t", "m", [0.0], X, srv.url, kind=kind)],
+                                     request_timeout_s=0.1)
     (r,) = result.records
     assert r.outcome is Outcome.TIMEOUT and 0.09 < (r.latency_s or 0) < 0.5
 
