@@ -4,6 +4,11 @@ Runs only through the ``InstanceDriver`` ABC, so the same code profiles on Trito
 and on ``inferplex worker``. The caller picks an idle instance (or a slot granted
 by the scheduler) and a dedicated instance-level name, so profiling never shares
 a loaded model with tenants' traffic.
+
+A model with dynamic dimensions besides the batch (a transformer's sequence length,
+-1 in the config's dims) is measured at several values of them per batch size
+(``DYNAMIC_SIZES``, within ``max_profile_elements``), each point recorded with its
+input elements in ``ClassProfile.sizes``, so predictions follow the request's size.
 """
 
 from __future__ import annotations
@@ -11,17 +16,33 @@ from __future__ import annotations
 import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import numpy as np
 
-from kserve.datatypes import V2_TO_NUMPY
 from kserve.errors import DeadlineExceeded, InferplexError, InvalidArgument
 from placement.driver import InstanceDriver
 from profiler.feed import model_entries, phases_ns
-from profiler.profile import ClassProfile, LatencyStats
+from profiler.inputs import (  # re-exported: callers and tests import them from here
+    DYNAMIC_SIZES,
+    EXERCISE_INT_MAX,
+    MAX_PROFILE_ELEMENTS,
+    InputSpec,
+    default_batch_sizes,
+    dynamic_sizes,
+    execution_elements,
+    has_dynamic_dims,
+    input_specs,
+    max_batch_size,
+    synthetic_inputs,
+)
+from profiler.profile import ClassProfile, LatencyStats, SizePoint
+
+__all__ = ["DYNAMIC_SIZES", "EXERCISE_INT_MAX", "MAX_PROFILE_ELEMENTS", "ExecClock", "InputSpec",
+           "compute_ns", "default_batch_sizes", "dynamic_sizes", "execution_elements", "exercise",
+           "has_dynamic_dims", "input_specs", "max_batch_size", "memory_from_statistics",
+           "profile_model", "synthetic_inputs"]
 
 log = logging.getLogger(__name__)
 
@@ -32,83 +53,6 @@ first call is timed as the cold load (artifact store cold), later calls as warm.
 Progress = Callable[[str, float], Awaitable[None] | None]
 """Called with (stage, fraction done) as profiling advances; may be async (e.g. a store write)."""
 
-@dataclass(frozen=True, slots=True)
-class InputSpec:
-    name: str
-    dtype: np.dtype
-    dims: tuple[int, ...]  # without the batch dimension; dynamic dims already set to 1
-
-
-def input_specs(config: dict[str, Any]) -> list[InputSpec]:
-    """The model's inputs from a Triton model config (JSON form)."""
-    inputs = config.get("input")
-    if not inputs:
-        raise InvalidArgument("model config has no 'input' list; profiling needs each input's "
-                              "name, data_type and dims")
-    specs = []
-    for i, inp in enumerate(inputs):
-        name = inp.get("name")
-        # a model-config data type, with or without the TYPE_ prefix; STRING is BYTES
-        raw_type = str(inp.get("data_type", "")).removeprefix("TYPE_")
-        dtype = V2_TO_NUMPY.get("BYTES" if raw_type == "STRING" else raw_type)
-        if not name or dtype is None:
-            known = ["TYPE_" + t for t in V2_TO_NUMPY if t != "BYTES"] + ["TYPE_STRING"]
-            raise InvalidArgument(
-                f"model config input {i} needs a 'name' and a 'data_type' among "
-                f"{', '.join(known)}; got {inp!r}")
-        try:
-            dims = tuple(max(1, int(d)) for d in inp.get("dims", []))  # dynamic (-1) → 1
-        except (TypeError, ValueError):
-            raise InvalidArgument(f"model config input {name!r} has non-integer dims "
-                                  f"{inp.get('dims')!r}") from None
-        specs.append(InputSpec(name=name, dtype=dtype, dims=dims))
-    return specs
-
-
-def max_batch_size(config: dict[str, Any]) -> int:
-    return int(config.get("max_batch_size", 0) or 0)
-
-
-def default_batch_sizes(max_batch: int) -> list[int]:
-    """1, 2, 4, ... up to ``max_batch`` (included even if not a power of two)."""
-    if max_batch <= 1:
-        return [1]
-    sizes = []
-    b = 1
-    while b < max_batch:
-        sizes.append(b)
-        b *= 2
-    sizes.append(max_batch)
-    return sizes
-
-
-def synthetic_inputs(specs: list[InputSpec], batch: int, batched: bool,
-                     rng: np.random.Generator, *, exercise: bool = False) -> dict[str, np.ndarray]:
-    """Inputs of the right dtype and shape. Integers are zeros because they are
-    often indices (embeddings), where random values could be out of range; with
-    ``exercise`` they are large random values instead (up to EXERCISE_INT_MAX), the
-    inputs a hostile tenant would send to make a graph loop or allocate (a Loop's trip
-    count, a shape) — a model that merely rejects them is fine, one that runs past its
-    time limit on them is not."""
-    out: dict[str, np.ndarray] = {}
-    for s in specs:
-        shape = ((batch,) if batched else ()) + s.dims
-        if s.dtype == np.object_:
-            arr = np.full(shape, b"inferplex" * (64 if exercise else 1), dtype=np.object_)
-        elif s.dtype.kind == "f":
-            arr = rng.standard_normal(shape).astype(s.dtype)
-        elif exercise and s.dtype.kind == "b":
-            arr = np.ones(shape, dtype=s.dtype)
-        elif exercise:
-            high = min(int(np.iinfo(s.dtype).max), EXERCISE_INT_MAX)
-            arr = rng.integers(high // 2, high, size=shape, endpoint=True).astype(s.dtype)
-        else:
-            arr = np.zeros(shape, dtype=s.dtype)
-        out[s.name] = arr
-    return out
-
-
-EXERCISE_INT_MAX = 1 << 24
 # the exercise run's bound: this many times the measured p99 at that batch, at least
 EXERCISE_FACTOR, EXERCISE_MIN_S = 10.0, 0.05
 
@@ -192,6 +136,27 @@ class ExecClock:
         return compute_ns(await self.driver.statistics(self.name), self.name)
 
 
+async def _measure(driver: InstanceDriver, name: str, inputs: dict[str, np.ndarray],
+                   output_names: list[str] | None, exec_clock: ExecClock, warmup: int,
+                   runs: int, chunk: int, stable_within: float, exec_timeout_s: float | None,
+                   deadline: float, clock: Callable[[], float]) -> list[float]:
+    """One profile point: ``warmup`` executions, then chunks of ``chunk`` until p50 and
+    p99 are stable, ``runs`` are done or ``deadline`` passes (after one chunk at least)."""
+    for _ in range(warmup):
+        await driver.infer_arrays(name, inputs, output_names, timeout_s=exec_timeout_s)
+    exec_clock.reset()
+    samples: list[float] = []
+    prev: LatencyStats | None = None
+    while len(samples) < runs:
+        for _ in range(min(chunk, runs - len(samples))):
+            samples.append(await exec_clock.run(inputs, output_names))
+        cur = LatencyStats.of(samples)
+        if _stable(prev, cur, stable_within) or clock() >= deadline:
+            break
+        prev = cur
+    return samples
+
+
 def _stable(prev: LatencyStats | None, cur: LatencyStats, tolerance: float) -> bool:
     if prev is None or prev.p50_s <= 0 or prev.p99_s <= 0:
         return False
@@ -219,6 +184,8 @@ async def profile_model(
     clock: Callable[[], float] = time.perf_counter,
     wall_clock: Callable[[], float] = time.time,
     seed: int = 0,
+    dynamic_dim_sizes: Sequence[int] = DYNAMIC_SIZES,
+    max_profile_elements: int = MAX_PROFILE_ELEMENTS,
 ) -> ClassProfile:
     """Profile ``name`` on ``driver``'s instance and return its ``ClassProfile``.
 
@@ -227,10 +194,15 @@ async def profile_model(
     ``min_runs_per_batch`` until p50 and p99 move by less than ``stable_within``
     (relative) between chunks, ``runs_per_batch`` runs, or the batch's share of
     ``max_seconds`` is spent. Every batch size gets at least one chunk, so a
-    profile never lacks a requested size. With ``exec_timeout_s``, every execution is
-    bounded by it, and the model is last run once on ``exercise`` inputs (see there),
-    bounded by EXERCISE_FACTOR times its measured p99 at the largest batch. ``timing`` is what an execution's time
-    means (see ``ExecClock``); the predictor must be fed the same kind later.
+    profile never lacks a requested size. A model with dynamic dims besides the batch
+    is measured at each batch size for each of ``dynamic_dim_sizes`` (see
+    ``dynamic_sizes``; ``max_seconds`` is shared by every point); one the model refuses
+    (above 1) is skipped with the larger ones. Every point lands in the profile's
+    ``sizes`` with its elements, those at size 1 in ``exec`` too. With ``exec_timeout_s``,
+    every execution is bounded by it, and the model is last run once on ``exercise``
+    inputs (see there), bounded by EXERCISE_FACTOR times its measured p99 at the largest
+    batch. ``timing`` is what an execution's time means (see ``ExecClock``); the
+    predictor must be fed the same kind later.
     Unloads at the end unless ``keep_loaded``.
     """
     if loads < 1 or runs_per_batch < 1 or min_runs_per_batch < 1 or warmup < 0:
@@ -246,7 +218,9 @@ async def profile_model(
     rng = np.random.default_rng(seed)
     output_names = [o["name"] for o in config.get("output", []) if o.get("name")] or None
     started = clock()
-    total_units = loads + len(sizes)
+    points = [(b, v) for b in sizes
+              for v in dynamic_sizes(specs, b, batched, dynamic_dim_sizes, max_profile_elements)]
+    total_units = loads + len(points)
     done_units = 0
 
     async def report(stage: str) -> None:
@@ -281,29 +255,40 @@ async def profile_model(
                 memory = used_after - used_before
 
         exec_stats: dict[int, LatencyStats] = {}
+        size_points: list[SizePoint] = []
         samples_total = 0
-        for k, batch in enumerate(sizes):
-            await report(f"batch {batch}")
+        refused_from: int | None = None  # the smallest dynamic size the model would not take
+        for k, (batch, size) in enumerate(points):
+            if size > 1 and refused_from is not None and size >= refused_from:
+                done_units += 1
+                continue
+            await report(f"batch {batch}" if size == 1 else f"batch {batch} size {size}")
             remaining = max(0.0, max_seconds - (clock() - started))
-            batch_deadline = clock() + remaining / (len(sizes) - k)
-            inputs = synthetic_inputs(specs, batch, batched, rng)
-            for _ in range(warmup):
-                await driver.infer_arrays(name, inputs, output_names, timeout_s=exec_timeout_s)
-            exec_clock.reset()
-            samples: list[float] = []
-            prev: LatencyStats | None = None
-            while len(samples) < runs_per_batch:
-                for _ in range(min(min_runs_per_batch, runs_per_batch - len(samples))):
-                    samples.append(await exec_clock.run(inputs, output_names))
-                cur = LatencyStats.of(samples)
-                if _stable(prev, cur, stable_within) or clock() >= batch_deadline:
-                    break
-                prev = cur
-            exec_stats[batch] = LatencyStats.of(samples)
+            point_deadline = clock() + remaining / (len(points) - k)
+            inputs = synthetic_inputs(specs, batch, batched, rng, size=size)
+            try:
+                samples = await _measure(driver, name, inputs, output_names, exec_clock, warmup,
+                                         runs_per_batch, min_runs_per_batch, stable_within,
+                                         exec_timeout_s, point_deadline, clock)
+            except InferplexError as exc:
+                if size == 1:
+                    raise  # the smallest input refused: the model cannot be served
+                # dynamic dims have bounds the config does not state (positions, image sizes):
+                # serve the sizes it took; larger ones are extrapolated, conservatively
+                log.warning("profiling %s: batch %d with dynamic dims at %d refused (%s); "
+                            "not profiling that size or larger", name, batch, size, exc.message)
+                refused_from = size if refused_from is None else min(refused_from, size)
+                done_units += 1
+                continue
+            stats = LatencyStats.of(samples)
+            if size == 1:
+                exec_stats[batch] = stats
+            size_points.append(SizePoint(
+                elements=max(1, execution_elements(specs, batch, batched, size)), batch=batch, stats=stats))
             samples_total += len(samples)
             done_units += 1
-            log.info("profiled %s batch %d: p50 %.6fs p99 %.6fs over %d runs", name, batch,
-                     exec_stats[batch].p50_s, exec_stats[batch].p99_s, len(samples))
+            log.info("profiled %s batch %d size %d: p50 %.6fs p99 %.6fs over %d runs", name, batch,
+                     size, stats.p50_s, stats.p99_s, len(samples))
         if exec_timeout_s is not None:
             # far longer than the measured time is "runs as long as its inputs say"; short,
             # because on a shared instance it holds everyone else's requests that long
@@ -321,6 +306,7 @@ async def profile_model(
         load_time_cold_s=LatencyStats.of(cold),
         load_time_warm_s=LatencyStats.of(warm) if warm else None,
         exec=exec_stats,
+        sizes=size_points,
         memory_bytes=memory,
         observations=len(cold) + len(warm) + samples_total,
         updated_at=wall_clock(),

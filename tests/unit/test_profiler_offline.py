@@ -89,9 +89,10 @@ class FakeDriver(InstanceDriver):
 FILES = {"1/model.onnx": b"bytes"}
 
 
-def _config(max_batch: int = 8, **extra: Any) -> dict[str, Any]:
+def _config(max_batch: int = 8, dims: tuple[int, ...] = (3, 1), **extra: Any) -> dict[str, Any]:
+    """Fixed dims by default: one profile point per batch size (sizes: test_profiler_dynamic)."""
     return {"name": "m", "max_batch_size": max_batch,
-            "input": [{"name": "x", "data_type": "TYPE_FP32", "dims": [3, -1]}],
+            "input": [{"name": "x", "data_type": "TYPE_FP32", "dims": list(dims)}],
             "output": [{"name": "y", "data_type": "TYPE_FP32", "dims": [2]}], **extra}
 
 
