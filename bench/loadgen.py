@@ -120,19 +120,21 @@ class Run:
 
 
 async def _sleep_until(when: float) -> None:
-    """Until ``time.perf_counter()`` reaches ``when``. Always yields once, even when behind, so
-    the tasks just created start (and are timed) now; uvloop's timers round to milliseconds, so
+    """Until ``time.perf_counter()`` reaches ``when``. uvloop's timers round to milliseconds, so
     an early wake-up sleeps the rest (a few times at most: a record shows any early send)."""
     for _ in range(4):
-        await asyncio.sleep(max(0.0, when - time.perf_counter()))
-        if time.perf_counter() >= when:
+        if (early := when - time.perf_counter()) <= 0:
             return
+        await asyncio.sleep(early)
 
 
 async def drive(streams: Sequence[Stream], *, duration_s: float | None = None, max_in_flight: int = 1024,
-                request_timeout_s: float = 30.0, start_delay_s: float = 0.05) -> Run:
+                request_timeout_s: float = 30.0, start_delay_s: float = 0.05,
+                max_lateness_s: float | None = None) -> Run:
     """Send every stream's requests at their scheduled times (offsets after ``duration_s``
-    are left out); returns when each has an answer, an error or hit ``request_timeout_s``."""
+    are left out); returns when each has an answer, an error or hit ``request_timeout_s``.
+    With ``max_lateness_s``, a request the driver reaches later than that past its time is
+    not sent either (a starved driver would otherwise catch up in a burst nobody scheduled)."""
     if max_in_flight < 1:
         raise InvalidArgument(f"max_in_flight must be >= 1, got {max_in_flight}")
     entries = timeline(streams)
@@ -179,15 +181,19 @@ async def drive(streams: Sequence[Stream], *, duration_s: float | None = None, m
                 build: InputBuilder = stream.inputs  # type: ignore[assignment]
                 prepared = client.prepare(stream.model, build(ri), stream.request_headers(), stream.outputs)
             await _sleep_until(t0 + offset)
-            if in_flight >= max_in_flight:
+            behind = clock() - t0 - offset
+            if in_flight >= max_in_flight or (max_lateness_s is not None and behind > max_lateness_s):
+                why = (f"{max_in_flight} requests in flight" if in_flight >= max_in_flight
+                       else f"driver {behind * 1e3:.0f} ms behind schedule")
                 records[idx] = Record(stream.label, stream.tenant, stream.model, offset, None, None,
-                                      Outcome.NOT_SENT, "not sent", f"{max_in_flight} requests in flight")
+                                      Outcome.NOT_SENT, "not sent", why)
                 continue
             in_flight += 1
             peak = max(peak, in_flight)
             task = asyncio.create_task(one(idx, stream, client, prepared, offset))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
+            await asyncio.sleep(0)  # start its send now, before the next request is built
         if tasks:
             await asyncio.gather(*tasks)
     finally:
@@ -279,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--slo-ms", type=float, default=100.0)
     p.add_argument("--max-in-flight", type=int, default=1024)
     p.add_argument("--timeout-s", type=float, default=30.0, help="the driver gives up on a request after this")
+    p.add_argument("--max-lateness-ms", type=float, default=None,
+                   help="do not send a request the driver reaches this late (recorded as not sent)")
     p.add_argument("--cpus", default=None, help="pin the driver to these CPUs, e.g. 0 or 0,2-3")
     args = p.parse_args(argv)
     try:
@@ -288,7 +296,8 @@ def main(argv: list[str] | None = None) -> int:
         inputs = metadata_inputs(kind, args.url, args.model, args.key, args.seed)
         stream = Stream(args.tenant, args.model, _schedule(args), inputs, args.url, key=args.key, kind=kind)
         result = run([stream], duration_s=args.duration, max_in_flight=args.max_in_flight,
-                     request_timeout_s=args.timeout_s)
+                     request_timeout_s=args.timeout_s,
+                     max_lateness_s=None if args.max_lateness_ms is None else args.max_lateness_ms / 1e3)
     except (InvalidArgument, ValueError, InferenceServerException) as exc:
         p.error(str(exc))
     s = result.summary(args.slo_ms)

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -239,6 +240,25 @@ async def test_saturation_is_recorded_as_not_sent_never_as_delay() -> None:
     s = result.summary(1000)
     assert (s.sent, s.not_sent) == (5, 15)
     assert loadgen.markdown_table({"x": s}).count("| 15 |") == 1
+
+
+async def test_requests_the_driver_reaches_too_late_are_not_sent_in_a_burst() -> None:
+    def build(i: int) -> dict[str, np.ndarray]:
+        if i == 1:  # a driver starved for 100 ms (a slow builder blocks its event loop)
+            until = time.perf_counter() + 0.1
+            while time.perf_counter() < until:
+                pass
+        return X
+
+    schedule = loadgen.constant(100, 0.2)
+    async with http_server(0.0) as srv:
+        result = await loadgen.drive([loadgen.Stream("t", "m", schedule, build, srv.url)], max_lateness_s=0.05)
+    outcomes = [r.outcome for r in result.records]
+    assert outcomes[0] is Outcome.OK
+    assert outcomes[1:5] == [Outcome.NOT_SENT] * 4  # 90..60 ms behind
+    assert outcomes[8:] == [Outcome.OK] * 12  # caught up: on time again
+    assert "behind schedule" in result.records[1].message
+    assert all((r.lateness_s or 0) < 0.06 for r in result.records)  # checked just before the hand-off
 
 
 @pytest.mark.parametrize("kind", list(loadgen.ClientKind))
