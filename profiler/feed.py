@@ -20,6 +20,11 @@ Two ways in:
 
 Predictions made at dispatch are paired with exact observations only, so the
 accuracy log never flatters itself with averages.
+
+Both ways take the execution's input elements (``elements``, ``profile.request_elements``
+of the batch sent) where the gateway knows them: the predictor's size curve then
+learns from live traffic too. Several executions averaged by the statistics path
+carry elements only when all of them had the same.
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ class Prediction:
     batch: int
     p50_s: float
     p99_s: float
+    elements: int | None = None  # what the prediction was for, when it was by size
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +72,7 @@ class PredictionSample:
     observed_s: float
     basis: str  # "compute" (in-band or one execution between two reads) or "round_trip"
     at: float
+    elements: int | None = None
 
 
 def model_entries(stats: dict[str, Any], name: str) -> list[dict[str, Any]]:
@@ -102,6 +109,7 @@ class _Pending:
     batch: int | None
     round_trip_s: float
     prediction: Prediction | None
+    elements: int | None = None
 
 
 @dataclass(slots=True)
@@ -143,23 +151,27 @@ class ExecutionFeed:
                 await self._task
 
     def executed(self, instance_id: str, driver: StatisticsSource, model: str, instance_class: str,
-                 batch: int | None, round_trip_s: float, prediction: Prediction | None) -> None:
-        """One successful forward of ``model`` to ``instance_id`` (cheap: no I/O here)."""
+                 batch: int | None, round_trip_s: float, prediction: Prediction | None,
+                 *, elements: int | None = None) -> None:
+        """One successful forward of ``model`` to ``instance_id`` (cheap: no I/O here) of
+        ``batch`` rows and ``elements`` input elements, when known."""
         key = (instance_id, model)
         src = self._sources.get(key)
         if src is None or src.driver is not driver:
             src = self._sources[key] = _Source(driver, instance_class)
-        src.pending.append(_Pending(batch, round_trip_s, prediction))
+        src.pending.append(_Pending(batch, round_trip_s, prediction, elements))
         self._dirty.add(key)
         self._wake.set()
 
     def observed_exact(self, model: str, instance_class: str, batch: int, compute_s: float,
-                       prediction: Prediction | None, *, instance_id: str | None = None) -> None:
-        """One execution whose compute time the instance reported in its response."""
+                       prediction: Prediction | None, *, instance_id: str | None = None,
+                       elements: int | None = None) -> None:
+        """One execution whose compute time the instance reported in its response
+        (``elements``: its input elements, when known)."""
         at = self._wall()
-        self.predictor.observe_exec(model, instance_class, batch, compute_s, at=at)
+        self.predictor.observe_exec(model, instance_class, batch, compute_s, elements=elements, at=at)
         self.exact += 1
-        self._record(model, instance_class, prediction, batch, compute_s, "compute", at)
+        self._record(model, instance_class, prediction, batch, compute_s, "compute", at, elements)
         src = self._sources.get((instance_id, model)) if instance_id is not None else None
         if src is not None and src.baseline is not None:
             # the next statistics delta includes this execution: keep it from counting twice
@@ -228,8 +240,10 @@ class ExecutionFeed:
         for p in pending:
             if p.batch is None:
                 continue
-            self._record(model, instance_class, p.prediction, p.batch, p.round_trip_s, "round_trip", at)
-            self.predictor.observe_exec(model, instance_class, p.batch, p.round_trip_s, at=at)
+            self._record(model, instance_class, p.prediction, p.batch, p.round_trip_s, "round_trip", at,
+                         p.elements)
+            self.predictor.observe_exec(model, instance_class, p.batch, p.round_trip_s,
+                                        elements=p.elements, at=at)
             self.exact += 1
 
     def _deltas(self, model: str, instance_class: str, before: dict[int, tuple[int, int]],
@@ -247,18 +261,23 @@ class ExecutionFeed:
             if runs <= 0 or spent < 0:
                 continue  # nothing new, or the instance restarted (counters went back)
             seconds = spent / runs / 1e9
-            self.predictor.observe_exec(model, instance_class, batch, seconds, at=at)
             mine = by_batch.get(batch, [])
+            # the mean is of a size only if every execution behind it was of that size
+            sizes = {p.elements for p in mine}
+            elements = sizes.pop() if len(mine) == runs and len(sizes) == 1 else None
+            self.predictor.observe_exec(model, instance_class, batch, seconds, elements=elements, at=at)
             if runs == 1:
                 self.exact += 1
                 if len(mine) == 1:
-                    self._record(model, instance_class, mine[0].prediction, batch, seconds, "compute", at)
+                    self._record(model, instance_class, mine[0].prediction, batch, seconds, "compute", at,
+                                 elements)
             else:
                 self.merged += runs
 
     def _record(self, model: str, instance_class: str, prediction: Prediction | None, batch: int,
-                observed: float, basis: str, at: float) -> None:
+                observed: float, basis: str, at: float, elements: int | None = None) -> None:
         if prediction is None or prediction.batch != batch:
             return
         self.samples.append(PredictionSample(model, instance_class, batch, prediction.p50_s,
-                                             prediction.p99_s, observed, basis, at))
+                                             prediction.p99_s, observed, basis, at,
+                                             elements if elements is not None else prediction.elements))

@@ -152,3 +152,35 @@ async def test_statistics_deltas_leave_out_executions_already_observed_in_band()
     assert predictor.exec_time("m", "cpu", 2, percentile=0) == 0.010
     assert predictor.exec_time("m", "cpu", 2, percentile=100) == 0.050
     assert feed.exact == 2 and feed.merged == 0
+
+
+async def test_in_band_elements_move_the_size_curve() -> None:
+    feed, predictor = feed_with()
+    predictor.observe_exec("m", "cpu", 1, 0.004, elements=3)  # one token seen first
+    feed.observed_exact("m", "cpu", 1, 0.023, Prediction(1, 0.004, 0.004, elements=384),
+                        instance_id="i1", elements=384)
+    assert predictor.exec_time_for("m", "cpu", 1, 384) == 0.023
+    assert predictor.exec_time_for("m", "cpu", 1, 3) == 0.004
+    [sample] = feed.samples
+    assert (sample.elements, sample.observed_s) == (384, 0.023)
+
+
+async def test_statistics_deltas_carry_elements_only_when_every_execution_had_them() -> None:
+    stats = Stats()
+    feed, predictor = feed_with()
+    feed.executed("i1", stats, "m", "cpu", 1, 0.1, None)
+    await feed.drain()  # baseline
+    stats.run(1, 0.020)
+    feed.executed("i1", stats, "m", "cpu", 1, 0.1, None, elements=300)
+    await feed.drain()  # alone between two reads: exact, with its size
+    assert predictor.exec_time_for("m", "cpu", 1, 300) == 0.020
+    for seconds, e in ((0.010, 30), (0.040, 600)):
+        stats.run(1, seconds)
+        feed.executed("i1", stats, "m", "cpu", 1, 0.1, None, elements=e)
+    await feed.drain()  # a mean over two sizes is no size's time
+    assert [p.elements for p in predictor.snapshot("m").classes["cpu"].sizes] == [300]
+    for _ in range(2):
+        stats.run(1, 0.030)
+        feed.executed("i1", stats, "m", "cpu", 1, 0.1, None, elements=600)
+    await feed.drain()  # a mean over two executions of one size is that size's
+    assert predictor.exec_time_for("m", "cpu", 1, 600) == 0.030
