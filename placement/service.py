@@ -303,17 +303,20 @@ class PlacementService:
         log.info("unloaded %s from %s", qualified, iid)
 
     def observe(self, driver: TritonDriver, qualified: str, batch: int | None, round_trip_s: float,
-                prediction: Prediction | None, compute_s: float | None = None) -> None:
+                prediction: Prediction | None, compute_s: float | None = None,
+                *, elements: int | None = None) -> None:
         """One execution the gateway forwarded. ``compute_s`` is the compute time the
         instance reported in its response (inferplex workers do, Triton does not); without
-        it, or without a batch size, the feed reads the statistics later."""
+        it, or without a batch size, the feed reads the statistics later. ``elements``
+        (the batch's input elements, ``profiler.profile.request_elements``) feeds the
+        predictor's size curve."""
         info = driver.info
         if compute_s is not None and batch is not None:
             self.feed.observed_exact(qualified, info.instance_class, batch, compute_s, prediction,
-                                     instance_id=info.instance_id)
+                                     instance_id=info.instance_id, elements=elements)
             return
         self.feed.executed(info.instance_id, driver, qualified, info.instance_class, batch,
-                           round_trip_s, prediction)
+                           round_trip_s, prediction, elements=elements)
 
     # ---- after an upload ---------------------------------------------------------------
 
