@@ -54,6 +54,15 @@ def preload(threads: int) -> None:
     for platform in (cfg.ONNX, cfg.TORCHSCRIPT):
         import_runtime(platform)
     import ml_dtypes  # noqa: F401
+    import google.protobuf.descriptor_pb2  # noqa: F401  (json_format imports it lazily for maps)
+
+    # every config feature once (maps, versions policy, dims), so nothing imports lazily later
+    warm = cfg.parse_json({"name": "warm", "platform": cfg.ONNX, "max_batch_size": 1,
+                           "version_policy": {"latest": {"num_versions": 1}},
+                           "input": [{"name": "x", "data_type": "TYPE_FP32", "dims": [1]}],
+                           "output": [{"name": "y", "data_type": "TYPE_FP32", "dims": [1]}],
+                           "parameters": {"k": {"string_value": "v"}}}, "warm")
+    cfg.to_json(warm)
 
     import worker.runtimes.onnxrt  # noqa: F401
     import worker.runtimes.torchscript  # noqa: F401
