@@ -5,7 +5,9 @@
 Builds a LatencyPredictor over many models with live windows at batch sizes 1, 2, 4, 8,
 then times, side by side in one run: a prediction for a measured batch size (cached curve),
 one for an unmeasured batch size (interpolated), the first prediction after a new
-observation (curve rebuilt), an observation, and a load-time prediction; next to the naive
+observation (curve rebuilt), an observation, and a load-time prediction; the same by input
+size (``exec_time_for``: live windows at ELEMENTS, a measured size, one between, one above
+all, and a sized observation followed by a prediction); next to the naive
 way of answering (numpy.percentile over the window on every call), as a ratio.
 Writes bench/results/predictor_speed.{md,png}.
 """
@@ -26,6 +28,7 @@ from profiler.predictor import LatencyPredictor
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BATCHES = (1, 2, 4, 8)
+ELEMENTS = (3, 24, 96, 384, 768, 1536)  # a 3-input transformer at seq 1..128, batch 1..4
 
 
 def _build(models: int, window: int, rng: random.Random) -> tuple[LatencyPredictor, dict[tuple[str, int], list[float]]]:
@@ -38,6 +41,9 @@ def _build(models: int, window: int, rng: random.Random) -> tuple[LatencyPredict
             raw[(name, b)] = values
             for v in values:
                 predictor.observe_exec(name, "cpu", b, v)
+        for e in ELEMENTS:
+            for _ in range(window):
+                predictor.observe_exec(name, "cpu", 1, 0.002 + 6e-5 * e * rng.uniform(0.9, 1.2), elements=e)
         for _ in range(20):
             predictor.observe_load(name, "cpu", rng.uniform(0.05, 0.08))
     return predictor, raw
@@ -62,6 +68,8 @@ def run(models: int, calls: int) -> dict[str, float]:
     # warm every curve once so "cached" means cached
     for name in names:
         predictor.exec_time(name, "cpu", 1)
+        predictor.exec_time_for(name, "cpu", 1, 3)
+    sized = [ELEMENTS[i % len(ELEMENTS)] for i in range(calls)]
 
     def cached(i: int) -> object:
         name, b = keys[i]
@@ -80,6 +88,20 @@ def run(models: int, calls: int) -> dict[str, float]:
         predictor.observe_exec(name, "cpu", b, 0.001 * b)
         return predictor.exec_time(name, "cpu", b)
 
+    def by_size(i: int) -> object:
+        return predictor.exec_time_for(keys[i][0], "cpu", 1, sized[i])
+
+    def by_size_between(i: int) -> object:
+        return predictor.exec_time_for(keys[i][0], "cpu", 1, 200)
+
+    def by_size_above(i: int) -> object:
+        return predictor.exec_time_for(keys[i][0], "cpu", 4, 6144)
+
+    def after_sized_observe(i: int) -> object:
+        name = keys[i][0]
+        predictor.observe_exec(name, "cpu", 1, 0.01, elements=sized[i])
+        return predictor.exec_time_for(name, "cpu", 1, sized[i])
+
     def load(i: int) -> object:
         return predictor.load_time(keys[i][0], "cpu")
 
@@ -91,6 +113,10 @@ def run(models: int, calls: int) -> dict[str, float]:
         "exec_time, unmeasured batch (interpolated)": _time_per_call(interpolated, calls),
         "observe_exec": _time_per_call(observe, calls),
         "observe_exec + exec_time (curve rebuilt)": _time_per_call(after_observe, calls),
+        "exec_time_for, measured size (cached)": _time_per_call(by_size, calls),
+        "exec_time_for, between sizes (interpolated)": _time_per_call(by_size_between, calls),
+        "exec_time_for, above all sizes (extrapolated)": _time_per_call(by_size_above, calls),
+        "observe_exec(elements=) + exec_time_for (curve rebuilt)": _time_per_call(after_sized_observe, calls),
         "load_time": _time_per_call(load, calls),
         f"naive: numpy.percentile over a {predictor_window}-sample window": _time_per_call(naive, calls),
     }
@@ -108,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"Command: `python -m bench.predictor_speed --models {args.models} --calls {args.calls}` — "
         f"{platform.machine()}, {platform.python_version()}; {args.models} models x batch sizes "
-        f"{list(BATCHES)} with full live windows; best of 5 rounds of {args.calls} calls each.",
+        f"{list(BATCHES)} and sizes {list(ELEMENTS)} (elements) with full live windows; best of 5 rounds of {args.calls} calls each.",
         "",
         "| call | µs per call | naive / this |",
         "|---|---:|---:|",

@@ -92,10 +92,11 @@ class _SizeWindow(_Window):
     at the smallest size in its window, so every sample behind the percentile was at
     least that large (conservative within the bucket, exact when it holds one size)."""
 
-    __slots__ = ("_elements", "_min")
+    __slots__ = ("_elements", "_min", "lo", "hi")
 
-    def __init__(self, size: int, conservative: bool = True) -> None:
+    def __init__(self, size: int, bucket: tuple[int, int], conservative: bool = True) -> None:
         super().__init__(size, conservative)
+        self.lo, self.hi = bucket  # the element counts it holds: lo <= elements < hi
         self._elements: deque[int] = deque(maxlen=size)
         self._min: int | None = None
 
@@ -182,10 +183,11 @@ class LatencyPredictor:
         win.add(seconds)  # sized or not: the batch curve answers batch-only callers as before
         if elements is not None:
             e = max(1, elements)
-            lo = size_bucket(e)[0]
-            sized = st.size_live.get(lo)
+            bucket = size_bucket(e)
+            sized = st.size_live.get(bucket[0])
             if sized is None:
-                sized = st.size_live[lo] = _SizeWindow(self.config.window, self.config.conservative_tail)
+                sized = st.size_live[bucket[0]] = _SizeWindow(self.config.window, bucket,
+                                                              self.config.conservative_tail)
             sized.add_sized(seconds, e)
         st.changed()
         if at is not None:
@@ -226,7 +228,22 @@ class LatencyPredictor:
         if st is None:
             return None
         pct = self.config.percentile if percentile is None else percentile
-        return self._by_batch(st, pct, batch)
+        curve = st.curves.get(pct)
+        if curve is None:
+            curve = st.curves[pct] = self._build_curve(st, pct)
+        batches, values = curve
+        if not batches:
+            return None
+        i = bisect.bisect_left(batches, batch)
+        if i < len(batches) and batches[i] == batch:
+            return values[i]
+        if i == 0:
+            return values[0]
+        if i == len(batches):
+            return _extrapolate(batches, values, batch)
+        b0, b1 = batches[i - 1], batches[i]
+        v0, v1 = values[i - 1], values[i]
+        return v0 + (v1 - v0) * (batch - b0) / (b1 - b0)
 
     def exec_time_for(self, model: str, instance_class: str, batch: int, elements: int,
                       percentile: float | None = None) -> float | None:
@@ -250,26 +267,8 @@ class LatencyPredictor:
             curve = st.size_curves[pct] = SizeCurve(
                 (e, _value(src, pct)) for e, _b, src in self._size_points(st))
         if not curve:
-            return self._by_batch(st, pct, batch)
+            return self.exec_time(model, instance_class, batch, pct)
         return curve.at(elements)
-
-    def _by_batch(self, st: _ClassState, pct: float, batch: int) -> float | None:
-        curve = st.curves.get(pct)
-        if curve is None:
-            curve = st.curves[pct] = self._build_curve(st, pct)
-        batches, values = curve
-        if not batches:
-            return None
-        i = bisect.bisect_left(batches, batch)
-        if i < len(batches) and batches[i] == batch:
-            return values[i]
-        if i == 0:
-            return values[0]
-        if i == len(batches):
-            return _extrapolate(batches, values, batch)
-        b0, b1 = batches[i - 1], batches[i]
-        v0, v1 = values[i - 1], values[i]
-        return v0 + (v1 - v0) * (batch - b0) / (b1 - b0)
 
     def load_time(self, model: str, instance_class: str,
                   percentile: float | None = None) -> float | None:
@@ -334,17 +333,15 @@ class LatencyPredictor:
         thinner live bucket only where the profile has nothing in its range."""
         seed = list(st.seed.sizes) if st.seed is not None else []
         out: list[tuple[int, int | None, LatencyStats | _SizeWindow]] = []
-        for lo, win in st.size_live.items():
-            hi = size_bucket(lo)[1]
-            inside = [p for p in seed if lo <= p.elements < hi]
-            if len(win) >= self.config.min_live_observations:
+        for win in st.size_live.values():
+            lo, hi = win.lo, win.hi
+            if seed and any(lo <= p.elements < hi for p in seed):
+                if len(win) < self.config.min_live_observations:
+                    continue  # too thin to overrule the profile in its range
                 seed = [p for p in seed if not lo <= p.elements < hi]
-            elif inside:
-                continue
             out.append((win.min_elements(), None, win))
         out.extend((p.elements, p.batch, p.stats) for p in seed)
-        out.sort(key=lambda t: (t[0], t[1] or 0))
-        return out
+        return out  # unordered: SizeCurve and ClassProfile.sizes sort
 
     def _build_curve(self, st: _ClassState, pct: float) -> tuple[list[int], list[float]]:
         points: dict[int, float] = {}
