@@ -53,6 +53,8 @@ first call is timed as the cold load (artifact store cold), later calls as warm.
 Progress = Callable[[str, float], Awaitable[None] | None]
 """Called with (stage, fraction done) as profiling advances; may be async (e.g. a store write)."""
 
+# a point slower than the execution limit over this is the largest size profiled
+SLOW_POINT_DIVISOR = 8.0
 # the exercise run's bound: this many times the measured p99 at that batch, at least
 EXERCISE_FACTOR, EXERCISE_MIN_S = 10.0, 0.05
 
@@ -139,9 +141,10 @@ class ExecClock:
 async def _measure(driver: InstanceDriver, name: str, inputs: dict[str, np.ndarray],
                    output_names: list[str] | None, exec_clock: ExecClock, warmup: int,
                    runs: int, chunk: int, stable_within: float, exec_timeout_s: float | None,
-                   deadline: float, clock: Callable[[], float]) -> list[float]:
+                   deadline: float, clock: Callable[[], float], min_runs: int | None = None) -> list[float]:
     """One profile point: ``warmup`` executions, then chunks of ``chunk`` until p50 and
-    p99 are stable, ``runs`` are done or ``deadline`` passes (after one chunk at least)."""
+    p99 are stable, ``runs`` are done or ``deadline`` passes (after one chunk at least,
+    or with ``min_runs``, after that many once the deadline has passed)."""
     for _ in range(warmup):
         await driver.infer_arrays(name, inputs, output_names, timeout_s=exec_timeout_s)
     exec_clock.reset()
@@ -150,6 +153,8 @@ async def _measure(driver: InstanceDriver, name: str, inputs: dict[str, np.ndarr
     while len(samples) < runs:
         for _ in range(min(chunk, runs - len(samples))):
             samples.append(await exec_clock.run(inputs, output_names))
+            if min_runs is not None and len(samples) >= min_runs and clock() >= deadline:
+                return samples
         cur = LatencyStats.of(samples)
         if _stable(prev, cur, stable_within) or clock() >= deadline:
             break
@@ -258,8 +263,11 @@ async def profile_model(
         size_points: list[SizePoint] = []
         samples_total = 0
         refused_from: int | None = None  # the smallest dynamic size the model would not take
+        too_slow_from: int | None = None  # elements past which an execution nears the time limit
         for k, (batch, size) in enumerate(points):
-            if size > 1 and refused_from is not None and size >= refused_from:
+            elements = max(1, execution_elements(specs, batch, batched, size))
+            if size > 1 and ((refused_from is not None and size >= refused_from)
+                             or (too_slow_from is not None and elements >= too_slow_from)):
                 done_units += 1
                 continue
             await report(f"batch {batch}" if size == 1 else f"batch {batch} size {size}")
@@ -267,9 +275,12 @@ async def profile_model(
             point_deadline = clock() + remaining / (len(points) - k)
             inputs = synthetic_inputs(specs, batch, batched, rng, size=size)
             try:
-                samples = await _measure(driver, name, inputs, output_names, exec_clock, warmup,
-                                         runs_per_batch, min_runs_per_batch, stable_within,
-                                         exec_timeout_s, point_deadline, clock)
+                # past size 1 the batch is warm (one run re-plans for the shape), and a few
+                # runs of a large point are enough once its share of max_seconds is spent
+                samples = await _measure(driver, name, inputs, output_names, exec_clock,
+                                         warmup if size == 1 else min(warmup, 1), runs_per_batch,
+                                         min_runs_per_batch, stable_within, exec_timeout_s,
+                                         point_deadline, clock, None if size == 1 else 3)
             except InferplexError as exc:
                 if size == 1:
                     raise  # the smallest input refused: the model cannot be served
@@ -283,8 +294,11 @@ async def profile_model(
             stats = LatencyStats.of(samples)
             if size == 1:
                 exec_stats[batch] = stats
-            size_points.append(SizePoint(
-                elements=max(1, execution_elements(specs, batch, batched, size)), batch=batch, stats=stats))
+            size_points.append(SizePoint(elements=elements, batch=batch, stats=stats))
+            if exec_timeout_s is not None and stats.p99_s > exec_timeout_s / SLOW_POINT_DIVISOR:
+                # the next size would be stopped at the limit (and stops count toward
+                # quarantine): the curve extrapolates past here instead
+                too_slow_from = elements + 1 if too_slow_from is None else min(too_slow_from, elements + 1)
             samples_total += len(samples)
             done_units += 1
             log.info("profiled %s batch %d size %d: p50 %.6fs p99 %.6fs over %d runs", name, batch,

@@ -119,3 +119,23 @@ def test_synthetic_inputs_set_every_dynamic_dim_to_the_size() -> None:
     assert dynamic_sizes(specs, 1, True, max_elements=1 << 15) == [1, 8, 32]
     fixed = input_specs({"input": [{"name": "k", "data_type": "TYPE_INT32", "dims": [2]}]})
     assert dynamic_sizes(fixed, 8, True) == [1]
+
+
+async def test_large_points_stop_after_a_few_runs_once_their_time_share_is_spent() -> None:
+    driver = SequenceModel(Clock())
+    prof = await profile_model(driver, "m", transformer(2), FILES, warmup=3, min_runs_per_batch=20,
+                               loads=1, clock=driver.clock, max_seconds=0.01)
+    runs = {(p.batch, p.elements // (3 * (p.batch or 1))): p.stats.n for p in prof.sizes}
+    assert all(n == 20 for (_, s), n in runs.items() if s == 1)  # size 1: a full chunk, as before
+    assert all(n == 3 for (_, s), n in runs.items() if s > 1)
+    # one warm-up run per larger size: the batch is warm already
+    assert sum(1 for shapes in driver.shapes if shapes[0] == (2, 128)) == 1 + 3
+
+
+async def test_a_point_near_the_execution_limit_is_the_largest_profiled() -> None:
+    driver = SequenceModel(Clock())
+    # 3*1*32 elements take 2 ms + 5.8 ms: over a 40 ms limit / 8, so nothing larger runs
+    prof = await _profile(driver, transformer(2), exec_timeout_s=0.04)
+    sizes = sorted((p.batch, p.elements // (3 * (p.batch or 1))) for p in prof.sizes)
+    assert sizes == [(1, 1), (1, 8), (1, 32), (2, 1), (2, 8)]
+    assert max(request_elements(s) for s in driver.shapes) == 3 * 1 * 32
