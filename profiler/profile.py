@@ -70,7 +70,7 @@ class SizePoint(BaseModel):
     elements: int = Field(ge=1, description="input elements of the execution, batch dimension included")
     batch: int | None = Field(None, ge=1, description="batch size it was measured at; "
                               "None for live traffic, whose batches mix")
-    stats: LatencyStats
+    stats: LatencyStats = Field(description="execute seconds at that size")
 
 
 class ClassProfile(BaseModel):
