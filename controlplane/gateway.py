@@ -96,7 +96,7 @@ class Gateway:
         # admission, deadline-ordered queues and batching; None: forward each request as it
         # comes (INFERPLEX_SCHEDULER=false, kept to compare against)
         self.scheduled: ScheduledForwarding | None = (
-            ScheduledForwarding(placement, instances, predictor, tenants.policy,
+            ScheduledForwarding(placement, instances, predictor, tenants.policy, self._predict,
                                 slots_per_instance=settings.scheduler_slots_per_instance)
             if settings.scheduler else None)
 
@@ -221,7 +221,7 @@ class Gateway:
             driver = await self.placement.ensure_loaded(rec)
             body, headers = _without_scheduling_parameters_http(body, headers)
             if self.scheduled is not None:
-                answer = await self.scheduled.http(rec, tenant, arrival, body, headers)
+                answer = await self.scheduled.http(rec, driver, tenant, arrival, body, headers)
                 code, out, out_headers = answer.status, answer.body, answer.headers
             else:
                 code, out, out_headers = await self._forward_http(rec, driver, body, headers)
@@ -288,8 +288,10 @@ class Gateway:
             message = f"the inference instance answered HTTP {code} without a v2 error message"
         return json.dumps({"error": self.redact.message(message, code, keep=(name,))}).encode()
 
-    def _predict(self, rec: ModelRecord, driver: Any, batch: int | None) -> Prediction | None:
-        """The predictor's answer at dispatch time, kept to compare with what then happens."""
+    def _predict(self, rec: ModelRecord, driver: Any, batch: int | None,
+                 elements: int | None = None) -> Prediction | None:
+        """The predictor's answer at dispatch time, kept to compare with what then happens;
+        by the request's input elements when they are known."""
         if batch is None:
             return None
         q, cls = rec.qualified_name, driver.info.instance_class
@@ -298,11 +300,11 @@ class Gateway:
             # another replica (or this one before a restart) profiled it: seed from the store.
             # Not "cls not in known(q)": a cold load's observe_load creates the state unseeded.
             self.predictor.seed_from_profile(q, cls, ClassProfile.model_validate(classes[cls]))
-        p50 = self.predictor.exec_time(q, cls, batch, percentile=50.0)
-        p99 = self.predictor.exec_time(q, cls, batch)
+        p50 = self.predictor.exec_time(q, cls, batch, percentile=50.0, elements=elements)
+        p99 = self.predictor.exec_time(q, cls, batch, elements=elements)
         if p50 is None or p99 is None:
             return None
-        return Prediction(batch, p50, p99)
+        return Prediction(batch, p50, p99, elements)
 
     async def infer_grpc(self, principal: Principal,
                          request: service_pb2.ModelInferRequest) -> service_pb2.ModelInferResponse:
@@ -323,7 +325,7 @@ class Gateway:
                     del request.parameters[key]
             try:
                 if self.scheduled is not None:
-                    response = await self.scheduled.grpc(rec, tenant, arrival, request)
+                    response = await self.scheduled.grpc(rec, driver, tenant, arrival, request)
                 else:
                     response = await self._forward_grpc(rec, driver, request)
             except (DeadlineExceeded, Unavailable):

@@ -37,11 +37,13 @@ from kserve import batching_grpc, batching_http
 from kserve.batching import CallerRequest
 from kserve.errors import InferplexError, InvalidArgument, Unavailable
 from kserve.tensors import TIMEOUT_PARAMETER
+from profiler.profile import request_elements
 
 if TYPE_CHECKING:
     from controlplane.catalog import ModelRecord
     from placement.instances import InstanceRegistry
     from placement.service import PlacementService
+    from profiler.feed import Prediction
     from profiler.predictor import LatencyPredictor
     from tenants.service import SchedulingPolicy
 
@@ -61,7 +63,9 @@ class _Predictions:
         self.predictor = predictor
 
     def exec_s(self, model: str, instance_class: str, rows: int, work: int) -> float | None:
-        return self.predictor.exec_time(model.rpartition("@")[0], instance_class, max(rows, 1))
+        # work 0: the request's size is unknown (it could not be read): by batch size alone
+        return self.predictor.exec_time(model.rpartition("@")[0], instance_class, max(rows, 1),
+                                        elements=rows * work if work > 0 else None)
 
     def load_s(self, model: str, instance_class: str) -> float | None:
         return self.predictor.load_time(model.rpartition("@")[0], instance_class)
@@ -75,6 +79,7 @@ class Call:
     transport: str  # "http" | "grpc"
     caller: CallerRequest | None  # None: not batchable, forwarded as it came
     deadline_s: float | None  # time.monotonic(); None: batch class (bounded by BATCH_CLASS_LIMIT_S)
+    elements: int | None  # its input elements (the predictor's size measure), None if unknown
     http_body: bytes = b""
     http_headers: Mapping[str, str] | None = None
     grpc_request: service_pb2.ModelInferRequest | None = None
@@ -89,11 +94,13 @@ class HttpAnswer:
 
 class ScheduledForwarding:
     def __init__(self, placement: PlacementService, instances: InstanceRegistry,
-                 predictor: LatencyPredictor, policy_of: Callable[[str], SchedulingPolicy | None], *,
+                 predictor: LatencyPredictor, policy_of: Callable[[str], SchedulingPolicy | None],
+                 predict: Callable[[ModelRecord, Any, int | None, int | None], Prediction | None], *,
                  slots_per_instance: int = 1, config: SchedulerConfig | None = None) -> None:
         self.placement = placement
         self.instances = instances
         self.policy_of = policy_of
+        self.predict = predict  # the gateway's: seeds the predictor from a stored profile first
         self._policies: dict[str, SchedulingPolicy] = {}
         self.slots_per_instance = slots_per_instance
         self.core = Scheduler(_Predictions(predictor), config)
@@ -113,8 +120,8 @@ class ScheduledForwarding:
 
     # ---- arrival ------------------------------------------------------------------------
 
-    def _pending(self, rec: ModelRecord, tenant: str, arrival: float, client_timeout_s: float | None,
-                 caller: CallerRequest | None) -> PendingRequest:
+    def _pending(self, rec: ModelRecord, driver: Any, tenant: str, arrival: float,
+                 client_timeout_s: float | None, caller: CallerRequest | None) -> PendingRequest:
         key = model_key(rec)
         if key not in self._models:
             self.core.set_model(key, ModelInfo(max(rec.max_batch_size, 0)))
@@ -130,10 +137,12 @@ class ScheduledForwarding:
         rid = uuid.uuid4().hex
         batchable = caller is not None and rec.max_batch_size > 0
         rows = caller.rows if batchable and caller is not None else 1
+        elements = _elements(caller)
+        self.predict(rec, driver, rows, elements)  # seeds this replica's predictor if it must
         return PendingRequest(
             id=rid, tenant=tenant, model=key, display_name=rec.name, arrival_s=arrival,
             deadline_s=deadline, rows=rows, merge_key=caller.key if batchable and caller else ("alone", rid),
-            work=_work(caller), slo_s=slo_s)
+            work=(elements or 0) // rows, slo_s=slo_s)
 
     def _apply_policy(self, tenant: str) -> SchedulingPolicy | None:
         """The admin's policy for the tenant, handed to the core when it changed."""
@@ -156,24 +165,25 @@ class ScheduledForwarding:
                                       capacity=self.slots_per_instance))
         self.core.set_instances(slots)
 
-    async def http(self, rec: ModelRecord, tenant: str, arrival: float, body: bytes,
+    async def http(self, rec: ModelRecord, driver: Any, tenant: str, arrival: float, body: bytes,
                    headers: Mapping[str, str]) -> HttpAnswer:
         hlen = headers.get("inference-header-content-length")
         caller = batching_http.read_http(body, int(hlen) if hlen and hlen.isdigit() else None)
         timeout = _client_timeout_s(caller.parameters if caller else {}, headers.get(DEADLINE_HEADER))
-        pending = self._pending(rec, tenant, arrival, timeout, caller)
-        return await self.shell.submit(pending, Call(rec, "http", caller, pending.deadline_s, body, headers))
+        pending = self._pending(rec, driver, tenant, arrival, timeout, caller)
+        return await self.shell.submit(pending, Call(rec, "http", caller, pending.deadline_s,
+                                                     _elements(caller), body, headers))
 
-    async def grpc(self, rec: ModelRecord, tenant: str, arrival: float,
+    async def grpc(self, rec: ModelRecord, driver: Any, tenant: str, arrival: float,
                    request: service_pb2.ModelInferRequest) -> service_pb2.ModelInferResponse:
         caller = batching_grpc.read_grpc(request)
         params = {}
         if TIMEOUT_PARAMETER in request.parameters:
             params[TIMEOUT_PARAMETER] = request.parameters[TIMEOUT_PARAMETER].int64_param
         timeout = _client_timeout_s(params, None)
-        pending = self._pending(rec, tenant, arrival, timeout, caller)
+        pending = self._pending(rec, driver, tenant, arrival, timeout, caller)
         return await self.shell.submit(pending, Call(rec, "grpc", caller, pending.deadline_s,
-                                                     grpc_request=request))
+                                                     _elements(caller), grpc_request=request))
 
     # ---- dispatch -----------------------------------------------------------------------
 
@@ -187,13 +197,17 @@ class ScheduledForwarding:
         deadline = min((c.deadline_s for c in calls if c.deadline_s is not None),
                        default=now + BATCH_CLASS_LIMIT_S)
         exec_timeout_s = max(deadline - now, 0.001)
+        batch = dispatch.rows if rec.max_batch_size > 0 else 1
+        sizes = [c.elements for c in calls]
+        elements = sum(e for e in sizes if e is not None) if None not in sizes else None
+        prediction = self.predict(rec, driver, batch, elements)
         t0 = time.perf_counter()
         if calls[0].transport == "http":
             results, compute_s = await self._http_batch(driver, rec, dispatch, calls, exec_timeout_s)
         else:
             results, compute_s = await self._grpc_batch(driver, rec, dispatch, calls, exec_timeout_s)
-        self.placement.observe(driver, rec.qualified_name, dispatch.rows if rec.max_batch_size > 0 else 1,
-                               time.perf_counter() - t0, None, compute_s)
+        self.placement.observe(driver, rec.qualified_name, batch, time.perf_counter() - t0, prediction,
+                               compute_s, elements=elements)
         return results, compute_s
 
     async def _http_batch(self, driver: Any, rec: ModelRecord, dispatch: Dispatch, calls: list[Call],
@@ -242,11 +256,12 @@ class ScheduledForwarding:
         return batching_grpc.split_grpc(response, callers), grpc_compute_s(response)  # type: ignore[arg-type]
 
 
-def _work(caller: CallerRequest | None) -> int:
-    """Input elements per row: the size the predictor will key on."""
+def _elements(caller: CallerRequest | None) -> int | None:
+    """The request's input elements, full shapes (profiler.profile.request_elements): the
+    size the predictor keys on; None when the request could not be read."""
     if caller is None:
-        return 1
-    return sum(math.prod(t.shape[1:]) for t in caller.inputs) or 1
+        return None
+    return request_elements([t.shape for t in caller.inputs])
 
 
 def _int(text: str | None) -> int | None:
