@@ -112,7 +112,7 @@ def export(folder: Path, image: int) -> dict[str, Path]:
 
 def open_worker_runtime(kind: str, path: Path, image: int, device: str, threads: int):  # noqa: ANN201
     """The worker's runtime for ``kind`` ("torchscript" | "onnx"), loaded on ``device``."""
-    from worker.config import ONNX, TORCHSCRIPT, ModelSpec, TensorSpec
+    from modelfiles.config import ONNX, TORCHSCRIPT, ModelSpec, TensorSpec
     from worker.runtimes import open_runtime
 
     spec = ModelSpec(name=f"resnet50-{kind}", platform=TORCHSCRIPT if kind == "torchscript" else ONNX,

@@ -30,9 +30,9 @@ import tritonclient.http as httpclient
 
 from bench._common import pyplot
 from kserve.restricted import DEFAULT_KEY, InstanceCredential
+from modelfiles import config as cfg
 from tests.support import models
 from tests.support.procs import Proc, free_port, inferplex_cmd, port_open, wait_until
-from worker import config as cfg
 from worker.runtimes import open_runtime
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -43,14 +43,13 @@ from kserve.errors import (
     Unavailable,
 )
 from kserve.jsonbody import check_json, check_nesting
-from kserve.tensors import TIMEOUT_PARAMETER
+from kserve.tensors import COMPUTE_NS_PARAMETER, TIMEOUT_PARAMETER
 from placement.instances import InstanceRegistry
 from placement.service import PlacementService
 from profiler.feed import Prediction
 from profiler.predictor import LatencyPredictor
 from profiler.profile import ClassProfile
 from tenants.auth import Principal
-from worker.service import COMPUTE_NS_PARAMETER
 
 if TYPE_CHECKING:
     from controlplane.catalog import ModelCatalog, ModelRecord

@@ -35,11 +35,10 @@ import uvicorn
 from pydantic import SecretStr
 
 from controlplane.settings import Settings
-from kserve.http_connections import BoundedConfig
+from kserve.http_connections import DEFAULT_MAX_REQUEST_BYTES, BoundedConfig
 from kserve.restricted import InstanceCredential
+from kserve.sizes import size_arg
 from worker.affinity import parse_cpus, pin_to
-from worker.main import DEFAULT_MAX_REQUEST_BYTES
-from worker.memory import size_arg
 
 if TYPE_CHECKING:
     from controlplane.services import Services

@@ -2,7 +2,7 @@
 
 This process never parses a tenant's file: one confined child (``worker.sandbox.probe``,
 time and memory limited, no files, sockets or processes once it has read the upload)
-decides the format by content, verifies the program (``worker.runtimes.verify``), runs
+decides the format by content, verifies the program (``modelfiles.verify``), runs
 ``onnx.checker``, loads the model in its runtime and reports what it found. Here the
 report is merged with what the tenant declared. A hostile file (a native crash, a
 memory bomb, a hang, a parse that takes seconds) costs a child, not the control plane
@@ -24,7 +24,7 @@ from pydantic import BaseModel, field_validator
 
 from kserve.datatypes import SUPPORTED, is_v2_datatype
 from kserve.errors import InvalidArgument, Unavailable
-from worker.runtimes.verify import tensor_bound
+from modelfiles.verify import tensor_bound
 
 log = logging.getLogger(__name__)
 

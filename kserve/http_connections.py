@@ -21,6 +21,9 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 DEFAULT_HEADER_TIMEOUT_S = 10.0
 # nginx allows 4 x 8 KiB header buffers; a bearer key and tritonclient's headers take < 1 KiB
 DEFAULT_MAX_HEADER_BYTES = 32 * 1024
+# an instance's default bound on one request's body (HTTP and gRPC); `inferplex up` never
+# passes its workers less, so the profiler's batches to them always fit
+DEFAULT_MAX_REQUEST_BYTES = 64 * 2**20
 
 
 class BoundedConfig(uvicorn.Config):

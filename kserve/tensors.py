@@ -47,6 +47,10 @@ class RequestedOutput:
 TIMEOUT_PARAMETER = "timeout"
 # HTTP has no deadline of its own: the control plane sends the time left in this header
 TIMEOUT_HEADER = "inferplex-timeout-ms"
+# Response parameter of inferplex instances: compute_input + compute_infer + compute_output ns
+# of the batch that served the request, the same numbers the statistics extension adds up.
+# Triton sends none.
+COMPUTE_NS_PARAMETER = "inferplex_compute_ns"
 
 
 @dataclass

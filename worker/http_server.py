@@ -24,7 +24,7 @@ from kserve.asgi import read_body
 from kserve.errors import InferplexError, InvalidArgument, NotFound
 from kserve.jsonbody import DEFAULT_JSON_BOUND, JsonBound
 from kserve.tensors import TIMEOUT_HEADER
-from worker.config import to_json
+from modelfiles.config import to_json
 from worker.restricted import ProtocolRules
 from worker.service import LOAD_ENVELOPE_BYTES, WorkerService, check_model_files
 

@@ -20,14 +20,16 @@ from kserve.errors import InferplexError
 from kserve.http_connections import (
     DEFAULT_HEADER_TIMEOUT_S,
     DEFAULT_MAX_HEADER_BYTES,
+    DEFAULT_MAX_REQUEST_BYTES,
     BoundedConfig,
 )
 from kserve.jsonbody import MAX_JSON_VALUES, JsonBound
+from kserve.sizes import size_arg
 from worker import registration, restricted
 from worker.affinity import parse_cpus, pin_to
 from worker.demo import simple_model
 from worker.executor import Executor
-from worker.memory import MemoryBudget, physical_memory_bytes, size_arg, steady_allocator
+from worker.memory import MemoryBudget, physical_memory_bytes, steady_allocator
 from worker.repository import ModelRepository
 from worker.restricted import Restrictions
 from worker.sandbox.client import HostLimits
@@ -36,7 +38,6 @@ from worker.service import DEFAULT_MAX_EXEC_S, ServerInfo, WorkerService
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_REQUEST_BYTES = 64 * 2**20
 DEFAULT_MAX_MODEL_BYTES = 2**30
 
 

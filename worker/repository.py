@@ -22,7 +22,7 @@ from typing import Any
 from tritonclient.grpc import model_config_pb2 as mc
 
 from kserve.errors import InvalidArgument, NotFound
-from worker import config as cfg
+from modelfiles import config as cfg
 from worker.memory import MemoryBudget
 from worker.sandbox.client import HostLimits, ModelHost, Zygote
 from worker.stats import ModelStats

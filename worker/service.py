@@ -20,8 +20,15 @@ from kserve.errors import (
     PayloadTooLarge,
     Unavailable,
 )
-from kserve.tensors import TIMEOUT_PARAMETER, InferRequest, InferResponse, PendingRequest, Tensor
-from worker import config as cfg
+from kserve.tensors import (
+    COMPUTE_NS_PARAMETER,
+    TIMEOUT_PARAMETER,
+    InferRequest,
+    InferResponse,
+    PendingRequest,
+    Tensor,
+)
+from modelfiles import config as cfg
 from worker.executor import Executor
 from worker.repository import IndexRow, LoadedModel, LoadedVersion, ModelRepository
 from worker.stats import ExecTiming
@@ -32,9 +39,6 @@ log = logging.getLogger(__name__)
 SERVER_NAME = "inferplex-worker"
 # Only what this worker really implements.
 EXTENSIONS = ["binary_tensor_data", "model_repository", "model_configuration", "statistics"]
-# Response parameter: compute_input + compute_infer + compute_output ns of the batch that
-# served the request, the same numbers the statistics extension adds up. Triton sends none.
-COMPUTE_NS_PARAMETER = "inferplex_compute_ns"
 DEFAULT_MAX_EXEC_S = 10.0
 
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from kserve.errors import InvalidArgument
 from kserve.tensors import InferRequest, PendingRequest, Tensor, TensorHeader
-from worker.config import ModelSpec, TensorSpec
+from modelfiles.config import ModelSpec, TensorSpec
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,15 +16,15 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from kserve.errors import InvalidArgument
-from tests.support import hostile_models, models
-from worker.runtimes.torchscript_ops import ALLOWED, REFUSED_WHY
-from worker.runtimes.verify import (
+from modelfiles.torchscript_ops import ALLOWED, REFUSED_WHY
+from modelfiles.verify import (
     MAX_TENSOR_BYTES,
     tensor_bound,
     verify_onnx,
     verify_torchscript,
     verify_torchscript_archive,
 )
+from tests.support import hostile_models, models
 from worker.sandbox.probe import inspect_model
 
 nn = torch.nn

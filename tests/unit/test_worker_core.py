@@ -16,12 +16,13 @@ from tritonclient.grpc import service_pb2
 
 from kserve import grpc_codec, http_codec
 from kserve.errors import InvalidArgument, ResourceExhausted
+from kserve.sizes import parse_bytes, size_arg
 from kserve.tensors import InferRequest, RequestedOutput, Tensor
+from modelfiles import config as cfg
+from modelfiles.safety import check_torchscript, load_onnx
 from tests.support import models
 from tests.support.kserve_client_codec import tensor
-from worker import config as cfg
-from worker.memory import MemoryBudget, parse_bytes, size_arg
-from worker.runtimes.safety import check_torchscript, load_onnx
+from worker.memory import MemoryBudget
 from worker.validation import check_request
 
 

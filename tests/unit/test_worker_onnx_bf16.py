@@ -14,7 +14,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from kserve.errors import InvalidArgument
-from worker import config as cfg
+from modelfiles import config as cfg
 from worker.runtimes import open_runtime
 
 _TYPES = {"FP32": TensorProto.FLOAT, "BF16": TensorProto.BFLOAT16, "INT32": TensorProto.INT32,

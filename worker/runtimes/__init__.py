@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from worker.config import ONNX, TORCHSCRIPT, ModelSpec
+from modelfiles.config import ONNX, TORCHSCRIPT, ModelSpec
 from worker.runtimes.base import Runtime
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from kserve.errors import DeadlineExceeded, InvalidArgument
-from worker.config import ModelSpec
+from modelfiles.config import ModelSpec
 from worker.runtimes.base import Runtime
 
 _BF16_ONNX = 16  # TensorProto.BFLOAT16

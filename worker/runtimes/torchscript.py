@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 
 from kserve.errors import InvalidArgument
-from worker.config import ModelSpec
+from modelfiles.config import ModelSpec
+from modelfiles.safety import check_torchscript_bytes
+from modelfiles.verify import verify_torchscript, verify_torchscript_archive
 from worker.runtimes.base import Runtime
-from worker.runtimes.safety import check_torchscript_bytes
-from worker.runtimes.verify import verify_torchscript, verify_torchscript_archive
 
 _SUPPORTED = {"BOOL", "UINT8", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64"}
 

@@ -25,13 +25,13 @@ import numpy as np
 
 from kserve.datatypes import V2_TO_NUMPY
 from kserve.errors import InferplexError, InvalidArgument
-from worker import config as cfg
-from worker.runtimes import Runtime, import_runtime, open_runtime
-from worker.runtimes.safety import load_onnx
-from worker.runtimes.verify import (
+from modelfiles import config as cfg
+from modelfiles.safety import load_onnx
+from modelfiles.verify import (
     tensor_bound,
     verify_onnx,
 )
+from worker.runtimes import Runtime, import_runtime, open_runtime
 from worker.sandbox import wire
 from worker.sandbox.confine import address_space_bytes, confine
 
@@ -53,8 +53,8 @@ def preload(threads: int) -> None:
     torch.ones(2, 2) @ torch.ones(2, 2)  # first-use initialisation (cpuinfo, allocator)
     for platform in (cfg.ONNX, cfg.TORCHSCRIPT):
         import_runtime(platform)
-    import ml_dtypes  # noqa: F401
     import google.protobuf.descriptor_pb2  # noqa: F401  (json_format imports it lazily for maps)
+    import ml_dtypes  # noqa: F401
 
     # every config feature once (maps, versions policy, dims), so nothing imports lazily later
     warm = cfg.parse_json({"name": "warm", "platform": cfg.ONNX, "max_batch_size": 1,

@@ -8,7 +8,7 @@ held its event loop for seconds, and a hostile one could crash it). It runs
 under a time limit. The child reads the file, imports and warms the one runtime the
 format needs, then confines itself (no file, socket or process from then on, an
 address-space limit) before it parses a byte: the format by content, the verifier
-(``worker.runtimes.verify``), ``onnx.checker``, the graph's inputs and outputs, an ONNX
+(``modelfiles.verify``), ``onnx.checker``, the graph's inputs and outputs, an ONNX
 Runtime session or ``torch.jit.load`` (where a TorchScript ``__setstate__`` would run).
 It prints one JSON line:
 
@@ -30,10 +30,10 @@ from typing import Any, Literal
 
 from kserve.datatypes import SUPPORTED, config_type_to_v2
 from kserve.errors import InferplexError, InvalidArgument, Unavailable
-from worker.config import ONNX, TORCHSCRIPT, GraphTensor, onnx_graph_io
+from modelfiles.config import ONNX, TORCHSCRIPT, GraphTensor, onnx_graph_io
+from modelfiles.safety import archive_kind
+from modelfiles.verify import verify_onnx, verify_torchscript, verify_torchscript_archive
 from worker.runtimes import import_runtime
-from worker.runtimes.safety import archive_kind
-from worker.runtimes.verify import verify_onnx, verify_torchscript, verify_torchscript_archive
 from worker.sandbox.confine import SandboxUnavailable, address_space_bytes, confine
 
 ModelFormat = Literal["onnx", "torchscript"]

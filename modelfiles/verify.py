@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from kserve.errors import InvalidArgument
-from worker.runtimes.torchscript_ops import ALLOWED, REFUSED_WHY
+from modelfiles.torchscript_ops import ALLOWED, REFUSED_WHY
 
 _ONLY_TENSOR_OPS = "models may only use tensor operations"
 
