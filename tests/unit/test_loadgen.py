@@ -208,11 +208,12 @@ async def test_requests_are_sent_on_schedule_not_after_answers(kind: loadgen.Cli
     # a closed-loop driver would have one request at the server before the first answer
     assert sum(t < srv.first_answer for t in srv.arrivals) == len(schedule) == 20
     arrivals = np.asarray(sorted(srv.arrivals)) - min(srv.arrivals)
-    assert np.max(np.abs(arrivals - np.asarray(schedule))) < 0.1  # closed loop: off by >= 0.5 s
+    # a closed loop is off by >= 0.5 s from the second request on; the slack is for a loaded CI machine
+    assert np.max(np.abs(arrivals - np.asarray(schedule))) < 0.4
     assert result.peak_in_flight == 20
     s = result.summary(slo_ms=1000)
     assert (s.offered, s.sent, s.ok, s.ok_within_slo, s.not_sent) == (20, 20, 20, 20, 0)
-    assert all(0.45 < (r.latency_s or 0) < 1.0 for r in result.records)
+    assert all(0.45 < (r.latency_s or 0) < 2.0 for r in result.records)
     assert s.lateness_p99_ms is not None and s.lateness_p99_ms < 50
     assert s.goodput_rps == pytest.approx(20 / 0.2)
 
