@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from controlplane.settings import Settings
+from placement.ports import PlacementSettings
 
 if TYPE_CHECKING:
     from controlplane.artifacts import ArtifactStore
@@ -45,6 +46,13 @@ class Services:
     new_admin_key: str | None = None
 
 
+def placement_settings(settings: Settings) -> PlacementSettings:
+    """The numbers placement acts on, from the control plane's settings."""
+    return PlacementSettings(profile_on_upload=settings.profile_on_upload,
+                             profile_exec_timeout_s=settings.profile_exec_timeout_s,
+                             stats_poll_interval_s=settings.stats_poll_interval_s)
+
+
 async def build_services(settings: Settings) -> Services:
     from controlplane.artifacts import ArtifactStore
     from controlplane.catalog import ModelCatalog
@@ -66,8 +74,10 @@ async def build_services(settings: Settings) -> Services:
     predictor = LatencyPredictor(
         PredictorConfig(window=settings.predictor_window, percentile=settings.predictor_percentile)
     )
-    instances = InstanceRegistry(store, settings)
-    placement = PlacementService(store, instances, catalog, predictor, metrics, settings)
+    instances = InstanceRegistry(store, credential=settings.instance_credential,
+                                 request_timeout_s=settings.request_timeout_s)
+    placement = PlacementService(store, instances, catalog, predictor, metrics,
+                                 placement_settings(settings))
     gateway = Gateway(tenants, catalog, placement, instances, predictor, metrics, settings)
     reconciler = PlacementReconciler(
         store, instances, placement, catalog, identity=settings.replica_id,

@@ -20,8 +20,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from controlplane.settings import Settings
 from kserve.errors import InvalidArgument, NotFound
+from kserve.restricted import InstanceCredential
 from placement.driver import InstanceInfo
 from placement.triton_driver import TritonDriver
 from store import keys
@@ -68,9 +68,12 @@ def _check_hostport(value: str, what: str) -> str:
 
 
 class InstanceRegistry:
-    def __init__(self, store: StateStore, settings: Settings) -> None:
+    def __init__(self, store: StateStore, *, credential: InstanceCredential | None,
+                 request_timeout_s: float) -> None:
         self.store = store
-        self.settings = settings
+        # what every driver sends to its instance, and its bound on one request
+        self.credential = credential
+        self.request_timeout_s = request_timeout_s
         self._instances: dict[str, Instance] = {}
         self._task: asyncio.Task[None] | None = None
         self._refresh_lock = asyncio.Lock()
@@ -156,8 +159,8 @@ class InstanceRegistry:
             for iid, rec in wanted.items():
                 if iid not in self._instances:
                     self._instances[iid] = Instance(rec, TritonDriver(
-                        rec.info(), credential=self.settings.instance_credential,
-                        timeout_s=self.settings.request_timeout_s))
+                        rec.info(), credential=self.credential,
+                        timeout_s=self.request_timeout_s))
             await self.check_health()
 
     async def check_health(self) -> None:

@@ -28,17 +28,15 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from kserve.errors import InferplexError
 from placement.instances import INSTANCES_PREFIX, InstanceRegistry
+from placement.ports import ModelCatalog
 from placement.service import PLACEMENT_PREFIX, Placed, PlacementService
 from store import keys
 from store.base import StateStore
 from store.leader import LeaderElection
-
-if TYPE_CHECKING:
-    from controlplane.catalog import ModelCatalog
 
 log = logging.getLogger(__name__)
 

@@ -16,10 +16,8 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from controlplane.metrics import Metrics
-from controlplane.settings import Settings
 from kserve.errors import InferplexError, InvalidArgument, NotFound, ResourceExhausted, Unavailable
 from placement.first_fit import (
     InstanceSnapshot,
@@ -28,6 +26,7 @@ from placement.first_fit import (
     estimate_model_bytes,
 )
 from placement.instances import HEALTH_INTERVAL_S, InstanceRegistry
+from placement.ports import ModelCatalog, ModelRecord, PlacementMetrics, PlacementSettings
 from placement.triton_driver import TritonDriver
 from profiler.feed import ExecutionFeed, Prediction
 from profiler.predictor import LatencyPredictor
@@ -35,9 +34,6 @@ from profiler.profile import ModelProfile
 from store import keys
 from store.base import StateStore
 from store.cache import PrefixCache
-
-if TYPE_CHECKING:
-    from controlplane.catalog import ModelCatalog, ModelRecord
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +56,8 @@ class Placed:
 
 class PlacementService:
     def __init__(self, store: StateStore, instances: InstanceRegistry, catalog: ModelCatalog,
-                 predictor: LatencyPredictor, metrics: Metrics, settings: Settings) -> None:
+                 predictor: LatencyPredictor, metrics: PlacementMetrics,
+                 settings: PlacementSettings) -> None:
         self.store = store
         self.instances = instances
         self.catalog = catalog

@@ -18,6 +18,7 @@ from controlplane.artifacts import ArtifactStore
 from controlplane.catalog import ModelCatalog
 from controlplane.gateway import Gateway
 from controlplane.metrics import Metrics
+from controlplane.services import placement_settings
 from controlplane.settings import Settings
 from controlplane.validation import TensorSpec, ValidatedModel
 from placement.service import Placed, PlacementService
@@ -86,7 +87,8 @@ async def setup(tmp_path: Path) -> AsyncIterator[_Setup]:
     instances = _Instances()
     predictor = LatencyPredictor()
     metrics = Metrics()
-    placement = PlacementService(store, instances, catalog, predictor, metrics, settings)  # type: ignore[arg-type]
+    placement = PlacementService(store, instances, catalog, predictor, metrics,  # type: ignore[arg-type]
+                                 placement_settings(settings))
     instances.placement = placement
     tenants = SimpleNamespace(policy=lambda _tenant: None)  # every tenant on the default policy
     gateway = Gateway(tenants, catalog, placement, instances, predictor, metrics, settings)  # type: ignore[arg-type]

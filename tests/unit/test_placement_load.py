@@ -6,6 +6,7 @@ from types import SimpleNamespace
 from typing import Any, cast
 
 from controlplane.metrics import Metrics
+from controlplane.services import placement_settings
 from controlplane.settings import Settings
 from placement.service import Placed, PlacementService
 from profiler.predictor import LatencyPredictor
@@ -55,7 +56,7 @@ def _record(version: int) -> Any:
 def _service(instances: Instances) -> PlacementService:
     settings = Settings(profile_on_upload=False)
     return PlacementService(EmbeddedStore(), cast(Any, instances), cast(Any, Catalog()),
-                            LatencyPredictor(), Metrics(), settings)
+                            LatencyPredictor(), Metrics(), placement_settings(settings))
 
 
 async def test_a_model_that_appeared_meanwhile_is_not_loaded_again() -> None:

@@ -6,6 +6,7 @@ from types import SimpleNamespace
 from typing import Any, cast
 
 from controlplane.metrics import Metrics
+from controlplane.services import placement_settings
 from controlplane.settings import Settings
 from kserve.errors import NotFound, Unavailable
 from placement.service import Placed, PlacementService
@@ -38,7 +39,7 @@ class Instances:
 async def _service(instances: Instances, holders: list[str]) -> tuple[PlacementService, EmbeddedStore]:
     store = EmbeddedStore()
     svc = PlacementService(store, cast(Any, instances), cast(Any, None), LatencyPredictor(),
-                           Metrics(), Settings())
+                           Metrics(), placement_settings(Settings()))
     for iid in holders:
         svc._actual[iid] = {Q: Placed("1", 10, 1.0)}
         await store.put(keys.placement(iid, Q), b'{"version": "1", "bytes": 10, "loaded_at": 1.0}')
