@@ -33,10 +33,13 @@ from admission.model import (
 from admission.scheduler import Scheduler
 from admission.shell import SchedulingShell
 from controlplane.metrics import render_counter
-from kserve import batching_grpc, batching_http
-from kserve.batching import CallerRequest
+from kserve import batching_grpc, batching_http, grpc_codec, http_codec
+from kserve.batching import CallerRequest, caller_request
 from kserve.errors import InferplexError, InvalidArgument, Unavailable
 from kserve.tensors import TIMEOUT_PARAMETER
+from kserve.tensors import PendingRequest as PendingTensors
+from modelfiles.config import ModelSpec, TensorSpec
+from modelfiles.requests import check_headers
 from profiler.profile import request_elements
 
 if TYPE_CHECKING:
@@ -102,6 +105,7 @@ class ScheduledForwarding:
         self.policy_of = policy_of
         self.predict = predict  # the gateway's: seeds the predictor from a stored profile first
         self._policies: dict[str, SchedulingPolicy] = {}
+        self._specs: dict[str, ModelSpec] = {}  # by model key: what check_headers compares with
         self.slots_per_instance = slots_per_instance
         self.core = Scheduler(_Predictions(predictor), config)
         self.shell = SchedulingShell(self.core, self._run_batch)
@@ -144,6 +148,28 @@ class ScheduledForwarding:
             deadline_s=deadline, rows=rows, merge_key=caller.key if batchable and caller else ("alone", rid),
             work=(elements or 0) // rows, slo_s=slo_s)
 
+    def _checked(self, rec: ModelRecord, transport: str,
+                 parsed: PendingTensors | None) -> CallerRequest | None:
+        """A request the model cannot take (names, datatypes, shapes, batch size) is refused
+        here in the instance's own words, before admission and before its data is decoded;
+        one that fits becomes a batch member (its data decoded once, kept raw)."""
+        if parsed is None:
+            return None
+        check_headers(self._spec(rec), parsed)
+        return caller_request(transport, parsed)
+
+    def _spec(self, rec: ModelRecord) -> ModelSpec:
+        key = model_key(rec)
+        spec = self._specs.get(key)
+        if spec is None:
+            def tensors(specs: Any) -> tuple[TensorSpec, ...]:
+                return tuple(TensorSpec(t.name, t.datatype, tuple(t.dims)) for t in specs)
+
+            spec = ModelSpec(rec.name, rec.platform, rec.max_batch_size, tensors(rec.inputs),
+                             tensors(rec.outputs))
+            self._specs[key] = spec
+        return spec
+
     def _apply_policy(self, tenant: str) -> SchedulingPolicy | None:
         """The admin's policy for the tenant, handed to the core when it changed."""
         policy = self.policy_of(tenant)
@@ -168,7 +194,12 @@ class ScheduledForwarding:
     async def http(self, rec: ModelRecord, driver: Any, tenant: str, arrival: float, body: bytes,
                    headers: Mapping[str, str]) -> HttpAnswer:
         hlen = headers.get("inference-header-content-length")
-        caller = batching_http.read_http(body, int(hlen) if hlen and hlen.isdigit() else None)
+        try:
+            parsed = http_codec.parse_infer_request(body, int(hlen) if hlen and hlen.isdigit() else None,
+                                                    rec.name, str(rec.version))
+        except InferplexError:
+            parsed = None  # forwarded alone: the instance answers it with its own error
+        caller = self._checked(rec, "http", parsed)
         timeout = _client_timeout_s(caller.parameters if caller else {}, headers.get(DEADLINE_HEADER))
         pending = self._pending(rec, driver, tenant, arrival, timeout, caller)
         return await self.shell.submit(pending, Call(rec, "http", caller, pending.deadline_s,
@@ -176,7 +207,11 @@ class ScheduledForwarding:
 
     async def grpc(self, rec: ModelRecord, driver: Any, tenant: str, arrival: float,
                    request: service_pb2.ModelInferRequest) -> service_pb2.ModelInferResponse:
-        caller = batching_grpc.read_grpc(request)
+        try:
+            parsed = grpc_codec.parse_infer_request(request)
+        except InferplexError:
+            parsed = None  # forwarded alone: the instance answers it with its own error
+        caller = self._checked(rec, "grpc", parsed)
         params = {}
         if TIMEOUT_PARAMETER in request.parameters:
             params[TIMEOUT_PARAMETER] = request.parameters[TIMEOUT_PARAMETER].int64_param

@@ -29,10 +29,10 @@ from kserve.tensors import (
     Tensor,
 )
 from modelfiles import config as cfg
+from modelfiles.requests import CheckedRequest, check_request
 from worker.executor import Executor
 from worker.repository import IndexRow, LoadedModel, LoadedVersion, ModelRepository
 from worker.stats import ExecTiming
-from worker.validation import CheckedRequest, check_request
 
 log = logging.getLogger(__name__)
 

@@ -19,11 +19,11 @@ from kserve.errors import InvalidArgument, ResourceExhausted
 from kserve.sizes import parse_bytes, size_arg
 from kserve.tensors import InferRequest, RequestedOutput, Tensor
 from modelfiles import config as cfg
+from modelfiles.requests import check_request
 from modelfiles.safety import check_torchscript, load_onnx
 from tests.support import models
 from tests.support.kserve_client_codec import tensor
 from worker.memory import MemoryBudget
-from worker.validation import check_request
 
 
 def _spec(kind: str = "simple", name: str = "simple") -> cfg.ModelSpec:

@@ -1,5 +1,8 @@
 """Checks an inference request against the model it names, in Triton's words
-(clients and tests match on them). Pure: no I/O, unit-tested directly.
+(clients and tests match on them). Pure: no I/O, unit-tested directly. The worker checks
+every request it runs; the control plane checks a request's headers on arrival, before
+admission or batching (a request the model cannot take is refused with the instance's
+own words, never queued).
 
 Names, datatypes and shapes are checked before any input's data is decoded: a request
 the model cannot take costs no more than its body, however its data would decode."""
@@ -33,12 +36,12 @@ def _names_text(names: list[str]) -> str:
 def check_request(spec: ModelSpec, request: InferRequest | PendingRequest) -> CheckedRequest:
     """The request's inputs and outputs for this model; a pending request's data is decoded
     once its headers fit the model."""
-    output_names, batch_size = _check_headers(spec, request)
+    output_names, batch_size = check_headers(spec, request)
     decoded = request.decode() if isinstance(request, PendingRequest) else request
     return CheckedRequest({t.name: t.data for t in decoded.inputs}, output_names, batch_size)
 
 
-def _check_headers(spec: ModelSpec, request: InferRequest | PendingRequest) -> tuple[list[str], int]:
+def check_headers(spec: ModelSpec, request: InferRequest | PendingRequest) -> tuple[list[str], int]:
     """The output names and batch size, from names, datatypes and shapes alone."""
     model = spec.name
     inputs: set[str] = set()
