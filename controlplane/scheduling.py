@@ -107,7 +107,9 @@ class ScheduledForwarding:
         self._policies: dict[str, SchedulingPolicy] = {}
         self._specs: dict[str, ModelSpec] = {}  # by model key: what check_headers compares with
         self.slots_per_instance = slots_per_instance
-        self.core = Scheduler(_Predictions(predictor), config)
+        # an execute time nobody has measured yet (a model still profiling, a new size) counts
+        # as nothing ahead of others: refusing on a guess would turn away work that fits
+        self.core = Scheduler(_Predictions(predictor), config or SchedulerConfig(default_exec_s=0.0))
         self.shell = SchedulingShell(self.core, self._run_batch)
         self._models: set[str] = set()
 

@@ -31,7 +31,9 @@ IO = {LOOP: ("TRIPS", "INPUT0", "OUTPUT0"), LOOP_PT: ("INPUT__0", "INPUT__1", "O
 @pytest.fixture(scope="module")
 def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
     root: Path = tmp_path_factory.mktemp("bounded")
-    with run_worker(root, "--memory-budget", "4GiB", "--max-exec-time", "20",
+    # a wide kill margin: ONNX Runtime's own stop at the deadline must win even on a loaded
+    # CI machine, so the test sees which path stopped which model
+    with run_worker(root, "--memory-budget", "4GiB", "--max-exec-time", "20", "--exec-margin-ms", "300",
                     credential=TEST_CREDENTIAL) as w:
         with grpcclient.InferenceServerClient(w.grpc_url) as client:
             for name, hostile in ((LOOP, hostile_models.runaway_loop(LOOP)),
@@ -97,7 +99,7 @@ def test_a_runaway_execution_is_stopped_at_its_deadline_and_others_keep_being_se
     assert caught.value.status() == "StatusCode.DEADLINE_EXCEEDED"
     assert "stopped at its deadline" in caught.value.message()
     # generous for a shared CI machine; the tight figure is in bench/sandbox_overhead.py
-    assert elapsed < 0.4 + 2.0
+    assert elapsed < 0.4 + 0.3 + 2.0
     a = np.arange(16, dtype=np.int32).reshape(1, 16)
     assert len(other_results) == 1 and np.array_equal(other_results[0], a + a)
     wait_until(lambda: _serving_again(worker, model), 60, "the stopped model serving again")
