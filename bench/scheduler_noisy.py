@@ -53,7 +53,7 @@ def _within(a: float | None, b: float | None, worse_is_higher: bool) -> tuple[st
     if a is None or b is None:
         return "-", False
     change = (b - a) / a if worse_is_higher else (a - b) / a
-    return f"{change:+.1%}", change <= 0.10
+    return f"{change:.1%} worse", change <= 0.10
 
 
 def main(argv: list[str] | None = None) -> int:
