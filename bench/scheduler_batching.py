@@ -153,7 +153,7 @@ Noise: one run on a 2-core machine shared with other agents' work (the same ladd
 pass-through's dense80 210 req/s in one run and 398 in the next). The driver and both control
 planes share one core: the control-plane CPU per request above is what each service costs there.
 
-![batching](scheduler_batching.png)
+![batching]({args.out.with_suffix('.png').name})
 """)
     print(args.out.read_text())
     return 0

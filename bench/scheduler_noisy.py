@@ -148,7 +148,7 @@ Noise: one run on a 2-core machine shared with other agents' work; with A, the d
 {(b_rate + a_rate) * len(bench_models):.0f} req/s from the core the control planes share, so part of
 B's p99 change is the driver's and the gateway's CPU (A's 429s cost CPU too), not instance time.
 
-![noisy neighbour](scheduler_noisy.png)
+![noisy neighbour]({args.out.with_suffix('.png').name})
 """)
     print(args.out.read_text())
     return 0

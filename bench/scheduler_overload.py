@@ -186,7 +186,7 @@ Noise: one run on a 2-core machine shared with other agents' work (load average 
 driver shares its core with both control planes, and the idle service's process sits beside the
 measured one. Read differences under ~10% as noise.
 
-![overload](scheduler_overload.png)
+![overload]({args.out.with_suffix('.png').name})
 """)
     print(args.out.read_text())
     return 0
