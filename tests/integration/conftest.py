@@ -15,8 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from placement.driver import InstanceDriver
+from placement.instances import InstanceInfo
+from placement.triton_driver import TritonDriver
 from tests.support.cp_app import RunningApp, running_app, settings_for
-from tests.support.worker import WorkerProcess, run_worker
+from tests.support.worker import TEST_CREDENTIAL, WorkerProcess, run_worker
 
 SESSION_MAX_REQUEST_BYTES = 4 * 2**20
 
@@ -39,3 +42,22 @@ async def cp(tmp_path: Path) -> AsyncIterator[RunningApp]:
 @pytest.fixture
 async def keys(cp: RunningApp) -> dict[str, str]:
     return {"acme": await cp.tenant_with_key("acme"), "globex": await cp.tenant_with_key("globex")}
+
+
+@pytest.fixture(scope="module")
+def profiled_worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
+    """A worker restricted to TEST_CREDENTIAL, so every profiling call is shown to carry it."""
+    with run_worker(tmp_path_factory.mktemp("worker"), "--memory-budget", "512MiB", "--threads", "1",
+                    credential=TEST_CREDENTIAL) as w:
+        yield w
+
+
+@pytest.fixture
+async def driver(profiled_worker: WorkerProcess) -> AsyncIterator[InstanceDriver]:
+    """The control plane's driver for ``profiled_worker``, closed after the test."""
+    d = TritonDriver(InstanceInfo("w1", profiled_worker.http_url, profiled_worker.grpc_url, 512 << 20, "cpu"),
+                     credential=profiled_worker.credential)
+    try:
+        yield d
+    finally:
+        await d.close()

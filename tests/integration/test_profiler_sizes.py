@@ -3,21 +3,17 @@ cost grows with its sequence dimension ([batch, -1, 64] in, ONNX Runtime on one 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
 from statistics import median
 
 import numpy as np
 import onnx
-import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from placement.driver import InstanceDriver, InstanceInfo
-from placement.triton_driver import TritonDriver
+from placement.driver import InstanceDriver
 from profiler.offline import ExecClock, input_specs, profile_model, synthetic_inputs
 from profiler.predictor import LatencyPredictor
 from profiler.profile import ClassProfile, request_elements
 from tests.support.models import ONNX_IR_VERSION, ONNX_OPSET
-from tests.support.worker import TEST_CREDENTIAL, WorkerProcess, run_worker
 
 WIDTH, HIDDEN = 64, 2048
 
@@ -40,23 +36,6 @@ def token_mlp(name: str) -> tuple[dict, dict[str, bytes]]:
               "input": [{"name": "INPUT0", "data_type": "TYPE_FP32", "dims": [-1, WIDTH]}],
               "output": [{"name": "OUTPUT0", "data_type": "TYPE_FP32", "dims": [-1, WIDTH]}]}
     return config, {"1/model.onnx": model.SerializeToString()}
-
-
-@pytest.fixture(scope="module")
-def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
-    with run_worker(tmp_path_factory.mktemp("worker"), "--memory-budget", "512MiB", "--threads", "1",
-                    credential=TEST_CREDENTIAL) as w:
-        yield w
-
-
-@pytest.fixture
-async def driver(worker: WorkerProcess) -> AsyncIterator[InstanceDriver]:
-    d = TritonDriver(InstanceInfo("w1", worker.http_url, worker.grpc_url, 512 << 20, "cpu"),
-                     credential=worker.credential)
-    try:
-        yield d
-    finally:
-        await d.close()
 
 
 async def test_a_sequence_model_is_profiled_and_predicted_by_size(driver: InstanceDriver) -> None:

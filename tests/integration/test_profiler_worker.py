@@ -2,34 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-
 import pytest
 
 from kserve.errors import InvalidArgument
-from placement.driver import InstanceDriver, InstanceInfo
-from placement.triton_driver import TritonDriver
+from placement.driver import InstanceDriver
 from profiler.offline import profile_model
 from profiler.predictor import LatencyPredictor
-from tests.support.worker import TEST_CREDENTIAL, WorkerProcess, run_worker
-
-
-@pytest.fixture(scope="module")
-def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
-    # restricted, so every profiling call is shown to carry the credential
-    with run_worker(tmp_path_factory.mktemp("worker"), "--memory-budget", "512MiB", "--threads", "1",
-                    credential=TEST_CREDENTIAL) as w:
-        yield w
-
-
-@pytest.fixture
-async def driver(worker: WorkerProcess) -> AsyncIterator[InstanceDriver]:
-    d = TritonDriver(InstanceInfo("w1", worker.http_url, worker.grpc_url, 512 << 20, "cpu"),
-                     credential=worker.credential)
-    try:
-        yield d
-    finally:
-        await d.close()
 
 
 def _artifact(kind: str, name: str) -> tuple[dict, dict[str, bytes]]:
