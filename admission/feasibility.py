@@ -29,14 +29,25 @@ def infeasible(req: PendingRequest, p: Prediction, now: float) -> tuple[str, flo
     waited = max(0.0, now - req.arrival_s)
     tightened = req.slo_s is not None and budget < req.slo_s - 1e-9
     what = "deadline the client set" if tightened else "SLO"
-    parts = [f"queue {ms(waited + p.queue_s)} ms"]
-    if p.load_s:
-        parts.append(f"load {ms(p.load_s)} ms")
+    loading = min(max(0.0, req.loading_s), waited)  # a cold load this request waited for
+    load = loading + p.load_s
+    parts = [f"queue {ms(waited - loading + p.queue_s)} ms"]
+    if load >= 0.0005:
+        parts.append(f"load {ms(load)} ms")
     parts.append(f"execute {ms(p.exec_s)} ms")
     message = (f"cannot meet the {ms(budget)} ms {what} of model '{req.display_name}': "
                f"predicted {ms(waited + p.total_s)} ms ({', '.join(parts)})")
-    # a retry can succeed once the queue drains, unless the work alone is too long
-    retry = p.queue_s if p.queue_s > 0 and p.load_s + p.exec_s <= budget else None
+    if loading >= 0.0005 and p.load_s == 0:
+        message += "; the model is loaded now, a retry does not wait for the load"
+    # a retry can succeed once the queue drains (or the load is done), unless the work
+    # alone is too long
+    fits = p.load_s + p.exec_s <= budget
+    if p.queue_s > 0 and fits:
+        retry: float | None = p.queue_s
+    elif loading >= 0.0005 and p.load_s == 0 and fits:
+        retry = 0.0
+    else:
+        retry = None
     return message, retry
 
 

@@ -38,6 +38,7 @@ class PendingRequest:
     merge_key: Hashable = ()
     work: int = 1  # input elements per row, for size-aware prediction
     slo_s: float | None = None  # the model's SLO, only to word a refusal
+    loading_s: float = 0.0  # of the wait since arrival, the time its model took to load
 
     def __post_init__(self) -> None:
         if self.rows < 1:

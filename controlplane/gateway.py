@@ -217,10 +217,12 @@ class Gateway:
             # before a cold load, and before the parses below (the instance checks it again)
             check_json(_json_part(body, headers), "request", self.settings.max_json_values,
                        "INFERPLEX_MAX_JSON_VALUES")
+            loading = time.monotonic()
             driver = await self.placement.ensure_loaded(rec)
+            loading = time.monotonic() - loading
             body, headers = _without_scheduling_parameters_http(body, headers)
             if self.scheduled is not None:
-                answer = await self.scheduled.http(rec, driver, tenant, arrival, body, headers)
+                answer = await self.scheduled.http(rec, driver, tenant, arrival, body, headers, loading)
                 code, out, out_headers = answer.status, answer.body, answer.headers
             else:
                 code, out, out_headers = await self._forward_http(rec, driver, body, headers)
@@ -316,7 +318,9 @@ class Gateway:
         try:
             rec = self.resolve(principal, name, request.model_version)
             qualified, label = rec.qualified_name, rec.name
+            loading = time.monotonic()
             driver = await self.placement.ensure_loaded(rec)
+            loading = time.monotonic() - loading
             request.model_name = qualified
             request.model_version = str(rec.version)
             for key in SCHEDULING_PARAMETERS:
@@ -324,7 +328,7 @@ class Gateway:
                     del request.parameters[key]
             try:
                 if self.scheduled is not None:
-                    response = await self.scheduled.grpc(rec, driver, tenant, arrival, request)
+                    response = await self.scheduled.grpc(rec, driver, tenant, arrival, request, loading)
                 else:
                     response = await self._forward_grpc(rec, driver, request)
             except (DeadlineExceeded, Unavailable):

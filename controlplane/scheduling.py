@@ -127,7 +127,8 @@ class ScheduledForwarding:
     # ---- arrival ------------------------------------------------------------------------
 
     def _pending(self, rec: ModelRecord, driver: Any, tenant: str, arrival: float,
-                 client_timeout_s: float | None, caller: CallerRequest | None) -> PendingRequest:
+                 client_timeout_s: float | None, caller: CallerRequest | None,
+                 loading_s: float) -> PendingRequest:
         key = model_key(rec)
         if key not in self._models:
             self.core.set_model(key, ModelInfo(max(rec.max_batch_size, 0)))
@@ -148,7 +149,7 @@ class ScheduledForwarding:
         return PendingRequest(
             id=rid, tenant=tenant, model=key, display_name=rec.name, arrival_s=arrival,
             deadline_s=deadline, rows=rows, merge_key=caller.key if batchable and caller else ("alone", rid),
-            work=(elements or 0) // rows, slo_s=slo_s)
+            work=(elements or 0) // rows, slo_s=slo_s, loading_s=loading_s)
 
     def _checked(self, rec: ModelRecord, transport: str,
                  parsed: PendingTensors | None) -> CallerRequest | None:
@@ -194,7 +195,8 @@ class ScheduledForwarding:
         self.core.set_instances(slots)
 
     async def http(self, rec: ModelRecord, driver: Any, tenant: str, arrival: float, body: bytes,
-                   headers: Mapping[str, str]) -> HttpAnswer:
+                   headers: Mapping[str, str], loading_s: float = 0.0) -> HttpAnswer:
+        """``loading_s``: of the time since ``arrival``, how long the model took to load."""
         hlen = headers.get("inference-header-content-length")
         try:
             parsed = http_codec.parse_infer_request(body, int(hlen) if hlen and hlen.isdigit() else None,
@@ -203,12 +205,13 @@ class ScheduledForwarding:
             parsed = None  # forwarded alone: the instance answers it with its own error
         caller = self._checked(rec, "http", parsed)
         timeout = _client_timeout_s(caller.parameters if caller else {}, headers.get(DEADLINE_HEADER))
-        pending = self._pending(rec, driver, tenant, arrival, timeout, caller)
+        pending = self._pending(rec, driver, tenant, arrival, timeout, caller, loading_s)
         return await self.shell.submit(pending, Call(rec, "http", caller, pending.deadline_s,
                                                      _elements(caller), body, headers))
 
     async def grpc(self, rec: ModelRecord, driver: Any, tenant: str, arrival: float,
-                   request: service_pb2.ModelInferRequest) -> service_pb2.ModelInferResponse:
+                   request: service_pb2.ModelInferRequest,
+                   loading_s: float = 0.0) -> service_pb2.ModelInferResponse:
         try:
             parsed = grpc_codec.parse_infer_request(request)
         except InferplexError:
@@ -218,7 +221,7 @@ class ScheduledForwarding:
         if TIMEOUT_PARAMETER in request.parameters:
             params[TIMEOUT_PARAMETER] = request.parameters[TIMEOUT_PARAMETER].int64_param
         timeout = _client_timeout_s(params, None)
-        pending = self._pending(rec, driver, tenant, arrival, timeout, caller)
+        pending = self._pending(rec, driver, tenant, arrival, timeout, caller, loading_s)
         return await self.shell.submit(pending, Call(rec, "grpc", caller, pending.deadline_s,
                                                      _elements(caller), grpc_request=request))
 

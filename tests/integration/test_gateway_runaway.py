@@ -51,7 +51,7 @@ def test_a_runaway_model_is_refused_or_stopped_and_quarantined_while_another_ten
     with OtherTenant(cp, victim) as traffic:
         # 1. the trip count is an integer input: profiling's exercise run catches it
         loop = hostile_models.runaway_loop("loop")
-        assert cp.upload(hostile, "loop", loop.data, max_batch_size=0).status_code == 201
+        assert cp.upload(hostile, "loop", loop.data, max_batch_size=0, slo_ms=100).status_code == 201
         cp.wait_model_status(hostile, "loop", "failed", timeout_s=120)
         assert "ran past" in _status(cp, hostile, "loop")["reason"]
 

@@ -6,6 +6,7 @@ growing with ``work``, a sequence dimension.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import pytest
@@ -158,6 +159,18 @@ def test_a_model_no_instance_holds_counts_its_load_time_and_retrying_cannot_help
                                "(queue 0 ms, load 300 ms, execute 3 ms)")
     assert refusal.retry_after_s is None
     assert s.admit(req("r2", model="acme__cold", deadline=1.0), 0.0) is None
+
+
+def test_a_request_that_waited_for_a_cold_load_says_so_and_may_retry_at_once() -> None:
+    s = make({"m": 0})
+    late = dataclasses.replace(req("r", deadline=0.1, slo=0.1), loading_s=0.111)
+    refusal = s.admit(late, 0.112)  # the load took the whole SLO; the model is held now
+    assert refusal is not None
+    assert refusal.message == ("cannot meet the 100 ms SLO of model 'm': predicted 115 ms "
+                               "(queue 1 ms, load 111 ms, execute 3 ms); the model is loaded now, "
+                               "a retry does not wait for the load")
+    assert refusal.retry_after_s == 0.0
+    assert s.admit(req("r2", at=0.112, deadline=0.1), 0.112) is None
 
 
 def test_unknown_execute_time_admits_and_predicts_with_the_default() -> None:
