@@ -51,6 +51,16 @@ def infeasible(req: PendingRequest, p: Prediction, now: float) -> tuple[str, flo
     return message, retry
 
 
+def overcommitted(req: PendingRequest, busy_until_s: float, now: float) -> tuple[str, float]:
+    """The refusal of a request that fits only by making requests admitted before it late;
+    a retry can succeed once that work is done."""
+    assert req.deadline_s is not None
+    wait = max(0.0, busy_until_s - now)
+    return (f"cannot meet the {ms(req.deadline_s - req.arrival_s)} ms SLO of model "
+            f"'{req.display_name}' without delaying requests admitted before it past theirs: "
+            f"the instance time it needs is committed for the next {ms(wait)} ms", wait)
+
+
 def missed(req: PendingRequest, late_by_s: float) -> str:
     """A drop's message: by how much the request would have been late (at least 1 ms)."""
     late = max(1, math.ceil(late_by_s * 1000))

@@ -52,6 +52,43 @@ class TenantLane:
         return self.total if i == len(self.keys) else sum(self.costs[:i])
 
 
+class Commitments:
+    """All queued interactive requests attributed to one instance, in deadline order: the
+    promises admission made there, which a newcomer must not break."""
+
+    __slots__ = ("keys", "costs", "tenants")
+
+    def __init__(self) -> None:
+        self.keys: list[QueueKey] = []
+        self.costs: list[float] = []
+        self.tenants: list[str] = []
+
+    def insert(self, key: QueueKey, cost: float, tenant: str) -> None:
+        i = bisect_left(self.keys, key)
+        self.keys.insert(i, key)
+        self.costs.insert(i, cost)
+        self.tenants.insert(i, tenant)
+
+    def remove(self, key: QueueKey) -> None:
+        i = bisect_left(self.keys, key)
+        del self.keys[i], self.costs[i], self.tenants[i]
+
+    def first_broken(self, key: QueueKey, added_s: float, start_s: float,
+                     protected: Callable[[str], bool]) -> float | None:
+        """A newcomer due at ``key`` costing ``added_s`` runs before every request due
+        later, in deadline order from ``start_s``: the predicted finish of the first
+        protected one it would make late that is on time now, or None. (Fair shares may
+        reorder; deadline order is what they converge to among tenants within share.)"""
+        i = bisect_left(self.keys, key)
+        end = start_s + sum(self.costs[:i])
+        for j in range(i, len(self.keys)):
+            end += self.costs[j]
+            due = self.keys[j][0]
+            if end <= due < end + added_s and protected(self.tenants[j]):
+                return end + added_s
+        return None
+
+
 class InstanceQueue:
     """One instance: its slot, its batches in flight, the work attributed to it."""
 
@@ -62,6 +99,7 @@ class InstanceQueue:
         # batches dispatched before the core knew the instance: assumed done at busy_until_s
         self._seeded = slot.in_flight
         self.lanes: dict[str, TenantLane] = {}
+        self.edf = Commitments()  # every lane's requests in one deadline order
         self.batch_lanes: dict[str, deque[tuple[int, str]]] = {}  # batch class, FIFO, lazy
         self.vt: dict[str, float] = {}  # tenant -> virtual time on this instance
         self._vclock = 0.0  # the floor when the last batch started (for idle returners)
@@ -103,16 +141,18 @@ class InstanceQueue:
         long the tenants that kept the instance busy meanwhile."""
         return max(self.vt.get(tenant, 0.0), self.floor() - idle_credit)
 
-    def lane_for(self, tenant: str, idle_credit: float) -> TenantLane:
+    def add(self, tenant: str, key: QueueKey, cost: float, idle_credit: float) -> None:
         lane = self.lanes.get(tenant)
         if lane is None:
             self.vt[tenant] = self.returning_vt(tenant, idle_credit)
             lane = self.lanes[tenant] = TenantLane()
-        return lane
+        lane.insert(key, cost)
+        self.edf.insert(key, cost, tenant)
 
     def remove(self, tenant: str, key: QueueKey) -> None:
         lane = self.lanes[tenant]
         lane.remove(key)
+        self.edf.remove(key)
         if not lane.keys:
             del self.lanes[tenant]
 

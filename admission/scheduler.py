@@ -35,7 +35,7 @@ from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 
 from admission.batch_choice import choose_batch, choose_batch_class
-from admission.feasibility import Prediction, infeasible, missed
+from admission.feasibility import Prediction, infeasible, missed, overcommitted
 from admission.instance_queue import InstanceQueue, QueueKey
 from admission.model import (
     Decision,
@@ -157,6 +157,10 @@ class Scheduler:
             if late:
                 quota.release()
                 return self._refuse(req, "infeasible", *infeasible(req, p, now))
+            broken = self._breaks_commitments(req, now)
+            if broken is not None:
+                quota.release()
+                return self._refuse(req, "infeasible", *overcommitted(req, broken, now))
         self._seq += 1
         entry = Queued(req, self._seq)
         self._queued[req.id] = entry
@@ -190,6 +194,37 @@ class Scheduler:
                     best = p
         assert best is not None
         return best
+
+    def _breaks_commitments(self, req: PendingRequest, now: float) -> float | None:
+        """Admitting ``req`` ahead of the requests due after it must not make one of them
+        late that is on time now: a request admitted is a promise. Promises to tenants
+        within their fair share (and to the newcomer's own tenant) are kept against
+        everyone; a newcomer within its share may push out a tenant over its share (that
+        one is dropped first). Returns when the broken promise's request would finish."""
+        assert req.deadline_s is not None
+        holders = self._holders.get(req.model)
+        if not holders:
+            return None
+        key = (req.deadline_s, self._seq + 1, req.id)
+        slack = self.config.fair_slack_s
+        for iq in holders:
+            if not iq.edf.keys or iq.edf.keys[-1] < key:
+                continue  # nothing due after it there
+            # shares as they will stand with the newcomer's tenant backlogged there
+            vt_new = (iq.vt[req.tenant] if req.tenant in iq.lanes
+                      else iq.returning_vt(req.tenant, self.config.idle_credit_s))
+            floor = min(iq.floor(), vt_new)
+            within = vt_new <= floor + slack
+
+            def protected(tenant: str, iq: InstanceQueue = iq, floor: float = floor,
+                          within: bool = within) -> bool:
+                return tenant == req.tenant or not within or iq.within_share(tenant, floor, slack)
+
+            cost = self._queued_cost(req, iq.slot.instance_class) / len(holders)
+            end = iq.edf.first_broken(key, cost, now + iq.wait_s(now), protected)
+            if end is not None:
+                return end
+        return None
 
     # ---- scheduling -----------------------------------------------------------------
 
@@ -363,7 +398,7 @@ class Scheduler:
         for iq in holders:
             cls = iq.slot.instance_class
             e.costs[iq.instance_id] = cost = self._queued_cost(req, cls) / len(holders)
-            iq.lane_for(req.tenant, self.config.idle_credit_s).insert(e.key, cost)
+            iq.add(req.tenant, e.key, cost, self.config.idle_credit_s)
             soonest = min(soonest, self._exec_bound(req.model, cls, req.rows, req.work))
             self._ready[iq.instance_id] = None
         if not holders:

@@ -30,6 +30,7 @@ from admission.model import (
     SchedulerConfig,
     TenantPolicy,
 )
+from admission.overhead import DispatchOverhead
 from admission.scheduler import Scheduler
 from admission.shell import SchedulingShell
 from controlplane.metrics import render_counter
@@ -60,15 +61,19 @@ def model_key(rec: ModelRecord) -> str:
 
 
 class _Predictions:
-    """The core's Predictor over the profiler's: the model key carries the version."""
+    """The core's Predictor over the profiler's: the model key carries the version. What
+    the core calls execute time is how long a dispatch holds the instance's slot: the
+    predicted compute plus the dispatch's own round trip (``DispatchOverhead``)."""
 
-    def __init__(self, predictor: LatencyPredictor) -> None:
+    def __init__(self, predictor: LatencyPredictor, overhead: DispatchOverhead) -> None:
         self.predictor = predictor
+        self.overhead = overhead
 
     def exec_s(self, model: str, instance_class: str, rows: int, work: int) -> float | None:
         # work 0: the request's size is unknown (it could not be read): by batch size alone
-        return self.predictor.exec_time(model.rpartition("@")[0], instance_class, max(rows, 1),
-                                        elements=rows * work if work > 0 else None)
+        compute = self.predictor.exec_time(model.rpartition("@")[0], instance_class, max(rows, 1),
+                                           elements=rows * work if work > 0 else None)
+        return None if compute is None else compute + self.overhead.seconds(model)
 
     def load_s(self, model: str, instance_class: str) -> float | None:
         return self.predictor.load_time(model.rpartition("@")[0], instance_class)
@@ -109,7 +114,9 @@ class ScheduledForwarding:
         self.slots_per_instance = slots_per_instance
         # an execute time nobody has measured yet (a model still profiling, a new size) counts
         # as nothing ahead of others: refusing on a guess would turn away work that fits
-        self.core = Scheduler(_Predictions(predictor), config or SchedulerConfig(default_exec_s=0.0))
+        self.overhead = DispatchOverhead()
+        self.core = Scheduler(_Predictions(predictor, self.overhead),
+                              config or SchedulerConfig(default_exec_s=0.0))
         self.shell = SchedulingShell(self.core, self._run_batch)
         self._models: set[str] = set()
 
@@ -236,7 +243,12 @@ class ScheduledForwarding:
         now = time.monotonic()
         deadline = min((c.deadline_s for c in calls if c.deadline_s is not None),
                        default=now + BATCH_CLASS_LIMIT_S)
-        exec_timeout_s = max(deadline - now, 0.001)
+        # The instance stops the execution once it has run the model's SLO (a runaway is
+        # bounded, and quarantined when it keeps running that long), not at the batch's
+        # remaining budget: an execution the prediction sent off with little slack would
+        # be killed for a millisecond of noise, its host restarted and the healthy model
+        # counted towards quarantine. One that finishes late is counted late.
+        exec_timeout_s = max(deadline - now, rec.slo_ms / 1000, 0.001)
         batch = dispatch.rows if rec.max_batch_size > 0 else 1
         sizes = [c.elements for c in calls]
         elements = sum(e for e in sizes if e is not None) if None not in sizes else None
@@ -246,8 +258,10 @@ class ScheduledForwarding:
             results, compute_s = await self._http_batch(driver, rec, dispatch, calls, exec_timeout_s)
         else:
             results, compute_s = await self._grpc_batch(driver, rec, dispatch, calls, exec_timeout_s)
-        self.placement.observe(driver, rec.qualified_name, batch, time.perf_counter() - t0, prediction,
+        round_trip = time.perf_counter() - t0
+        self.placement.observe(driver, rec.qualified_name, batch, round_trip, prediction,
                                compute_s, elements=elements)
+        self.overhead.observe(dispatch.model, round_trip, compute_s)
         return results, compute_s
 
     async def _http_batch(self, driver: Any, rec: ModelRecord, dispatch: Dispatch, calls: list[Call],

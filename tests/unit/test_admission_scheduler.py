@@ -11,6 +11,7 @@ import re
 
 import pytest
 
+from admission.instance_queue import Commitments
 from admission.model import Dispatch, Drop, InstanceSlot, TenantPolicy
 from kserve.errors import InvalidArgument
 from tests.unit.test_admission_fakes import MS, SequencePredictor, make, req
@@ -115,15 +116,48 @@ def test_a_request_that_can_no_longer_make_it_is_dropped_saying_by_how_much() ->
     assert s.decisions()[("t", "m", "dropped")] == 1
 
 
-def test_a_head_that_would_finish_late_behind_an_earlier_deadline_is_dropped_when_picked() -> None:
+def test_a_newcomer_that_would_make_an_admitted_request_late_is_refused_saying_so() -> None:
     s = make({"m": 0}, capacity=2)
     assert s.admit(req("r", deadline=0.014), 0.0) is None  # alone: 3 ms
-    # due sooner, so r's work is not ahead of it; but it runs 12 ms and r is left 2 ms
-    assert s.admit(req("urgent", deadline=0.013, work=1000), 0.0) is None
-    first, drop = s.schedule(0.0)
-    assert isinstance(first, Dispatch) and first.request_ids == ("urgent",)
-    assert isinstance(drop, Drop) and drop.request_id == "r"
-    assert "by 1 ms" in drop.message and drop.late_by_s == pytest.approx(0.001)
+    # due sooner, so it would run first: 12 ms, and r would end at 15 ms, past its 14
+    refusal = s.admit(req("urgent", deadline=0.013, work=1000), 0.0)
+    assert refusal is not None and refusal.reason == "infeasible"
+    assert refusal.message == ("cannot meet the 13 ms SLO of model 'm' without delaying requests "
+                               "admitted before it past theirs: the instance time it needs is "
+                               "committed for the next 15 ms")
+    assert refusal.retry_after_s == pytest.approx(0.015)
+    assert s.admit(req("fits", deadline=0.013, work=800), 0.0) is None  # 10 ms: r ends at 13
+    first, second = dispatches(s.schedule(0.0))
+    assert (first.request_ids, second.request_ids) == (("fits",), ("r",))
+
+
+def test_a_request_already_predicted_late_is_no_promise_that_blocks_newcomers() -> None:
+    c = Commitments()
+    c.insert((0.010, 1, "on-time"), 0.004, "t")
+    c.insert((0.012, 2, "late"), 0.010, "t")  # ends at 14 ms: late already (an overrun ahead)
+    c.insert((0.030, 3, "slack"), 0.004, "t")  # ends at 18 ms
+    everyone = lambda _t: True  # noqa: E731
+    assert c.first_broken((0.005, 9, "new"), 0.005, 0.0, everyone) is None  # 9 <= 10, 23 <= 30
+    assert c.first_broken((0.011, 9, "new"), 0.011, 0.0, everyone) is None  # "slack" ends at 29
+    assert c.first_broken((0.011, 9, "new"), 0.013, 0.0, everyone) == pytest.approx(0.031)
+    assert c.first_broken((0.005, 9, "new"), 0.007, 0.0, everyone) == pytest.approx(0.011)
+    assert c.first_broken((0.005, 9, "new"), 0.007, 0.0, lambda t: t != "t") is None
+
+
+def test_a_tenant_within_its_share_may_push_out_the_queued_work_of_one_over_it() -> None:
+    s = make({"m": 8}, capacity=1)
+    hog = [req(f"a{i}", tenant="a", deadline=0.05, key="k") for i in range(8)]
+    for r in hog:
+        assert s.admit(r, 0.0) is None
+    (d,) = dispatches(s.schedule(0.0))  # a batch of 8: tenant a is charged for it
+    s.complete(d.batch_id, 0.01, 0.01)
+    for i in range(40):  # a keeps queueing, up to what the instance can finish in time
+        s.admit(req(f"b{i}", tenant="a", at=0.01, deadline=0.04, work=400, key=("w", i)), 0.01)
+    assert s.admit(req("late-a", tenant="a", at=0.01, deadline=0.01, work=400), 0.01) is not None
+    # tenant b, idle until now, is within its share: its request runs first, a's are pushed
+    assert s.admit(req("b", tenant="b", at=0.01, deadline=0.02, work=400), 0.01) is None
+    (first,) = dispatches(s.schedule(0.01))
+    assert first.request_ids == ("b",)
 
 
 def test_the_core_honours_the_deadline_it_is_given_not_the_slo() -> None:

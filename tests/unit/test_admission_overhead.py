@@ -1,0 +1,47 @@
+"""The dispatch overhead the core adds to execute times: round trip minus compute."""
+
+from __future__ import annotations
+
+import pytest
+
+from admission.overhead import DispatchOverhead
+
+
+def test_overhead_is_round_trip_minus_compute_at_the_percentile_per_model() -> None:
+    o = DispatchOverhead(window=100, percentile=95.0, refresh_every=1)
+    for i in range(100):
+        o.observe("a", 0.010 + i * 1e-5, 0.010)  # 0 .. 0.99 ms beyond the compute
+    assert o.seconds("a") == pytest.approx(0.94e-3)
+    o.observe("b", 0.050, 0.045)
+    assert o.seconds("b") == pytest.approx(0.005)  # its own, not a's
+
+
+def test_a_model_never_dispatched_gets_what_all_models_cost() -> None:
+    o = DispatchOverhead(window=10, percentile=100.0)
+    o.observe("a", 0.003, 0.001)
+    o.observe("b", 0.004, 0.001)
+    assert o.seconds("new") == pytest.approx(0.003)
+    assert DispatchOverhead().seconds("new") == 0.0  # nothing seen: nothing assumed
+
+
+def test_without_a_reported_compute_nothing_is_learned_and_negatives_clamp() -> None:
+    o = DispatchOverhead()
+    o.observe("a", 0.003, None)
+    assert o.seconds("a") == 0.0
+    o.observe("a", 0.001, 0.002)  # clocks disagree: never a negative overhead
+    assert o.seconds("a") == 0.0
+
+
+def test_the_window_forgets_old_samples() -> None:
+    o = DispatchOverhead(window=4, percentile=100.0, refresh_every=1)
+    o.observe("a", 0.100, 0.0)
+    for _ in range(4):
+        o.observe("a", 0.002, 0.0)
+    assert o.seconds("a") == pytest.approx(0.002)
+
+
+def test_bad_settings_are_refused() -> None:
+    with pytest.raises(ValueError):
+        DispatchOverhead(window=0)
+    with pytest.raises(ValueError):
+        DispatchOverhead(percentile=101)
