@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: install etcd run test
+.PHONY: install etcd triton run test
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
@@ -18,9 +18,13 @@ install: $(VENV)/.installed
 etcd:
 	./scripts/ensure-etcd
 
+# Real NVIDIA Triton for the tests, extracted into build/triton/ (never into the venv)
+triton: install
+	./scripts/ensure-triton $(PY)
+
 run: install
 	$(VENV)/bin/inferplex up
 
-test: install etcd
+test: install etcd triton
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q
