@@ -21,6 +21,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import json
+import random
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -158,7 +159,7 @@ class StateStore(abc.ABC):
     ) -> tuple[Any, int] | None:
         """Read-modify-write with CAS and retry. ``change`` gets the current value and
         returns the new one. Returns (new value, revision), or None if the key is absent."""
-        for _ in range(attempts):
+        for attempt in range(attempts):
             cur = await self.get(key)
             if cur is None:
                 return None
@@ -166,6 +167,9 @@ class StateStore(abc.ABC):
             rev = await self.compare_and_set(key, _dump(new), cur.revision, lease=cur.lease)
             if rev is not None:
                 return new, rev
+            # lost the race: back off a random while, growing, so writers in lockstep
+            # (each reading just before the other's write lands) fall out of it
+            await asyncio.sleep(random.uniform(0.0, min(0.05, 0.0005 * 2**attempt)))
         raise Conflict(f"too much contention updating {key}; try again")
 
 
