@@ -26,12 +26,23 @@ class ModelState:
 
 
 @dataclass(frozen=True, slots=True)
+class ServedModel:
+    """A model version an instance serves now, with the memory it reports for it (None where
+    its backend reports none: Triton's Python backend, for one)."""
+
+    name: str
+    version: str
+    memory_bytes: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class InstanceInfo:
     instance_id: str
     http_url: str  # host:port of the v2 HTTP endpoint
     grpc_url: str  # host:port of the v2 gRPC endpoint
     memory_bytes: int  # capacity the control plane may fill
     instance_class: str = "cpu"  # profiles are kept per class
+    metrics_url: str | None = None  # Triton's Prometheus endpoint (GPU memory), if given
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +70,13 @@ class InstanceDriver(abc.ABC):
     @abc.abstractmethod
     async def unload(self, name: str) -> None: ...
 
+    async def served_models(self, confirm_ready: bool = True) -> list[ServedModel]:
+        """What the instance serves now. The index alone cannot say (Triton lists only the
+        models of its repository directory, not those loaded with ``file:`` overrides); the
+        production driver reads the statistics of every loaded model instead. This default,
+        for fakes, reads the index."""
+        return [ServedModel(m.name, m.version) for m in await self.index() if m.state == "READY"]
+
     @abc.abstractmethod
     async def statistics(self, name: str | None = None) -> dict[str, Any]:
         """The statistics extension's JSON (``model_stats`` list)."""
@@ -72,9 +90,16 @@ class InstanceDriver(abc.ABC):
         instance that can stops the execution after ``timeout_s`` (DeadlineExceeded)."""
 
     async def memory_used(self) -> int | None:
-        """Bytes the instance reports in use, where it has such a report (the embedded
-        worker does, Triton does not)."""
+        """Bytes the instance reports in use, where it has such a report: the embedded
+        worker's own, or a Triton's GPU memory from its metrics endpoint; None elsewhere."""
         return None
 
     @abc.abstractmethod
     async def close(self) -> None: ...
+
+
+def reported_memory_bytes(entry: dict[str, Any]) -> int | None:
+    """A statistics entry's ``memory_usage`` total: the worker always reports it, Triton where
+    the backend does (its Python backend reports nothing)."""
+    sizes = [int(u.get("byte_size", 0)) for u in entry.get("memory_usage") or [] if isinstance(u, dict)]
+    return sum(sizes) if sizes else None

@@ -19,6 +19,11 @@ class InstanceSnapshot:
     # models already loaded (qualified names); a model already there needs no room
     models: frozenset[str] = frozenset()
     instance_class: str = "cpu"
+    # tenant platforms it serves (placement/backends.py); None: not known yet, so not ruled out
+    platforms: frozenset[str] | None = None
+
+    def serves(self, platform: str | None) -> bool:
+        return platform is None or self.platforms is None or platform in self.platforms
 
     @property
     def free_bytes(self) -> int:
@@ -44,10 +49,14 @@ def estimate_model_bytes(file_bytes: int) -> int:
     return max(2 * file_bytes, 1 << 20)
 
 
-def choose_instance(model: str, model_bytes: int, instances: list[InstanceSnapshot]) -> PlacementPlan:
+def choose_instance(model: str, model_bytes: int, instances: list[InstanceSnapshot],
+                    platform: str | None = None) -> PlacementPlan:
     """The first healthy instance (in the given order) that holds ``model`` already,
-    else the first with ``model_bytes`` free."""
+    else the first with ``model_bytes`` free; only instances that serve ``platform``."""
     healthy = [i for i in instances if i.healthy]
+    if platform is not None and healthy and not any(i.serves(platform) for i in healthy):
+        return PlacementPlan(None, _no_backend(platform, len(healthy)))
+    healthy = [i for i in healthy if i.serves(platform)]
     for inst in healthy:
         if model in inst.models:
             return PlacementPlan(inst.instance_id, already_loaded=True)
@@ -68,11 +77,13 @@ def choose_instance(model: str, model_bytes: int, instances: list[InstanceSnapsh
 
 
 def choose_profiling_instance(model_bytes: int, instances: list[InstanceSnapshot],
-                              instance_class: str | None = None) -> PlacementPlan:
-    """Where to profile a model (of ``instance_class``, when given) without disturbing
-    tenants' traffic: an idle instance (no tenant models) with room, else the instance
-    with room that serves the fewest models (the plan says it is not idle)."""
-    fits = [i for i in instances if i.healthy and i.free_bytes >= model_bytes
+                              instance_class: str | None = None,
+                              platform: str | None = None) -> PlacementPlan:
+    """Where to profile a model (of ``instance_class``, when given, on one that serves
+    ``platform``) without disturbing tenants' traffic: an idle instance (no tenant models)
+    with room, else the instance with room that serves the fewest models (the plan says it
+    is not idle)."""
+    fits = [i for i in instances if i.healthy and i.free_bytes >= model_bytes and i.serves(platform)
             and (instance_class is None or i.instance_class == instance_class)]
     if not fits:
         where = f" of class {instance_class!r}" if instance_class else ""
@@ -83,3 +94,8 @@ def choose_profiling_instance(model_bytes: int, instances: list[InstanceSnapshot
         return PlacementPlan(best.instance_id, idle=True)
     best = min(fits, key=lambda i: (len(i.models), -i.free_bytes))
     return PlacementPlan(best.instance_id, idle=False)
+
+
+def _no_backend(platform: str, healthy: int) -> str:
+    return (f"none of the {healthy} healthy inference instances can run {platform} models (their "
+            "servers lack its backend); add an instance that has it")

@@ -43,11 +43,13 @@ class InstanceRecord(BaseModel):
     memory_bytes: int = Field(gt=0, description="memory the control plane may fill with models")
     instance_class: str = "cpu"
     kind: Literal["embedded", "external"] = "external"
+    metrics_url: str | None = Field(None, description="a Triton's Prometheus metrics URL: its GPU "
+                                    "memory in use (nv_gpu_memory_used_bytes) measures models there")
     registered_at: float = 0.0
 
     def info(self) -> InstanceInfo:
         return InstanceInfo(self.instance_id, self.http_url, self.grpc_url, self.memory_bytes,
-                            self.instance_class)
+                            self.instance_class, self.metrics_url)
 
 
 @dataclass(slots=True)
@@ -55,8 +57,19 @@ class Instance:
     record: InstanceRecord
     driver: TritonDriver
     healthy: bool = False
-    # set when an instance (re)appears healthy; placement then rebuilds its state from the index
+    # set when an instance (re)appears healthy; placement then rebuilds its state from what it serves
     needs_resync: bool = True
+    # the tenant platforms it serves (placement/backends.py), probed when it (re)appears; None
+    # until a probe answered
+    platforms: frozenset[str] | None = None
+
+
+def _check_metrics_url(value: str) -> str:
+    value = value.strip()
+    if not value.startswith(("http://", "https://")) or "/" not in value.split("://", 1)[1]:
+        raise InvalidArgument(f"metrics_url {value!r} must be the full URL of a Prometheus endpoint, "
+                              "e.g. http://127.0.0.1:8002/metrics")
+    return value
 
 
 def _check_hostport(value: str, what: str) -> str:
@@ -101,16 +114,19 @@ class InstanceRegistry:
 
     async def register(self, http_url: str, grpc_url: str, memory_bytes: int, *,
                        instance_class: str = "cpu", kind: Literal["embedded", "external"] = "external",
-                       instance_id: str | None = None, lease: int | None = None) -> InstanceRecord:
+                       instance_id: str | None = None, lease: int | None = None,
+                       metrics_url: str | None = None) -> InstanceRecord:
         http_url = _check_hostport(http_url, "http_url")
         grpc_url = _check_hostport(grpc_url, "grpc_url")
+        if metrics_url is not None:
+            metrics_url = _check_metrics_url(metrics_url)
         if memory_bytes <= 0:
             raise InvalidArgument(f"memory_bytes must be positive, got {memory_bytes}")
         # the id is stable for a URL so re-registering the same server updates it
         iid = instance_id or "ext-" + hashlib.sha256(grpc_url.encode()).hexdigest()[:10]
         rec = InstanceRecord(instance_id=iid, http_url=http_url, grpc_url=grpc_url,
                              memory_bytes=memory_bytes, instance_class=instance_class, kind=kind,
-                             registered_at=time.time())
+                             metrics_url=metrics_url, registered_at=time.time())
         await self.store.put(keys.instance(iid), rec.model_dump_json().encode(), lease=lease)
         await self.refresh()
         log.info("registered %s instance %s (http %s, grpc %s, %d bytes)", kind, iid, http_url,
@@ -169,10 +185,18 @@ class InstanceRegistry:
         for inst, ok in zip(insts, results, strict=True):
             if ok and not inst.healthy:
                 inst.needs_resync = True
+                # a server that comes back may be another build, with other backends
+                inst.driver.forget_backends()
+                inst.platforms = None
                 log.info("instance %s is ready", inst.record.instance_id)
             elif not ok and inst.healthy:
                 log.warning("instance %s stopped answering", inst.record.instance_id)
             inst.healthy = ok
+        unprobed = [i for i in insts if i.healthy and i.platforms is None]
+        probed = await asyncio.gather(*(i.driver.backends() for i in unprobed))
+        for inst, backends in zip(unprobed, probed, strict=True):
+            if backends is not None:
+                inst.platforms = backends.platforms()
 
     async def _loop(self) -> None:
         while True:

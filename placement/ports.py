@@ -52,6 +52,9 @@ class ModelRecord(Protocol):
     def size_bytes(self) -> int: ...
 
     @property
+    def platform(self) -> str: ...
+
+    @property
     def status(self) -> Status: ...
 
     @property

@@ -10,6 +10,11 @@ workers' leases) and the catalog:
 - a placement on an instance whose record vanished (its lease expired) is moved:
   the model is loaded on another instance with room, so the next request finds it
   warm, and the stale key is deleted;
+- a placement on a live instance that no longer serves the model is lost (a restarted
+  Triton, in explicit model control, comes back holding nothing): it is loaded again, on
+  the same instance when it still has room. What an instance serves is read from the
+  statistics of its loaded models (``InstanceDriver.served_models``), never its index,
+  which on Triton lists only the models of its repository directory;
 - a placement whose model version no longer exists is unloaded and deleted
   (a model deleted through a replica that never loaded it leaves such placements).
 
@@ -26,7 +31,7 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -80,8 +85,12 @@ class ReconcilePlan:
 
 def plan_reconcile(desired: list[DesiredPlacement], live_instances: set[str],
                    model_exists: Callable[[str, str], bool], now: float,
-                   grace_s: float = UNLOAD_GRACE_S) -> ReconcilePlan:
-    """What to change so the instances match the desired placement (pure)."""
+                   grace_s: float = UNLOAD_GRACE_S,
+                   served: Mapping[str, frozenset[str]] | None = None) -> ReconcilePlan:
+    """What to change so the instances match the desired placement (pure). ``served``: the
+    model names each live instance that could be asked serves (an instance not in it, e.g.
+    one not answering, is judged by its record only)."""
+    served = served or {}
     on_live: set[tuple[str, str]] = set()
     stale: dict[tuple[str, str], list[DesiredPlacement]] = {}
     unloads: list[DesiredPlacement] = []
@@ -91,7 +100,8 @@ def plan_reconcile(desired: list[DesiredPlacement], live_instances: set[str],
             if p.instance_id not in live_instances or now - p.loaded_at >= grace_s:
                 unloads.append(p)
             continue
-        if p.instance_id in live_instances:
+        lost = p.instance_id in served and p.qualified not in served[p.instance_id]
+        if p.instance_id in live_instances and not lost:
             on_live.add((p.qualified, p.version))
         else:
             stale.setdefault((p.qualified, p.version), []).append(p)
@@ -198,8 +208,8 @@ class PlacementReconciler:
         if observed is None:
             self._finish(report)
             return report
-        desired, live = observed
-        plan = plan_reconcile(desired, live, self._model_exists, time.time())
+        desired, live, served = observed
+        plan = plan_reconcile(desired, live, self._model_exists, time.time(), served=served)
         if plan.moves:
             await self._step(report, "refresh-instances", self._resync)
         for move in plan.moves:
@@ -247,7 +257,7 @@ class PlacementReconciler:
         await self.instances.refresh()
         await self.placement.resync()
 
-    async def _observe(self) -> tuple[list[DesiredPlacement], set[str]]:
+    async def _observe(self) -> tuple[list[DesiredPlacement], set[str], dict[str, frozenset[str]]]:
         # read the store, not caches: the leader decides on what is committed
         live = {kv.key.removeprefix(INSTANCES_PREFIX) for kv in await self.store.list_prefix(INSTANCES_PREFIX)}
         desired = []
@@ -261,12 +271,32 @@ class PlacementReconciler:
                 await self.store.delete(kv.key, expected_revision=kv.revision)
                 continue
             desired.append(DesiredPlacement(iid, qualified, placed.version, placed.loaded_at, kv.revision))
-        return desired, live
+        # read after the placements: a load records its key once the instance serves the model
+        return desired, live, await self._served(live)
+
+    async def _served(self, live: set[str]) -> dict[str, frozenset[str]]:
+        """What each live, answering instance serves (the statistics of its loaded models: one
+        call each; ready per model is not asked here, a pass runs every second)."""
+        insts = [i for i in self.instances.list() if i.healthy and i.record.instance_id in live]
+        answers = await asyncio.gather(*(i.driver.served_models(confirm_ready=False) for i in insts),
+                                       return_exceptions=True)
+        return {i.record.instance_id: frozenset(m.name for m in answer)
+                for i, answer in zip(insts, answers, strict=True) if not isinstance(answer, BaseException)}
 
     def _model_exists(self, qualified: str, version: str) -> bool:
         return self.catalog.by_qualified(qualified, version) is not None
 
     async def _move(self, move: Move) -> None:
+        for p in move.stale:
+            if p.instance_id in {i.record.instance_id for i in self.instances.list()}:
+                # lost on a live instance, unless its key went meanwhile (an unload deletes the
+                # key before it unloads): then nothing was lost
+                kv = await self.store.get(keys.placement(p.instance_id, p.qualified))
+                if kv is None or kv.revision != p.revision:
+                    return
+                self.placement.forget(p.instance_id, p.qualified)
+                log.warning("instance %s lost %s v%s: placing it again", p.instance_id, p.qualified,
+                            p.version)
         if move.load:
             record = self.catalog.by_qualified(move.qualified, move.version)
             if record is not None:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kserve.errors import InferplexError, InvalidArgument, NotFound, ResourceExhausted, Unavailable
+from placement.backends import PROBE_NAME_PREFIX
 from placement.first_fit import (
     InstanceSnapshot,
     choose_instance,
@@ -29,6 +30,7 @@ from placement.instances import HEALTH_INTERVAL_S, InstanceRegistry
 from placement.ports import ModelCatalog, ModelRecord, PlacementMetrics, PlacementSettings
 from placement.triton_driver import TritonDriver
 from profiler.feed import ExecutionFeed, Prediction
+from profiler.offline import memory_from_statistics
 from profiler.predictor import LatencyPredictor
 from profiler.profile import ModelProfile
 from store import keys
@@ -109,29 +111,39 @@ class PlacementService:
                 continue
             iid = inst.record.instance_id
             try:
-                rows = await inst.driver.index()
+                served = await inst.driver.served_models()
             except InferplexError as exc:
-                log.warning("cannot read the index of %s: %s", iid, exc)
+                log.warning("cannot read what %s serves: %s", iid, exc)
                 continue
             actual: dict[str, Placed] = {}
-            for row in rows:
-                if row.state != "READY" or row.name.startswith(PROFILE_NAME_PREFIX):
+            for model in served:
+                if model.name.startswith((PROFILE_NAME_PREFIX, PROBE_NAME_PREFIX)):
                     continue
-                rec = self.catalog.by_qualified(row.name, row.version or None)
-                size = self._model_bytes(rec) if rec is not None else estimate_model_bytes(0)
-                actual[row.name] = Placed(row.version, size, time.time())
+                rec = self.catalog.by_qualified(model.name, model.version or None)
+                # per-model memory: what the instance reports (the worker always, Triton where
+                # the backend does), else what profiling measured, else the estimate
+                size = model.memory_bytes or (self._model_bytes(rec) if rec is not None
+                                              else estimate_model_bytes(0))
+                actual[model.name] = Placed(model.version, size, time.time())
             self._actual[iid] = actual
             inst.needs_resync = False
             await self._mirror(iid, actual)
             log.info("instance %s holds %d models: %s", iid, len(actual), sorted(actual))
 
     async def _mirror(self, iid: str, actual: dict[str, Placed]) -> None:
+        """Store what the instance serves. A placement it lost (a restarted Triton loses every
+        model) keeps its key: that is the desired state, which the reconcile leader restores."""
         prefix = keys.placements_on(iid)
         stored = {kv.key.removeprefix(prefix) for kv in await self.store.list_prefix(prefix)}
-        for name in stored - actual.keys():
-            await self.store.delete(prefix + name)
+        lost = stored - actual.keys()
+        if lost:
+            log.warning("instance %s lost %s; the reconcile leader places them again", iid, sorted(lost))
         for name, p in actual.items():
             await self._record(iid, name, p)
+
+    def forget(self, iid: str, qualified: str) -> None:
+        """The instance no longer holds ``qualified``: route nothing there for it."""
+        self._actual.get(iid, {}).pop(qualified, None)
 
     async def _record(self, iid: str, qualified: str, p: Placed) -> None:
         value = {"version": p.version, "bytes": p.bytes, "loaded_at": p.loaded_at}
@@ -161,7 +173,7 @@ class PlacementService:
             InstanceSnapshot(
                 i.record.instance_id, i.record.memory_bytes, self.used_bytes(i.record.instance_id),
                 healthy=i.healthy, models=frozenset(self._actual.get(i.record.instance_id, {})),
-                instance_class=i.record.instance_class,
+                instance_class=i.record.instance_class, platforms=i.platforms,
             )
             for i in self.instances.list()
         ]
@@ -220,7 +232,7 @@ class PlacementService:
                                         used_bytes=s.used_bytes - stale[s.instance_id])
                     if s.instance_id in stale else s for s in snap]
             snap.sort(key=lambda s: s.instance_id not in stale)
-            plan = choose_instance(qualified, size, snap)
+            plan = choose_instance(qualified, size, snap, record.platform)
             if not plan.placed:
                 reason = plan.reason if not last_reason else f"{plan.reason} (last refusal: {last_reason})"
                 self.metrics.error(record.tenant, record.name, "no_capacity")
@@ -240,6 +252,7 @@ class PlacementService:
                 files = await asyncio.to_thread(self.catalog.files, record)
                 await inst.driver.load(qualified, self.catalog.triton_config(record), files)
                 seconds = time.perf_counter() - fetch_started
+                size = await self._reported_bytes(inst.driver, qualified) or size
             except ResourceExhausted as exc:
                 # our estimate said it fits, the instance says no: try the next one
                 self.metrics.load(qualified, 0.0, False)
@@ -268,6 +281,13 @@ class PlacementService:
             self._profile_new_class(record, inst.record.instance_class)
             return inst.driver
 
+    async def _reported_bytes(self, driver: TritonDriver, qualified: str) -> int | None:
+        """What the instance reports the model holds, where it does (statistics' memory_usage)."""
+        try:
+            return memory_from_statistics(await driver.statistics(qualified), qualified)
+        except InferplexError:
+            return None
+
     def _other_versions(self, qualified: str, version: str) -> dict[str, int]:
         """Instance id -> bytes, where a version of ``qualified`` other than ``version`` is loaded."""
         return {iid: placed.bytes for iid, models in self._actual.items()
@@ -290,12 +310,14 @@ class PlacementService:
         ``revision`` when given). An instance that no longer holds it is fine; one that is
         down or gone is skipped: when it comes back, resync mirrors its index into the
         store and the reconcile leader unloads what no longer exists."""
+        # the key goes first: the reconcile leader takes a placement whose model the instance
+        # no longer serves for a lost one and loads it again
+        await self.store.delete(keys.placement(iid, qualified), expected_revision=revision)
+        self._actual.get(iid, {}).pop(qualified, None)
         inst = self.instances.get(iid)
         if inst is not None and inst.healthy:
             with contextlib.suppress(NotFound):
                 await inst.driver.unload(qualified)
-        self._actual.get(iid, {}).pop(qualified, None)
-        await self.store.delete(keys.placement(iid, qualified), expected_revision=revision)
         self.metrics.eviction(qualified)
         log.info("unloaded %s from %s", qualified, iid)
 
@@ -351,7 +373,7 @@ class PlacementService:
 
         name = PROFILE_NAME_PREFIX + record.qualified_name
         size = self._model_bytes(record)
-        plan = choose_profiling_instance(size, self._snapshot(), instance_class)
+        plan = choose_profiling_instance(size, self._snapshot(), instance_class, record.platform)
         if not plan.placed:
             # no room to profile is not the model's fault: serve it, seed from live timings
             log.warning("not profiling %s: %s", record.qualified_name, plan.reason)

@@ -12,6 +12,7 @@ Every call carries the instance credential, when one is set, as the header Trito
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -36,7 +37,22 @@ from kserve.errors import (
 )
 from kserve.restricted import InstanceCredential
 from kserve.tensors import TIMEOUT_HEADER
-from placement.driver import InferTiming, InstanceDriver, InstanceInfo, ModelState
+from placement.backends import (
+    PROBED_BACKENDS,
+    Backends,
+    adapt_onnx,
+    backend_missing,
+    platform_of,
+    probe_load,
+)
+from placement.driver import (
+    InferTiming,
+    InstanceDriver,
+    InstanceInfo,
+    ModelState,
+    ServedModel,
+    reported_memory_bytes,
+)
 from placement.http_hop import HopError, HttpHop
 
 log = logging.getLogger(__name__)
@@ -56,6 +72,16 @@ _GRPC_STATUS = {c.name: c for c in grpc.StatusCode}
 _RESTRICTED = "is restricted, expecting header"
 # what grpc itself says when the call's own deadline passed (no answer from the instance)
 _CLIENT_DEADLINE = "Deadline Exceeded"
+# Triton's per-GPU gauge on its metrics endpoint (absent on a CPU-only server)
+_GPU_MEMORY_USED = "nv_gpu_memory_used_bytes"
+PROBE_TIMEOUT_S = 10.0
+
+
+def gpu_memory_used(metrics_text: str) -> int | None:
+    """The bytes in use over every GPU a Triton's Prometheus text reports, None without GPUs."""
+    values = [float(line.rpartition(" ")[2]) for line in metrics_text.splitlines()
+              if line.startswith(_GPU_MEMORY_USED + "{") or line.startswith(_GPU_MEMORY_USED + " ")]
+    return int(sum(values)) if values else None
 
 
 def _status_of(exc: InferenceServerException) -> grpc.StatusCode | None:
@@ -117,14 +143,29 @@ class TritonDriver(InstanceDriver):
         )
         # the infer hot path: a bare keep-alive pool costs a fraction of httpx's or aiohttp's CPU
         self._hop = HttpHop(info.http_url, headers=http_headers)
+        # read once per (re)appearance of the server by probe loads (placement/backends.py)
+        self._backends: Backends | None = None
+        self._probing = asyncio.Lock()
+        self._warned_strict = False
 
     # ---- control ---------------------------------------------------------------------
 
     async def is_ready(self) -> bool:
         try:
-            return bool(await self._client.is_server_ready(headers=self._headers, client_timeout=2.0))
+            if await self._client.is_server_ready(headers=self._headers, client_timeout=2.0):
+                self._warned_strict = False
+                return True
+            live = await self._client.is_server_live(headers=self._headers, client_timeout=2.0)
         except (InferenceServerException, grpc.RpcError):
             return False
+        if live and not self._warned_strict:
+            # Triton's default --strict-readiness=true: one model that failed to load (a backend
+            # probe, a tenant's broken model) makes the whole server "not ready" for good
+            self._warned_strict = True
+            log.warning("instance %s is live but not ready; a Triton stays not ready after any failed "
+                        "load unless started with --strict-readiness=false, which inferplex needs "
+                        "(it tracks each model's readiness itself)", self.info.instance_id)
+        return False
 
     async def index(self) -> list[ModelState]:
         try:
@@ -135,6 +176,15 @@ class TritonDriver(InstanceDriver):
         return [ModelState(m.name, m.version, m.state, m.reason) for m in resp.models]
 
     async def load(self, name: str, config: dict[str, Any], files: dict[str, bytes]) -> float:
+        """Loads the model as given where the server has its backend; an ONNX model on a
+        Triton with only the Python backend goes through inferplex's adapter."""
+        platform = platform_of(config)
+        backends = await self.backends() if platform else None
+        if backends is not None and not backends.native(platform):
+            if not backends.adapted(platform):
+                raise InvalidArgument(f"instance {self.info.instance_id} cannot load {name}: it has no "
+                                      f"backend for {platform} models")
+            config, files = adapt_onnx(config, files)
         started = time.perf_counter()
         try:
             await self._client.load_model(
@@ -145,6 +195,39 @@ class TritonDriver(InstanceDriver):
         except InferenceServerException as exc:
             raise _map_error(exc, self.info.instance_id, f"loading {name}", load=True) from exc
         return time.perf_counter() - started
+
+    async def backends(self) -> Backends | None:
+        """Which of inferplex's backends the server has (probed once; None while it cannot
+        be asked)."""
+        async with self._probing:
+            if self._backends is None:
+                present = await asyncio.gather(*(self._has_backend(b) for b in PROBED_BACKENDS))
+                if None not in present:
+                    self._backends = Backends(frozenset(b for b, has in zip(PROBED_BACKENDS, present,
+                                                                              strict=True) if has))
+                    log.info("instance %s has backends %s", self.info.instance_id,
+                             sorted(self._backends.present))
+            return self._backends
+
+    def forget_backends(self) -> None:
+        """The server (re)appeared: it may be another build, so probe again."""
+        self._backends = None
+
+    async def _has_backend(self, backend: str) -> bool | None:
+        name, config, files = probe_load(backend)
+        try:
+            await self._client.load_model(name, config=json.dumps(config),
+                                          files={f"file:{p}": d for p, d in files.items()},
+                                          headers=self._headers, client_timeout=PROBE_TIMEOUT_S)
+        except InferenceServerException as exc:
+            refusal = exc.message() or str(exc)
+            if _status_of(exc) == grpc.StatusCode.UNAVAILABLE or _RESTRICTED in refusal:
+                log.warning("cannot probe %s for backend %s: %s", self.info.instance_id, backend, refusal)
+                return None
+            return not backend_missing(refusal)
+        # a probe that loaded (it should not): the backend is there; don't leave it behind
+        await self.unload(name)
+        return True
 
     async def unload(self, name: str) -> None:
         try:
@@ -158,6 +241,28 @@ class TritonDriver(InstanceDriver):
                 name or "", headers=self._headers, as_json=True, client_timeout=self.timeout_s)
         except InferenceServerException as exc:
             raise _map_error(exc, self.info.instance_id, "reading statistics") from exc
+
+    async def model_ready(self, name: str, version: str = "") -> bool:
+        try:
+            return bool(await self._client.is_model_ready(name, version, headers=self._headers,
+                                                          client_timeout=self.timeout_s))
+        except InferenceServerException as exc:
+            raise _map_error(exc, self.info.instance_id, f"asking whether {name} is ready") from exc
+
+    async def served_models(self, confirm_ready: bool = True) -> list[ServedModel]:
+        """Every model version in the statistics of all loaded models (Triton drops a model
+        from them once unloaded), each confirmed by its own ready call unless
+        ``confirm_ready`` is False. Both are trustworthy on Triton and the worker alike; the
+        index is not (Triton lists only its repository directory's models, never those loaded
+        with ``file:`` overrides, which is how the control plane loads)."""
+        entries = (await self.statistics()).get("model_stats") or []
+        rows = [(str(e["name"]), str(e.get("version") or "")) for e in entries]
+        if confirm_ready:
+            ready = await asyncio.gather(*(self.model_ready(n, v) for n, v in rows))
+        else:
+            ready = [True] * len(rows)
+        return [ServedModel(n, v, reported_memory_bytes(e))
+                for (n, v), e, ok in zip(rows, entries, ready, strict=True) if ok]
 
     async def infer_arrays(
         self, name: str, inputs: dict[str, np.ndarray], output_names: list[str] | None = None,
@@ -216,20 +321,24 @@ class TritonDriver(InstanceDriver):
         return status, out, out_headers
 
     async def memory_used(self) -> int | None:
-        """The embedded worker's own memory report, if it has one (Triton doesn't)."""
+        """The embedded worker's own memory report, else a Triton's GPU memory in use from
+        its metrics endpoint (when registered with one); None on a CPU-only Triton, whose
+        metrics only give the whole machine's memory, which says nothing about its models."""
         try:
             resp = await self._http.get("/v2/inferplex/memory", timeout=2.0)
-        except httpx.TransportError:
+            if resp.status_code == 200:
+                return int(resp.json()["used_bytes"])
+            if self.info.metrics_url:
+                resp = await self._http.get(self.info.metrics_url, timeout=2.0)
+                if resp.status_code == 200:
+                    return gpu_memory_used(resp.text)
+        except (httpx.TransportError, ValueError, KeyError, TypeError):
             return None
-        if resp.status_code != 200:
-            return None
-        try:
-            return int(resp.json()["used_bytes"])
-        except (ValueError, KeyError, TypeError):
-            return None
+        return None
 
     async def close(self) -> None:
         await self._http.aclose()
         self._hop.close()
         await self._channel.close()
         await self._client.close()
+

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from kserve.errors import DeadlineExceeded, InferplexError, InvalidArgument
-from placement.driver import InstanceDriver
+from placement.driver import InstanceDriver, reported_memory_bytes
 from profiler.feed import model_entries, phases_ns
 from profiler.inputs import (  # re-exported: callers and tests import them from here
     DYNAMIC_SIZES,
@@ -91,9 +91,7 @@ def memory_from_statistics(stats: dict[str, Any], name: str) -> int | None:
     entries = model_entries(stats, name)
     if not entries:
         return None
-    usage = entries[0].get("memory_usage") or []
-    sizes = [int(u.get("byte_size", 0)) for u in usage if isinstance(u, dict)]
-    return sum(sizes) if sizes else None
+    return reported_memory_bytes(entries[0])
 
 
 def compute_ns(stats: dict[str, Any], name: str) -> int | None:

@@ -30,6 +30,8 @@ class InstanceView(BaseModel):
     reported_used_bytes: int | None = Field(
         None, description="what the instance itself reports, if it can (inferplex worker does)")
     models: list[LoadedModel]
+    platforms: list[str] | None = Field(
+        None, description="model platforms it can serve (probed from its backends; null until known)")
 
 
 class RegisterInstance(BaseModel):
@@ -37,6 +39,9 @@ class RegisterInstance(BaseModel):
     grpc_url: str = Field(description="host:port of the instance's v2 gRPC endpoint")
     memory_bytes: int = Field(gt=0, description="memory inferplex may fill with models on it")
     instance_class: str = Field("cpu", description="hardware class; profiles are kept per class")
+    metrics_url: str | None = Field(
+        None, description="a Triton's Prometheus endpoint (its --metrics-port), e.g. "
+        "http://10.0.0.5:8002/metrics: with it, a model's GPU memory is measured around its load")
 
 
 async def _views(services: ServicesDep) -> list[InstanceView]:
@@ -52,6 +57,7 @@ async def _views(services: ServicesDep) -> list[InstanceView]:
             healthy=inst.healthy, memory_bytes=inst.record.memory_bytes,
             used_bytes=services.placement.used_bytes(iid), reported_used_bytes=reported,
             models=[LoadedModel(name=q, version=p.version, bytes=p.bytes) for q, p in sorted(held.items())],
+            platforms=sorted(inst.platforms) if inst.platforms is not None else None,
         ))
     return views
 
@@ -64,7 +70,8 @@ async def list_instances(_: AdminDep, services: ServicesDep) -> list[InstanceVie
 @router.post("", status_code=201, summary="Register an external instance (e.g. a Triton server) by URL")
 async def register_instance(body: RegisterInstance, _: AdminDep, services: ServicesDep) -> InstanceView:
     rec = await services.instances.register(body.http_url, body.grpc_url, body.memory_bytes,
-                                            instance_class=body.instance_class)
+                                            instance_class=body.instance_class,
+                                            metrics_url=body.metrics_url)
     await services.placement.resync()
     return next(v for v in await _views(services) if v.instance_id == rec.instance_id)
 

@@ -23,13 +23,16 @@ class Driver:
         self.loads.append(name)
         return 0.0
 
+    async def statistics(self, name: str | None = None) -> dict[str, Any]:
+        return {"model_stats": []}  # reports no memory: the profile or the estimate counts
+
 
 class Instances:
     def __init__(self, *ids: str) -> None:
         self._by_id = {
             iid: SimpleNamespace(
                 record=SimpleNamespace(instance_id=iid, memory_bytes=1 << 30, instance_class="cpu"),
-                driver=Driver(), healthy=True)
+                driver=Driver(), healthy=True, platforms=None)
             for iid in ids
         }
 
@@ -50,7 +53,7 @@ class Catalog:
 
 def _record(version: int) -> Any:
     return SimpleNamespace(qualified_name=Q, version=version, size_bytes=10, profile=None,
-                           tenant="acme", name="m", status="ready")
+                           tenant="acme", name="m", status="ready", platform="onnxruntime_onnx")
 
 
 def _service(instances: Instances) -> PlacementService:
