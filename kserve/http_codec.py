@@ -56,7 +56,7 @@ def _split(body: bytes, header_length: int | None, what: str,
             if header_length is None
             else ""
         )
-        raise InvalidArgument(f"failed to parse the {what} JSON: {exc}{hint}") from None
+        raise InvalidArgument(f"failed to parse the {what} JSON buffer: {exc}{hint}") from None  # Triton's words
     if not isinstance(obj, dict):
         raise InvalidArgument(f"the {what} JSON must be an object, got {type(obj).__name__}")
     return obj, tail

@@ -123,10 +123,10 @@ def check_header(
     before anything is allocated for it."""
     if not isinstance(name, str) or not name:
         raise InvalidArgument(f"every {what} needs a non-empty string 'name'")
-    if not is_v2_datatype(datatype):
-        raise InvalidArgument(
-            f"{what} '{name}' has unknown datatype {datatype!r}; use one of {SUPPORTED}"
-        )
+    if datatype is None:
+        raise InvalidArgument(f"{what} '{name}' has no 'datatype'; give one of {SUPPORTED}")
+    if not is_v2_datatype(datatype):  # Triton's words first, then what to send instead
+        raise InvalidArgument(f"invalid datatype for {what} {name}: {datatype!r}; use one of {SUPPORTED}")
     if isinstance(shape, (list, tuple)) and len(shape) > MAX_DIMS:
         raise InvalidArgument(
             f"{what} '{name}' has {len(shape)} dimensions in its shape; at most {MAX_DIMS} "

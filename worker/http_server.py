@@ -114,7 +114,9 @@ class WorkerHttpApp:
                 if rest == "":
                     return _json(svc.model_metadata(name, version))
                 if rest == "/ready":
-                    return Reply(200 if svc.repository.is_ready(name, version) else 400, b"")
+                    if svc.repository.is_ready(name, version):
+                        return Reply(200, b"")
+                    return _json({"error": "Model version not ready"}, 400)  # Triton's body
                 if rest == "/config":
                     return _json(to_json(svc.model_config(name, version)))
                 if rest == "/stats":

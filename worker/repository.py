@@ -171,9 +171,7 @@ class ModelRepository:
         async with self._lock:
             entry = self.entries.get(name)
             if entry is None:
-                if name in self.directory_models():
-                    return  # Triton answers success for a known, not loaded model
-                raise NotFound(f"failed to unload '{name}', no version is available")
+                return  # Triton answers success for any model that is not loaded, known or not
             old = entry.model
             entry.model, entry.state, entry.reason = None, UNAVAILABLE, "unloaded"
             if old is not None:

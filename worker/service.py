@@ -111,17 +111,14 @@ class WorkerService:
         return started.respond(outputs, timing)
 
     def _admit(self, request: InferRequest | PendingRequest, timeout_s: float | None) -> _Started:
-        """Resolve and check the request and fix its deadline; a refused request counts
-        as a failure."""
+        """Resolve and check the request and fix its deadline. A request refused here is
+        not counted as a failure: Triton's statistics count only requests that reached the
+        model (its own checks refuse before that)."""
         received = time.monotonic_ns()
         model, loaded = self.repository.get(request.model_name, request.model_version)
-        try:
-            checked = check_request(model.spec, request)
-            limit_s = min(self.max_exec_s, timeout_s if timeout_s is not None else math.inf,
-                          request_timeout_s(request))
-        except InferplexError:
-            loaded.stats.record_failure(time.monotonic_ns() - received)
-            raise
+        checked = check_request(model.spec, request)
+        limit_s = min(self.max_exec_s, timeout_s if timeout_s is not None else math.inf,
+                      request_timeout_s(request))
         return _Started(request, model.spec, loaded, checked, received, received + int(limit_s * 1e9))
 
     # ------------------------------------------------------------------ repository
@@ -148,7 +145,7 @@ class WorkerService:
         ``memory_usage`` carrying the model's accounted bytes the way Triton reports
         its memory: ``{"type": "CPU"|"GPU", "id": device, "byte_size": n}``."""
         if name:
-            model, loaded = self.repository.get(name, version)
+            model, loaded = self._stats_target(name, version)
             chosen = [loaded.version] if version else sorted(model.versions)
             return [self._version_stats(name, model, v) for v in chosen]
         if version:
@@ -159,6 +156,16 @@ class WorkerService:
             if model is not None:
                 entries.extend(self._version_stats(entry_name, model, v) for v in sorted(model.versions))
         return entries
+
+    def _stats_target(self, name: str, version: str) -> tuple[LoadedModel, LoadedVersion]:
+        """The model a statistics request names; Triton refuses an unknown one as invalid,
+        in words of its own (not the 404 of the other model endpoints)."""
+        try:
+            return self.repository.get(name, version)
+        except NotFound:
+            if self.repository.is_ready(name):
+                raise InvalidArgument(f"requested model version is not available for model '{name}'") from None
+            raise InvalidArgument(f"requested model '{name}' is not available") from None
 
     def _version_stats(self, name: str, model: LoadedModel, version: int) -> dict[str, Any]:
         stats = model.versions[version].stats.json(name, str(version))

@@ -109,6 +109,7 @@ class ModelStats:
                 "cache_hit": zero,
                 "cache_miss": zero,
             },
+            "response_stats": {},  # Triton's per-response (decoupled) statistics: none here
             "batch_stats": [
                 {"batch_size": size, "compute_input": b.compute_input.json(),
                  "compute_infer": b.compute_infer.json(), "compute_output": b.compute_output.json()}

@@ -1,5 +1,6 @@
 """pytest fixtures for real NVIDIA Triton (registered in tests/conftest.py via pytest_plugins).
 
+``triton_and_worker``: both servers for the differential suites (session-wide).
 ``make_triton``: a factory for servers private to one test (stopped after it, however it
 ends). Modules that share one server among their tests use ``run_triton`` in a
 module-scoped fixture of their own, after ``require_triton()``. Both skip, with the
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.procs import LoopbackServer
 from tests.support.triton import TritonServer, run_triton, triton_unavailable
 
 
@@ -37,3 +39,15 @@ def make_triton(tmp_path: Path) -> Iterator[Callable[..., TritonServer]]:
             return started[-1]
 
         yield make
+
+
+@pytest.fixture(scope="session")
+def triton_and_worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, LoopbackServer]]:
+    """Real Triton and an ``inferplex worker`` serving the same ``simple`` and
+    ``simple_string`` (tests/support/conformance.py), shared by the conformance modules:
+    tests that load, unload or count use models of their own names."""
+    require_triton()
+    from tests.support.conformance import serving_pair  # imports the worker's test models
+
+    with serving_pair(tmp_path_factory.mktemp("conformance")) as servers:
+        yield servers

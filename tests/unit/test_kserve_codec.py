@@ -290,8 +290,8 @@ def test_http_bad_json_says_so() -> None:
     ("tensor", "fix"),
     [
         ({"datatype": "FP32", "shape": [1], "data": [1]}, "non-empty string 'name'"),
-        ({"name": "X", "shape": [1], "data": [1]}, "unknown datatype None; use one of BOOL"),
-        ({"name": "X", "datatype": "FLOAT", "shape": [1], "data": [1]}, "unknown datatype 'FLOAT'"),
+        ({"name": "X", "shape": [1], "data": [1]}, "has no 'datatype'; give one of BOOL"),
+        ({"name": "X", "datatype": "FLOAT", "shape": [1], "data": [1]}, "invalid datatype for input X: 'FLOAT'; use one of BOOL"),
         ({"name": "X", "datatype": "FP32", "data": [1]}, "'shape' as a list of integers"),
         ({"name": "X", "datatype": "FP32", "shape": [1, -1], "data": [1]}, "negative dimension"),
         ({"name": "X", "datatype": "FP32", "shape": [1]}, "neither 'data' nor"),

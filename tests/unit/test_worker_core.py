@@ -56,7 +56,9 @@ def test_valid_request_gives_inputs_outputs_and_batch_size() -> None:
      "inference input 'INPUT1' data-type is 'FP32', but model 'simple' expects 'INT32'"),
     ([_t("INPUT0", [1, 16]), _t("INPUT1", [1, 8])],
      "unexpected shape for input 'INPUT1' for model 'simple'. Expected [-1,16], got [1,8]"),
-    ([_t("INPUT0", [16]), _t("INPUT1", [16])], "Expected [-1,16], got [16]"),
+    # Triton reads a missing batch dimension's first dimension as the batch size
+    ([_t("INPUT0", [16]), _t("INPUT1", [16])], "batch-size must be <= 8 for 'simple'"),
+    ([_t("INPUT0", [4]), _t("INPUT1", [4])], "Expected [-1,16], got [4]. NOTE: Setting a non-zero max_batch_size"),
     ([_t("INPUT0", [2, 16]), _t("INPUT1", [3, 16])], "batch size does not match"),
     ([_t("INPUT0", [9, 16]), _t("INPUT1", [9, 16])], "batch-size must be <= 8 for 'simple'"),
     ([_t("INPUT0", [0, 16]), _t("INPUT1", [0, 16])], "at least 1"),
