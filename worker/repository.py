@@ -63,6 +63,8 @@ class ModelEntry:
     state: str = UNAVAILABLE
     reason: str = ""
     model: LoadedModel | None = None
+    # the versions an unload took away: Triton's index keeps a row for each ("unloaded")
+    unloaded_versions: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +132,8 @@ class ModelRepository:
                     rows.append(IndexRow(name, str(v), UNAVAILABLE, reason) if reason and not ready_only
                                 else IndexRow(name, str(v), entry.state, entry.reason))
             elif not ready_only:
-                rows.append(IndexRow(name, "", entry.state, entry.reason))
+                rows.extend(IndexRow(name, str(v) if v else "", entry.state, entry.reason)
+                            for v in entry.unloaded_versions or (0,))
         return rows
 
     # ------------------------------------------------------------------ load / unload
@@ -159,7 +162,7 @@ class ModelRepository:
             # the new one, never a half-torn one. Requests already running hold their own
             # LoadedVersion; the old runtimes go when the last of them finishes.
             self.budget.charge(name, model.charged_bytes)  # replaces the previous charge
-            entry.model, entry.state, entry.reason = model, READY, ""
+            entry.model, entry.state, entry.reason, entry.unloaded_versions = model, READY, "", ()
             if previous is not None:
                 await asyncio.to_thread(_close_model, previous)
             log.info("loaded '%s' versions %s in %.3fs, charged %d bytes (%d of %d used)",
@@ -174,6 +177,7 @@ class ModelRepository:
                 return  # Triton answers success for any model that is not loaded, known or not
             old = entry.model
             entry.model, entry.state, entry.reason = None, UNAVAILABLE, "unloaded"
+            entry.unloaded_versions = tuple(sorted(old.versions)) if old is not None else entry.unloaded_versions
             if old is not None:
                 self.budget.release(name)
                 await asyncio.to_thread(_close_model, old)
