@@ -291,9 +291,13 @@ class PlacementReconciler:
             if p.instance_id in {i.record.instance_id for i in self.instances.list()}:
                 # lost on a live instance, unless its key went meanwhile (an unload deletes the
                 # key before it unloads): then nothing was lost
-                kv = await self.store.get(keys.placement(p.instance_id, p.qualified))
+                key = keys.placement(p.instance_id, p.qualified)
+                kv = await self.store.get(key)
                 if kv is None or kv.revision != p.revision:
                     return
+                # dropped first, so every replica (through its watch) stops routing there,
+                # even one that never saw the instance go down and resynced nothing
+                await self.store.delete(key, expected_revision=p.revision)
                 self.placement.forget(p.instance_id, p.qualified)
                 log.warning("instance %s lost %s v%s: placing it again", p.instance_id, p.qualified,
                             p.version)
