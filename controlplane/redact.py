@@ -105,8 +105,12 @@ class Redactor:
         if public == message and status < 500:
             return message
         rid = request_id()
-        log.warning("request %s (tenant %s): answered %d: %s", rid, caller.tenant if caller else "-",
-                    status, message)
+        # withheld words are kept in the log under the request id; a 5xx shown whole (a
+        # refusal for capacity, a drop at the deadline: thousands a second under overload,
+        # counted in /metrics) is logged only at debug level
+        log.log(logging.WARNING if public != message else logging.DEBUG,
+                "request %s (tenant %s): answered %d: %s", rid, caller.tenant if caller else "-",
+                status, message)
         return f"{public} (request id {rid})"
 
     def error(self, exc: InferplexError, keep: Collection[str] = ()) -> InferplexError:
