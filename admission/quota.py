@@ -79,6 +79,17 @@ class TenantQuota:
 
     def try_acquire(self, now: float) -> QuotaRefusal | None:
         """Take a token and a concurrency place, or say which quota refuses and when to retry."""
+        refusal = self.check(now)
+        if refusal is not None:
+            return refusal
+        if self._bucket is not None:
+            self._bucket.take(now)
+        self.in_flight += 1
+        return None
+
+    def check(self, now: float) -> QuotaRefusal | None:
+        """What ``try_acquire`` would refuse now, taking nothing: a tenant over its quota is
+        answered before its request is read any further."""
         cap = self.policy.max_concurrent
         if cap is not None and self.in_flight >= cap:
             return QuotaRefusal(
@@ -86,11 +97,10 @@ class TenantQuota:
         if self._bucket is None and self.policy.rate_per_s is not None:
             self._bucket = TokenBucket(self.policy.rate_per_s, _burst(self.policy), now)
         bucket = self._bucket
-        if bucket is not None and not bucket.take(now):
+        if bucket is not None and bucket.tokens(now) < 1.0 - 1e-9:
             return QuotaRefusal(
                 f"rate quota exceeded: {bucket.rate_per_s:g} requests/s with bursts of {bucket.burst}",
                 bucket.seconds_until_token(now))
-        self.in_flight += 1
         return None
 
     def release(self) -> None:

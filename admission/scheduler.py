@@ -168,6 +168,15 @@ class Scheduler:
         self._count(req, "admitted")
         return None
 
+    def quota_refusal(self, tenant: str, model: str, request_id: str, now: float) -> Refuse | None:
+        """The refusal ``admit`` would give now for the tenant's quota, counted, without
+        taking a token: the shell asks before it reads a request's body."""
+        refusal = self._quota(tenant).check(now)
+        if refusal is None:
+            return None
+        self._decisions[(tenant, model, "quota")] += 1
+        return Refuse(request_id, "quota", refusal.message, refusal.retry_after_s)
+
     def predict(self, req: PendingRequest, now: float) -> Prediction:
         """Predicted wait, load and execute time of a new interactive request (the best
         instance holding its model; the best instance class when none does)."""

@@ -214,6 +214,8 @@ class Gateway:
         try:
             rec = self.resolve(principal, name, version)
             qualified, label = rec.qualified_name, rec.name
+            if self.scheduled is not None:
+                self.scheduled.refuse_over_quota(rec, tenant)
             # before a cold load, and before the parses below (the instance checks it again)
             check_json(_json_part(body, headers), "request", self.settings.max_json_values,
                        "INFERPLEX_MAX_JSON_VALUES")
@@ -318,6 +320,8 @@ class Gateway:
         try:
             rec = self.resolve(principal, name, request.model_version)
             qualified, label = rec.qualified_name, rec.name
+            if self.scheduled is not None:
+                self.scheduled.refuse_over_quota(rec, tenant)
             loading = time.monotonic()
             driver = await self.placement.ensure_loaded(rec)
             loading = time.monotonic() - loading

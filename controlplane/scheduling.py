@@ -119,6 +119,8 @@ class ScheduledForwarding:
                               config or SchedulerConfig(default_exec_s=0.0))
         self.shell = SchedulingShell(self.core, self._run_batch)
         self._models: set[str] = set()
+        self._slots: list[InstanceSlot] | None = None  # what the core was last given
+        self._seeded: set[tuple[str, str]] = set()  # (model key, instance class)
 
     async def close(self) -> None:
         await self.shell.close()
@@ -132,6 +134,14 @@ class ScheduledForwarding:
             {(("tenant", t), ("model", m), ("reason", r)): n for (t, m, r), n in self.core.decisions().items()})
 
     # ---- arrival ------------------------------------------------------------------------
+
+    def refuse_over_quota(self, rec: ModelRecord, tenant: str) -> None:
+        """Raises the quota's 429 for a tenant over it, before its request is parsed or its
+        model loaded: under a flood, the refusals must cost the least they can."""
+        self._apply_policy(tenant)
+        refusal = self.core.quota_refusal(tenant, model_key(rec), "", time.monotonic())
+        if refusal is not None:
+            raise refusal.error()
 
     def _pending(self, rec: ModelRecord, driver: Any, tenant: str, arrival: float,
                  client_timeout_s: float | None, caller: CallerRequest | None,
@@ -152,7 +162,11 @@ class ScheduledForwarding:
         batchable = caller is not None and rec.max_batch_size > 0
         rows = caller.rows if batchable and caller is not None else 1
         elements = _elements(caller)
-        self.predict(rec, driver, rows, elements)  # seeds this replica's predictor if it must
+        seed = (key, driver.info.instance_class)
+        if seed not in self._seeded:  # seeds this replica's predictor from the stored profile
+            self.predict(rec, driver, rows, elements)
+            if seed[1] in ((rec.profile or {}).get("classes") or {}):
+                self._seeded.add(seed)
         return PendingRequest(
             id=rid, tenant=tenant, model=key, display_name=rec.name, arrival_s=arrival,
             deadline_s=deadline, rows=rows, merge_key=caller.key if batchable and caller else ("alone", rid),
@@ -199,7 +213,10 @@ class ScheduledForwarding:
             slots.append(InstanceSlot(iid, inst.record.instance_class,
                                       frozenset(f"{q}@{v}" for q, v in held.items()),
                                       capacity=self.slots_per_instance))
-        self.core.set_instances(slots)
+        # read on every arrival, changed rarely: the core re-indexes only on a change
+        if slots != self._slots:
+            self.core.set_instances(slots)
+            self._slots = slots
 
     async def http(self, rec: ModelRecord, driver: Any, tenant: str, arrival: float, body: bytes,
                    headers: Mapping[str, str], loading_s: float = 0.0) -> HttpAnswer:

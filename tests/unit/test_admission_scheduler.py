@@ -233,6 +233,20 @@ def test_quota_refusals_carry_retry_after_and_concurrency_frees_on_answer() -> N
     assert s.decisions()[("t", "m", "quota")] == 2
 
 
+def test_the_quota_can_be_asked_before_a_request_is_read_and_asking_takes_nothing() -> None:
+    s = make({"m": 0})
+    s.set_policy("t", TenantPolicy(rate_per_s=2.0, burst=1))
+    assert s.quota_refusal("t", "m", "q0", 0.0) is None
+    assert s.quota_refusal("t", "m", "q1", 0.0) is None  # asking twice took no token
+    assert s.admit(req("r1", deadline=1.0), 0.0) is None
+    early = s.quota_refusal("t", "m", "q2", 0.1)
+    assert early is not None and early.reason == "quota" and "rate quota" in early.message
+    assert early.retry_after_s == pytest.approx(0.4)
+    assert s.quota_refusal("other", "m", "q3", 0.1) is None  # another tenant's own bucket
+    assert s.quota_refusal("t", "m", "q4", 0.5) is None
+    assert s.decisions()[("t", "m", "quota")] == 1
+
+
 def test_a_cancelled_request_leaves_the_queue_and_a_dispatched_one_cannot_be_cancelled() -> None:
     s = make({"m": 8})
     for rid in ("a", "b", "c"):
