@@ -79,13 +79,35 @@ def _request(artifact: ModelArtifact, rng: np.random.Generator) -> dict[str, np.
     return {inp["name"]: rng.standard_normal([1, *dims]).astype(np.float32)}
 
 
-def mixed_models() -> list[BenchModel]:
-    """Eight models from ~2 us to ~10 ms of execute time at batch 1."""
-    arts = [test_models.identity("FP32")("identity"), test_models.mlp_onnx("mlp"), test_models.cnn_onnx("cnn"),
-            test_models.wide_onnx("wide"), dense_stack("dense80", 80), dense_stack("dense200", 200),
-            dense_stack("dense400", 400), dense_stack("dense700", 700)]
+def _bench_model(artifact: ModelArtifact, rng: np.random.Generator) -> BenchModel:
+    return BenchModel(artifact.config["name"], artifact, _request(artifact, rng),
+                      min(8, artifact.config["max_batch_size"]))
+
+
+def tiny_models() -> list[BenchModel]:
+    """The test models, ~2-350 us at batch 1: below what the control plane spends per request
+    (~1.2 ms of CPU on its core here), so a load of them saturates the gateway's core, not
+    the instance's."""
     rng = np.random.default_rng(0)
-    return [BenchModel(a.config["name"], a, _request(a, rng), min(8, a.config["max_batch_size"])) for a in arts]
+    arts = [test_models.identity("FP32")("identity"), test_models.mlp_onnx("mlp"), test_models.cnn_onnx("cnn"),
+            test_models.wide_onnx("wide")]
+    return [_bench_model(a, rng) for a in arts]
+
+
+DENSE_LAYERS = (40, 80, 140, 200, 300, 400, 550, 700)
+
+
+def mixed_models() -> list[BenchModel]:
+    """Eight models from ~0.6 to ~10 ms of execute time at batch 1 (``dense_stack`` depths):
+    the instance saturates at ~170 req/s, so 2x its capacity is a load the control plane's
+    core still carries beside the driver, and the benchmark measures the scheduler's
+    decisions about instance time, not a gateway starved of CPU."""
+    rng = np.random.default_rng(0)
+    return [_bench_model(dense_stack(f"dense{n}", n), rng) for n in DENSE_LAYERS]
+
+
+def all_models() -> list[BenchModel]:
+    return tiny_models() + mixed_models()
 
 
 def calibrate_slos(bench_models: Sequence[BenchModel], *, factor: float = 5.0, overhead_ms: float = 2.0,

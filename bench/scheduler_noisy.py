@@ -28,7 +28,7 @@ from bench._common import pyplot
 
 SERVICES = ("scheduler", "pass-through")
 PHASES = ("B alone", "B with A at 10x its quota")
-MODELS = ("mlp", "cnn", "dense80", "dense200")
+MODELS = ("dense40", "dense140", "dense300", "dense550")
 
 
 def _plot(records: dict[tuple[str, str], list[loadgen.Record]], path: Path) -> None:

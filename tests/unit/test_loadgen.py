@@ -211,7 +211,9 @@ async def test_requests_are_sent_on_schedule_not_after_answers(kind: loadgen.Cli
     # a closed loop is off by >= 0.5 s from the second request on; the slack is for a loaded CI machine
     assert np.max(np.abs(arrivals - np.asarray(schedule))) < 0.4
     assert result.peak_in_flight == 20
-    s = result.summary(slo_ms=1000)
+    # an SLO as generous as the latency bound below: on a loaded 2-core CI machine the gRPC
+    # server in this same event loop has answered half the requests past 1 s
+    s = result.summary(slo_ms=2000)
     assert (s.offered, s.sent, s.ok, s.ok_within_slo, s.not_sent) == (20, 20, 20, 20, 0)
     assert all(0.45 < (r.latency_s or 0) < 2.0 for r in result.records)
     assert s.lateness_p99_ms is not None and s.lateness_p99_ms < 50
