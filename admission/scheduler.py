@@ -229,7 +229,8 @@ class Scheduler:
                           within: bool = within) -> bool:
                 return tenant == req.tenant or not within or iq.within_share(tenant, floor, slack)
 
-            cost = self._queued_cost(req, iq.slot.instance_class) / len(holders)
+            queued = self._by_model.get(req.model, {}).get(req.merge_key, ())
+            cost = self._queued_cost(req, iq.slot.instance_class, len(queued) + 1) / len(holders)
             end = iq.edf.first_broken(key, cost, now + iq.wait_s(now), protected)
             if end is not None:
                 return end
@@ -378,13 +379,22 @@ class Scheduler:
         self._count(req, reason)
         return Refuse(req.id, reason, message, retry_after_s)  # type: ignore[arg-type]
 
-    def _queued_cost(self, req: PendingRequest, instance_class: str) -> float:
-        """Seconds of an instance's time a queued request is predicted to take: its rows'
-        part of a full batch for models that batch (under load, batches fill)."""
+    def _queued_cost(self, req: PendingRequest, instance_class: str, position: int) -> float:
+        """Seconds of an instance's time a queued request is predicted to add: what it adds
+        to the batch it will likely join, the ``position``-th queued (from 1) of its model
+        and merge key, batches filling in turn. The first of a batch pays a whole execution
+        (and the dispatch's round trip); the next ones only what their rows add. Counting
+        every request as its share of a full batch would hold short queues, where batches
+        stay small, to a fraction of what they take, and admit work that then misses."""
         b = self._models[req.model].max_batch_size
         if b <= 1:
             return self._exec(req.model, instance_class, req.rows, req.work)[0]
-        return self._exec(req.model, instance_class, b, req.work)[0] * req.rows / b
+        per_batch = max(1, b // req.rows)
+        k = (position - 1) % per_batch + 1  # its place in the batch it joins
+        full = self._exec(req.model, instance_class, k * req.rows, req.work)[0]
+        if k == 1:
+            return full
+        return max(0.0, full - self._exec(req.model, instance_class, (k - 1) * req.rows, req.work)[0])
 
     def _attribute(self, e: Queued) -> None:
         """Index a queued request on every instance holding its model."""
@@ -406,7 +416,7 @@ class Scheduler:
         soonest = math.inf
         for iq in holders:
             cls = iq.slot.instance_class
-            e.costs[iq.instance_id] = cost = self._queued_cost(req, cls) / len(holders)
+            e.costs[iq.instance_id] = cost = self._queued_cost(req, cls, len(lst)) / len(holders)
             iq.add(req.tenant, e.key, cost, self.config.idle_credit_s)
             soonest = min(soonest, self._exec_bound(req.model, cls, req.rows, req.work))
             self._ready[iq.instance_id] = None

@@ -233,6 +233,16 @@ def test_quota_refusals_carry_retry_after_and_concurrency_frees_on_answer() -> N
     assert s.decisions()[("t", "m", "quota")] == 2
 
 
+def test_a_queued_request_counts_what_it_adds_to_the_batch_it_will_join() -> None:
+    s = make({"m": 8})
+    s.admit(req("running", deadline=1.0, key="k"), 0.0)
+    s.schedule(0.0)  # 3 ms in flight
+    s.admit(req("first", deadline=1.0, key="k"), 0.0)  # opens the next batch: a whole 3 ms
+    s.admit(req("second", deadline=1.0, key="k"), 0.0)  # joins it: 1 ms more (4 ms for two)
+    probe = req("probe", deadline=2.0, key="other")
+    assert s.predict(probe, 0.0).queue_s == pytest.approx(0.003 + 0.003 + 0.001)
+
+
 def test_the_quota_can_be_asked_before_a_request_is_read_and_asking_takes_nothing() -> None:
     s = make({"m": 0})
     s.set_policy("t", TenantPolicy(rate_per_s=2.0, burst=1))
