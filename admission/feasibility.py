@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 from admission.model import PendingRequest, ms
 
+_SHOWN_S = 0.0005  # what rounds to at least 1 ms in a message
+
 
 @dataclass(frozen=True)
 class Prediction:
@@ -32,22 +34,22 @@ def infeasible(req: PendingRequest, p: Prediction, now: float) -> tuple[str, flo
     loading = min(max(0.0, req.loading_s), waited)  # a cold load this request waited for
     load = loading + p.load_s
     parts = [f"queue {ms(waited - loading + p.queue_s)} ms"]
-    if load >= 0.0005:
+    if load >= _SHOWN_S:
         parts.append(f"load {ms(load)} ms")
     parts.append(f"execute {ms(p.exec_s)} ms")
     message = (f"cannot meet the {ms(budget)} ms {what} of model '{req.display_name}': "
                f"predicted {ms(waited + p.total_s)} ms ({', '.join(parts)})")
-    if loading >= 0.0005 and p.load_s == 0:
+    loaded_now = loading >= _SHOWN_S and p.load_s == 0
+    if loaded_now:
         message += "; the model is loaded now, a retry does not wait for the load"
     # a retry can succeed once the queue drains (or the load is done), unless the work
     # alone is too long
-    fits = p.load_s + p.exec_s <= budget
-    if p.queue_s > 0 and fits:
-        retry: float | None = p.queue_s
-    elif loading >= 0.0005 and p.load_s == 0 and fits:
-        retry = 0.0
-    else:
-        retry = None
+    retry: float | None = None
+    if p.load_s + p.exec_s <= budget:
+        if p.queue_s > 0:
+            retry = p.queue_s
+        elif loaded_now:
+            retry = 0.0
     return message, retry
 
 

@@ -61,9 +61,6 @@ class DispatchOverhead:
             return self._all.cached
         return s.cached
 
-    def forget(self, model: str) -> None:
-        self._models.pop(model, None)
-
     def _refresh(self, s: _Samples) -> None:
         ordered = sorted(s.values)
         # nearest rank: a small window's answer is one of its samples, never below the rank

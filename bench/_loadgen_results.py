@@ -11,6 +11,7 @@ import enum
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -195,11 +196,7 @@ def plot_latency_cdf(series: Mapping[str, Sequence[Record]], path: Path, slo_ms:
     ax.set_xscale("log")
     ax.set_xlabel("latency of OK requests (ms, log)")
     ax.set_ylabel("CDF")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _finish(plt, fig, ax, path)
 
 
 def plot_goodput_vs_load(series: Mapping[str, Sequence[Summary]], path: Path) -> None:
@@ -216,6 +213,11 @@ def plot_goodput_vs_load(series: Mapping[str, Sequence[Summary]], path: Path) ->
     ax.plot([0, top], [0, top], color="grey", linestyle=":", label="offered")
     ax.set_xlabel("offered load (req/s)")
     ax.set_ylabel("goodput (req/s OK within SLO)")
+    _finish(plt, fig, ax, path)
+
+
+def _finish(plt: Any, fig: Any, ax: Any, path: Path) -> None:
+    """Grid, legend, layout; write the PNG and free the figure."""
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
