@@ -39,13 +39,14 @@ from kserve.errors import (
     InferplexError,
     Internal,
     InvalidArgument,
+    NotFound,
     PermissionDenied,
     Unavailable,
 )
 from kserve.jsonbody import check_json, check_nesting
 from kserve.tensors import COMPUTE_NS_PARAMETER, TIMEOUT_PARAMETER
 from placement.instances import InstanceRegistry
-from placement.service import PlacementService
+from placement.service import PlacementLost, PlacementService
 from profiler.feed import Prediction
 from profiler.predictor import LatencyPredictor
 from profiler.profile import ClassProfile
@@ -219,15 +220,20 @@ class Gateway:
             # before a cold load, and before the parses below (the instance checks it again)
             check_json(_json_part(body, headers), "request", self.settings.max_json_values,
                        "INFERPLEX_MAX_JSON_VALUES")
-            loading = time.monotonic()
-            driver = await self.placement.ensure_loaded(rec)
-            loading = time.monotonic() - loading
             body, headers = _without_scheduling_parameters_http(body, headers)
-            if self.scheduled is not None:
-                answer = await self.scheduled.http(rec, driver, tenant, arrival, body, headers, loading)
-                code, out, out_headers = answer.status, answer.body, answer.headers
-            else:
-                code, out, out_headers = await self._forward_http(rec, driver, body, headers)
+            for attempt in _PLACEMENT_ATTEMPTS:
+                loading = time.monotonic()
+                driver = await self.placement.ensure_loaded(rec)
+                loading = time.monotonic() - loading
+                try:
+                    if self.scheduled is not None:
+                        answer = await self.scheduled.http(rec, driver, tenant, arrival, body, headers, loading)
+                        code, out, out_headers = answer.status, answer.body, answer.headers
+                    else:
+                        code, out, out_headers = await self._forward_http(rec, driver, body, headers)
+                    break
+                except PlacementLost:
+                    _retry_lost(rec, attempt)
             if code == 200:
                 out, out_headers = _rename_http_response(out, out_headers, qualified, rec.name)
             else:
@@ -253,6 +259,8 @@ class Gateway:
         code, out, out_headers = await driver.infer_raw_http(
             rec.qualified_name, str(rec.version), body, headers, timeout_s=self.settings.request_timeout_s,
             exec_timeout_s=_exec_timeout_s(rec))
+        if code == 404:
+            raise self.placement.lost(driver.info.instance_id, rec.qualified_name)
         if code == 200:
             self.placement.observe(driver, rec.qualified_name, batch, time.perf_counter() - t0, prediction,
                                    http_compute_s(out, out_headers))
@@ -322,22 +330,26 @@ class Gateway:
             qualified, label = rec.qualified_name, rec.name
             if self.scheduled is not None:
                 self.scheduled.refuse_over_quota(rec, tenant)
-            loading = time.monotonic()
-            driver = await self.placement.ensure_loaded(rec)
-            loading = time.monotonic() - loading
             request.model_name = qualified
             request.model_version = str(rec.version)
             for key in SCHEDULING_PARAMETERS:
                 if key in request.parameters:
                     del request.parameters[key]
-            try:
-                if self.scheduled is not None:
-                    response = await self.scheduled.grpc(rec, driver, tenant, arrival, request, loading)
-                else:
-                    response = await self._forward_grpc(rec, driver, request)
-            except (DeadlineExceeded, Unavailable):
-                self._check_quarantine(rec, driver)
-                raise
+            for attempt in _PLACEMENT_ATTEMPTS:
+                loading = time.monotonic()
+                driver = await self.placement.ensure_loaded(rec)
+                loading = time.monotonic() - loading
+                try:
+                    if self.scheduled is not None:
+                        response = await self.scheduled.grpc(rec, driver, tenant, arrival, request, loading)
+                    else:
+                        response = await self._forward_grpc(rec, driver, request)
+                    break
+                except PlacementLost:
+                    _retry_lost(rec, attempt)
+                except (DeadlineExceeded, Unavailable):
+                    self._check_quarantine(rec, driver)
+                    raise
             response.model_name = rec.name
             status = "OK"
             return response
@@ -359,10 +371,24 @@ class Gateway:
         prediction = self._predict(rec, driver, batch)
         t0 = time.perf_counter()
         _bound_execution(request, rec)
-        response = await driver.infer_raw_grpc(request, timeout_s=self.settings.request_timeout_s)
+        try:
+            response = await driver.infer_raw_grpc(request, timeout_s=self.settings.request_timeout_s)
+        except NotFound:
+            raise self.placement.lost(driver.info.instance_id, rec.qualified_name) from None
         self.placement.observe(driver, rec.qualified_name, batch, time.perf_counter() - t0, prediction,
                                grpc_compute_s(response))
         return response
+
+
+# An instance that answers "unknown model" for a model routed to it restarted without it: the
+# request is routed again once (the model loaded again), then refused
+_PLACEMENT_ATTEMPTS = (1, 2)
+
+
+def _retry_lost(rec: ModelRecord, attempt: int) -> None:
+    if attempt == _PLACEMENT_ATTEMPTS[-1]:
+        raise Unavailable(f"model '{rec.name}' was lost by the instance serving it, twice; retry",
+                          retry_after_s=1)
 
 
 # How an instance's repository index words a model it stopped running (worker/sandbox/client.py)

@@ -36,7 +36,7 @@ from admission.shell import SchedulingShell
 from controlplane.metrics import render_counter
 from kserve import batching_grpc, batching_http, grpc_codec, http_codec
 from kserve.batching import CallerRequest, caller_request
-from kserve.errors import InferplexError, InvalidArgument, Unavailable
+from kserve.errors import InferplexError, InvalidArgument, NotFound, Unavailable
 from kserve.tensors import TIMEOUT_PARAMETER
 from kserve.tensors import PendingRequest as PendingTensors
 from modelfiles.config import ModelSpec, TensorSpec
@@ -276,6 +276,8 @@ class ScheduledForwarding:
         else:
             results, compute_s = await self._grpc_batch(driver, rec, dispatch, calls, exec_timeout_s)
         round_trip = time.perf_counter() - t0
+        if any(isinstance(r, NotFound) or getattr(r, "status", None) == 404 for r in results):
+            raise self.placement.lost(dispatch.instance_id, rec.qualified_name)  # every caller retries
         self.placement.observe(driver, rec.qualified_name, batch, round_trip, prediction,
                                compute_s, elements=elements)
         self.overhead.observe(dispatch.model, round_trip, compute_s)

@@ -56,6 +56,10 @@ class Placed:
         return cls(str(value["version"]), int(value["bytes"]), float(value["loaded_at"]))
 
 
+class PlacementLost(Exception):
+    """The instance a request went to does not hold its model (``PlacementService.lost``)."""
+
+
 class PlacementService:
     def __init__(self, store: StateStore, instances: InstanceRegistry, catalog: ModelCatalog,
                  predictor: LatencyPredictor, metrics: PlacementMetrics,
@@ -144,6 +148,14 @@ class PlacementService:
     def forget(self, iid: str, qualified: str) -> None:
         """The instance no longer holds ``qualified``: route nothing there for it."""
         self._actual.get(iid, {}).pop(qualified, None)
+
+    def lost(self, iid: str, qualified: str) -> PlacementLost:
+        """An instance answered that it does not know a model this replica routed to it (it
+        restarted, and the watch or the leader's pass has not caught up): forget it here, so
+        the caller's retry loads it again."""
+        log.warning("instance %s does not hold %s any more; loading it again", iid, qualified)
+        self.forget(iid, qualified)
+        return PlacementLost(f"{iid} lost {qualified}")
 
     async def _record(self, iid: str, qualified: str, p: Placed) -> None:
         value = {"version": p.version, "bytes": p.bytes, "loaded_at": p.loaded_at}

@@ -318,6 +318,17 @@ def test_admin_registers_an_external_instance_and_models_load_there(
         assert _http_infer(cp, keys["globex"], "onext", "INPUT0", "OUTPUT0", _x()).shape == (3, 10)
         listed = {i["instance_id"]: i for i in admin.get("/admin/instances").json()}
         assert "globex__onext" in {m["name"] for m in listed[view["instance_id"]]["models"]}
+        # the instance drops the model behind the control plane's back (as a restart would):
+        # the next requests are routed again and load it again, not answered "unknown model"
+        with httpclient.InferenceServerClient(ext.http_url) as direct:
+            direct.unload_model("globex__onext", headers=ext.http_headers())
+            assert not direct.is_model_ready("globex__onext", headers=ext.http_headers())
+            assert _http_infer(cp, keys["globex"], "onext", "INPUT0", "OUTPUT0", _x()).shape == (3, 10)
+            assert direct.is_model_ready("globex__onext", headers=ext.http_headers())
+            direct.unload_model("globex__onext", headers=ext.http_headers())
+            assert not direct.is_model_ready("globex__onext", headers=ext.http_headers())
+            assert _grpc_infer(cp, keys["globex"], "onext", "INPUT0", "OUTPUT0", _x()).shape == (3, 10)
+            assert direct.is_model_ready("globex__onext", headers=ext.http_headers())
         assert admin.delete(f"/admin/instances/{view['instance_id']}").status_code == 204
         assert view["instance_id"] not in {i["instance_id"] for i in admin.get("/admin/instances").json()}
         assert admin.delete(f"/admin/instances/{view['instance_id']}").status_code == 404
