@@ -23,9 +23,8 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from kserve.restricted import DEFAULT_KEY, InstanceCredential
+from tests.support.models import TEST_SLO_MS
 from tests.support.procs import LoopbackServer, Proc, free_port, inferplex_cmd, wait_until
-
-TEST_SLO_MS = 10_000  # see ControlPlane.upload
 
 
 @dataclass

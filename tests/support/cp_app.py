@@ -15,6 +15,7 @@ from fastapi import FastAPI
 
 from controlplane.app import create_app
 from controlplane.settings import Settings
+from tests.support.models import TEST_SLO_MS
 from tests.support.procs import eventually, free_port
 
 ADMIN_KEY = "ipx_test-admin-key"
@@ -63,12 +64,14 @@ async def running_app(settings: Settings) -> AsyncIterator[RunningApp]:
 
 
 async def upload_raw(cp: RunningApp, key: str, data: bytes, **params: Any) -> httpx.Response:
+    params.setdefault("slo_ms", TEST_SLO_MS)
     return await cp.client.post("/v1/models", content=data, params=params,
                                 headers={**cp.headers(key), "Content-Type": "application/octet-stream"})
 
 
 async def upload_multipart(cp: RunningApp, key: str, data: bytes, filename: str = "model.bin",
                            **fields: Any) -> httpx.Response:
+    fields.setdefault("slo_ms", TEST_SLO_MS)
     return await cp.client.post("/v1/models", files={"file": (filename, data)},
                                 data={k: str(v) for k, v in fields.items()}, headers=cp.headers(key))
 
