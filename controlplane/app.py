@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -19,6 +20,24 @@ from controlplane.settings import Settings
 from kserve.errors import InferplexError, InvalidArgument
 
 log = logging.getLogger(__name__)
+
+
+def _json_kind(value: object) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    return {str: "a string", list: "an array", dict: "an object", type(None): "null"}.get(type(value), "a value")
+
+
+def _problem(error: Mapping[str, Any]) -> str:
+    """One validation error: where, what it should be, and what kind of value came (never the
+    value itself: a NaN there cannot be encoded, and echoing input helps nobody)."""
+    where = ".".join(str(p) for p in error.get("loc", ()))
+    message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+    if str(error.get("type", "")).endswith("_type") and "input" in error:
+        message += f", got {_json_kind(error['input'])}"
+    return f"{where}: {message}"
 
 
 def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
@@ -60,8 +79,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
         # FastAPI's own answer echoes each bad input, and a NaN there cannot be encoded
         # (a 500); answer like every other bad input instead, naming where and what
-        problems = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', 'invalid')}"
-                             for e in exc.errors())
+        problems = "; ".join(_problem(e) for e in exc.errors())
         return JSONResponse(InvalidArgument(f"invalid request: {problems}").to_json(), status_code=400)
 
     @app.exception_handler(StarletteHTTPException)

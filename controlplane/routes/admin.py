@@ -7,6 +7,7 @@ from typing import Literal
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
+from controlplane.api_contract import StrictBody
 from controlplane.deps import AdminDep, ServicesDep
 
 router = APIRouter(prefix="/admin/instances", tags=["admin: instances"])
@@ -34,7 +35,7 @@ class InstanceView(BaseModel):
         None, description="model platforms it can serve (probed from its backends; null until known)")
 
 
-class RegisterInstance(BaseModel):
+class RegisterInstance(StrictBody):
     http_url: str = Field(description="host:port of the instance's v2 HTTP endpoint")
     grpc_url: str = Field(description="host:port of the instance's v2 gRPC endpoint")
     memory_bytes: int = Field(gt=0, description="memory inferplex may fill with models on it")

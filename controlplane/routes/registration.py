@@ -23,8 +23,9 @@ import logging
 from typing import Any
 
 from fastapi import APIRouter
-from pydantic import BaseModel, Field
+from pydantic import Field
 
+from controlplane.api_contract import StrictBody
 from controlplane.deps import AdminDep, ServicesDep
 from kserve.errors import NotFound, PermissionDenied
 from store import keys
@@ -37,7 +38,7 @@ router = APIRouter(tags=["instances"])
 INSTANCE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 
 
-class RegisterBody(BaseModel):
+class RegisterBody(StrictBody):
     instance_id: str = Field(pattern=INSTANCE_ID_PATTERN,
                              description="stable name of the instance: letters, digits, '.', '_', '-'")
     http_url: str = Field(description="host:port of the v2 HTTP endpoint, as the control plane reaches it")
@@ -48,7 +49,7 @@ class RegisterBody(BaseModel):
                               description="lease TTL; default: the replica's instance_lease_ttl_s")
 
 
-class LeaseBody(BaseModel):
+class LeaseBody(StrictBody):
     lease_id: int
 
 

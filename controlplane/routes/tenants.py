@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from typing import Literal
 
 from fastapi import APIRouter, status
 from pydantic import BaseModel, Field
 
+from controlplane.api_contract import StrictBody
 from controlplane.deps import AdminDep, ServicesDep
 from kserve.errors import NotFound
 from tenants.auth import Role
@@ -20,7 +22,7 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/admin", tags=["admin: tenants and keys"])
 
 
-class TenantCreate(BaseModel):
+class TenantCreate(StrictBody):
     name: str = Field(description="2-32 characters: lowercase letters, digits and '-', starting with a letter.")
     display_name: str = Field("", description="Free text for people.")
     quotas: dict[str, float] = Field(default_factory=dict, description="Per-tenant limits (used by admission).")
@@ -34,7 +36,7 @@ class TenantDetail(Tenant):
     models: list[str] = Field(description="Names of the tenant's models.")
 
 
-class KeyRequest(BaseModel):
+class KeyRequest(StrictBody):
     expires_in_s: float | None = Field(None, description="Lifetime in seconds; none = until revoked.")
 
 
@@ -78,14 +80,14 @@ async def create_tenant(body: TenantCreate, services: ServicesDep, _: AdminDep) 
     return await services.tenants.create_tenant(body.name, body.display_name, body.quotas)
 
 
-class TenantUpdate(BaseModel):
+class TenantUpdate(StrictBody):
     """Scheduling settings to change; the ones left out keep their values."""
 
     weight: float | None = None
     rate_per_s: float | None = None
     burst: int | None = None
     max_concurrent: int | None = None
-    service_class: str | None = None
+    service_class: Literal["interactive", "batch"] | None = None
 
 
 @router.patch("/tenants/{tenant}", response_model=Tenant,
