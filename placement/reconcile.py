@@ -129,6 +129,14 @@ class PassReport:
     moved: int = 0
     unloaded: int = 0
 
+    @property
+    def ok(self) -> bool:
+        return all(s.ok for s in self.steps)
+
+
+def _report(report: PassReport | None) -> dict[str, Any] | None:
+    return None if report is None else {**asdict(report), "ok": report.ok}
+
 
 class PlacementReconciler:
     def __init__(self, store: StateStore, instances: InstanceRegistry, placement: PlacementService,
@@ -145,7 +153,10 @@ class PlacementReconciler:
         self.passes = 0
         self.moved = 0
         self.unloaded = 0
+        # passes that changed something or failed a step, for operators reading what happened
         self.history: deque[PassReport] = deque(maxlen=20)
+        # the latest pass, whatever it did: /admin/leader's ``last_pass`` is the loop's health now
+        self.last: PassReport | None = None
         self._fresh_term = False
         self._task: asyncio.Task[None] | None = None
 
@@ -171,7 +182,8 @@ class PlacementReconciler:
         with contextlib.suppress(InferplexError):
             kv = await self.store.get(LEADER_KEY)
             leader = kv.value.decode() if kv is not None else None
-        last = self.history[-1] if self.history else None
+        last = self.last
+        failed = next((r for r in reversed(self.history) if not r.ok), None)
         return {
             "replica": self.identity,
             "is_leader": self.is_leader,
@@ -179,7 +191,10 @@ class PlacementReconciler:
             "terms": self.election.terms,
             "reconcile": {
                 "passes": self.passes, "moved": self.moved, "unloaded": self.unloaded,
-                "last_pass": asdict(last) if last is not None else None,
+                "last_pass": _report(last),
+                # the latest pass with a failed step (e.g. through a store outage), kept after
+                # passes succeed again: what went wrong, and when
+                "last_failed_pass": _report(failed),
             },
         }
 
@@ -230,7 +245,8 @@ class PlacementReconciler:
         self.passes += 1
         self.moved += report.moved
         self.unloaded += report.unloaded
-        if report.moved or report.unloaded or any(not s.ok for s in report.steps) or not self.history:
+        self.last = report
+        if report.moved or report.unloaded or not report.ok:
             self.history.append(report)
 
     async def _step(self, report: PassReport, name: str, action: Callable[[], Any]) -> Any:
