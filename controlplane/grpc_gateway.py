@@ -19,6 +19,7 @@ from controlplane.gateway import REPOSITORY_DENIED, Gateway
 from controlplane.redact import CALLER, REQUEST_ID, REQUEST_ID_HEADER, Redactor, new_request_id
 from kserve.errors import InferplexError, PermissionDenied
 from tenants.auth import Principal
+from tenants.keys import one_authorization
 
 if TYPE_CHECKING:
     from controlplane.services import Services
@@ -30,10 +31,10 @@ Context = grpc.aio.ServicerContext
 
 
 def _authorization(context: Context) -> str | None:
-    for key, value in context.invocation_metadata() or ():
-        if key.lower() == "authorization":
-            return value if isinstance(value, str) else value.decode()
-    return None
+    """The one ``authorization`` entry; two are refused, as over HTTP."""
+    return one_authorization(value if isinstance(value, str) else value.decode()
+                             for key, value in context.invocation_metadata() or ()
+                             if key.lower() == "authorization")
 
 
 async def _answer(context: Context, call: Callable[[], Awaitable[T]], redact: Redactor,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
+from collections.abc import Iterable
 
 from pydantic import BaseModel
 
@@ -21,6 +22,8 @@ SECRET_PREFIX = "ipx_"
 MISSING_KEY = "missing API key: send 'Authorization: Bearer <key>'"
 UNKNOWN_KEY = "unknown or revoked API key"
 EXPIRED_KEY = "API key expired"
+TWO_KEYS = ("more than one Authorization header (or authorization metadata entry): "
+            "send exactly one 'Authorization: Bearer <key>'")
 
 
 class ApiKeyRecord(BaseModel):
@@ -53,6 +56,15 @@ def new_key_id() -> str:
 def hash_secret(secret: str) -> str:
     # a plain (unsalted) hash is enough: secrets are 256 random bits, not passwords
     return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def one_authorization(values: Iterable[str]) -> str | None:
+    """The request's one Authorization value (None: none sent). Two are refused, whichever
+    reader looks: some take the first, some the last, and a proxy may have added one."""
+    found = list(values)
+    if len(found) > 1:
+        raise Unauthenticated(TWO_KEYS)
+    return found[0] if found else None
 
 
 def secret_from_header(authorization: str | None) -> str:

@@ -11,22 +11,21 @@ import asyncio
 import json
 import re
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Annotated, Any, TypeVar
+from typing import Any, TypeVar
 
-from fastapi import APIRouter, Header, Request, Response
+from fastapi import APIRouter, Request, Response
 
-from controlplane.deps import ServicesDep
+from controlplane.deps import AuthorizationDep, ServicesDep
 from controlplane.gateway import REPOSITORY_DENIED, Gateway
 from controlplane.services import Services
 from kserve.asgi import Receive, read_body
 from kserve.compression import compress
 from kserve.errors import InferplexError, PermissionDenied
+from tenants.keys import one_authorization
 
 T = TypeVar("T")
 
 router = APIRouter(prefix="/v2", tags=["v2 inference (KServe / Open Inference Protocol)"])
-
-AuthHeader = Annotated[str | None, Header(description="Bearer <tenant API key>")]
 
 
 @router.get("/health/live", summary="Server liveness (no key needed)")
@@ -45,20 +44,20 @@ async def server_metadata(services: ServicesDep) -> dict[str, Any]:
 
 
 @router.get("/models/stats", summary="Statistics of every model of the calling tenant")
-async def all_stats(services: ServicesDep, authorization: AuthHeader = None) -> dict[str, Any]:
+async def all_stats(services: ServicesDep, authorization: AuthorizationDep) -> dict[str, Any]:
     p = await services.gateway.authenticate(authorization)
     return await services.gateway.statistics(p, None, None)
 
 
 @router.post("/repository/index", summary="The calling tenant's models and whether each is loaded")
-async def repository_index(services: ServicesDep, authorization: AuthHeader = None) -> list[dict[str, str]]:
+async def repository_index(services: ServicesDep, authorization: AuthorizationDep) -> list[dict[str, str]]:
     p = await services.gateway.authenticate(authorization)
     return services.gateway.repository_index(p)
 
 
 @router.post("/repository/models/{model}/load", summary="Not allowed for tenants (403)")
 @router.post("/repository/models/{model}/unload", summary="Not allowed for tenants (403)")
-async def repository_change(model: str, services: ServicesDep, authorization: AuthHeader = None) -> None:
+async def repository_change(model: str, services: ServicesDep, authorization: AuthorizationDep) -> None:
     await services.gateway.authenticate(authorization)
     raise PermissionDenied(REPOSITORY_DENIED)
 
@@ -78,29 +77,29 @@ def _version_routes(suffix: str, method: str, summary: str) -> Callable[[Handler
 
 
 @_version_routes("", "GET", "Model metadata: inputs, outputs, versions")
-async def model_metadata(model: str, services: ServicesDep, version: str | None = None,
-                         authorization: AuthHeader = None) -> dict[str, Any]:
+async def model_metadata(model: str, services: ServicesDep, authorization: AuthorizationDep,
+                         version: str | None = None) -> dict[str, Any]:
     p = await services.gateway.authenticate(authorization)
     return services.gateway.model_metadata(p, model, version)
 
 
 @_version_routes("/ready", "GET", "Model readiness: 200 if servable (loads on first request), else 400")
-async def model_ready(model: str, services: ServicesDep, version: str | None = None,
-                      authorization: AuthHeader = None) -> Response:
+async def model_ready(model: str, services: ServicesDep, authorization: AuthorizationDep,
+                      version: str | None = None) -> Response:
     p = await services.gateway.authenticate(authorization)
     return Response(status_code=200 if services.gateway.model_ready(p, model, version) else 400)
 
 
 @_version_routes("/config", "GET", "Model configuration (Triton JSON form)")
-async def model_config(model: str, services: ServicesDep, version: str | None = None,
-                       authorization: AuthHeader = None) -> dict[str, Any]:
+async def model_config(model: str, services: ServicesDep, authorization: AuthorizationDep,
+                       version: str | None = None) -> dict[str, Any]:
     p = await services.gateway.authenticate(authorization)
     return services.gateway.model_config(p, model, version)
 
 
 @_version_routes("/stats", "GET", "Model statistics")
-async def model_stats(model: str, services: ServicesDep, version: str | None = None,
-                      authorization: AuthHeader = None) -> dict[str, Any]:
+async def model_stats(model: str, services: ServicesDep, authorization: AuthorizationDep,
+                      version: str | None = None) -> dict[str, Any]:
     p = await services.gateway.authenticate(authorization)
     return await services.gateway.statistics(p, model, version)
 
@@ -109,17 +108,20 @@ async def model_stats(model: str, services: ServicesDep, version: str | None = N
 async def infer(model: str, request: Request, version: str | None = None) -> Response:
     try:
         status, body, headers = await _serve_infer(request.app.state.services, request.receive,
-                                                   request.headers, model, version)
+                                                   request.headers, request.headers.getlist("authorization"),
+                                                   model, version)
     except CallerGone:
         return Response(status_code=499)  # nobody reads it: the client went away
     return Response(body, status_code=status, headers=headers)
 
 
-async def _serve_infer(services: Services, receive: Receive, headers: Mapping[str, str], model: str,
+async def _serve_infer(services: Services, receive: Receive, headers: Mapping[str, str],
+                       authorizations: list[str], model: str,
                        version: str | None) -> tuple[int, bytes, dict[str, str]]:
-    """One v2 infer request: status, body and headers of the answer (errors raise)."""
+    """One v2 infer request: status, body and headers of the answer (errors raise).
+    ``authorizations``: every Authorization header sent (``headers`` keeps only one)."""
     gateway: Gateway = services.gateway
-    principal = await gateway.authenticate(headers.get("authorization"))
+    principal = await gateway.authenticate(one_authorization(authorizations))
     limit = services.settings.max_request_bytes
     body = await read_body(receive, headers, limit, lambda size: (
         f"request body of at least {size} bytes is over the {limit}-byte limit; send smaller batches"))
@@ -205,5 +207,6 @@ class InferFastPath:
 
     async def _infer(self, scope: dict[str, Any], receive: Any, headers: dict[str, str],
                      m: re.Match[str]) -> tuple[int, bytes, dict[str, str]]:
-        return await _serve_infer(scope["app"].state.services, receive, headers,
+        authorizations = [v.decode("latin-1") for k, v in scope["headers"] if k.lower() == b"authorization"]
+        return await _serve_infer(scope["app"].state.services, receive, headers, authorizations,
                                   m.group("model"), m.group("version"))
