@@ -63,8 +63,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("name")
 
     key = group("key", "manage API keys (admin)")
-    p = leaf(key, "issue", "issue a key for --tenant (or an admin key without it); shown once", _key_issue)
+    p = leaf(key, "issue", "issue a key for --tenant (or an admin key without it); it is printed "
+             "alone on stdout, once: KEY=$(inferplex key issue --tenant acme)", _key_issue)
     p.add_argument("--expires-in-s", type=float, default=None)
+    p.add_argument("--json", action="store_true",
+                   help="print the whole answer as JSON (key, key_id, role, tenant, expires_at)")
     leaf(key, "list", "list the key ids of --tenant (or the admin keys)", _key_list)
     p = leaf(key, "revoke", "revoke a key by its id", _key_revoke)
     p.add_argument("key_id")
@@ -168,8 +171,15 @@ def _tenant_delete(args: argparse.Namespace) -> int:
 def _key_issue(args: argparse.Namespace) -> int:
     path = f"/admin/tenants/{args.tenant}/keys" if args.tenant else "/admin/keys"
     issued = _call(args, "POST", path, json={"expires_in_s": args.expires_in_s})
-    _print(issued)
-    print("store the key now: it is not shown again", file=sys.stderr)
+    if args.json:
+        _print(issued)
+    else:
+        print(issued["key"])
+    whose = f"tenant {issued['tenant']}" if issued["tenant"] else "admin"
+    expiry = (f", expires {time.strftime('%Y-%m-%d %H:%M:%S %Z', time.localtime(issued['expires_at']))}"
+              if issued["expires_at"] is not None else "")
+    print(f"{whose} key {issued['key_id']}{expiry}: store the key now, it is not shown again",
+          file=sys.stderr)
     return 0
 
 

@@ -60,9 +60,15 @@ def test_operator_and_tenant_workflow(cp_url: str, tmp_path: Path) -> None:
 
     r = cli(cp_url, ADMIN, "key", "issue", "--tenant", "acme")
     assert r.returncode == 0, r.stderr
+    key = r.stdout.strip()  # the key alone, for KEY=$(inferplex key issue ...)
+    assert r.stdout == key + "\n" and key.startswith("ipx_")
+    assert r.stderr.startswith("tenant acme key key_") and "not shown again" in r.stderr
+    key_id = r.stderr.split()[3].rstrip(":")
+    r = cli(cp_url, ADMIN, "key", "issue", "--tenant", "acme", "--json", "--expires-in-s", "3600")
     issued = json.loads(r.stdout)
-    key, key_id = issued["key"], issued["key_id"]
-    assert "not shown again" in r.stderr
+    assert issued["tenant"] == "acme" and issued["key"].startswith("ipx_") and issued["expires_at"] > 0
+    assert ", expires " in r.stderr
+    assert cli(cp_url, ADMIN, "key", "revoke", issued["key_id"]).returncode == 0
     assert f"{key_id}\ttenant\tactive" in cli(cp_url, ADMIN, "key", "list", "--tenant", "acme").stdout
 
     model = tmp_path / "mlp.onnx"
@@ -95,7 +101,7 @@ def test_operator_and_tenant_workflow(cp_url: str, tmp_path: Path) -> None:
 
 def test_refused_uploads_print_the_servers_reason(cp_url: str, tmp_path: Path) -> None:
     assert cli(cp_url, ADMIN, "tenant", "create", "globex").returncode == 0
-    key = json.loads(cli(cp_url, ADMIN, "key", "issue", "--tenant", "globex").stdout)["key"]
+    key = cli(cp_url, ADMIN, "key", "issue", "--tenant", "globex").stdout.strip()
     pickled = tmp_path / "model.pt"
     pickled.write_bytes(models.pickle_pt())
     r = cli(cp_url, key, "model", "upload", str(pickled), "--name", "p", "--quiet")
