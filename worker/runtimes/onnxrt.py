@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from kserve.errors import DeadlineExceeded, InvalidArgument
+from kserve.tensors import aligned
 from modelfiles.config import ModelSpec
 from worker.runtimes.base import Runtime
 
@@ -61,19 +62,21 @@ class OnnxRuntime(Runtime):
             )
 
     def prepare(self, inputs: dict[str, np.ndarray]) -> Any:
+        # ORT runs on the array's own memory: where it starts changes a reduction's bits
+        # (kserve.tensors.TENSOR_ALIGNMENT); the sandbox's frames are aligned already
+        feed: dict[str, Any] = {name: aligned(array) for name, array in inputs.items()}
         if not self._bf16_in and not self._bf16_out and not self._strings_in:
-            return inputs
-        feed: dict[str, Any] = dict(inputs)
+            return feed
         for name in self._strings_in & inputs.keys():
             feed[name] = _as_text(name, inputs[name])
-        for name, array in inputs.items():
+        for name, array in list(feed.items()):
             if name in self._bf16_in:
                 # numpy has no native bfloat16; hand ORT the raw 16-bit words with the ONNX type
-                raw = np.ascontiguousarray(array).view(np.uint16)
+                raw = array.view(np.uint16)
                 feed[name] = self._ort.OrtValue.ortvalue_from_numpy_with_onnx_type(raw, _BF16_ONNX)
             elif self._bf16_out:
                 # run_with_ort_values takes OrtValues only (session.run takes a mixed feed)
-                feed[name] = self._ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array))
+                feed[name] = self._ort.OrtValue.ortvalue_from_numpy(array)
         return feed
 
     def infer(self, prepared: Any, output_names: list[str], deadline_ns: int | None = None) -> Any:

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from kserve.errors import InvalidArgument
+from kserve.tensors import aligned
 from modelfiles.config import ModelSpec
 from modelfiles.safety import check_torchscript_bytes
 from modelfiles.verify import verify_torchscript, verify_torchscript_archive
@@ -54,9 +55,8 @@ class TorchScriptRuntime(Runtime):
     def prepare(self, inputs: dict[str, np.ndarray]) -> Any:
         tensors = []
         for name in self._input_order:
-            array = inputs[name]
-            if not array.flags.writeable:  # torch.from_numpy wants a writable buffer
-                array = array.copy()
+            # torch.from_numpy wants a writable buffer; aligned like ONNX Runtime's inputs
+            array = aligned(inputs[name], writable=True)
             tensors.append(self._torch.from_numpy(array).to(self._device))
         return tensors
 

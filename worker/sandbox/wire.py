@@ -5,9 +5,13 @@ host runs tenant code, so a frame's sizes, datatypes and shapes are checked agai
 the frame and the caller's limits before anything is allocated for them.
 
 A frame is ``!II`` (header length, payload length), the header (UTF-8 JSON) and the
-payload (tensor buffers back to back, in header order). A tensor is described by
+payload (tensor buffers in header order, each starting at the next multiple of
+``TENSOR_ALIGNMENT`` bytes, zeros between). A tensor is described by
 ``{"name", "datatype" (v2), "shape", "nbytes"}``; BYTES tensors travel as KServe's
-binary form (a 4-byte little-endian length before each element).
+binary form (a 4-byte little-endian length before each element). A payload is received
+into a buffer that starts aligned too, so every tensor decoded from it is an aligned view:
+a model's answer does not depend on the sizes of the inputs before it in the frame
+(kserve.tensors.TENSOR_ALIGNMENT says why).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from kserve.datatypes import V2_TO_NUMPY
+from kserve.tensors import TENSOR_ALIGNMENT, aligned_empty
 
 _PREFIX = struct.Struct("!II")
 MAX_HEADER_BYTES = 1 << 20
@@ -66,7 +71,7 @@ def recv(sock: socket.socket, max_payload: int) -> tuple[dict[str, Any], memoryv
         raise WireError(f"frame of {hlen}+{plen} bytes is over the limit ({max_payload} payload)")
     head = bytearray(hlen)
     _recv_exact(sock, memoryview(head))
-    payload = bytearray(plen)
+    payload = aligned_empty(plen)
     _recv_exact(sock, memoryview(payload))
     try:
         header = json.loads(head)
@@ -80,8 +85,13 @@ def recv(sock: socket.socket, max_payload: int) -> tuple[dict[str, Any], memoryv
 # ------------------------------------------------------------------ tensors
 
 
+def _padding(offset: int) -> int:
+    return -offset % TENSOR_ALIGNMENT
+
+
 def encode_tensors(arrays: dict[str, np.ndarray], datatypes: dict[str, str]) -> tuple[list[dict[str, Any]], list[Any]]:
     descs, buffers = [], []
+    offset = 0
     for name, array in arrays.items():
         datatype = datatypes[name]
         if datatype == "BYTES":
@@ -93,7 +103,11 @@ def encode_tensors(arrays: dict[str, np.ndarray], datatypes: dict[str, str]) -> 
         nbytes = len(raw) if isinstance(raw, bytes) else raw.nbytes
         descs.append({"name": name, "datatype": datatype, "shape": [int(d) for d in array.shape],
                       "nbytes": nbytes})
+        if _padding(offset):
+            buffers.append(bytes(_padding(offset)))
+            offset += _padding(offset)
         buffers.append(raw if isinstance(raw, bytes) else raw.reshape(-1).view(np.uint8))
+        offset += nbytes
     return descs, buffers
 
 
@@ -113,6 +127,7 @@ def decode_tensors(descs: Any, payload: memoryview, expected: dict[str, str]) ->
         if (not isinstance(shape, list) or len(shape) > MAX_RANK
                 or not all(isinstance(d, int) and 0 <= d < 2**62 for d in shape)):
             raise WireError(f"tensor {name!r} has a bad shape")
+        offset += _padding(offset)
         if not isinstance(nbytes, int) or nbytes < 0 or offset + nbytes > len(payload):
             raise WireError(f"tensor {name!r} runs past the frame")
         count = math.prod(shape)
