@@ -1,4 +1,4 @@
-"""EmbeddedStore: the StateStore contract in one process, persisted to one JSON file.
+"""EmbeddedStore: the StateStore contract in one process, persisted to one SQLite file.
 
 Used by ``inferplex up`` (a single machine, no etcd) and as the in-memory store of
 unit tests (``EmbeddedStore(None)``). Semantics follow etcd so code tested here
@@ -9,24 +9,24 @@ a bounded history.
 
 Every operation runs without an ``await`` between its read and its write, so it is
 atomic with respect to other tasks on the loop; that is what makes CAS honest here.
+Reads are served from memory; each write is first committed as one SQLite transaction
+(``store/embedded_file.py``: WAL mode, only the rows it changes plus the store revision),
+then applied in memory, so a write that cannot be stored changes nothing. A file in the
+old format (one JSON document, rewritten whole on every write) found at the path is
+imported once, atomically; the old file is kept beside it as ``<name>.v1.bak``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import json
 import logging
-import os
-import tempfile
 import time
 import weakref
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from store.base import (
     KeyValue,
@@ -37,23 +37,14 @@ from store.base import (
     WatchCompacted,
     WatchEvent,
 )
+from store.embedded_file import Database, Entry
 
 log = logging.getLogger(__name__)
 
-FILE_FORMAT = 1
 # Events kept for watches that start from a past revision.
 HISTORY_LIMIT = 10_000
 # A watcher that falls this far behind is told to relist rather than buffer forever.
 WATCH_QUEUE_LIMIT = 10_000
-
-
-@dataclass(slots=True)
-class _Entry:
-    value: bytes
-    revision: int
-    lease: int | None
-    created: int
-
 
 @dataclass(slots=True)
 class _Lease:
@@ -83,6 +74,8 @@ class _Watcher:
             self.lagged = True
 
 
+
+
 class EmbeddedStore(StateStore):
     """In-process store; ``path=None`` keeps everything in memory."""
 
@@ -95,10 +88,9 @@ class EmbeddedStore(StateStore):
         watch_queue_limit: int = WATCH_QUEUE_LIMIT,
     ) -> None:
         self._path = path
-        self._fsync = fsync
         self._history_limit = history_limit
         self._watch_queue_limit = watch_queue_limit
-        self._data: dict[str, _Entry] = {}
+        self._data: dict[str, Entry] = {}
         self._leases: dict[int, _Lease] = {}
         self._revision = 1  # etcd's first revision of an empty store
         self._next_lease = 1
@@ -107,82 +99,27 @@ class EmbeddedStore(StateStore):
         self._watchers: weakref.WeakSet[_Watcher] = weakref.WeakSet()
         self._expiry_task: asyncio.Task[None] | None = None
         self._closed = False
-        if path is not None and path.exists():
-            self._load(path)
-        self._compacted = self._revision
-
-    # -- persistence -------------------------------------------------------------
-
-    def _load(self, path: Path) -> None:
-        try:
-            doc = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise StoreUnavailable(
-                f"cannot read the embedded state file {path}: {exc}; restore it from a backup "
-                "or move it away to start empty"
-            ) from exc
-        if doc.get("format") != FILE_FORMAT:
-            raise StoreUnavailable(
-                f"{path} has format {doc.get('format')!r}, this build reads {FILE_FORMAT}"
-            )
-        self._revision = int(doc["revision"])
-        self._next_lease = int(doc.get("next_lease", 1))
-        dropped = 0
-        for item in doc["keys"]:
-            # Leases do not survive a restart: etcd would have expired them by now.
-            if item.get("lease"):
-                dropped += 1
-                continue
-            raw = item["value"]
-            value = base64.b64decode(raw) if item.get("enc") == "b64" else raw.encode()
-            # files written before create revisions were kept: the mod revision stands in
-            created = int(item.get("created") or item["revision"])
-            self._data[item["key"]] = _Entry(value, int(item["revision"]), None, created)
-        if dropped:
-            self._revision += 1
-            log.info("embedded store %s: dropped %d lease-bound keys on load", path, dropped)
-            self._save()
-
-    def _save(self) -> None:
-        if self._path is None:
-            return
-        keys: list[dict[str, Any]] = []
-        for key in sorted(self._data):
-            e = self._data[key]
+        self._db = Database(path, fsync=fsync) if path is not None else None
+        if self._db is not None:
             try:
-                value, enc = e.value.decode(), "utf8"
-            except UnicodeDecodeError:
-                value, enc = base64.b64encode(e.value).decode(), "b64"
-            keys.append(
-                {"key": key, "value": value, "enc": enc, "revision": e.revision, "lease": e.lease,
-                 "created": e.created}
-            )
-        doc = {
-            "format": FILE_FORMAT,
-            "revision": self._revision,
-            "next_lease": self._next_lease,
-            "keys": keys,
-        }
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        # Write-then-rename so a crash leaves either the old or the new file, never half.
-        fd, tmp = tempfile.mkstemp(dir=self._path.parent, prefix=".state-", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(doc, f, separators=(",", ":"))
-                if self._fsync:
-                    f.flush()
-                    os.fsync(f.fileno())
-            os.replace(tmp, self._path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+                self._data, self._revision, self._next_lease = self._db.load()
+            except BaseException:
+                self._db.close()
+                raise
+        self._compacted = self._revision
 
     # -- internals ---------------------------------------------------------------
 
     def _check_open(self) -> None:
         if self._closed:
             raise StoreUnavailable("the embedded store is closed")
+
+    def _persist(self, revision: int, *, puts: Iterable[tuple[str, Entry]] = (),
+                 deletes: Iterable[str] = (), next_lease: int | None = None) -> None:
+        """Commit a change before memory sees it: if the file refuses it, nothing changed."""
+        if self._db is not None:
+            self._db.commit(revision, self._next_lease if next_lease is None else next_lease,
+                            puts=puts, deletes=deletes)
 
     def _emit(self, event: WatchEvent) -> None:
         self._history.append(event)
@@ -203,25 +140,28 @@ class EmbeddedStore(StateStore):
     def _write(self, key: str, value: bytes, lease: int | None) -> int:
         if lease is not None and lease not in self._leases:
             raise LeaseExpired(f"lease {lease} has expired or was revoked; grant a new one")
-        self._revision += 1
-        self._bind(key, lease)
+        revision = self._revision + 1
         old = self._data.get(key)
-        created = old.created if old is not None else self._revision
-        self._data[key] = _Entry(bytes(value), self._revision, lease, created)
-        self._emit(WatchEvent("put", key, bytes(value), self._revision))
-        self._save()
-        return self._revision
+        entry = Entry(bytes(value), revision, lease, old.created if old is not None else revision)
+        self._persist(revision, puts=[(key, entry)])
+        self._revision = revision
+        self._bind(key, lease)
+        self._data[key] = entry
+        self._emit(WatchEvent("put", key, entry.value, revision))
+        return revision
 
     def _remove(self, keys: list[str]) -> None:
-        """Delete keys in one new revision (like one etcd transaction); caller saves."""
+        """Delete keys in one new revision (like one etcd transaction)."""
         if not keys:
             return
-        self._revision += 1
+        revision = self._revision + 1
+        self._persist(revision, deletes=keys)
+        self._revision = revision
         for key in keys:
             e = self._data.pop(key)
             if e.lease is not None and (held := self._leases.get(e.lease)) is not None:
                 held.keys.discard(key)
-            self._emit(WatchEvent("delete", key, None, self._revision))
+            self._emit(WatchEvent("delete", key, None, revision))
 
     def _expire(self) -> None:
         now = time.monotonic()
@@ -230,13 +170,12 @@ class EmbeddedStore(StateStore):
                 self._drop_lease(lease_id)
 
     def _drop_lease(self, lease_id: int) -> None:
-        lease = self._leases.pop(lease_id, None)
+        lease = self._leases.get(lease_id)
         if lease is None:
             return
-        keys = sorted(k for k in lease.keys if k in self._data)
-        self._remove(keys)
-        if keys:
-            self._save()
+        # keys first: if their deletion cannot be stored, the lease stays to expire them later
+        self._remove(sorted(k for k in lease.keys if k in self._data))
+        del self._leases[lease_id]
 
     def _ensure_expiry_task(self) -> None:
         if self._expiry_task is None or self._expiry_task.done():
@@ -303,15 +242,12 @@ class EmbeddedStore(StateStore):
         if e is None or (expected_revision is not None and e.revision != expected_revision):
             return False
         self._remove([key])
-        self._save()
         return True
 
     async def delete_prefix(self, prefix: str) -> int:
         self._op()
         keys = sorted(k for k in self._data if k.startswith(prefix))
         self._remove(keys)
-        if keys:
-            self._save()
         return len(keys)
 
     async def snapshot_prefix(self, prefix: str) -> tuple[list[KeyValue], int]:
@@ -328,9 +264,10 @@ class EmbeddedStore(StateStore):
         if ttl_s <= 0:
             raise ValueError(f"lease TTL must be positive, got {ttl_s}")
         lease_id = self._next_lease
-        self._next_lease += 1
+        # stored first: a lease id is never handed out twice, not even across a restart
+        self._persist(self._revision, next_lease=lease_id + 1)
+        self._next_lease = lease_id + 1
         self._leases[lease_id] = _Lease(float(ttl_s), time.monotonic() + ttl_s)
-        self._save()  # persists next_lease: a lease id is never handed out twice
         self._ensure_expiry_task()
         return lease_id
 
@@ -402,3 +339,5 @@ class EmbeddedStore(StateStore):
         for w in list(self._watchers):
             with contextlib.suppress(asyncio.QueueFull):
                 w.queue.put_nowait(None)
+        if self._db is not None:
+            self._db.close()
