@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 from tritonclient.grpc import model_config_pb2 as mc
 
+from kserve.classification import check_classifiable, classify, requested_classes
 from kserve.errors import (
     InferplexError,
     Internal,
@@ -38,7 +39,7 @@ log = logging.getLogger(__name__)
 
 SERVER_NAME = "inferplex-worker"
 # Only what this worker really implements.
-EXTENSIONS = ["binary_tensor_data", "model_repository", "model_configuration", "statistics"]
+EXTENSIONS = ["binary_tensor_data", "classification", "model_repository", "model_configuration", "statistics"]
 DEFAULT_MAX_EXEC_S = 10.0
 
 
@@ -117,9 +118,15 @@ class WorkerService:
         received = time.monotonic_ns()
         model, loaded = self.repository.get(request.model_name, request.model_version)
         checked = check_request(model.spec, request)
+        classes = requested_classes(request.outputs)
+        for name, count in classes.items():
+            out_spec = model.spec.output(name)
+            assert out_spec is not None  # check_request refused unknown outputs
+            check_classifiable(name, out_spec.datatype, out_spec.dims, count, model.spec.max_batch_size > 0)
         limit_s = min(self.max_exec_s, timeout_s if timeout_s is not None else math.inf,
                       request_timeout_s(request))
-        return _Started(request, model.spec, loaded, checked, received, received + int(limit_s * 1e9))
+        return _Started(request, model.spec, loaded, checked, classes, received,
+                        received + int(limit_s * 1e9))
 
     # ------------------------------------------------------------------ repository
 
@@ -224,6 +231,7 @@ class _Started:
     spec: cfg.ModelSpec
     loaded: LoadedVersion
     checked: CheckedRequest
+    classes: dict[str, int]  # output name -> its top classes asked for (classification extension)
     received: int
     deadline_ns: int  # time.monotonic_ns past which the execution is stopped (plus a margin)
 
@@ -241,7 +249,11 @@ class _Started:
             out_spec = self.spec.output(name)
             assert out_spec is not None
             array = outputs[name]
-            tensors.append(Tensor(name, out_spec.datatype, list(array.shape), array))
+            if name in self.classes:
+                array = classify(name, array, self.classes[name], self.spec.max_batch_size > 0)
+                tensors.append(Tensor(name, "BYTES", list(array.shape), array))
+            else:
+                tensors.append(Tensor(name, out_spec.datatype, list(array.shape), array))
         self.loaded.stats.record_success(self.checked.batch_size, timing, time.monotonic_ns() - self.received)
         # the batch's own compute time, in-band: the control plane feeds its predictor from
         # it without a statistics read per request (README: "inferplex_compute_ns")
