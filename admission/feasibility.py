@@ -18,10 +18,13 @@ class Prediction:
     load_s: float
     exec_s: float
     known: bool  # False: nothing measured yet, never a reason to refuse
+    # what admission adds for what it cannot see (admission.calibration: the recent
+    # prediction error, and the control plane's own delay before and after the core)
+    margin_s: float = 0.0
 
     @property
     def total_s(self) -> float:
-        return self.queue_s + self.load_s + self.exec_s
+        return self.queue_s + self.load_s + self.exec_s + self.margin_s
 
 
 def infeasible(req: PendingRequest, p: Prediction, now: float) -> tuple[str, float | None]:
@@ -37,6 +40,8 @@ def infeasible(req: PendingRequest, p: Prediction, now: float) -> tuple[str, flo
     if load >= _SHOWN_S:
         parts.append(f"load {ms(load)} ms")
     parts.append(f"execute {ms(p.exec_s)} ms")
+    if p.margin_s >= _SHOWN_S:
+        parts.append(f"margin {ms(p.margin_s)} ms for recent prediction error and control-plane delay")
     message = (f"cannot meet the {ms(budget)} ms {what} of model '{req.display_name}': "
                f"predicted {ms(waited + p.total_s)} ms ({', '.join(parts)})")
     loaded_now = loading >= _SHOWN_S and p.load_s == 0
@@ -45,7 +50,7 @@ def infeasible(req: PendingRequest, p: Prediction, now: float) -> tuple[str, flo
     # a retry can succeed once the queue drains (or the load is done), unless the work
     # alone is too long
     retry: float | None = None
-    if p.load_s + p.exec_s <= budget:
+    if p.load_s + p.exec_s + p.margin_s <= budget:
         if p.queue_s > 0:
             retry = p.queue_s
         elif loaded_now:

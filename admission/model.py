@@ -124,10 +124,16 @@ class SchedulerConfig:
     # A batch-class execution holds an idle instance at most about this long, so an
     # interactive request arriving meanwhile waits at most this much.
     batch_class_max_exec_s: float = 0.05
+    # Admission adds this percentile of the recent prediction errors (admitted requests'
+    # completion minus the predicted one, ``admission.calibration``) to every
+    # prediction; 0 turns the learned margin off.
+    calibration_percentile: float = 99.0
 
     def __post_init__(self) -> None:
+        if self.calibration_percentile > 100:
+            raise ValueError(f"calibration_percentile must be <= 100, got {self.calibration_percentile}")
         for name in ("default_exec_s", "default_load_s", "fair_slack_s", "idle_credit_s",
-                     "batch_class_max_exec_s"):
+                     "batch_class_max_exec_s", "calibration_percentile"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 

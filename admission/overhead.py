@@ -18,26 +18,49 @@ import math
 from collections import deque
 
 
-class _Samples:
-    __slots__ = ("values", "cached", "since")
+class RollingPercentile:
+    """The ``percentile`` of the last ``window`` values (nearest rank: a small window's
+    answer is one of its values, never below the rank), re-read every ``refresh_every``
+    values (at once while the window is short): readers ask far more often than values
+    arrive."""
 
-    def __init__(self, window: int) -> None:
+    __slots__ = ("values", "pct", "refresh_every", "value", "_since")
+
+    def __init__(self, window: int, percentile: float, refresh_every: int = 16) -> None:
+        if window < 1 or refresh_every < 1:
+            raise ValueError("window and refresh_every must be >= 1")
+        if not 0.0 <= percentile <= 100.0:
+            raise ValueError(f"percentile must be in [0, 100], got {percentile}")
         self.values: deque[float] = deque(maxlen=window)
-        self.cached = 0.0  # the percentile, re-read every few samples
-        self.since = 0  # samples since it was
+        self.pct, self.refresh_every = percentile, refresh_every
+        self.value = 0.0  # the percentile as last read (0 while empty)
+        self._since = 0
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def add(self, v: float) -> None:
+        self.values.append(v)
+        self._since += 1
+        if self._since >= self.refresh_every or len(self.values) < self.refresh_every:
+            self.refresh()
+
+    def refresh(self) -> None:
+        self._since = 0
+        if not self.values:
+            self.value = 0.0
+            return
+        ordered = sorted(self.values)
+        self.value = ordered[max(1, math.ceil(self.pct / 100.0 * len(ordered))) - 1]
 
 
 class DispatchOverhead:
     """Per-model round trip minus compute, at ``percentile`` over the last ``window``."""
 
     def __init__(self, window: int = 200, percentile: float = 95.0, refresh_every: int = 16) -> None:
-        if window < 1 or refresh_every < 1:
-            raise ValueError("window and refresh_every must be >= 1")
-        if not 0.0 <= percentile <= 100.0:
-            raise ValueError(f"percentile must be in [0, 100], got {percentile}")
         self.window, self.pct, self.refresh_every = window, percentile, refresh_every
-        self._models: dict[str, _Samples] = {}
-        self._all = _Samples(window)
+        self._models: dict[str, RollingPercentile] = {}
+        self._all = RollingPercentile(window, percentile, refresh_every)
 
     def observe(self, model: str, round_trip_s: float, compute_s: float | None) -> None:
         """One dispatch answered; without a reported compute time nothing is learned."""
@@ -46,24 +69,10 @@ class DispatchOverhead:
         extra = max(0.0, round_trip_s - compute_s)
         s = self._models.get(model)
         if s is None:
-            s = self._models[model] = _Samples(self.window)
-        # the percentile is re-read every few samples (at once while a window is short):
-        # the core asks for it on every prediction, far more often than dispatches end
-        for samples in (s, self._all):
-            samples.values.append(extra)
-            samples.since += 1
-            if samples.since >= self.refresh_every or len(samples.values) < self.refresh_every:
-                self._refresh(samples)
+            s = self._models[model] = RollingPercentile(self.window, self.pct, self.refresh_every)
+        s.add(extra)
+        self._all.add(extra)
 
     def seconds(self, model: str) -> float:
         s = self._models.get(model)
-        if s is None or not s.values:
-            return self._all.cached
-        return s.cached
-
-    def _refresh(self, s: _Samples) -> None:
-        ordered = sorted(s.values)
-        # nearest rank: a small window's answer is one of its samples, never below the rank
-        rank = max(1, math.ceil(self.pct / 100.0 * len(ordered)))
-        s.cached = ordered[rank - 1]
-        s.since = 0
+        return self._all.value if s is None or not len(s) else s.value

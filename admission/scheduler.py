@@ -35,6 +35,7 @@ from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 
 from admission.batch_choice import choose_batch, choose_batch_class
+from admission.calibration import AdmissionCalibration
 from admission.feasibility import Prediction, infeasible, missed, overcommitted
 from admission.instance_queue import InstanceQueue, QueueKey
 from admission.model import (
@@ -72,6 +73,7 @@ class Queued:
 class _Batch:
     instance_id: str
     members: list[Queued]
+    planned_end_s: float  # when the core expects its answer
 
 
 class Scheduler:
@@ -94,6 +96,21 @@ class Scheduler:
         self._decisions: Counter[DecisionKey] = Counter()
         self._seq = 0
         self._batch_seq = 0
+        self._calibration = AdmissionCalibration(percentile=self.config.calibration_percentile)
+        self._external_s = 0.0
+
+    def set_external_delay(self, seconds: float) -> None:
+        """What a request spends in the shell outside the core's view (waiting for the
+        event loop before it arrives here, and after its answer): the shell measures it
+        and admission adds it to every prediction."""
+        if not seconds >= 0:
+            raise ValueError(f"external delay must be >= 0, got {seconds}")
+        self._external_s = seconds
+
+    def margin_s(self, now: float) -> float:
+        """What admission adds to every prediction now (``admission.calibration``)."""
+        learned = self._calibration.margin_s(now) if self.config.calibration_percentile > 0 else 0.0
+        return learned + self._external_s
 
     # ---- configuration --------------------------------------------------------------
 
@@ -153,6 +170,7 @@ class Scheduler:
                                     f"batch queue full: at most {cap} batch requests queued at once")
         else:
             p = self.predict(req, now)
+            p = Prediction(p.queue_s, p.load_s, p.exec_s, p.known, self.margin_s(now))
             late = now > req.deadline_s or (p.known and now + p.total_s > req.deadline_s)
             if late:
                 quota.release()
@@ -295,7 +313,7 @@ class Scheduler:
         batch_id = f"b{self._batch_seq}"
         iq.busy_until_s = max(now, iq.busy_until_s) + ex
         iq.in_flight[batch_id] = ex
-        self._batches[batch_id] = _Batch(iq.instance_id, members)
+        self._batches[batch_id] = _Batch(iq.instance_id, members, iq.busy_until_s)
         return Dispatch(batch_id, iq.instance_id, model, tuple(e.req.id for e in members), rows, ex)
 
     def complete(self, batch_id: str, now: float, observed_s: float | None) -> None:
@@ -310,6 +328,12 @@ class Scheduler:
             else:
                 late = e.req.deadline_s is not None and now > e.req.deadline_s
                 self._count(e.req, "late" if late else "completed")
+                if e.req.deadline_s is not None:
+                    # later than the plan at dispatch: the execute time, the round trip
+                    # or the shell's own delay was longer than predicted, and everything
+                    # queued behind on that instance is late by as much (a batch that
+                    # grew after admission is in the plan: it still meets its deadlines)
+                    self._calibration.observe(now, now - batch.planned_end_s)
         iq = self._instances.get(batch.instance_id)
         if iq is not None:
             iq.in_flight.pop(batch_id, None)

@@ -20,12 +20,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from admission.model import Dispatch, Drop, PendingRequest
+from admission.overhead import RollingPercentile
 from admission.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
 
 # what run_batch returns per request: its answer, or the error to raise to that caller
 BatchRunner = Callable[[Dispatch, list[Any]], Awaitable[tuple[list[Any], float | None]]]
+
+# How often the shell measures how late the event loop runs a timer: a request waits
+# about that long before its handler reaches the core, and again after its answer.
+LAG_PROBE_S = 0.02
 
 
 @dataclass
@@ -46,9 +51,24 @@ class SchedulingShell:
         self._waiting: dict[str, _Waiting] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._running: set[asyncio.Task[None]] = set()
+        self._lag = RollingPercentile(window=50, percentile=90.0, refresh_every=10)  # the last second
+        self._probe: asyncio.TimerHandle | None = None
+
+    def _probe_lag(self, due: float | None = None) -> None:
+        """Every ``LAG_PROBE_S``: how late this callback ran is the loop's lag now; twice
+        its recent p90 (the wait before a request reaches the core, and after its answer)
+        is what admission adds for the shell."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if due is not None:
+            self._lag.add(max(0.0, now - due))
+            self.core.set_external_delay(2 * self._lag.value)
+        self._probe = loop.call_at(now + LAG_PROBE_S, self._probe_lag, now + LAG_PROBE_S)
 
     async def submit(self, request: PendingRequest, payload: Any) -> Any:
         """Admit, queue and wait for ``request``'s answer; raises the refusal or drop."""
+        if self._probe is None:
+            self._probe_lag()
         refusal = self.core.admit(request, self.clock())
         if refusal is not None:
             raise refusal.error()
@@ -111,6 +131,8 @@ class SchedulingShell:
             self._timer = asyncio.get_running_loop().call_later(delay, self._wake)
 
     async def close(self) -> None:
+        if self._probe is not None:
+            self._probe.cancel()
         if self._timer is not None:
             self._timer.cancel()
         for task in list(self._running):

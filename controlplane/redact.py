@@ -14,6 +14,7 @@ also carries it in ``X-Request-Id`` (gRPC: trailing metadata).
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import re
 import secrets
@@ -75,16 +76,30 @@ def public_text(text: str, tenant: str | None, keep: Collection[str] = (),
         return lambda m: m.group() if m.group() in keep else what
 
     out = _URL.sub(AN_ADDRESS, text)
-    for known in sorted(set(instances), key=len, reverse=True):
-        if known:
-            out = re.sub(r"(?<![\w.-])" + re.escape(known) + r"(?![\w.-])", unless_kept(AN_INSTANCE), out)
+    known = _known_pattern(tuple(sorted({i for i in instances if i}, key=lambda i: (-len(i), i))))
+    if known is not None:
+        out = known.sub(unless_kept(AN_INSTANCE), out)
     out = _INSTANCE_ID.sub(unless_kept(AN_INSTANCE), out)
     out = _ADDRESS.sub(AN_ADDRESS, out)
     out = _PATH.sub(A_PATH, out)
     if tenant:
-        own = re.escape(tenant + SEPARATOR)
-        out = re.sub(r"(?<![\w.-])(?:" + re.escape(_PROFILE_PREFIX) + ")?" + own + r"(?=[A-Za-z0-9])", "", out)
+        out = _own_prefix(tenant).sub("", out)
     return _QUALIFIED.sub(unless_kept(ANOTHER_MODEL), out)
+
+
+# compiled once per set of known instances and per tenant: refusals under a flood are
+# worded thousands of times a second
+@functools.lru_cache(maxsize=64)
+def _known_pattern(known: tuple[str, ...]) -> re.Pattern[str] | None:
+    if not known:
+        return None  # longest first: an id that contains another is matched whole
+    return re.compile(r"(?<![\w.-])(?:" + "|".join(re.escape(k) for k in known) + r")(?![\w.-])")
+
+
+@functools.lru_cache(maxsize=4096)
+def _own_prefix(tenant: str) -> re.Pattern[str]:
+    own = re.escape(tenant + SEPARATOR)
+    return re.compile(r"(?<![\w.-])(?:" + re.escape(_PROFILE_PREFIX) + ")?" + own + r"(?=[A-Za-z0-9])")
 
 
 class Redactor:

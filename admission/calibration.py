@@ -1,0 +1,56 @@
+"""How late admitted requests finish against what admission predicted, learned online.
+
+Admission refuses a request when its predicted completion falls after its deadline. The
+prediction counts the queue ahead, the load and the execute time at the predictor's
+percentile, and the dispatch round trip; it cannot see everything that delays a
+request: later arrivals with earlier deadlines run first, batches are formed after it
+was admitted, executions vary, and the control plane's own event loop is busy under a
+flood. Each of these is small and each is already bounded where it can be, but together
+they made about 1% of admitted requests miss at full load. A promise kept 99.9% of the
+time needs their sum.
+
+So the core keeps, for every admitted request, the completion admission predicted, and
+when the request completes (or is dropped, when it would have completed at its deadline
+plus the lateness), the error: actual minus predicted. The margin admission adds is a
+high percentile of the recent errors (never negative). Recent means both the last
+``window`` errors and the last ``horizon_s`` seconds: a margin that made admission refuse
+everything would otherwise never see a new error and never shrink.
+
+Pure: every call takes ``now``.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from admission.overhead import RollingPercentile
+
+
+class AdmissionCalibration:
+    def __init__(self, window: int = 1000, percentile: float = 99.0, horizon_s: float = 10.0,
+                 min_samples: int = 50, refresh_every: int = 25) -> None:
+        if horizon_s <= 0 or min_samples < 1:
+            raise ValueError("horizon_s must be > 0 and min_samples >= 1")
+        self.horizon_s, self.min_samples = horizon_s, min_samples
+        self._errors = RollingPercentile(window, percentile, refresh_every)
+        self._times: deque[float] = deque(maxlen=window)  # when each error was seen, oldest first
+
+    def observe(self, now: float, error_s: float) -> None:
+        """A request finished ``error_s`` later than predicted (negative: earlier)."""
+        self._expire(now)
+        self._times.append(now)
+        self._errors.add(error_s)
+
+    def margin_s(self, now: float) -> float:
+        """What admission adds to a prediction now: 0 until enough recent errors are known."""
+        if self._times and self._times[0] < now - self.horizon_s:
+            self._expire(now)
+            self._errors.refresh()
+        if len(self._errors) < self.min_samples:
+            return 0.0
+        return max(0.0, self._errors.value)
+
+    def _expire(self, now: float) -> None:
+        while self._times and self._times[0] < now - self.horizon_s:
+            self._times.popleft()
+            self._errors.values.popleft()
