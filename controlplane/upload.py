@@ -19,6 +19,8 @@ from controlplane.artifacts import ArtifactStore, StagedUpload, too_large
 from kserve.errors import InvalidArgument
 
 FILE_FIELD = "file"
+# a Triton config may come as a file too (curl -F config=@config.pbtxt); it is read as text
+CONFIG_FIELD = "config"
 # form fields are JSON specs and numbers; anything bigger is a mistake
 MAX_FIELD_BYTES = 256 * 1024
 # the file and a handful of options; together with MAX_FIELD_BYTES this bounds what a
@@ -144,9 +146,9 @@ class _MultipartForm:
             if self._file_parts > 1:
                 raise InvalidArgument(f"more than one '{FILE_FIELD}' part: upload one model file per request")
             self._is_file = True
-        elif b"filename" in disposition:
+        elif b"filename" in disposition and name != CONFIG_FIELD:
             raise InvalidArgument(f"unexpected file in form field {name!r}: send the model as the "
-                                  f"'{FILE_FIELD}' field")
+                                  f"'{FILE_FIELD}' field (and a Triton config as '{CONFIG_FIELD}')")
 
     def _part_data(self, data: bytes, start: int, end: int) -> None:
         if self._is_file:

@@ -24,6 +24,8 @@ from pydantic import BaseModel, field_validator
 
 from kserve.datatypes import SUPPORTED, is_v2_datatype
 from kserve.errors import InvalidArgument, Unavailable
+from modelfiles.config import TensorSpec as ConfigTensor
+from modelfiles.config import parse_tenant_config
 from modelfiles.verify import tensor_bound
 
 log = logging.getLogger(__name__)
@@ -37,8 +39,15 @@ PLATFORM: dict[ModelFormat, tuple[Platform, str]] = {
 }
 
 # Used when the tenant gives no max_batch_size and every ONNX tensor has a dynamic
-# first dimension (Triton's own autocomplete does the same, with 4).
+# first dimension (Triton's own autocomplete does the same, with 4: inferplex batches
+# across requests itself, where a larger batch pays off more often).
 DEFAULT_MAX_BATCH_SIZE = 8
+MAX_BATCH_SIZE_RULE = (
+    f"Default when not given (neither max_batch_size nor a config's): {DEFAULT_MAX_BATCH_SIZE} for an ONNX "
+    "model whose inputs and outputs all have a dynamic first dimension (that dimension is the batch), "
+    "0 (no batching) when any has a fixed one; 0 for TorchScript, whose file states no shapes: give "
+    "max_batch_size=N to batch it (its dims then leave out the batch dimension)."
+)
 
 _SPEC_EXAMPLE = '[{"name": "INPUT__0", "datatype": "FP32", "dims": [64]}]'
 
@@ -253,13 +262,44 @@ async def probe_model(path: Path, *, name: str, timeout_s: float = PROBE_TIMEOUT
     return report
 
 
+@dataclass(frozen=True, slots=True)
+class DeclaredConfig:
+    """What a tenant's Triton model config (``config=``) declares, as upload options."""
+
+    name: str
+    platform: str  # "" when not stated
+    max_batch_size: int | None
+    inputs: list[TensorSpec] | None
+    outputs: list[TensorSpec] | None
+
+
+def declared_config(text: str) -> DeclaredConfig:
+    """Read a tenant's ``config.pbtxt`` text or its JSON form (``modelfiles.config``'s strict
+    subset); InvalidArgument saying what to fix."""
+    config = parse_tenant_config(text)
+
+    def specs(items: tuple[ConfigTensor, ...] | None) -> list[TensorSpec] | None:
+        if items is None:
+            return None
+        return [TensorSpec(name=t.name, datatype=t.datatype, dims=list(t.dims)) for t in items]
+
+    return DeclaredConfig(config.name, config.platform, config.max_batch_size, specs(config.inputs),
+                          specs(config.outputs))
+
+
 async def validate_model(path: Path, *, inputs: list[TensorSpec] | None, outputs: list[TensorSpec] | None,
-                         max_batch_size: int | None, name: str = "model") -> ValidatedModel:
+                         max_batch_size: int | None, name: str = "model",
+                         platform: str = "") -> ValidatedModel:
     """Everything an upload must pass before it is stored; raises InvalidArgument saying what
-    to fix. ``name`` is the tenant's name for the model, for the messages."""
+    to fix. ``name`` is the tenant's name for the model, for the messages; ``platform``, when
+    given (a tenant's config), must be the file's."""
     if max_batch_size is not None and not 0 <= max_batch_size <= MAX_BATCH_SIZE_LIMIT:
         raise InvalidArgument(f"max_batch_size must be between 0 and {MAX_BATCH_SIZE_LIMIT}, got {max_batch_size}")
     report = await probe_model(path, name=name)
+    found = PLATFORM[report["format"]][0]
+    if platform and platform != found:
+        raise InvalidArgument(f"the config says platform '{platform}' but the file is a {report['format']} "
+                              f"model ('{found}'): fix the config's platform/backend, or leave it out")
     if report["format"] == "onnx":
         found_in = [TensorSpec(**t) for t in report["inputs"]]
         found_out = [TensorSpec(**t) for t in report["outputs"]]

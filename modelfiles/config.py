@@ -8,7 +8,9 @@ typed subset the request path checks against.
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -247,3 +249,137 @@ def complete_from_onnx(config: mc.ModelConfig, graph: Any) -> None:
             f"failed to load '{name}': the ONNX model has inputs {missing} that the "
             "configuration does not list"
         )
+
+
+# --------------------------------------------------------------------------- a tenant's config
+
+# What a tenant's config may set: the model's I/O and batch size. Everything else in
+# model_config.proto (instance groups, dynamic batching, optimisation, ...) is the
+# operator's, or the control plane's (it batches across requests itself).
+TENANT_CONFIG_FIELDS = ("name", "platform", "backend", "max_batch_size", "input", "output")
+TENANT_TENSOR_FIELDS = ("name", "data_type", "dims")
+# a config is a few tensors; a bigger one is a mistake (or an attempt on the parser)
+MAX_TENANT_CONFIG_CHARS = 64 * 1024
+_STRINGS_AND_COMMENTS = re.compile(r'"(?:\\.|[^"\\\n])*"|\'(?:\\.|[^\'\\\n])*\'|#[^\n]*')
+_MAX_BATCH_FIELD = re.compile(r"(?<![\w.])max_batch_size\s*:")
+
+
+@dataclass(frozen=True, slots=True)
+class TenantConfig:
+    """The subset of a Triton model config a tenant gives with an upload. ``max_batch_size``
+    is None when the config leaves it out (the upload's default rule applies); ``inputs``
+    or ``outputs`` are None when the config lists none (inferred from an ONNX file)."""
+
+    name: str
+    platform: str  # "" when the config names neither platform nor backend
+    max_batch_size: int | None
+    inputs: tuple[TensorSpec, ...] | None
+    outputs: tuple[TensorSpec, ...] | None
+
+
+def parse_tenant_config(text: str) -> TenantConfig:
+    """A tenant's ``config.pbtxt`` text, or its JSON form (as Triton's repository load takes
+    it), read strictly: only ``TENANT_CONFIG_FIELDS`` at the top and ``TENANT_TENSOR_FIELDS``
+    in each input and output; InvalidArgument saying what to fix otherwise."""
+    if len(text) > MAX_TENANT_CONFIG_CHARS:
+        raise InvalidArgument(f"config is over {MAX_TENANT_CONFIG_CHARS} characters: give only the "
+                              f"model's {', '.join(TENANT_CONFIG_FIELDS)}")
+    stripped = text.strip()
+    if not stripped:
+        raise InvalidArgument("config is empty: give a config.pbtxt or its JSON form, or leave config out")
+    config = mc.ModelConfig()
+    if stripped.startswith("{"):
+        try:
+            data = json.loads(stripped)
+        except json.JSONDecodeError as exc:
+            raise InvalidArgument(f"config looks like JSON but is not valid JSON ({exc})") from None
+        if not isinstance(data, dict):
+            raise InvalidArgument("config in JSON form must be an object")
+        _refuse_unknown(data)
+        try:
+            json_format.ParseDict(data, config)
+        except json_format.ParseError as exc:
+            raise InvalidArgument(f"config is not a valid model configuration in JSON form: "
+                                  f"{_proto_message(str(exc))}") from None
+        has_max_batch = "max_batch_size" in data
+    else:
+        try:
+            text_format.Parse(text, config)  # line numbers as the tenant wrote them
+        except text_format.ParseError as exc:
+            raise InvalidArgument(f"config is not valid config.pbtxt text (protobuf text format): "
+                                  f"{_proto_message(str(exc))}") from None
+        _refuse_unknown(json_format.MessageToDict(config, preserving_proto_field_name=True))
+        has_max_batch = _MAX_BATCH_FIELD.search(_STRINGS_AND_COMMENTS.sub(" ", stripped)) is not None
+    if config.max_batch_size < 0:
+        raise InvalidArgument(f"config: max_batch_size must be >= 0, got {config.max_batch_size}")
+    platform = config.platform or _BACKEND_TO_PLATFORM.get(config.backend, "")
+    if config.platform and config.backend and _BACKEND_TO_PLATFORM.get(config.backend) != config.platform:
+        raise InvalidArgument(f"config: platform '{config.platform}' and backend '{config.backend}' disagree")
+    if (config.platform or config.backend) and platform not in DEFAULT_FILENAME:
+        raise InvalidArgument(
+            f"config: unsupported platform/backend '{config.platform or config.backend}'; models are "
+            f"'{ONNX}' (backend 'onnxruntime') or '{TORCHSCRIPT}' (backend 'pytorch'), or leave it out")
+
+    def tensors(items: Any, kind: str) -> tuple[TensorSpec, ...] | None:
+        if not items:
+            return None
+        seen: set[str] = set()
+        out = []
+        for t in items:
+            if not t.name:
+                raise InvalidArgument(f"config: every {kind} needs a name")
+            if t.name in seen:
+                raise InvalidArgument(f"config: {kind} '{t.name}' is listed twice")
+            seen.add(t.name)
+            if t.data_type == mc.TYPE_INVALID or t.data_type not in mc.DataType.values():
+                raise InvalidArgument(f"config: {kind} '{t.name}' needs a data_type such as TYPE_FP32")
+            if any(d < -1 for d in t.dims):
+                raise InvalidArgument(f"config: {kind} '{t.name}' has dims {list(t.dims)}; each dim is "
+                                      "-1 (any size) or >= 0")
+            out.append(TensorSpec(t.name, config_type_to_v2(mc.DataType.Name(t.data_type)),
+                                  tuple(int(d) for d in t.dims)))
+        return tuple(out)
+
+    return TenantConfig(
+        name=config.name, platform=platform,
+        max_batch_size=int(config.max_batch_size) if has_max_batch else None,
+        inputs=tensors(config.input, "input"), outputs=tensors(config.output, "output"),
+    )
+
+
+def _refuse_unknown(data: dict[str, Any]) -> None:
+    """Fields of model_config.proto (or none at all) that a tenant's config may not set."""
+    extra = sorted(set(data) - set(TENANT_CONFIG_FIELDS))
+    if extra:
+        raise InvalidArgument(
+            f"config field{'s' if len(extra) > 1 else ''} {', '.join(repr(e) for e in extra)} cannot be "
+            f"set by an upload: a config gives {', '.join(TENANT_CONFIG_FIELDS)} (instances, batching "
+            "and the rest are the service's)")
+    for kind in ("input", "output"):
+        items = data.get(kind) or []
+        if not isinstance(items, list):
+            continue  # json_format names the type error
+        for t in items:
+            if not isinstance(t, dict):
+                continue
+            extra = sorted(set(t) - set(TENANT_TENSOR_FIELDS))
+            if extra:
+                raise InvalidArgument(
+                    f"config {kind} {t.get('name', '')!r}: field{'s' if len(extra) > 1 else ''} "
+                    f"{', '.join(repr(e) for e in extra)} cannot be set by an upload: an {kind} gives "
+                    f"{', '.join(TENANT_TENSOR_FIELDS)}")
+
+
+_NO_FIELD = re.compile(r'Message type "inference\.(\w+)" has no field named "([^"]*)"')
+_WHERE = {"ModelConfig": ("the config", TENANT_CONFIG_FIELDS), "ModelInput": ("an input", TENANT_TENSOR_FIELDS),
+          "ModelOutput": ("an output", TENANT_TENSOR_FIELDS)}
+
+
+def _proto_message(message: str) -> str:
+    """protobuf's parse error in the words of the config the tenant wrote."""
+    found = _NO_FIELD.search(message)
+    if found:
+        where, fields = _WHERE.get(found.group(1), (found.group(1), ()))
+        known = f" ({where} gives {', '.join(fields)})" if fields else ""
+        return f"{message[:found.start()]}unknown field {found.group(2)!r} in {where}{known}"
+    return message.replace('"inference.ModelConfig"', "the config").replace("inference.", "")

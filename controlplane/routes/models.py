@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Iterable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, status
@@ -18,7 +19,7 @@ from controlplane.catalog import ModelRecord, check_new_version
 from controlplane.deps import PrincipalDep, ServicesDep
 from controlplane.gateway import UNKNOWN_MODEL_LABEL
 from controlplane.upload import FILE_FIELD, receive_upload
-from controlplane.validation import TensorSpec, validate_model
+from controlplane.validation import MAX_BATCH_SIZE_RULE, TensorSpec, declared_config, validate_model
 from kserve.errors import InferplexError, InvalidArgument, PermissionDenied
 from tenants.auth import Principal
 from tenants.naming import check_model_name, is_model_name
@@ -31,7 +32,10 @@ TenantQuery = Annotated[str | None, Query(description="Admin keys only: the tena
 
 _SPECS = TypeAdapter(list[TensorSpec])
 _SPEC_HELP = 'a JSON list like [{"name": "INPUT0", "datatype": "FP32", "dims": [64]}]'
-_OPTIONS = {"name", "version", "max_batch_size", "inputs", "outputs", "slo_ms", "tenant"}
+# every option an upload takes; anything else is refused, naming these
+_OPTIONS = {"name", "version", "max_batch_size", "inputs", "outputs", "slo_ms", "config", "tenant"}
+# what a config declares, so it is given one way: the config, or these options
+_CONFIG_OPTIONS = ("inputs", "outputs", "max_batch_size")
 DEFAULT_SLO_MS = 100.0
 
 
@@ -59,6 +63,19 @@ def scope(principal: Principal, tenant: str | None) -> str:
     if tenant and tenant != principal.tenant:
         raise PermissionDenied("a tenant key acts only on its own tenant's models: leave out ?tenant=")
     return principal.tenant
+
+
+def _check_options(items: Iterable[tuple[str, str]], where: str) -> None:
+    """Refuse an option the upload does not take (it would be dropped silently), or one given
+    twice (which one was meant is a guess)."""
+    seen: set[str] = set()
+    for key, _ in items:
+        if key not in _OPTIONS:
+            raise InvalidArgument(f"unknown upload option {key!r} ({where}): the options are "
+                                  f"{', '.join(sorted(_OPTIONS))}")
+        if key in seen:
+            raise InvalidArgument(f"{where} {key!r} is given twice: send it once")
+        seen.add(key)
 
 
 def _int(options: dict[str, str], key: str) -> int | None:
@@ -103,6 +120,14 @@ def _slo(options: dict[str, str]) -> float:
     return slo
 
 
+_CONFIG_HELP = (
+    "A Triton model config for the file: config.pbtxt text or its JSON form (as Triton's repository load "
+    "takes it), with name, platform/backend, max_batch_size, input and output (each: name, data_type such "
+    "as TYPE_FP32, dims; dims leave out the batch dimension when max_batch_size > 0). Instead of inputs, "
+    "outputs and max_batch_size; checked against the file, other fields refused. A max_batch_size it "
+    "leaves out follows the default rule."
+)
+
 _UPLOAD_DOC: dict[str, Any] = {
     "requestBody": {
         "required": True,
@@ -113,25 +138,27 @@ _UPLOAD_DOC: dict[str, Any] = {
             "multipart/form-data": {"schema": {"type": "object", "required": [FILE_FIELD, "name"], "properties": {
                 FILE_FIELD: {"type": "string", "format": "binary"},
                 "name": {"type": "string"}, "version": {"type": "integer"},
-                "max_batch_size": {"type": "integer"}, "slo_ms": {"type": "number"},
+                "max_batch_size": {"type": "integer", "description": MAX_BATCH_SIZE_RULE},
+                "slo_ms": {"type": "number"},
                 "inputs": {"type": "string", "description": _SPEC_HELP},
                 "outputs": {"type": "string", "description": _SPEC_HELP},
+                "config": {"type": "string", "description": _CONFIG_HELP},
             }}},
             "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
         },
     },
     "parameters": [
         {"name": "name", "in": "query", "schema": {"type": "string"},
-         "description": "Model name (required, here or as a form field)."},
+         "description": "Model name (required, here, as a form field or as the config's name)."},
         {"name": "version", "in": "query", "schema": {"type": "integer"},
          "description": "Version number; default: the next one."},
         {"name": "max_batch_size", "in": "query", "schema": {"type": "integer"},
-         "description": "Largest batch; default: 8 for ONNX models whose tensors all have a dynamic "
-         "first dimension, else 0."},
+         "description": f"Largest batch. {MAX_BATCH_SIZE_RULE}"},
         {"name": "inputs", "in": "query", "schema": {"type": "string"},
          "description": f"{_SPEC_HELP}; inferred from ONNX files, required for TorchScript."},
         {"name": "outputs", "in": "query", "schema": {"type": "string"},
          "description": f"{_SPEC_HELP}; inferred from ONNX files, required for TorchScript."},
+        {"name": "config", "in": "query", "schema": {"type": "string"}, "description": _CONFIG_HELP},
         {"name": "slo_ms", "in": "query", "schema": {"type": "number"},
          "description": f"Latency target in ms (default {DEFAULT_SLO_MS:g})."},
         {"name": "tenant", "in": "query", "schema": {"type": "string"},
@@ -150,6 +177,8 @@ _INTERNAL = {"qualified_name"}
              openapi_extra=_UPLOAD_DOC)
 async def upload_model(request: Request, services: ServicesDep, principal: PrincipalDep) -> ModelRecord:
     query = dict(request.query_params)
+    # all of this before a byte of the body is read: a mistake in the URL costs no upload
+    _check_options(request.query_params.multi_items(), "query parameter")
     tenant = scope(principal, query.get("tenant"))
     # which tenant record this upload is for: one deleted (or re-created) meanwhile gets nothing
     tenant_created = await services.tenants.tenant_created(tenant)
@@ -160,22 +189,41 @@ async def upload_model(request: Request, services: ServicesDep, principal: Princ
     except InferplexError:
         services.metrics.error(tenant, _metric_label(query.get("name")), "upload_refused")
         raise
-    options = {**query, **{k: v for k, v in received.fields.items() if k in _OPTIONS}}
+    options = {**query, **received.fields}
     name = options.get("name", "")
     try:
-        both = sorted(k for k in _OPTIONS & received.fields.keys() & query.keys()
-                      if received.fields[k] != query[k])
+        _check_options(received.fields.items(), "form field")
+        if "tenant" in received.fields:
+            raise InvalidArgument("tenant is a query parameter (?tenant=<tenant>, admin keys only), "
+                                  "not a form field")
+        both = sorted(k for k in received.fields.keys() & query.keys() if received.fields[k] != query[k])
         if both:
             raise InvalidArgument(f"{', '.join(both)} given both as a query parameter and as a form field, "
                                   "with different values: send each option once")
+        config = declared_config(options["config"]) if options.get("config") else None
+        if config is not None:
+            clash = [k for k in _CONFIG_OPTIONS if options.get(k)]
+            if clash:
+                raise InvalidArgument(f"give the model's I/O once: either config or {', '.join(clash)}, "
+                                      "not both")
+            if config.name and name and config.name != name:
+                raise InvalidArgument(f"the config names the model {config.name!r} but name={name!r}: make "
+                                      "them the same, or leave the config's name out")
+            name = name or config.name
         if not name:
             raise InvalidArgument("missing model name: send name=<model> (query parameter or form field)")
         version, slo_ms = _int(options, "version"), _slo(options)
         check_new_version(name, version, slo_ms)  # before the model probe, which takes seconds
-        model = await validate_model(
-            received.staged.path, inputs=_specs(options, "inputs"), outputs=_specs(options, "outputs"),
-            max_batch_size=_int(options, "max_batch_size"), name=name,
-        )
+        if config is not None:
+            model = await validate_model(
+                received.staged.path, inputs=config.inputs, outputs=config.outputs,
+                max_batch_size=config.max_batch_size, name=name, platform=config.platform,
+            )
+        else:
+            model = await validate_model(
+                received.staged.path, inputs=_specs(options, "inputs"), outputs=_specs(options, "outputs"),
+                max_batch_size=_int(options, "max_batch_size"), name=name,
+            )
         record = await services.catalog.add_version(tenant, tenant_created, name, version, received.staged,
                                                      model, slo_ms)
     except InferplexError as exc:
