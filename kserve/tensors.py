@@ -4,10 +4,8 @@ transports share (shape, element count, byte size, BYTES serialization).
 Conventions:
 - ``Tensor.data`` always has ``data.shape == tuple(tensor.shape)``.
 - Tensors decoded from binary wire data are zero-copy, read-only views into the
-  request body (``np.frombuffer``); copy before writing into them. Such a view starts
-  wherever the tensor sits in the body, often not even 4-byte aligned: a runtime takes
-  its inputs through ``aligned`` (ONNX Runtime's reductions give other last bits at
-  other addresses).
+  request body (``np.frombuffer``); copy before writing into them. They start wherever
+  the body put them: runtimes take inputs through ``kserve.alignment.aligned``.
 - BYTES tensors are numpy ``object`` arrays of ``bytes``; the wire form is a
   4-byte little-endian length before each element, like tritonclient's
   ``serialize_byte_tensor``.
@@ -107,37 +105,6 @@ class InferResponse:
     id: str
     outputs: list[Tensor]
     parameters: dict[str, Any] = field(default_factory=dict)
-
-
-# Where a runtime's inputs start. ONNX Runtime's vectorised reductions (Eigen's) sum from
-# the first address aligned to their vector width, element by element before it, and not
-# vectorised at all on data that is not aligned to its element: the same values at two
-# addresses give two sums, different in their last bits. 64 bytes is every vector width
-# (AVX-512's included), so an input at a multiple of it is summed the same way wherever
-# it came from.
-TENSOR_ALIGNMENT = 64
-
-
-def aligned_empty(nbytes: int, alignment: int = TENSOR_ALIGNMENT) -> np.ndarray:
-    """``nbytes`` uninitialised bytes (a uint8 array) starting at a multiple of ``alignment``."""
-    raw = np.empty(nbytes + alignment, dtype=np.uint8)
-    start = -raw.ctypes.data % alignment
-    return raw[start:start + nbytes]
-
-
-def is_aligned(array: np.ndarray, alignment: int = TENSOR_ALIGNMENT) -> bool:
-    return array.flags.c_contiguous and array.ctypes.data % alignment == 0
-
-
-def aligned(array: np.ndarray, writable: bool = False, alignment: int = TENSOR_ALIGNMENT) -> np.ndarray:
-    """``array`` itself when it is C-contiguous and starts at a multiple of ``alignment``
-    (and is writable, when asked), else a copy that is. BYTES (object) arrays hold
-    pointers, not values, and are returned as they are."""
-    if array.dtype.hasobject or (is_aligned(array, alignment) and (array.flags.writeable or not writable)):
-        return array
-    out = aligned_empty(array.nbytes, alignment).view(array.dtype).reshape(array.shape)
-    np.copyto(out, array)
-    return out
 
 
 # numpy's own limit (NPY_MAXDIMS): no array of more dimensions can exist

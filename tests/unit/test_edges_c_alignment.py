@@ -1,6 +1,6 @@
 """Runtimes get their inputs aligned, whatever the wire handed over (issue 11): a binary
 HTTP input is a view into the body at any offset, and ONNX Runtime's reductions sum the
-same values differently at different addresses (kserve.tensors.TENSOR_ALIGNMENT)."""
+same values differently at different addresses (kserve.alignment.TENSOR_ALIGNMENT)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from kserve.tensors import TENSOR_ALIGNMENT, aligned, tensor_from_buffer
+from kserve.alignment import TENSOR_ALIGNMENT, aligned
+from kserve.tensors import tensor_from_buffer
 from modelfiles import config as cfg
 from worker.runtimes import open_runtime
 from worker.sandbox import wire

@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from kserve.alignment import aligned
 from kserve.errors import DeadlineExceeded, InvalidArgument
-from kserve.tensors import aligned
 from modelfiles.config import ModelSpec
 from worker.runtimes.base import Runtime
 
@@ -63,7 +63,7 @@ class OnnxRuntime(Runtime):
 
     def prepare(self, inputs: dict[str, np.ndarray]) -> Any:
         # ORT runs on the array's own memory: where it starts changes a reduction's bits
-        # (kserve.tensors.TENSOR_ALIGNMENT); the sandbox's frames are aligned already
+        # (kserve.alignment.TENSOR_ALIGNMENT); the sandbox's frames are aligned already
         feed: dict[str, Any] = {name: aligned(array) for name, array in inputs.items()}
         if not self._bf16_in and not self._bf16_out and not self._strings_in:
             return feed

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from kserve.alignment import aligned
 from kserve.errors import InvalidArgument
-from kserve.tensors import aligned
 from modelfiles.config import ModelSpec
 from modelfiles.safety import check_torchscript_bytes
 from modelfiles.verify import verify_torchscript, verify_torchscript_archive

@@ -11,7 +11,7 @@ payload (tensor buffers in header order, each starting at the next multiple of
 binary form (a 4-byte little-endian length before each element). A payload is received
 into a buffer that starts aligned too, so every tensor decoded from it is an aligned view:
 a model's answer does not depend on the sizes of the inputs before it in the frame
-(kserve.tensors.TENSOR_ALIGNMENT says why).
+(kserve.alignment.TENSOR_ALIGNMENT says why).
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from kserve.alignment import TENSOR_ALIGNMENT, aligned_empty
 from kserve.datatypes import V2_TO_NUMPY
-from kserve.tensors import TENSOR_ALIGNMENT, aligned_empty
 
 _PREFIX = struct.Struct("!II")
 MAX_HEADER_BYTES = 1 << 20
