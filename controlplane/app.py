@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
+import re
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -11,7 +13,9 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 
+from controlplane.api_contract import finish_openapi
 from controlplane.body_limit import RestBodyLimit
 from controlplane.gateway import SERVER_VERSION
 from controlplane.redact import RequestIdMiddleware
@@ -38,6 +42,22 @@ def _problem(error: Mapping[str, Any]) -> str:
     if str(error.get("type", "")).endswith("_type") and "input" in error:
         message += f", got {_json_kind(error['input'])}"
     return f"{where}: {message}"
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method the API documents at this request's path (the spec is the one list of
+    routes; FastAPI's router keeps its own nested and private)."""
+    path = request.scope["path"]
+    matching = [(template.count("{"), operations) for template, operations in request.app.openapi()["paths"].items()
+                if _path_regex(template).match(path)]
+    # /admin/instances/register is that resource, not /admin/instances/{instance_id}
+    fewest = min((params for params, _ in matching), default=0)
+    return sorted({method.upper() for params, operations in matching if params == fewest for method in operations})
+
+
+@functools.cache
+def _path_regex(template: str) -> re.Pattern[str]:
+    return compile_path(template)[0]
 
 
 def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
@@ -83,13 +103,29 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         return JSONResponse(InvalidArgument(f"invalid request: {problems}").to_json(), status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         # Starlette's own refusals (unknown path, a body FastAPI could not parse) in the
         # {"error": ...} form; a body nested too deep fails json.loads with RecursionError
         message = str(exc.detail)
         if isinstance(exc.__cause__, RecursionError):
             message = "the request body JSON nests arrays and objects too deeply; send a flatter body"
-        return JSONResponse({"error": message}, status_code=exc.status_code, headers=exc.headers)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            # Starlette names the methods of the first route whose path matched; a path
+            # served by several routes (GET and POST /v1/models) takes them all
+            allowed = _allowed_methods(request) or sorted(headers.get("Allow", "").replace(",", " ").split())
+            headers["Allow"] = ", ".join(allowed)
+            if allowed:
+                choice = ", ".join(allowed[:-1]) + " or " + allowed[-1] if len(allowed) > 1 else allowed[0]
+                message = f"method {request.method} is not allowed here; use {choice}"
+        return JSONResponse({"error": message}, status_code=exc.status_code, headers=headers)
+
+    fastapi_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        return finish_openapi(fastapi_openapi())  # built once, cached by FastAPI
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
     from controlplane.routes import include_routers
     from controlplane.routes.v2 import InferFastPath

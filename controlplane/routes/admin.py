@@ -7,7 +7,7 @@ from typing import Literal
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from controlplane.api_contract import StrictBody
+from controlplane.api_contract import ADMIN, KEYED, StrictBody, errors
 from controlplane.deps import AdminDep, ServicesDep
 
 router = APIRouter(prefix="/admin/instances", tags=["admin: instances"])
@@ -63,12 +63,12 @@ async def _views(services: ServicesDep) -> list[InstanceView]:
     return views
 
 
-@router.get("", summary="Every instance: budget, used memory, health and loaded models")
+@router.get("", responses=ADMIN, summary="Every instance: budget, used memory, health and loaded models")
 async def list_instances(_: AdminDep, services: ServicesDep) -> list[InstanceView]:
     return await _views(services)
 
 
-@router.post("", status_code=201, summary="Register an external instance (e.g. a Triton server) by URL")
+@router.post("", status_code=201, responses=errors(400, *KEYED, 413), summary="Register an external instance (e.g. a Triton server) by URL")
 async def register_instance(body: RegisterInstance, _: AdminDep, services: ServicesDep) -> InstanceView:
     rec = await services.instances.register(body.http_url, body.grpc_url, body.memory_bytes,
                                             instance_class=body.instance_class,
@@ -77,7 +77,7 @@ async def register_instance(body: RegisterInstance, _: AdminDep, services: Servi
     return next(v for v in await _views(services) if v.instance_id == rec.instance_id)
 
 
-@router.delete("/{instance_id}", status_code=204, summary="Forget an instance (its models stay loaded there)")
+@router.delete("/{instance_id}", status_code=204, responses=errors(*KEYED, 404), summary="Forget an instance (its models stay loaded there)")
 async def delete_instance(instance_id: str, _: AdminDep, services: ServicesDep) -> None:
     await services.instances.deregister(instance_id)
     await services.placement.resync()

@@ -8,12 +8,13 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse
 
+from controlplane.api_contract import ADMIN
 from controlplane.deps import AdminDep, ServicesDep
 
 router = APIRouter(tags=["operator: metrics"])
 
 
-@router.get("/metrics", response_class=PlainTextResponse,
+@router.get("/metrics", response_class=PlainTextResponse, responses=ADMIN,
             summary="Prometheus text: requests, latency histograms, errors, loads, evictions (admin key)")
 async def metrics(services: ServicesDep, _: AdminDep) -> PlainTextResponse:
     text = services.metrics.render()

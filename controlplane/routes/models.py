@@ -13,8 +13,9 @@ from collections.abc import Iterable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, status
-from pydantic import BaseModel, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError, create_model
 
+from controlplane.api_contract import KEYED, errors
 from controlplane.catalog import ModelRecord, check_new_version
 from controlplane.deps import PrincipalDep, ServicesDep
 from controlplane.gateway import UNKNOWN_MODEL_LABEL
@@ -51,6 +52,25 @@ class ModelDetail(BaseModel):
 class DeletedModel(BaseModel):
     name: str
     versions: list[int]
+
+
+# the instance-level name is internal: tenants know their models by their own names
+_INTERNAL = {"qualified_name"}
+# what a tenant is shown of a version: the record less the internal fields (the spec, too,
+# documents only what is sent); the handlers return records, FastAPI fits them to these
+ModelVersion: type[BaseModel] = create_model(
+    "ModelVersion", __doc__="One version of a model, as its tenant sees it.",
+    **{n: (f.annotation, f) for n, f in ModelRecord.model_fields.items() if n not in _INTERNAL})
+
+
+class ModelListView(BaseModel):
+    models: list[ModelVersion]  # type: ignore[valid-type]
+
+
+class ModelDetailView(BaseModel):
+    name: str
+    versions: list[ModelVersion] = Field(  # type: ignore[valid-type]
+        description="Every version, oldest first, with status and profile.")
 
 
 def scope(principal: Principal, tenant: str | None) -> str:
@@ -167,12 +187,8 @@ _UPLOAD_DOC: dict[str, Any] = {
 }
 
 
-# the instance-level name is internal: tenants know their models by their own names
-_INTERNAL = {"qualified_name"}
-
-
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=ModelRecord,
-             response_model_exclude=_INTERNAL,
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=ModelVersion,
+             responses=errors(400, *KEYED, 404, 409, 413),
              summary="Upload a model version (ONNX or TorchScript), validated before it is accepted",
              openapi_extra=_UPLOAD_DOC)
 async def upload_model(request: Request, services: ServicesDep, principal: PrincipalDep) -> ModelRecord:
@@ -236,20 +252,19 @@ async def upload_model(request: Request, services: ServicesDep, principal: Princ
     return record
 
 
-@router.get("", response_model=ModelList, response_model_exclude={"models": {"__all__": _INTERNAL}},
+@router.get("", response_model=ModelListView, responses=errors(400, *KEYED),
             summary="List the tenant's models (every version)")
 async def list_models(services: ServicesDep, principal: PrincipalDep, tenant: TenantQuery = None) -> ModelList:
     return ModelList(models=services.catalog.list(scope(principal, tenant)))
 
 
-@router.get("/{name}", response_model=ModelDetail,
-            response_model_exclude={"versions": {"__all__": _INTERNAL}}, summary="Describe a model: versions, status, reason, profile")
+@router.get("/{name}", response_model=ModelDetailView, responses=errors(400, *KEYED, 404), summary="Describe a model: versions, status, reason, profile")
 async def describe_model(name: str, services: ServicesDep, principal: PrincipalDep,
                          tenant: TenantQuery = None) -> ModelDetail:
     return ModelDetail(name=name, versions=services.catalog.versions(scope(principal, tenant), name))
 
 
-@router.delete("/{name}", response_model=DeletedModel,
+@router.delete("/{name}", response_model=DeletedModel, responses=errors(400, *KEYED, 404, 409),
                summary="Delete a model (every version); it is unloaded from every instance first")
 async def delete_model(name: str, services: ServicesDep, principal: PrincipalDep,
                        tenant: TenantQuery = None) -> DeletedModel:
@@ -261,6 +276,7 @@ async def delete_model(name: str, services: ServicesDep, principal: PrincipalDep
 
 
 @router.delete("/{name}/versions/{version}", response_model=DeletedModel,
+               responses=errors(400, *KEYED, 404, 409),
                summary="Delete one version of a model; the model is unloaded from every instance first")
 async def delete_model_version(name: str, version: int, services: ServicesDep, principal: PrincipalDep,
                                tenant: TenantQuery = None) -> DeletedModel:

@@ -16,6 +16,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
+from controlplane.api_contract import KEYED, errors
 from controlplane.catalog import Status
 from controlplane.deps import AdminDep, PrincipalDep, ServicesDep
 from controlplane.routes.models import TenantQuery, scope
@@ -36,7 +37,7 @@ class ProfileView(BaseModel):
         default_factory=dict, description="per instance class; seconds, p50/p99 over n measurements")
 
 
-@router.get("/v2/models/{model}/profile", response_model=ProfileView,
+@router.get("/v2/models/{model}/profile", response_model=ProfileView, responses=errors(400, *KEYED, 404),
             summary="Load and execute latency per instance class (stored profile + live observations)")
 async def model_profile(model: str, services: ServicesDep, principal: PrincipalDep,
                         tenant: TenantQuery = None,
@@ -66,7 +67,7 @@ class PredictionLog(BaseModel):
     samples: list[PredictionRow]
 
 
-@router.get("/admin/predictions", response_model=PredictionLog,
+@router.get("/admin/predictions", response_model=PredictionLog, responses=errors(400, *KEYED),
             summary="Dispatch-time predictions next to the execute times observed (this replica)")
 async def predictions(services: ServicesDep, _: AdminDep,
                       since: Annotated[float, Query(description="epoch seconds")] = 0.0) -> PredictionLog:

@@ -25,7 +25,7 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import Field
 
-from controlplane.api_contract import StrictBody
+from controlplane.api_contract import ADMIN, KEYED, StrictBody, errors
 from controlplane.deps import AdminDep, ServicesDep
 from kserve.errors import NotFound, PermissionDenied
 from store import keys
@@ -60,7 +60,7 @@ def _gone(instance_id: str, lease_id: int) -> NotFound:
     )
 
 
-@router.post("/admin/instances/register",
+@router.post("/admin/instances/register", responses=errors(400, *KEYED, 413),
              summary="A worker registers itself under a lease it keeps alive with heartbeats")
 async def register_instance(body: RegisterBody, services: ServicesDep, _: AdminDep) -> dict[str, Any]:
     credential = services.settings.instance_credential
@@ -97,7 +97,7 @@ async def register_instance(body: RegisterBody, services: ServicesDep, _: AdminD
             "credential": {"key": credential.key, "value": credential.value}}
 
 
-@router.post("/admin/instances/{instance_id}/heartbeat",
+@router.post("/admin/instances/{instance_id}/heartbeat", responses=errors(400, *KEYED, 404, 413),
              summary="Refresh a self-registered worker's lease (404: register again)")
 async def heartbeat(instance_id: str, body: LeaseBody, services: ServicesDep,
                     _: AdminDep) -> dict[str, Any]:
@@ -111,7 +111,7 @@ async def heartbeat(instance_id: str, body: LeaseBody, services: ServicesDep,
     return {"instance_id": instance_id, "lease_id": body.lease_id}
 
 
-@router.post("/admin/instances/{instance_id}/deregister")
+@router.post("/admin/instances/{instance_id}/deregister", responses=errors(400, *KEYED, 404, 413))
 async def deregister(instance_id: str, body: LeaseBody, services: ServicesDep,
                      _: AdminDep) -> dict[str, Any]:
     """Graceful stop: revoking the lease removes the record (and only this worker's)."""
@@ -125,7 +125,7 @@ async def deregister(instance_id: str, body: LeaseBody, services: ServicesDep,
     return {"instance_id": instance_id, "deregistered": True}
 
 
-@router.get("/admin/leader")
+@router.get("/admin/leader", responses=ADMIN)
 async def leader(services: ServicesDep, _: AdminDep) -> dict[str, Any]:
     """Which replica drives placement now, and what this replica's reconcile loop did."""
     return await services.reconciler.describe()

@@ -9,7 +9,7 @@ from typing import Literal
 from fastapi import APIRouter, status
 from pydantic import BaseModel, Field
 
-from controlplane.api_contract import StrictBody
+from controlplane.api_contract import ADMIN, ADMIN_INPUT, KEYED, StrictBody, errors
 from controlplane.deps import AdminDep, ServicesDep
 from kserve.errors import NotFound
 from tenants.auth import Role
@@ -75,7 +75,7 @@ def _info(record: ApiKeyRecord) -> KeyInfo:
 
 
 @router.post("/tenants", status_code=status.HTTP_201_CREATED, response_model=Tenant,
-             summary="Create a tenant (409 if it exists)")
+             responses=errors(400, *KEYED, 409, 413), summary="Create a tenant (409 if it exists)")
 async def create_tenant(body: TenantCreate, services: ServicesDep, _: AdminDep) -> Tenant:
     return await services.tenants.create_tenant(body.name, body.display_name, body.quotas)
 
@@ -90,25 +90,26 @@ class TenantUpdate(StrictBody):
     service_class: Literal["interactive", "batch"] | None = None
 
 
-@router.patch("/tenants/{tenant}", response_model=Tenant,
+@router.patch("/tenants/{tenant}", response_model=Tenant, responses=errors(400, *KEYED, 404, 409, 413),
               summary="Change a tenant's scheduling policy: weight, rate and concurrency quotas, service class")
 async def update_tenant(tenant: str, body: TenantUpdate, services: ServicesDep, _: AdminDep) -> Tenant:
     return await services.tenants.update_policy(tenant, body.model_dump(exclude_unset=True))
 
 
-@router.get("/tenants", response_model=TenantList, summary="List tenants")
+@router.get("/tenants", response_model=TenantList, responses=ADMIN, summary="List tenants")
 async def list_tenants(services: ServicesDep, _: AdminDep) -> TenantList:
     return TenantList(tenants=await services.tenants.list_tenants())
 
 
-@router.get("/tenants/{tenant}", response_model=TenantDetail, summary="Describe a tenant")
+@router.get("/tenants/{tenant}", response_model=TenantDetail, responses=errors(*KEYED, 404),
+            summary="Describe a tenant")
 async def get_tenant(tenant: str, services: ServicesDep, _: AdminDep) -> TenantDetail:
     record = await services.tenants.get_tenant(tenant)
     names = sorted({m.name for m in services.catalog.list(tenant)})
     return TenantDetail(**record.model_dump(), models=names)
 
 
-@router.delete("/tenants/{tenant}", response_model=Deleted,
+@router.delete("/tenants/{tenant}", response_model=Deleted, responses=errors(*KEYED, 404, 409),
                summary="Delete a tenant, its keys and its models (unloaded from every instance first)")
 async def delete_tenant(tenant: str, services: ServicesDep, _: AdminDep) -> Deleted:
     # the record first (uploads in flight then fail), then what belonged to it, read from
@@ -126,6 +127,7 @@ async def delete_tenant(tenant: str, services: ServicesDep, _: AdminDep) -> Dele
 
 
 @router.post("/tenants/{tenant}/keys", status_code=status.HTTP_201_CREATED, response_model=IssuedKey,
+             responses=errors(400, *KEYED, 404, 413),
              summary="Issue an API key for a tenant (the secret is shown once)")
 async def issue_tenant_key(tenant: str, services: ServicesDep, _: AdminDep,
                            body: KeyRequest | None = None) -> IssuedKey:
@@ -134,24 +136,24 @@ async def issue_tenant_key(tenant: str, services: ServicesDep, _: AdminDep,
     return _issued(record, secret)
 
 
-@router.get("/tenants/{tenant}/keys", response_model=KeyList, summary="List a tenant's keys (ids, never secrets)")
+@router.get("/tenants/{tenant}/keys", response_model=KeyList, responses=errors(*KEYED, 404), summary="List a tenant's keys (ids, never secrets)")
 async def list_tenant_keys(tenant: str, services: ServicesDep, _: AdminDep) -> KeyList:
     await services.tenants.get_tenant(tenant)
     return KeyList(keys=[_info(r) for r in await services.tenants.list_keys(tenant)])
 
 
-@router.post("/keys", status_code=status.HTTP_201_CREATED, response_model=IssuedKey,
+@router.post("/keys", status_code=status.HTTP_201_CREATED, response_model=IssuedKey, responses=ADMIN_INPUT,
              summary="Issue another admin key (the secret is shown once)")
 async def issue_admin_key(services: ServicesDep, _: AdminDep, body: KeyRequest | None = None) -> IssuedKey:
     record, secret = await services.tenants.issue_key("admin", None, body.expires_in_s if body else None)
     return _issued(record, secret)
 
 
-@router.get("/keys", response_model=KeyList, summary="List admin keys (ids, never secrets)")
+@router.get("/keys", response_model=KeyList, responses=ADMIN, summary="List admin keys (ids, never secrets)")
 async def list_admin_keys(services: ServicesDep, _: AdminDep) -> KeyList:
     return KeyList(keys=[_info(r) for r in await services.tenants.list_keys(None)])
 
 
-@router.delete("/keys/{key_id}", response_model=KeyInfo, summary="Revoke a key (takes effect at once)")
+@router.delete("/keys/{key_id}", response_model=KeyInfo, responses=errors(*KEYED, 404, 409), summary="Revoke a key (takes effect at once)")
 async def revoke_key(key_id: str, services: ServicesDep, _: AdminDep) -> KeyInfo:
     return _info(await services.tenants.revoke_key(key_id))

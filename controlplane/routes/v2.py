@@ -14,7 +14,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
 
+from controlplane.api_contract import KEYED, errors, no_body
 from controlplane.deps import AuthorizationDep, ServicesDep
 from controlplane.gateway import REPOSITORY_DENIED, Gateway
 from controlplane.services import Services
@@ -28,12 +30,15 @@ T = TypeVar("T")
 router = APIRouter(prefix="/v2", tags=["v2 inference (KServe / Open Inference Protocol)"])
 
 
-@router.get("/health/live", summary="Server liveness (no key needed)")
+@router.get("/health/live", response_class=Response, responses={200: no_body("Live (empty body).")},
+            summary="Server liveness (no key needed)")
 async def live() -> Response:
     return Response(status_code=200)
 
 
-@router.get("/health/ready", summary="Server readiness: at least one inference instance is healthy")
+@router.get("/health/ready", response_class=Response,
+            responses={200: no_body("Ready (empty body)."), 503: no_body("No inference instance is healthy yet (empty body).")},
+            summary="Server readiness: at least one inference instance is healthy")
 async def ready(services: ServicesDep) -> Response:
     return Response(status_code=200 if await services.gateway.server_ready() else 503)
 
@@ -43,20 +48,20 @@ async def server_metadata(services: ServicesDep) -> dict[str, Any]:
     return services.gateway.server_metadata()
 
 
-@router.get("/models/stats", summary="Statistics of every model of the calling tenant")
+@router.get("/models/stats", responses=errors(*KEYED), summary="Statistics of every model of the calling tenant")
 async def all_stats(services: ServicesDep, authorization: AuthorizationDep) -> dict[str, Any]:
     p = await services.gateway.authenticate(authorization)
     return await services.gateway.statistics(p, None, None)
 
 
-@router.post("/repository/index", summary="The calling tenant's models and whether each is loaded")
+@router.post("/repository/index", responses=errors(*KEYED), summary="The calling tenant's models and whether each is loaded")
 async def repository_index(services: ServicesDep, authorization: AuthorizationDep) -> list[dict[str, str]]:
     p = await services.gateway.authenticate(authorization)
     return services.gateway.repository_index(p)
 
 
-@router.post("/repository/models/{model}/load", summary="Not allowed for tenants (403)")
-@router.post("/repository/models/{model}/unload", summary="Not allowed for tenants (403)")
+@router.post("/repository/models/{model}/load", responses=errors(*KEYED), summary="Not allowed for tenants (403)")
+@router.post("/repository/models/{model}/unload", responses=errors(*KEYED), summary="Not allowed for tenants (403)")
 async def repository_change(model: str, services: ServicesDep, authorization: AuthorizationDep) -> None:
     await services.gateway.authenticate(authorization)
     raise PermissionDenied(REPOSITORY_DENIED)
@@ -64,14 +69,47 @@ async def repository_change(model: str, services: ServicesDep, authorization: Au
 
 Handler = Callable[..., Any]
 
+_NAME = {"type": "string", "minLength": 1}
+_TENSOR = {"type": "object", "required": ["name", "shape", "datatype"], "properties": {
+    "name": _NAME, "shape": {"type": "array", "items": {"type": "integer"}},
+    "datatype": {"type": "string", "description": "BOOL, UINT8..UINT64, INT8..INT64, FP16, FP32, FP64, BYTES"},
+    "parameters": {"type": "object"},
+    "data": {"description": "the tensor's elements, row-major (flat or nested); absent with binary_data_size"},
+}}
+_INFER_DOC: dict[str, Any] = {"security": [{"HTTPBearer": []}], "requestBody": {
+    "required": True,
+    "description": "A KServe v2 inference request; with binary tensor data, the JSON header's length in "
+    "the Inference-Header-Content-Length header and the tensors' bytes after it. "
+    "Content-Encoding gzip or deflate accepted.",
+    "content": {
+        "application/json": {"schema": {"type": "object", "required": ["inputs"], "properties": {
+            "id": {"type": "string"}, "parameters": {"type": "object"},
+            "inputs": {"type": "array", "items": _TENSOR},
+            "outputs": {"type": "array", "items": {"type": "object", "required": ["name"], "properties": {
+                "name": _NAME, "parameters": {"type": "object"}}}},
+        }}},
+        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+    },
+}}
+_INFER_ANSWER: dict[str, Any] = {
+    "description": "The outputs: JSON, or a JSON header (its length in Inference-Header-Content-Length) "
+    "followed by binary tensor data when the request asked for binary outputs.",
+    "content": {"application/json": {"schema": {"type": "object", "properties": {
+                    "model_name": {"type": "string"}, "model_version": {"type": "string"},
+                    "id": {"type": "string"}, "outputs": {"type": "array", "items": _TENSOR}}}},
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+}
 
-def _version_routes(suffix: str, method: str, summary: str) -> Callable[[Handler], Handler]:
-    """Register a handler for both /models/{model}<suffix> and the /versions/{version} form."""
+
+def _version_routes(suffix: str, method: str, summary: str, **doc: Any) -> Callable[[Handler], Handler]:
+    """Register a handler for both /models/{model}<suffix> and the /versions/{version} form;
+    ``doc``: ``responses=`` and the like, for both."""
+    doc.setdefault("responses", errors(400, *KEYED, 404))
 
     def deco(fn: Handler) -> Handler:
-        router.add_api_route(f"/models/{{model}}{suffix}", fn, methods=[method], summary=summary)
+        router.add_api_route(f"/models/{{model}}{suffix}", fn, methods=[method], summary=summary, **doc)
         router.add_api_route(f"/models/{{model}}/versions/{{version}}{suffix}", fn, methods=[method],
-                             summary=summary + " (one version)")
+                             summary=summary + " (one version)", **doc)
         return fn
     return deco
 
@@ -83,11 +121,17 @@ async def model_metadata(model: str, services: ServicesDep, authorization: Autho
     return services.gateway.model_metadata(p, model, version)
 
 
-@_version_routes("/ready", "GET", "Model readiness: 200 if servable (loads on first request), else 400")
+@_version_routes("/ready", "GET", "Model readiness: 200 if servable (loads on first request), else 400",
+                 response_class=Response,
+                 responses={200: no_body("Servable (empty body)."), **errors(400, *KEYED, 404)})
 async def model_ready(model: str, services: ServicesDep, authorization: AuthorizationDep,
                       version: str | None = None) -> Response:
     p = await services.gateway.authenticate(authorization)
-    return Response(status_code=200 if services.gateway.model_ready(p, model, version) else 400)
+    if services.gateway.model_ready(p, model, version):
+        return Response(status_code=200)
+    # as the other refusals read (tritonclient looks only at the status)
+    return JSONResponse({"error": f"model '{model}' is not ready: it failed to load; "
+                                  "GET /v1/models/<name> shows the reason"}, status_code=400)
 
 
 @_version_routes("/config", "GET", "Model configuration (Triton JSON form)")
@@ -104,7 +148,9 @@ async def model_stats(model: str, services: ServicesDep, authorization: Authoriz
     return await services.gateway.statistics(p, model, version)
 
 
-@_version_routes("/infer", "POST", "Inference: JSON or binary tensor data, gzip/deflate accepted")
+@_version_routes("/infer", "POST", "Inference: JSON or binary tensor data, gzip/deflate accepted",
+                 responses={200: _INFER_ANSWER, **errors(400, *KEYED, 404, 413, 429, 500, 504)},
+                 openapi_extra=_INFER_DOC)
 async def infer(model: str, request: Request, version: str | None = None) -> Response:
     try:
         status, body, headers = await _serve_infer(request.app.state.services, request.receive,
