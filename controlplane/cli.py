@@ -19,6 +19,7 @@ _SUBCOMMANDS = [
     "controlplane.up",
     "controlplane.serve",
     "controlplane.cli_tenant",
+    "controlplane.cli_demo",
 ]
 
 
