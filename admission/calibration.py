@@ -9,9 +9,12 @@ flood. Each of these is small and each is already bounded where it can be, but t
 they made about 1% of admitted requests miss at full load. A promise kept 99.9% of the
 time needs their sum.
 
-So the core keeps, for every admitted request, the completion admission predicted, and
-when the request completes (or is dropped, when it would have completed at its deadline
-plus the lateness), the error: actual minus predicted. The margin admission adds is a
+So the core keeps, for every batch it dispatches, when it expects the answer (the
+instance's planned busy-until), and when the batch completes, each member's error: actual
+minus planned. A batch that grew after its members were admitted is in that plan (the
+batch choice still meets every deadline in it), so what is learned is what the plan did
+not foresee: a longer execute time or round trip, or the shell's own delay, by which
+everything queued behind on that instance is late too. The margin admission adds is a
 high percentile of the recent errors (never negative). Recent means both the last
 ``window`` errors and the last ``horizon_s`` seconds: a margin that made admission refuse
 everything would otherwise never see a new error and never shrink.

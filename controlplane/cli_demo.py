@@ -10,34 +10,48 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 SIZES = (64, 128, 10)
 OPSET, IR_VERSION = 17, 8
 
 
-def demo_model_bytes(seed: int = 0) -> bytes:
+def mlp_weights(seed: int = 0) -> list[Any]:
+    """W1 [64,128], b1 [128], W2 [128,10], b2 [10] (numpy float32), seeded."""
     import numpy as np
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(seed)
     i, h, o = SIZES
-    weights = {
-        "W1": (rng.standard_normal((i, h)) / np.sqrt(i)).astype(np.float32),
-        "B1": (rng.standard_normal(h) * 0.1).astype(np.float32),
-        "W2": (rng.standard_normal((h, o)) / np.sqrt(h)).astype(np.float32),
-        "B2": (rng.standard_normal(o) * 0.1).astype(np.float32),
-    }
-    graph = helper.make_graph(
+    return [
+        (rng.standard_normal((i, h)) / np.sqrt(i)).astype(np.float32),
+        (rng.standard_normal(h) * 0.1).astype(np.float32),
+        (rng.standard_normal((h, o)) / np.sqrt(h)).astype(np.float32),
+        (rng.standard_normal(o) * 0.1).astype(np.float32),
+    ]
+
+
+def mlp_graph(name: str = "mlp", seed: int = 0) -> Any:
+    """The MLP as an ONNX graph (onnx.GraphProto)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    i, _, o = SIZES
+    return helper.make_graph(
         [helper.make_node("Gemm", ["INPUT0", "W1", "B1"], ["H"]),
          helper.make_node("Relu", ["H"], ["HR"]),
          helper.make_node("Gemm", ["HR", "W2", "B2"], ["OUTPUT0"])],
-        "demo_mlp",
+        name,
         [helper.make_tensor_value_info("INPUT0", TensorProto.FLOAT, ["batch", i])],
         [helper.make_tensor_value_info("OUTPUT0", TensorProto.FLOAT, ["batch", o])],
-        initializer=[numpy_helper.from_array(v, k) for k, v in weights.items()],
+        initializer=[numpy_helper.from_array(w, k) for k, w in zip(("W1", "B1", "W2", "B2"),
+                                                                     mlp_weights(seed), strict=True)],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+
+
+def demo_model_bytes(seed: int = 0) -> bytes:
+    import onnx
+    from onnx import helper
+
+    model = helper.make_model(mlp_graph("demo_mlp", seed), opset_imports=[helper.make_opsetid("", OPSET)],
                               producer_name="inferplex-demo")
     model.ir_version = IR_VERSION
     onnx.checker.check_model(model)

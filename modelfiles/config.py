@@ -144,35 +144,36 @@ def spec_of(config: mc.ModelConfig) -> ModelSpec:
             "tensors (name, data_type, dims)"
         )
 
-    def tensors(items: Any, kind: str) -> tuple[TensorSpec, ...]:
-        seen: set[str] = set()
-        out = []
-        for t in items:
-            if not t.name:
-                raise InvalidArgument(f"failed to load '{name}': every {kind} needs a name")
-            if t.name in seen:
-                raise InvalidArgument(f"failed to load '{name}': {kind} '{t.name}' is listed twice")
-            seen.add(t.name)
-            if t.data_type == mc.TYPE_INVALID:
-                raise InvalidArgument(f"failed to load '{name}': {kind} '{t.name}' needs a data_type")
-            if any(d < -1 for d in t.dims):
-                raise InvalidArgument(
-                    f"failed to load '{name}': {kind} '{t.name}' has dims {list(t.dims)}; "
-                    "each dim must be -1 (variable) or >= 0"
-                )
-            # an open proto3 enum: a config may carry a number DataType has no name for
-            known = t.data_type in mc.DataType.values()
-            datatype = config_type_to_v2(mc.DataType.Name(t.data_type) if known else str(t.data_type))
-            out.append(TensorSpec(t.name, datatype, tuple(int(d) for d in t.dims)))
-        return tuple(out)
-
     return ModelSpec(
         name=name,
         platform=config.platform,
         max_batch_size=int(config.max_batch_size),
-        inputs=tensors(config.input, "input"),
-        outputs=tensors(config.output, "output"),
+        inputs=_tensor_specs(config.input, "input", f"failed to load '{name}': "),
+        outputs=_tensor_specs(config.output, "output", f"failed to load '{name}': "),
     )
+
+
+def _tensor_specs(items: Any, kind: str, prefix: str, *, known_types: bool = False) -> tuple[TensorSpec, ...]:
+    """The typed view of a config's inputs or outputs, checked; errors start with ``prefix``.
+    ``known_types``: a data_type number DataType has no name for is refused (a tenant's
+    config) rather than carried as its number (an open proto3 enum: a worker's config)."""
+    seen: set[str] = set()
+    out = []
+    for t in items:
+        if not t.name:
+            raise InvalidArgument(f"{prefix}every {kind} needs a name")
+        if t.name in seen:
+            raise InvalidArgument(f"{prefix}{kind} '{t.name}' is listed twice")
+        seen.add(t.name)
+        known = t.data_type in mc.DataType.values()
+        if t.data_type == mc.TYPE_INVALID or (known_types and not known):
+            raise InvalidArgument(f"{prefix}{kind} '{t.name}' needs a data_type such as TYPE_FP32")
+        if any(d < -1 for d in t.dims):
+            raise InvalidArgument(f"{prefix}{kind} '{t.name}' has dims {list(t.dims)}; "
+                                  "each dim must be -1 (variable) or >= 0")
+        datatype = config_type_to_v2(mc.DataType.Name(t.data_type) if known else str(t.data_type))
+        out.append(TensorSpec(t.name, datatype, tuple(int(d) for d in t.dims)))
+    return tuple(out)
 
 
 # ONNX TensorProto element type -> Triton config type name
@@ -320,30 +321,11 @@ def parse_tenant_config(text: str) -> TenantConfig:
             f"config: unsupported platform/backend '{config.platform or config.backend}'; models are "
             f"'{ONNX}' (backend 'onnxruntime') or '{TORCHSCRIPT}' (backend 'pytorch'), or leave it out")
 
-    def tensors(items: Any, kind: str) -> tuple[TensorSpec, ...] | None:
-        if not items:
-            return None
-        seen: set[str] = set()
-        out = []
-        for t in items:
-            if not t.name:
-                raise InvalidArgument(f"config: every {kind} needs a name")
-            if t.name in seen:
-                raise InvalidArgument(f"config: {kind} '{t.name}' is listed twice")
-            seen.add(t.name)
-            if t.data_type == mc.TYPE_INVALID or t.data_type not in mc.DataType.values():
-                raise InvalidArgument(f"config: {kind} '{t.name}' needs a data_type such as TYPE_FP32")
-            if any(d < -1 for d in t.dims):
-                raise InvalidArgument(f"config: {kind} '{t.name}' has dims {list(t.dims)}; each dim is "
-                                      "-1 (any size) or >= 0")
-            out.append(TensorSpec(t.name, config_type_to_v2(mc.DataType.Name(t.data_type)),
-                                  tuple(int(d) for d in t.dims)))
-        return tuple(out)
-
     return TenantConfig(
         name=config.name, platform=platform,
         max_batch_size=int(config.max_batch_size) if has_max_batch else None,
-        inputs=tensors(config.input, "input"), outputs=tensors(config.output, "output"),
+        inputs=_tensor_specs(config.input, "input", "config: ", known_types=True) or None,
+        outputs=_tensor_specs(config.output, "output", "config: ", known_types=True) or None,
     )
 
 

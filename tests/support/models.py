@@ -24,6 +24,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from controlplane import cli_demo
+
 # The SLO tests upload with unless they are about the SLO: a first request waits for its
 # model's cold load, and on a busy CI machine a load can outlast the default 100 ms
 TEST_SLO_MS = 10_000
@@ -111,7 +113,7 @@ def simple(name: str = "simple") -> ModelArtifact:
     return ModelArtifact(config, "model.onnx", _onnx_bytes(graph))
 
 
-MLP_SIZES = (64, 128, 10)
+MLP_SIZES = cli_demo.SIZES
 
 
 def simple_inputs(module: Any, a: np.ndarray, b: np.ndarray | None = None, binary: bool = True) -> list:
@@ -129,15 +131,9 @@ def simple_inputs(module: Any, a: np.ndarray, b: np.ndarray | None = None, binar
 
 
 def mlp_weights(seed: int = 0) -> list[np.ndarray]:
-    """W1 [64,128], b1 [128], W2 [128,10], b2 [10] — shared by the ONNX and TorchScript MLPs."""
-    rng = np.random.default_rng(seed)
-    i, h, o = MLP_SIZES
-    return [
-        (rng.standard_normal((i, h)) / np.sqrt(i)).astype(np.float32),
-        (rng.standard_normal(h) * 0.1).astype(np.float32),
-        (rng.standard_normal((h, o)) / np.sqrt(h)).astype(np.float32),
-        (rng.standard_normal(o) * 0.1).astype(np.float32),
-    ]
+    """W1 [64,128], b1 [128], W2 [128,10], b2 [10] — shared by the ONNX and TorchScript MLPs
+    and ``inferplex demo-model``."""
+    return cli_demo.mlp_weights(seed)
 
 
 def mlp_reference(x: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -148,18 +144,8 @@ def mlp_reference(x: np.ndarray, seed: int = 0) -> np.ndarray:
 
 def mlp_onnx(name: str = "mlp") -> ModelArtifact:
     """FP32 MLP 64 -> 128 -> 10 with a dynamic batch dimension (ONNX)."""
-    w1, b1, w2, b2 = mlp_weights()
     i, _, o = MLP_SIZES
-    graph = helper.make_graph(
-        [helper.make_node("Gemm", ["INPUT0", "W1", "B1"], ["H"]),
-         helper.make_node("Relu", ["H"], ["HR"]),
-         helper.make_node("Gemm", ["HR", "W2", "B2"], ["OUTPUT0"])],
-        "mlp",
-        [helper.make_tensor_value_info("INPUT0", TensorProto.FLOAT, ["batch", i])],
-        [helper.make_tensor_value_info("OUTPUT0", TensorProto.FLOAT, ["batch", o])],
-        initializer=[numpy_helper.from_array(w1, "W1"), numpy_helper.from_array(b1, "B1"),
-                     numpy_helper.from_array(w2, "W2"), numpy_helper.from_array(b2, "B2")],
-    )
+    graph = cli_demo.mlp_graph("mlp")
     config = _onnx_config(name, 64, [_io("INPUT0", "TYPE_FP32", [i])], [_io("OUTPUT0", "TYPE_FP32", [o])])
     return ModelArtifact(config, "model.onnx", _onnx_bytes(graph))
 
