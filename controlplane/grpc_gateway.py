@@ -144,6 +144,7 @@ async def start_grpc_gateway(services: Services) -> grpc.aio.Server:
     server = grpc.aio.server(options=[
         ("grpc.max_receive_message_length", settings.max_request_bytes),
         ("grpc.max_send_message_length", -1),  # responses are bounded by the model, as over HTTP
+        ("grpc.so_reuseport", 0),  # a port some other server holds is an error, not a shared port
     ])
     service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(GatewayServicer(services.gateway), server)
     address = f"{settings.host}:{settings.grpc_port}"

@@ -66,10 +66,31 @@ def http_server(app: object, host: str, port: int, settings: Settings) -> uvicor
                                         max_header_bytes=settings.max_header_bytes))
 
 
-def _free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+def free_ports(host: str, n: int) -> list[int]:
+    """``n`` distinct free ports: each stays bound until all are picked, so none repeats."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for sock in socks:
+            sock.bind((host, 0))
+        return [sock.getsockname()[1] for sock in socks]
+
+
+def hold_port(host: str, port: int, flag: str) -> socket.socket:
+    """Bind (not listen on) the control plane's own port before any worker starts: a worker's
+    free port can then never be it (with both picked free and bound later, a worker could take
+    the control plane's port and answer its health check). A port in use fails here, named."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a restart after TIME_WAIT
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise PortInUse(f"cannot listen on {host}:{port} ({exc.strerror}); pass another {flag}") from exc
+    return sock
+
+
+class PortInUse(Exception):
+    """The control plane's port is taken by another process."""
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
@@ -101,11 +122,12 @@ def worker_bounds(settings: Settings) -> list[str]:
             "--max-json-values", str(settings.max_json_values)]
 
 
-def start_worker(index: int, host: str, memory_bytes: int, threads: int, log_dir: Path,
-                 cpus: str | None = None, credential: InstanceCredential | None = None,
+def start_worker(index: int, host: str, ports: tuple[int, int], memory_bytes: int, threads: int,
+                 log_dir: Path, cpus: str | None = None, credential: InstanceCredential | None = None,
                  bounds: Sequence[str] = ()) -> WorkerChild:
-    """``bounds``: request-bound flags (``worker_bounds``)."""
-    http_port, grpc_port = _free_port(host), _free_port(host)
+    """``ports``: its HTTP and gRPC ports (from ``free_ports``); ``bounds``: request-bound
+    flags (``worker_bounds``)."""
+    http_port, grpc_port = ports
     args = [sys.executable, "-m", "controlplane.cli", "worker", "--host", host,
             "--http-port", str(http_port), "--grpc-port", str(grpc_port),
             "--memory-budget", str(memory_bytes), "--threads", str(threads),
@@ -215,10 +237,16 @@ async def _serve(args: argparse.Namespace, settings: Settings, stop: StopFlag) -
     log_dir = data_dir / "logs"
     workers: list[WorkerChild] = []
     services = None
+    held: list[socket.socket] = []
     try:
+        held = [hold_port(host, settings.http_port, "--http-port"),
+                hold_port(host, settings.grpc_port, "--grpc-port")]
+        settings.http_port, settings.grpc_port = (sock.getsockname()[1] for sock in held)  # 0: any
         credential = instance_credential(settings)
-        workers = [start_worker(i, host, args.worker_memory, args.worker_threads, log_dir,
-                                args.worker_cpus, credential, worker_bounds(settings))
+        ports = free_ports(host, 2 * args.workers)
+        workers = [start_worker(i, host, (ports[2 * i], ports[2 * i + 1]), args.worker_memory,
+                                args.worker_threads, log_dir, args.worker_cpus, credential,
+                                worker_bounds(settings))
                    for i in range(args.workers)]
         await wait_workers_ready(workers, host, args.worker_start_timeout, log_dir, stop)
         services = await build_services(settings)
@@ -238,7 +266,8 @@ async def _serve(args: argparse.Namespace, settings: Settings, stop: StopFlag) -
         server = http_server(app, host, settings.http_port, settings)
         stop.server = server
         stop.check()
-        serving = asyncio.create_task(server.serve())
+        held.pop().close()  # the gRPC gateway binds it as the app starts
+        serving = asyncio.create_task(server.serve(sockets=held))
         # uvicorn exposes only a flag for "listening"
         while not server.started and not serving.done():  # noqa: ASYNC110
             await asyncio.sleep(0.05)
@@ -259,6 +288,8 @@ async def _serve(args: argparse.Namespace, settings: Settings, stop: StopFlag) -
         await serving
         return 0
     finally:
+        for sock in held:
+            sock.close()
         if services is not None:
             await close_services(services)
         stop_workers(workers)
@@ -308,6 +339,8 @@ def run(args: argparse.Namespace) -> int:
             return runner.run(_serve(args, settings, stop))
     except Stopped:
         return 0
+    except PortInUse as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -42,6 +42,9 @@ def server_options(max_request_bytes: int, max_model_bytes: int) -> list[tuple[s
     return [
         ("grpc.max_receive_message_length", max(max_request_bytes, max_model_bytes + LOAD_ENVELOPE_BYTES)),
         ("grpc.max_send_message_length", -1),  # responses are bounded by the model, not the client
+        # gRPC sets SO_REUSEPORT by default: a second server on the same port would bind too
+        # and take half the connections instead of failing
+        ("grpc.so_reuseport", 0),
     ]
 
 

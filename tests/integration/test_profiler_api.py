@@ -37,7 +37,9 @@ def uploaded(cp: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> dict
     model.write_bytes(models.mlp_onnx().data)
     env = {k: v for k, v in os.environ.items() if not k.startswith("INFERPLEX_")}
     env.update(INFERPLEX_URL=cp.url, INFERPLEX_KEY=keys["acme"])
-    run = subprocess.run(inferplex_cmd("model", "upload", str(model), "--name", "mlp"),
+    # a generous SLO: the first inference below may wait for a cold load
+    run = subprocess.run(inferplex_cmd("model", "upload", str(model), "--name", "mlp",
+                                       "--slo-ms", str(models.TEST_SLO_MS)),
                          env=env, cwd=REPO, capture_output=True, text=True, timeout=120)
     return {"keys": keys, "cli": run}
 

@@ -16,7 +16,7 @@ from controlplane.settings import Settings
 def _up_args(data_dir: Path) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     up.register(parser.add_subparsers())
-    return parser.parse_args(["up", "--workers", "0", "--http-port", "1", "--grpc-port", "1",
+    return parser.parse_args(["up", "--workers", "0", "--http-port", "0", "--grpc-port", "0",
                               "--data-dir", str(data_dir)])
 
 
