@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import ipaddress
 import logging
 import re
 import secrets
@@ -40,11 +41,16 @@ A_PATH = "a server path"
 
 _PROFILE_PREFIX = "_profile" + SEPARATOR
 _URL = re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s'\"),;]+", re.I)
+# An address is told from a tensor's dims (`[32]`, `[1.5]`, `[1:3]`) or a source location
+# (`graph.h:120`) by what it is, not by its characters: a bracketed or dotted-quad candidate
+# counts only when it parses as an IP address (see _address_or_kept)
 _ADDRESS = re.compile(
-    r"\[[0-9a-f:.]+\](?::\d{1,5})?"  # [::1]:8001
-    r"|\b\d{1,3}(?:\.\d{1,3}){3}(?::\d{1,5})?\b"  # 127.0.0.1:8001
+    r"\[(?P<v6>[0-9a-f:.]*:[0-9a-f:.]*)(?:%[\w.-]+)?\](?::\d{1,5})?"  # [::1]:8001
+    r"|\b(?P<v4>\d{1,3}(?:\.\d{1,3}){3})(?::\d{1,5})?\b"  # 127.0.0.1:8001
     r"|\blocalhost(?::\d{1,5})?\b"
-    r"|\b[a-z0-9-]+(?:\.[a-z0-9-]+)+:\d{1,5}\b",  # triton.internal:8001
+    # triton.internal:8001; not file.ext:line where no top-level domain has that ending
+    r"|\b[a-z0-9-]+(?:\.[a-z0-9-]+)*\.(?!(?:onnx|pth|pb|pbtxt|json|cpp|cxx|hpp|c|h):)[a-z0-9-]+"
+    r":\d{1,5}\b",
     re.I)
 # the id shapes inferplex gives instances (`inferplex up`, self-registered, external)
 _INSTANCE_ID = re.compile(r"(?<![\w.-])(?:worker-\d+|ext-[0-9a-f]{10}|w-[\w.-]*\d)(?![\w.-])")
@@ -80,11 +86,23 @@ def public_text(text: str, tenant: str | None, keep: Collection[str] = (),
     if known is not None:
         out = known.sub(unless_kept(AN_INSTANCE), out)
     out = _INSTANCE_ID.sub(unless_kept(AN_INSTANCE), out)
-    out = _ADDRESS.sub(AN_ADDRESS, out)
+    out = _ADDRESS.sub(_address_or_kept, out)
     out = _PATH.sub(A_PATH, out)
     if tenant:
         out = _own_prefix(tenant).sub("", out)
     return _QUALIFIED.sub(unless_kept(ANOTHER_MODEL), out)
+
+
+def _address_or_kept(m: re.Match[str]) -> str:
+    candidate, parse = ((m.group("v6"), ipaddress.IPv6Address) if m.group("v6") is not None
+                        else (m.group("v4"), ipaddress.IPv4Address) if m.group("v4") is not None
+                        else (None, None))
+    if parse is not None:
+        try:
+            parse(candidate)
+        except ValueError:
+            return m.group()  # dims, a slice, a version: not an address
+    return AN_ADDRESS
 
 
 # compiled once per set of known instances and per tenant: refusals under a flood are
