@@ -1,0 +1,200 @@
+"""What the placement planner is told (a snapshot of the cluster) and what it answers (a plan).
+
+Frozen dataclasses only; ``placement/planner.py`` says how they are used. Bytes are bytes,
+times are seconds on the caller's clock (the same clock as ``ClusterSnapshot.now``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from placement.demand import Demand
+
+
+class LoadState(StrEnum):
+    LOADING = "loading"
+    READY = "ready"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelCosts:
+    """A model's profile on one instance class, in the numbers the planner needs."""
+
+    memory_bytes: int
+    cold_load_s: float
+    """Artifact store to ready."""
+    exec_s: Mapping[int, float]
+    """Predicted execute seconds per batch size (a high percentile, as admission uses)."""
+    warm_load_s: float | None = None
+    """Artifact already in the instance's local cache to ready; None: not measured."""
+    max_batch: int = 1
+
+    def load_s(self, warm: bool) -> float:
+        return self.warm_load_s if warm and self.warm_load_s is not None else self.cold_load_s
+
+    def capacity_per_s(self, slo_s: float) -> float:
+        """Requests per second one copy serves within ``slo_s``: the best throughput
+        ``b / exec(b)`` over batch sizes ``b <= max_batch`` whose execution leaves room for a
+        request to wait out one batch before its own (``2 * exec(b) <= slo_s``). When no batch
+        meets that, the smallest batch measured (its deadline misses are admission's to refuse)."""
+        best = 0.0
+        for b, ex in self.exec_s.items():
+            if b <= self.max_batch and ex > 0.0 and 2.0 * ex <= slo_s:
+                best = max(best, b / ex)
+        if best > 0.0:
+            return best
+        measured = [(b, ex) for b, ex in self.exec_s.items() if ex > 0.0]
+        if not measured:
+            return 0.0
+        b, ex = min(measured)
+        return b / ex
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    """A model the planner may place."""
+
+    name: str
+    """Its identity in the snapshot (the qualified name)."""
+    tenant: str
+    label: str
+    """How reasons name it to an operator, e.g. ``acme/resnet``."""
+    slo_s: float
+    costs: Mapping[str, ModelCosts]
+    """Per instance class; a class without an entry is never chosen for this model."""
+    platform: str | None = None
+    """Tenant platform (ONNX, TorchScript); None: any instance serves it."""
+
+
+@dataclass(frozen=True, slots=True)
+class ResidentModel:
+    """A model on an instance, loaded or loading: the desired state's view, so a load the
+    planner asked for and the reconciler has not finished is here as LOADING."""
+
+    name: str
+    tenant: str
+    bytes: int
+    """Measured resident bytes (the profile's, or the estimate, while loading)."""
+    state: LoadState = LoadState.READY
+    in_flight: int = 0
+    """Requests executing or dispatched to this copy."""
+    queued: int = 0
+    """Requests waiting for this model (its queue, shared by its copies)."""
+    queued_feasible: bool = False
+    """Whether any queued request can still meet its deadline."""
+    last_used: float = 0.0
+    resident_since: float = 0.0
+    """When it was loaded (or its load was asked for)."""
+    ready_at: float | None = None
+    """While LOADING: when it is predicted ready (None: the planner predicts it from the
+    load's start, ``resident_since``)."""
+
+    @property
+    def evictable(self) -> bool:
+        """No work in flight, none queued that could still meet its deadline, not mid-load."""
+        return self.state is LoadState.READY and self.in_flight == 0 and not self.queued_feasible
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceView:
+    instance_id: str
+    instance_class: str
+    budget_bytes: int
+    residents: tuple[ResidentModel, ...] = ()
+    healthy: bool = True
+    platforms: frozenset[str] | None = None
+    """Tenant platforms it serves (``placement/backends.py``); None: not known, not ruled out."""
+    cached: frozenset[str] = frozenset()
+    """Models whose artifacts its local cache holds: their loads are warm."""
+
+    def serves(self, platform: str | None) -> bool:
+        return platform is None or self.platforms is None or platform in self.platforms
+
+    @property
+    def used_bytes(self) -> int:
+        return sum(r.bytes for r in self.residents)
+
+
+@dataclass(frozen=True, slots=True)
+class TenantShare:
+    """A tenant's memory share set by the admin: a fraction of the healthy instances' total
+    budget, or bytes. Both None (or no entry): no share, nothing of it is protected."""
+
+    fraction: float | None = None
+    bytes: int | None = None
+
+    def of(self, total_bytes: int) -> int | None:
+        if self.bytes is not None:
+            return self.bytes
+        if self.fraction is not None:
+            return int(self.fraction * total_bytes)
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterSnapshot:
+    now: float
+    instances: tuple[InstanceView, ...]
+    models: Mapping[str, ModelSpec]
+    """Every model that may be placed, by name (models resident but missing here are kept
+    and may be evicted; they are never loaded)."""
+    demand: Mapping[str, Demand] = field(default_factory=dict)
+    """Per model; a model without an entry has no demand."""
+    shares: Mapping[str, TenantShare] = field(default_factory=dict)
+    wanted: tuple[str, ...] = ()
+    """Models that requests wait for now with no copy loaded or loading, most urgent first:
+    the planner places each one, evicting what it must, or refuses it with a reason."""
+
+
+# ---- the answer --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Load:
+    model: str
+    instance_id: str
+    reason: str
+    ready_at: float
+    """Predicted ready time: after the loads queued before it on the instance."""
+    warm: bool = False
+    bytes: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Unload:
+    model: str
+    instance_id: str
+    reason: str
+    bytes: int = 0
+
+
+Action = Load | Unload
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A wanted model the planner could not place."""
+
+    model: str
+    reason: str
+    """For the operator (names instances and models)."""
+    tenant_reason: str
+    """For the tenant whose request waits: names no instance and no other tenant."""
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    now: float
+    actions: tuple[Action, ...] = ()
+    """In order: each Load comes after the Unloads that make its room, on its instance."""
+    refusals: tuple[Refusal, ...] = ()
+
+    @property
+    def loads(self) -> tuple[Load, ...]:
+        return tuple(a for a in self.actions if isinstance(a, Load))
+
+    @property
+    def unloads(self) -> tuple[Unload, ...]:
+        return tuple(a for a in self.actions if isinstance(a, Unload))

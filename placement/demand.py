@@ -1,0 +1,108 @@
+"""Per-model demand: a smoothed request rate and its trend, on an injected clock (issue 12).
+
+Each model keeps two exponentially decaying event rates, a short one (``short_tau_s``) that
+follows a change within seconds and a long one (``long_tau_s``) that is steady enough to keep
+or evict by. At time t the estimate is ``sum over arrivals a of exp(-(t - a)/tau) / tau``:
+``count`` events at one instant add ``count / tau``, and the sum decays between them, so no
+window or buffer is kept. Demand is rising when the short rate is well above the long one;
+the planner prefetches and replicates on ``forecast`` (the short rate pushed one more step
+along the trend) and keeps or removes copies on ``sustained`` (the larger of the two, so a
+copy stays until both have fallen).
+
+Pure: no time is read here; the caller says when each arrival happened and when it asks.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Demand:
+    """A model's request rate (requests per second) as the planner sees it."""
+
+    rate_per_s: float = 0.0
+    """Long-horizon rate: what eviction cost and the removal of copies go by."""
+    short_rate_per_s: float = 0.0
+    """Short-horizon rate: follows a rise within seconds."""
+    rising_ratio: float = 1.5
+    """Short over long above which demand counts as rising."""
+
+    @property
+    def sustained(self) -> float:
+        return max(self.rate_per_s, self.short_rate_per_s)
+
+    @property
+    def rising(self) -> bool:
+        return self.short_rate_per_s > 0.0 and self.short_rate_per_s > self.rising_ratio * self.rate_per_s
+
+    @property
+    def forecast(self) -> float:
+        """The rate expected a little ahead: the short rate plus its lead over the long one."""
+        return self.short_rate_per_s + max(0.0, self.short_rate_per_s - self.rate_per_s)
+
+
+@dataclass(slots=True)
+class _Rates:
+    short: float
+    long: float
+    at: float
+
+
+class DemandTracker:
+    """Smoothed arrival rates per model. Mutable, deterministic, clock-injected; arrivals
+    reported out of order are folded in at the latest time seen (never a negative decay)."""
+
+    def __init__(self, short_tau_s: float = 10.0, long_tau_s: float = 120.0,
+                 rising_ratio: float = 1.5, forget_below_per_s: float = 1e-4) -> None:
+        if not 0.0 < short_tau_s < long_tau_s:
+            raise ValueError(f"need 0 < short_tau_s < long_tau_s, got {short_tau_s} and {long_tau_s}")
+        if rising_ratio <= 1.0:
+            raise ValueError(f"rising_ratio must be above 1, got {rising_ratio}")
+        self.short_tau_s = short_tau_s
+        self.long_tau_s = long_tau_s
+        self.rising_ratio = rising_ratio
+        self.forget_below_per_s = forget_below_per_s
+        self._rates: dict[str, _Rates] = {}
+
+    def _decayed(self, r: _Rates, now: float) -> tuple[float, float]:
+        dt = max(0.0, now - r.at)
+        return r.short * math.exp(-dt / self.short_tau_s), r.long * math.exp(-dt / self.long_tau_s)
+
+    def observe(self, model: str, now: float, count: int = 1) -> None:
+        """``count`` requests for ``model`` arrived at ``now`` (admitted or not: demand is
+        what tenants asked for)."""
+        if count <= 0:
+            return
+        r = self._rates.get(model)
+        if r is None:
+            self._rates[model] = _Rates(count / self.short_tau_s, count / self.long_tau_s, now)
+            return
+        short, long = self._decayed(r, now)
+        r.short = short + count / self.short_tau_s
+        r.long = long + count / self.long_tau_s
+        r.at = max(r.at, now)
+
+    def demand(self, model: str, now: float) -> Demand:
+        r = self._rates.get(model)
+        if r is None:
+            return Demand(rising_ratio=self.rising_ratio)
+        short, long = self._decayed(r, now)
+        return Demand(long, short, self.rising_ratio)
+
+    def snapshot(self, now: float) -> dict[str, Demand]:
+        """Every model with demand left at ``now``; models whose rates decayed below
+        ``forget_below_per_s`` are dropped (the tracker's size follows the active set)."""
+        out: dict[str, Demand] = {}
+        for model in list(self._rates):
+            d = self.demand(model, now)
+            if d.sustained < self.forget_below_per_s:
+                del self._rates[model]
+                continue
+            out[model] = d
+        return out
+
+    def forget(self, model: str) -> None:
+        """A deleted model."""
+        self._rates.pop(model, None)

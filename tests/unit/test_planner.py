@@ -1,0 +1,213 @@
+"""The placement planner core (issue 12): where a cold model goes, who is evicted and why,
+tenants' memory shares, refusals. Virtual clock throughout."""
+
+from __future__ import annotations
+
+import re
+
+from placement.cluster import LoadState, TenantShare
+from placement.planner import Planner, PlannerConfig
+from tests.unit.planner_fixtures import MB, inst, rate, res, snapshot, spec
+
+NOW = 1000.0
+
+
+def plan_for(*args, **kwargs):
+    return Planner().plan(snapshot(NOW, *args, **kwargs))
+
+
+# ---- where a cold model goes ---------------------------------------------------------------
+
+
+def test_cold_model_goes_to_the_least_utilised_instance_with_room() -> None:
+    hot = spec("acme__hot", exec_s={1: 0.01})
+    m = spec("globex__bert", 180)
+    snap_instances = [inst("w-1", 1000, res("acme__hot")), inst("w-2", 1000), inst("w-3", 200, res("acme__x", 100))]
+    plan = plan_for(snap_instances, [hot, m], {"acme__hot": rate(50)}, wanted=("globex__bert",))
+    assert [(a.model, a.instance_id) for a in plan.actions] == [("globex__bert", "w-2")]
+    assert plan.loads[0].ready_at == NOW + 1.0 and not plan.refusals
+
+
+def test_cold_model_only_on_a_class_it_has_a_profile_for_and_a_server_for_its_platform() -> None:
+    m = spec("globex__bert", classes=("gpu",), platform="onnx")
+    instances = [inst("w-1", cls="cpu"), inst("w-2", cls="gpu", platforms=frozenset({"torchscript"})),
+                 inst("w-3", cls="gpu", platforms=frozenset({"onnx"}))]
+    plan = plan_for(instances, [m], wanted=("globex__bert",))
+    assert [a.instance_id for a in plan.loads] == ["w-3"]
+
+
+def test_a_model_already_loading_is_not_loaded_again() -> None:
+    m = spec("globex__bert")
+    plan = plan_for([inst("w-1", 1000, res("globex__bert", state=LoadState.LOADING)), inst("w-2")],
+                    [m], {"globex__bert": rate(10, 30)}, wanted=("globex__bert",))
+    assert plan.actions == ()
+
+
+def test_warm_load_is_used_where_the_instance_caches_the_model() -> None:
+    m = spec("globex__bert", cold_s=5.0, warm_s=0.5)
+    plan = plan_for([inst("w-1"), inst("w-2", cached=frozenset({"globex__bert"}))], [m],
+                    wanted=("globex__bert",))
+    (load,) = plan.loads
+    assert load.instance_id == "w-2" and load.warm and load.ready_at == NOW + 0.5
+
+
+# ---- victims by cost -----------------------------------------------------------------------
+
+
+def test_victim_is_the_lowest_rate_times_reload_time_per_byte() -> None:
+    # hot and fast to reload; rarely used but slow to reload; rarely used and fast: the last goes
+    models = [spec("acme__hot", 100, 0.5), spec("acme__slow", 100, 20.0), spec("acme__rare", 100, 0.5),
+              spec("globex__bert", 180)]
+    demand = {"acme__hot": rate(20), "acme__slow": rate(0.1), "acme__rare": rate(0.1)}
+    w1 = inst("w-1", 400, res("acme__hot"), res("acme__slow"), res("acme__rare"))
+    plan = plan_for([w1], models, demand, wanted=("globex__bert",))
+    evicted = [a.model for a in plan.unloads]
+    assert evicted[0] == "acme__rare" and "acme__hot" not in evicted
+    assert [a.model for a in plan.loads] == ["globex__bert"]
+    assert plan.actions.index(plan.unloads[-1]) < plan.actions.index(plan.loads[0])
+    assert re.fullmatch(r"evicted acme/rare from w-1: lowest cost [0-9.e+-]+ ms/MB·s; needed 180 MB for "
+                        r"globex/bert", plan.unloads[0].reason)
+
+
+def test_a_big_rarely_used_model_goes_before_a_small_hot_one() -> None:
+    models = [spec("acme__small", 50, 1.0), spec("acme__big", 300, 1.0), spec("globex__bert", 100)]
+    w1 = inst("w-1", 400, res("acme__small", 50), res("acme__big", 300))
+    plan = plan_for([w1], models, {"acme__small": rate(5), "acme__big": rate(0.5)}, wanted=("globex__bert",))
+    assert [a.model for a in plan.unloads] == ["acme__big"]
+
+
+def test_equal_cost_goes_by_last_use_oldest_first() -> None:
+    models = [spec("acme__a"), spec("acme__b"), spec("globex__bert")]
+    w1 = inst("w-1", 200, res("acme__a", last_used=900.0), res("acme__b", last_used=100.0))
+    plan = plan_for([w1], models, wanted=("globex__bert",))
+    assert [a.model for a in plan.unloads] == ["acme__b"]
+
+
+def test_eviction_prefers_the_instance_where_room_costs_least() -> None:
+    models = [spec("acme__hot"), spec("acme__idle"), spec("globex__bert")]
+    w1, w2 = inst("w-1", 100, res("acme__hot")), inst("w-2", 100, res("acme__idle"))
+    plan = plan_for([w1, w2], models, {"acme__hot": rate(10)}, wanted=("globex__bert",))
+    assert [(a.model, a.instance_id) for a in plan.actions] == [("acme__idle", "w-2"), ("globex__bert", "w-2")]
+
+
+def test_never_evicts_a_copy_with_work_in_flight_or_feasible_queued_work() -> None:
+    models = [spec("acme__a"), spec("acme__b"), spec("acme__c"), spec("globex__bert")]
+    w1 = inst("w-1", 300, res("acme__a", in_flight=1), res("acme__b", queued=3, queued_feasible=True),
+              res("acme__c", state=LoadState.LOADING))
+    plan = plan_for([w1], models, wanted=("globex__bert",))
+    assert plan.actions == ()
+    (refusal,) = plan.refusals
+    assert refusal.model == "globex__bert"
+    assert "busy" in refusal.reason and "retry" in refusal.reason
+    assert "w-1" not in refusal.tenant_reason and "acme" not in refusal.tenant_reason
+
+
+def test_a_copy_whose_queued_work_can_no_longer_meet_its_deadline_may_go() -> None:
+    models = [spec("acme__a"), spec("globex__bert")]
+    w1 = inst("w-1", 100, res("acme__a", queued=2, queued_feasible=False))
+    plan = plan_for([w1], models, {"acme__a": rate(5)}, wanted=("globex__bert",))
+    assert [a.model for a in plan.unloads] == ["acme__a"] and not plan.refusals
+
+
+def test_unknown_resident_models_are_evicted_first() -> None:
+    models = [spec("acme__a"), spec("globex__bert")]
+    w1 = inst("w-1", 200, res("acme__a"), res("gone__old"))
+    # requests still arrive for the deleted one, but it cannot come back: it costs nothing
+    plan = plan_for([w1], models, {"acme__a": rate(1), "gone__old": rate(1)}, wanted=("globex__bert",))
+    assert [a.model for a in plan.unloads] == ["gone__old"]
+
+
+# ---- tenants' memory shares ----------------------------------------------------------------
+
+
+def test_an_over_share_tenant_cannot_evict_an_under_share_one() -> None:
+    models = [spec("acme__a", 100), spec("globex__b1", 100), spec("globex__b2", 100), spec("globex__new")]
+    # acme (share 50%) uses 100 of 400 MB; globex (share 50%) uses 200 and wants 100 more
+    w1 = inst("w-1", 400, res("acme__a"), res("globex__b1", in_flight=1), res("globex__b2", in_flight=1))
+    shares = {"acme": TenantShare(fraction=0.5), "globex": TenantShare(fraction=0.5)}
+    plan = plan_for([w1], models, wanted=("globex__new",), shares=shares)
+    # 100 MB free: fits without eviction
+    assert [a.model for a in plan.loads] == ["globex__new"] and not plan.unloads
+    w1 = inst("w-1", 300, res("acme__a"), res("globex__b1", in_flight=1), res("globex__b2", in_flight=1))
+    plan = plan_for([w1], models, wanted=("globex__new",), shares=shares)
+    assert plan.actions == ()
+    (refusal,) = plan.refusals
+    assert "memory share" in refusal.reason
+    assert "memory share" in refusal.tenant_reason and "acme" not in refusal.tenant_reason
+
+
+def test_an_under_share_tenant_may_evict_an_over_share_one() -> None:
+    models = [spec("acme__new"), spec("globex__b1"), spec("globex__b2")]
+    w1 = inst("w-1", 200, res("globex__b1"), res("globex__b2"))
+    shares = {"acme": TenantShare(bytes=100 * MB), "globex": TenantShare(bytes=100 * MB)}
+    plan = plan_for([w1], models, {"globex__b1": rate(1)}, wanted=("acme__new",), shares=shares)
+    assert [a.model for a in plan.unloads] == ["globex__b2"]
+    assert [a.model for a in plan.loads] == ["acme__new"]
+
+
+def test_a_tenant_within_its_share_keeps_its_models_even_when_cheapest() -> None:
+    models = [spec("acme__cheap", 100, 0.1), spec("globex__hot", 100, 10.0), spec("globex__new")]
+    w1 = inst("w-1", 200, res("acme__cheap"), res("globex__hot"))
+    shares = {"acme": TenantShare(fraction=0.5)}
+    plan = plan_for([w1], models, {"globex__hot": rate(50)}, wanted=("globex__new",), shares=shares)
+    assert [a.model for a in plan.unloads] == ["globex__hot"]  # its own, dearer, model goes instead
+
+
+def test_a_tenant_without_a_share_is_not_protected() -> None:
+    models = [spec("acme__a"), spec("globex__new")]
+    w1 = inst("w-1", 100, res("acme__a"))
+    plan = plan_for([w1], models, wanted=("globex__new",), shares={"globex": TenantShare(fraction=0.5)})
+    assert [a.model for a in plan.unloads] == ["acme__a"]
+
+
+# ---- refusals ------------------------------------------------------------------------------
+
+
+def _only_refusal(instances, models, **kw):
+    plan = plan_for(instances, models, wanted=(models[-1].name,), **kw)
+    assert plan.actions == ()
+    (r,) = plan.refusals
+    assert "not implemented" not in r.reason
+    for secret in ("w-1", "w-2", "__"):
+        assert secret not in r.tenant_reason
+    return r
+
+
+def test_refusal_with_no_instances_says_to_start_workers() -> None:
+    r = _only_refusal([], [spec("globex__bert")])
+    assert "start workers" in r.reason
+
+
+def test_refusal_when_no_instance_is_healthy() -> None:
+    r = _only_refusal([inst("w-1", healthy=False)], [spec("globex__bert")])
+    assert "healthy" in r.reason
+
+
+def test_refusal_when_no_instance_serves_the_platform() -> None:
+    r = _only_refusal([inst("w-1", platforms=frozenset({"onnx"}))], [spec("globex__bert", platform="torchscript")])
+    assert "torchscript" in r.reason and "add an instance" in r.reason
+
+
+def test_refusal_when_no_class_is_profiled() -> None:
+    r = _only_refusal([inst("w-1", cls="cpu")], [spec("globex__bert", classes=("gpu",))])
+    assert "profile" in r.reason and "cpu" in r.reason
+
+
+def test_refusal_when_the_model_is_larger_than_any_budget() -> None:
+    r = _only_refusal([inst("w-1", 100), inst("w-2", 150)], [spec("globex__bert", 180)])
+    assert "180 MB" in r.reason and "largest 150 MB" in r.reason and "180 MB" in r.tenant_reason
+
+
+def test_unknown_wanted_model_is_refused() -> None:
+    plan = plan_for([inst("w-1")], [], wanted=("globex__gone",))
+    assert plan.refusals and plan.refusals[0].model == "globex__gone" and plan.actions == ()
+
+
+# ---- config --------------------------------------------------------------------------------
+
+
+def test_config_refuses_thresholds_without_a_hysteresis_band() -> None:
+    import pytest
+
+    with pytest.raises(ValueError, match="remove_below"):
+        PlannerConfig(add_at=0.5, remove_below=0.6)
