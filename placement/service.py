@@ -14,11 +14,19 @@ import contextlib
 import dataclasses
 import json
 import logging
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from kserve.errors import InferplexError, InvalidArgument, NotFound, ResourceExhausted, Unavailable
+from kserve.errors import (
+    InferplexError,
+    Internal,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+)
 from placement.backends import PROBE_NAME_PREFIX
 from placement.first_fit import (
     InstanceSnapshot,
@@ -42,6 +50,10 @@ log = logging.getLogger(__name__)
 PLACEMENT_PREFIX = keys.PLACEMENT
 # instance-level names that no tenant can produce (tenant names start with a letter)
 PROFILE_NAME_PREFIX = "_profile__"
+# how the driver and the worker introduce an execution's failure (placement.triton_driver,
+# worker.service): "instance X failed while running M: inference failed for model 'M' (platform): "
+_RUN_FAILED_PREFIX = re.compile(r"^(?:instance \S+ failed while running \S+: )?"
+                                r"(?:inference failed for model '[^']*' \([\w-]+\): )?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -409,12 +421,13 @@ class PlacementService:
                 loads=2, warmup=3, runs_per_batch=60, min_runs_per_batch=20, max_seconds=15.0,
                 timing="compute", progress=progress, exec_timeout_s=self.settings.profile_exec_timeout_s,
             )
-        except (InvalidArgument, ResourceExhausted) as exc:
+        except (InvalidArgument, ResourceExhausted, Internal) as exc:
+            # the instance answered, refusing or failing the model itself: it cannot be served
             log.warning("profiling %s failed: %s", record.qualified_name, exc.message)
-            if first:  # the instance refused the model itself: it cannot be served either
-                await self.catalog.set_status(record, "failed", reason=exc.message)
+            if first:
+                await self._profiling_failed(record, inst, name, exc)
             return
-        except Exception as exc:  # an instance went away mid-profile: serve unprofiled
+        except Exception as exc:  # the instance went away or timed out, not the model: serve unprofiled
             log.exception("profiling %s did not finish", record.qualified_name)
             if first:
                 await self.catalog.set_status(record, "ready", reason=f"not profiled: {exc}")
@@ -431,6 +444,25 @@ class PlacementService:
             self.predictor.forget(record.qualified_name)
             return
         log.info("profiled %s on %s", record.qualified_name, inst.record.instance_id)
+
+    async def _profiling_failed(self, record: ModelRecord, inst: Any, name: str, exc: InferplexError) -> None:
+        """Mark the version failed with what to fix, leaving no copy of it on any instance."""
+        reason = exc.message
+        if isinstance(exc, Internal):  # it loaded, then failed to run on its declared inputs
+            # the runtime's last line says what clashed; the driver's and worker's prefixes don't
+            detail = next((ln.strip() for ln in reversed(exc.message.splitlines()) if ln.strip()), "")
+            detail = _RUN_FAILED_PREFIX.sub("", detail)
+            reason = (f"the model failed when run on inputs of its declared shapes and datatypes "
+                      f"({detail[-400:]}): declare the inputs and outputs (dims, datatypes, "
+                      "max_batch_size) the model computes, and upload it again")
+        with contextlib.suppress(InferplexError):  # profile_model unloads it; a failed unload must not stay
+            await inst.driver.unload(name)
+        for iid, models in list(self._actual.items()):
+            placed = models.get(record.qualified_name)
+            if placed is not None and placed.version == str(record.version):
+                with contextlib.suppress(InferplexError):
+                    await self.unload_from(iid, record.qualified_name)
+        await self.catalog.set_status(record, "failed", reason=reason)
 
     # ---- loop ------------------------------------------------------------------------
 
