@@ -171,6 +171,10 @@ class _Pass:
                 best = (key, s, c, v)
         return None if best is None else best[1:]
 
+    def load_room(self) -> bool:
+        """Whether any instance can still queue an optional load."""
+        return any(s.pending_loads < self.config.max_queued_loads for s in self.slots)
+
     def start_at(self, slot: Slot) -> float:
         return max(self.now, slot.load_free_at)
 
@@ -325,6 +329,8 @@ class Planner:
             todo.append((rate, spec, d))
         todo.sort(key=lambda t: (-t[0], t[1].name))
         for _rate, spec, d in todo:
+            if not p.load_room():
+                break
             why = (f"prefetched {spec.label} on {{iid}}: demand rising ({d.rate_per_s:.3g} → "
                    f"{d.short_rate_per_s:.3g} req/s)" if d.rising else
                    f"re-placed {spec.label} on {{iid}}: {d.rate_per_s:.3g} req/s and no copy")
@@ -347,6 +353,8 @@ class Planner:
             todo.append((forecast / total, spec, forecast, total))
         todo.sort(key=lambda t: (-t[0], t[1].name))
         for _, spec, forecast, total in todo:
+            if not p.load_room():
+                break
             n = len(p.live(spec.name))
             per_copy = total / n
             want = min(cfg.max_copies, math.ceil(forecast / (cfg.add_at * per_copy)))

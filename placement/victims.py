@@ -2,7 +2,8 @@
 state of one planning pass (issue 12).
 
 Cost. Evicting a copy costs what bringing it back is expected to cost: the copy's share of the
-model's request rate times its reload time, ``rate × reload_s`` (expected reload seconds per
+model's sustained request rate (``Demand.sustained``, the larger of the short and long rates, so
+a model that just turned hot counts as hot) times its reload time, ``rate × reload_s`` (expected reload seconds per
 second of wall time). Per byte freed, that is the copy's *cost density*, shown to operators in
 ms/MB·s (reload milliseconds per second, per MB freed): a rarely used model that reloads fast
 goes first, a hot or slow-to-load one last; among equal densities (no demand at all) the one
@@ -115,7 +116,7 @@ class CostModel:
         return costs.load_s(warm=True) if costs else 0.0  # a model that cannot come back costs nothing
 
     def copy_rate(self, name: str) -> float:
-        return self.demand.get(name, _NO_DEMAND).rate_per_s / max(1, self.copies.get(name, 1))
+        return self.demand.get(name, _NO_DEMAND).sustained / max(1, self.copies.get(name, 1))
 
     def cost(self, r: ResidentModel, cls: str) -> float:
         """Expected reload seconds per second if this copy goes."""
@@ -141,7 +142,6 @@ class Blocked:
     freeable: int = 0
     busy: int = 0
     protected: int = 0
-    dearer: int = 0
 
 
 def by_cost(slot: Slot, costs: CostModel) -> list[tuple[float, float, str]]:
@@ -174,9 +174,7 @@ def choose_victims(slot: Slot, need: int, requester: str, ledger: SharesLedger, 
                 blocked.busy += 1
             continue
         if below_density is not None and density >= below_density:
-            if blocked is not None:
-                blocked.dearer += 1
-            continue
+            break  # sorted by density: the rest are dearer too
         if ledger.protected(r.tenant, requester, taken.get(r.tenant, 0)):
             if blocked is not None:
                 blocked.protected += 1

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from placement.cluster import (
     ClusterSnapshot,
     InstanceView,
+    Load,
     LoadState,
     ModelCosts,
     ModelSpec,
+    Plan,
     ResidentModel,
     TenantShare,
 )
@@ -52,3 +56,39 @@ def snapshot(now: float, instances: list[InstanceView], models: list[ModelSpec],
              shares: dict[str, TenantShare] | None = None) -> ClusterSnapshot:
     return ClusterSnapshot(now, tuple(instances), {m.name: m for m in models}, demand or {},
                            shares or {}, wanted)
+
+
+class SimCluster:
+    """Instances that carry out plans on a virtual clock: a Load is LOADING until its
+    ready_at, an Unload goes at once. Counts every action it applied."""
+
+    def __init__(self, instances: list[InstanceView]) -> None:
+        self.instances = {i.instance_id: i for i in instances}
+        self.loads = 0
+        self.unloads = 0
+
+    def apply(self, plan: Plan, now: float) -> None:
+        for a in plan.actions:
+            view = self.instances[a.instance_id]
+            if isinstance(a, Load):
+                r = ResidentModel(a.model, a.model.partition("__")[0], a.bytes, LoadState.LOADING,
+                                  resident_since=now, ready_at=a.ready_at)
+                self.instances[a.instance_id] = replace(view, residents=(*view.residents, r))
+                self.loads += 1
+            else:
+                kept = tuple(r for r in view.residents if r.name != a.model)
+                self.instances[a.instance_id] = replace(view, residents=kept)
+                self.unloads += 1
+
+    def advance(self, now: float) -> None:
+        for iid, view in self.instances.items():
+            rs = tuple(replace(r, state=LoadState.READY, ready_at=None)
+                       if r.state is LoadState.LOADING and r.ready_at is not None and r.ready_at <= now else r
+                       for r in view.residents)
+            self.instances[iid] = replace(view, residents=rs)
+
+    def views(self) -> list[InstanceView]:
+        return list(self.instances.values())
+
+    def copies(self, model: str) -> int:
+        return sum(1 for v in self.instances.values() for r in v.residents if r.name == model)
