@@ -148,6 +148,28 @@ class ClusterSnapshot:
     the planner places each one, evicting what it must, or refuses it with a reason."""
 
 
+@dataclass(frozen=True, slots=True)
+class PlannerConfig:
+    add_at: float = 0.8
+    """Add a copy when forecast demand is above this fraction of what the copies serve."""
+    remove_below: float = 0.4
+    """Remove one when sustained demand stays below this fraction of what the remaining copies
+    serve, for ``hold_s``."""
+    hold_s: float = 120.0
+    max_queued_loads: int = 2
+    """Loads an instance may have queued before prefetch and replication pass it by."""
+    place_min_rate_per_s: float = 0.05
+    """Demand a model with no copy needs before it is loaded ahead of a request."""
+    evict_margin: float = 2.0
+    max_copies: int = 64
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.remove_below < self.add_at <= 1.0:
+            raise ValueError(f"need 0 < remove_below < add_at <= 1, got {self.remove_below} and {self.add_at}")
+        if self.hold_s < 0 or self.max_queued_loads < 1 or self.evict_margin < 1.0 or self.max_copies < 1:
+            raise ValueError("hold_s >= 0, max_queued_loads >= 1, evict_margin >= 1, max_copies >= 1")
+
+
 # ---- the answer --------------------------------------------------------------------------
 
 

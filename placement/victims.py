@@ -20,6 +20,7 @@ share can take memory from tenants over theirs, and never the other way round.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -38,6 +39,16 @@ _NO_DEMAND = Demand()
 
 def mb(n: int) -> str:
     return f"{n / 1e6:.0f} MB" if n >= 10_000_000 else f"{n / 1e6:.1f} MB"
+
+
+def num(x: float) -> str:
+    """Two significant digits, never in exponent form: 0.0031, 0.3, 12, 4500."""
+    if x == 0:
+        return "0"
+    if abs(x) >= 10:
+        return f"{x:.0f}"
+    digits = max(1, 1 - math.floor(math.log10(abs(x))))
+    return f"{x:.{digits}f}"
 
 
 @dataclass(slots=True)
@@ -60,6 +71,8 @@ class Slot:
     pending_loads: int
     utilization: float = 0.0
     copies: dict[str, Copy] = field(default_factory=dict)
+    ready: dict[str, float] = field(default_factory=dict)
+    """When each LOADING copy here is ready."""
     _by_cost: list[tuple[float, float, str]] | None = None
 
     @property
@@ -190,13 +203,23 @@ def choose_victims(slot: Slot, need: int, requester: str, ledger: SharesLedger, 
     return None
 
 
-def predicted_ready(r: ResidentModel, spec: ModelSpec | None, view: InstanceView) -> float:
-    """When a LOADING copy is ready: as the snapshot says, else from when its load began."""
-    if r.ready_at is not None:
-        return r.ready_at
-    costs: ModelCosts | None = spec.costs.get(view.instance_class) if spec else None
-    load = costs.load_s(r.name in view.cached) if costs else 0.0
-    return r.resident_since + load
+def load_queue(view: InstanceView, models: Mapping[str, ModelSpec]) -> dict[str, float]:
+    """When each LOADING copy on ``view`` is ready: its ``ready_at`` where the snapshot has one;
+    else its load runs after those asked for before it, one at a time, for its predicted load
+    time (warm where the instance caches it)."""
+    out: dict[str, float] = {}
+    end = -math.inf
+    loading = [r for r in view.residents if r.state is LoadState.LOADING]
+    for r in sorted(loading, key=lambda r: (r.ready_at is None, r.resident_since)):
+        if r.ready_at is not None:
+            out[r.name] = r.ready_at
+        else:
+            spec = models.get(r.name)
+            costs: ModelCosts | None = spec.costs.get(view.instance_class) if spec else None
+            load = costs.load_s(r.name in view.cached) if costs else 0.0
+            out[r.name] = max(end, r.resident_since) + load
+        end = max(end, out[r.name])
+    return out
 
 
 def build_slots(snap: ClusterSnapshot) -> tuple[list[Slot], dict[str, list[Copy]]]:
@@ -206,16 +229,12 @@ def build_slots(snap: ClusterSnapshot) -> tuple[list[Slot], dict[str, list[Copy]
     for view in snap.instances:
         if not view.healthy:
             continue
-        free_at = snap.now
-        pending = 0
-        slot = Slot(view, view.budget_bytes - view.used_bytes, free_at, 0)
+        ready = load_queue(view, snap.models)
+        slot = Slot(view, view.budget_bytes - view.used_bytes, max([snap.now, *ready.values()]),
+                    len(ready), ready=ready)
         for r in view.residents:
-            if r.state is LoadState.LOADING:
-                pending += 1
-                free_at = max(free_at, predicted_ready(r, snap.models.get(r.name), view))
             c = Copy(r, slot)
             slot.copies[r.name] = c
             copies.setdefault(r.name, []).append(c)
-        slot.load_free_at, slot.pending_loads = free_at, pending
         slots.append(slot)
     return slots, copies

@@ -10,7 +10,7 @@ import pytest
 
 from placement.cluster import ClusterSnapshot, LoadState
 from placement.demand import Demand, DemandTracker
-from placement.planner import Planner, PlannerConfig, ready_at
+from placement.planner import Planner, PlannerConfig, Readiness, ready_at
 from tests.unit.planner_fixtures import SimCluster, costs, inst, rate, res, snapshot, spec
 
 NOW = 1000.0
@@ -210,6 +210,19 @@ def test_ready_at_waits_for_loads_already_queued_on_the_instance() -> None:
     assert r is not None and (r.instance_id, r.at) == ("w-1", NOW + 7.0)
     r = ready_at(snapshot(NOW, [busy, inst("w-2")], [m]), "globex__bert", NOW)
     assert r is not None and (r.instance_id, r.at) == ("w-2", NOW + 2.0)
+
+
+def test_loads_without_a_predicted_end_run_one_after_another_in_the_order_asked() -> None:
+    models = [spec("acme__a", cold_s=3.0), spec("acme__b", cold_s=2.0), spec("globex__c", cold_s=1.0)]
+    w1 = inst("w-1", 1000, res("acme__b", state=LoadState.LOADING, since=NOW - 0.5),
+              res("acme__a", state=LoadState.LOADING, since=NOW - 1.0))
+    snap = snapshot(NOW, [w1], models)
+    readiness = Readiness(snap)
+    assert readiness.ready_at("acme__a", NOW).at == NOW + 2.0
+    assert readiness.ready_at("acme__b", NOW).at == NOW + 4.0  # after a's load, not beside it
+    assert readiness.ready_at("globex__c", NOW).at == NOW + 5.0
+    # asked again later, the same answers hold (and nothing waits in the past)
+    assert readiness.ready_at("globex__c", NOW + 10).at == NOW + 11.0
 
 
 def test_ready_at_counts_the_loads_of_a_plan_not_yet_written() -> None:
