@@ -53,6 +53,28 @@ class ModelCosts:
 
 
 @dataclass(frozen=True, slots=True)
+class LoadFailure:
+    """A model's last load failed: it is not tried again before ``retry_at`` (on
+    ``instance_id`` only, where given; anywhere, where None)."""
+
+    reason: str
+    retry_at: float
+    attempts: int = 1
+    instance_id: str | None = None
+
+    @classmethod
+    def after(cls, reason: str, now: float, attempts: int, instance_id: str | None = None,
+              base_s: float = 1.0, cap_s: float = 300.0) -> LoadFailure:
+        """The failure of attempt ``attempts`` (1, 2, ...), retried after an exponential
+        back-off: ``base_s``, doubling per attempt, at most ``cap_s``."""
+        delay = min(cap_s, base_s * 2.0 ** (max(1, attempts) - 1))
+        return cls(reason, now + delay, attempts, instance_id)
+
+    def blocks(self, instance_id: str, now: float) -> bool:
+        return now < self.retry_at and self.instance_id in (None, instance_id)
+
+
+@dataclass(frozen=True, slots=True)
 class ModelSpec:
     """A model the planner may place."""
 
@@ -66,6 +88,8 @@ class ModelSpec:
     """Per instance class; a class without an entry is never chosen for this model."""
     platform: str | None = None
     """Tenant platform (ONNX, TorchScript); None: any instance serves it."""
+    load_failure: LoadFailure | None = None
+    """Its last load failed (the shell's record): back off before trying again."""
 
 
 @dataclass(frozen=True, slots=True)

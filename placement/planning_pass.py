@@ -80,6 +80,8 @@ class PlanningPass:
             costs = spec.costs.get(s.cls)
             if costs is None or not s.view.serves(spec.platform) or spec.name in s.copies:
                 continue
+            if spec.load_failure is not None and spec.load_failure.blocks(s.iid, self.now):
+                continue
             if optional and s.pending_loads >= self.config.max_queued_loads:
                 continue
             out.append((s, costs))

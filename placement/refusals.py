@@ -27,6 +27,13 @@ def refusal(snap: ClusterSnapshot, spec: ModelSpec, ledger: SharesLedger, blocke
                        f"{spec.platform} models (their servers lack its backend); add an instance that has it",
                        f"no inference instance can run {spec.platform} models now; {_RETRY}")
     profiled = [v for v in serving if v.instance_class in spec.costs]
+    failure = spec.load_failure
+    if profiled and failure is not None and all(failure.blocks(v.instance_id, snap.now) for v in profiled):
+        wait = f"{failure.retry_at - snap.now:.0f} s"
+        where = f" on {failure.instance_id}" if failure.instance_id else ""
+        return Refusal(spec.name, f"the last load of {spec.label}{where} failed ({failure.reason}); "
+                       f"attempt {failure.attempts + 1} in {wait}; fix the cause shown on the model's status",
+                       f"the model failed to load; it is tried again in {wait}")
     if not profiled:
         classes = ", ".join(sorted({v.instance_class for v in serving}))
         return Refusal(spec.name, f"{spec.label} has no profile for any healthy instance's class "

@@ -3,9 +3,14 @@ tenants' memory shares, refusals. Virtual clock throughout."""
 
 from __future__ import annotations
 
+import ast
 import re
+from dataclasses import replace
+from pathlib import Path
 
-from placement.cluster import LoadState, TenantShare
+import pytest
+
+from placement.cluster import LoadFailure, LoadState, TenantShare
 from placement.planner import Planner, PlannerConfig
 from tests.unit.planner_fixtures import MB, inst, rate, res, snapshot, spec
 
@@ -207,7 +212,48 @@ def test_unknown_wanted_model_is_refused() -> None:
 
 
 def test_config_refuses_thresholds_without_a_hysteresis_band() -> None:
-    import pytest
-
     with pytest.raises(ValueError, match="remove_below"):
         PlannerConfig(add_at=0.5, remove_below=0.6)
+
+
+# ---- failed loads back off -----------------------------------------------------------------
+
+
+def test_load_failure_backs_off_exponentially_up_to_a_cap() -> None:
+    delays = [LoadFailure.after("boom", NOW, n, base_s=1.0, cap_s=30.0).retry_at - NOW for n in range(1, 8)]
+    assert delays == [1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
+
+
+def test_a_model_whose_load_failed_is_not_tried_again_before_its_retry_time() -> None:
+    failed = replace(spec("globex__bert"), load_failure=LoadFailure("out of memory", NOW + 8, attempts=2))
+    r = _only_refusal([inst("w-1")], [failed])
+    assert "out of memory" in r.reason and "attempt 3 in 8 s" in r.reason
+    assert "8 s" in r.tenant_reason
+    later = Planner().plan(snapshot(NOW + 8, [inst("w-1")], [failed], wanted=("globex__bert",)))
+    assert [a.instance_id for a in later.loads] == ["w-1"]
+
+
+def test_a_load_that_failed_on_one_instance_goes_to_another() -> None:
+    failed = replace(spec("globex__bert"), load_failure=LoadFailure("crashed", NOW + 60, instance_id="w-1"))
+    plan = plan_for([inst("w-1"), inst("w-2", 500)], [failed], wanted=("globex__bert",))
+    assert [a.instance_id for a in plan.loads] == ["w-2"]
+
+
+# ---- purity --------------------------------------------------------------------------------
+
+CORE = ("cluster", "demand", "victims", "refusals", "planning_pass", "readiness", "planner")
+ALLOWED = {"__future__", "collections", "dataclasses", "enum", "math", "typing"}
+
+
+@pytest.mark.parametrize("module", CORE)
+def test_planner_modules_import_nothing_impure(module: str) -> None:
+    path = Path(__file__).resolve().parents[2] / "placement" / f"{module}.py"
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    ours = {n for n in names if n.startswith("placement")}
+    assert {n.split(".")[0] for n in names - ours} <= ALLOWED, names
+    assert ours <= {f"placement.{m}" for m in CORE}, ours
