@@ -12,7 +12,9 @@ import argparse
 import json
 import logging
 import os
+import secrets
 import sys
+import textwrap
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,8 +22,25 @@ from typing import Any
 
 import httpx
 
+from controlplane.validation import MAX_BATCH_SIZE_RULE
+
 DEFAULT_URL = "http://127.0.0.1:8000"
 CHUNK = 1024 * 1024
+
+
+# the server's 400 to an admin key that names no tenant says "?tenant="; here it is the flag
+PASS_TENANT = "an admin key acts on one tenant's models: pass --tenant NAME"
+_UPLOAD_EPILOG = "what is inferred when not given:\n" + "\n".join(
+    textwrap.fill(item, 88, initial_indent="  ", subsequent_indent="    ", break_on_hyphens=False)
+    for item in (
+        "--inputs, --outputs: read from an ONNX file (names, datatypes, dims). A TorchScript file "
+        "states no shapes: give both, or --config.",
+        f"--max-batch-size: {MAX_BATCH_SIZE_RULE}",
+        "--config FILE: a Triton config.pbtxt, or its JSON form, as Triton's model repository takes "
+        "it. Its input, output and max_batch_size replace --inputs, --outputs and --max-batch-size (a "
+        "max_batch_size it leaves out follows the rule above); its name, when given, is the model's. "
+        "The server checks it against the file; instance groups, batching and other fields are refused.",
+    ))
 
 
 class CliError(Exception):
@@ -41,8 +60,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         return parser.add_subparsers(dest=f"{name}_command", required=True)
 
     def leaf(sub: argparse._SubParsersAction, name: str, help_text: str,
-             func: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
-        parser = sub.add_parser(name, help=help_text, parents=[common])
+             func: Callable[[argparse.Namespace], int], **kwargs: Any) -> argparse.ArgumentParser:
+        parser = sub.add_parser(name, help=help_text, parents=[common], **kwargs)
         parser.set_defaults(func=lambda args: _run(func, args))
         return parser
 
@@ -73,14 +92,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("key_id")
 
     model = group("model", "upload and manage models")
-    p = leaf(model, "upload", "upload an ONNX or TorchScript model", _model_upload)
+    p = leaf(model, "upload", "upload an ONNX or TorchScript model", _model_upload,
+             epilog=_UPLOAD_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("file", type=Path)
-    p.add_argument("--name", required=True)
-    p.add_argument("--version", type=int)
-    p.add_argument("--max-batch-size", type=int)
-    p.add_argument("--slo-ms", type=float)
-    p.add_argument("--inputs", help='JSON list, e.g. \'[{"name":"INPUT__0","datatype":"FP32","dims":[64]}]\'')
-    p.add_argument("--outputs", help="JSON list, like --inputs")
+    p.add_argument("--name", help="the model's name (required unless --config names the model)")
+    p.add_argument("--version", type=int, help="version number (default: the next one)")
+    p.add_argument("--max-batch-size", type=int, help="largest batch (default: see below)")
+    p.add_argument("--slo-ms", type=float, help="latency target in ms (default 100)")
+    p.add_argument("--inputs", help='JSON list, e.g. \'[{"name":"INPUT__0","datatype":"FP32","dims":[64]}]\' '
+                   "(default: read from an ONNX file)")
+    p.add_argument("--outputs", help="JSON list, like --inputs (default: read from an ONNX file)")
+    p.add_argument("--config", type=Path, metavar="FILE",
+                   help="a Triton model config for the file: config.pbtxt or its JSON form, with "
+                   "name, platform/backend, max_batch_size, input and output (instead of --inputs, "
+                   "--outputs and --max-batch-size)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--no-wait", action="store_true",
                    help="return once uploaded, without waiting for profiling to finish")
@@ -219,17 +244,23 @@ def _file_chunks(path: Path, size: int, quiet: bool) -> Iterator[bytes]:
 def _model_upload(args: argparse.Namespace) -> int:
     if not args.file.is_file():
         raise CliError(f"no such file: {args.file}")
+    config, config_name = _read_config(args) if args.config is not None else (None, "")
+    if not args.name and not config_name:
+        raise CliError("missing model name: pass --name NAME (or a --config that names the model)")
     size = args.file.stat().st_size
-    params: dict[str, Any] = {"name": args.name, **_tenant_params(args)}
-    for key, value in (("version", args.version), ("max_batch_size", args.max_batch_size),
+    params: dict[str, Any] = {**_tenant_params(args)}
+    for key, value in (("name", args.name), ("version", args.version), ("max_batch_size", args.max_batch_size),
                        ("slo_ms", args.slo_ms), ("inputs", args.inputs), ("outputs", args.outputs)):
         if value is not None:
             params[key] = value
+    chunks = _file_chunks(args.file, size, args.quiet)
+    if config is None:
+        body, headers = chunks, {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
+    else:
+        body, headers = _multipart(config, chunks, size)
     with _client(args) as client:
-        response = client.post(
-            "/v1/models", params=params, content=_file_chunks(args.file, size, args.quiet),
-            headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
-        )
+        _check_scope(client, args)  # before a byte of the file is sent
+        response = client.post("/v1/models", params=params, content=body, headers=headers)
     record = _checked(response)
     print(f"uploaded {record['name']} version {record['version']} ({record['platform']}, "
           f"status {record['status']})")
@@ -239,6 +270,71 @@ def _model_upload(args: argparse.Namespace) -> int:
     reason = f": {final['reason']}" if final.get("reason") else ""
     print(f"{final['name']} version {final['version']} is {final['status']}{reason}")
     return 1 if final["status"] == "failed" else 0
+
+
+def _read_config(args: argparse.Namespace) -> tuple[str, str]:
+    """The --config file's text and the model name it gives (""), read with the server's own
+    parser so a mistake in it costs no upload (the server checks it again, against the file)."""
+    from kserve.errors import InferplexError
+    from modelfiles.config import parse_tenant_config
+
+    clash = [flag for flag, value in (("--inputs", args.inputs), ("--outputs", args.outputs),
+                                      ("--max-batch-size", args.max_batch_size)) if value is not None]
+    if clash:
+        raise CliError(f"give the model's I/O once: either --config or {', '.join(clash)}, not both")
+    try:
+        text = args.config.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise CliError(f"no such file: {args.config}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CliError(f"cannot read --config {args.config} as UTF-8 text: {exc}") from None
+    try:
+        declared = parse_tenant_config(text)
+    except InferplexError as exc:
+        raise CliError(f"--config {args.config}: {exc.message}") from None
+    if declared.name and args.name and declared.name != args.name:
+        raise CliError(f"--config names the model {declared.name!r} but --name is {args.name!r}: make them "
+                       "the same, or leave one out")
+    return text, declared.name
+
+
+def _multipart(config: str, file_chunks: Iterator[bytes], size: int) -> tuple[Iterator[bytes], dict[str, str]]:
+    """A multipart/form-data body with the config field and then the file, streamed (the file
+    is never whole in memory) with its exact Content-Length."""
+    boundary = secrets.token_hex(16)
+    head = (f'--{boundary}\r\nContent-Disposition: form-data; name="config"\r\n\r\n'.encode()
+            + config.encode() + f"\r\n--{boundary}\r\nContent-Disposition: form-data; "
+            f'name="file"; filename="model"\r\nContent-Type: application/octet-stream\r\n\r\n'.encode())
+    tail = f"\r\n--{boundary}--\r\n".encode()
+
+    def body() -> Iterator[bytes]:
+        yield head
+        yield from file_chunks
+        yield tail
+
+    return body(), {"Content-Type": f"multipart/form-data; boundary={boundary}",
+                    "Content-Length": str(len(head) + size + len(tail))}
+
+
+def _check_scope(client: httpx.Client, args: argparse.Namespace) -> None:
+    """Refuse now what the server would refuse only after the whole file: an admin key without
+    --tenant, a tenant key naming another tenant, a key that is not valid."""
+    probe = client.get("/v1/models", params=_tenant_params(args))
+    if probe.status_code == 400 and not args.tenant:
+        # the plain list takes no other input: only an admin key naming no tenant gets a 400
+        raise CliError(PASS_TENANT)
+    _checked(probe)
+
+
+def _scoped_call(args: argparse.Namespace, method: str, path: str) -> Any:
+    """A call on one tenant's models, with --tenant when given. A 400 without --tenant is
+    asked about once more (it may be the model's name, or the key's role) so an admin key is
+    told the flag to pass, not the server's query parameter."""
+    with _client(args) as client:
+        response = client.request(method, path, params=_tenant_params(args))
+        if response.status_code == 400 and not args.tenant:
+            _check_scope(client, args)
+        return _checked(response)
 
 
 def _wait_profiled(args: argparse.Namespace, record: dict[str, Any], timeout_s: float) -> dict[str, Any]:
@@ -252,7 +348,9 @@ def _wait_profiled(args: argparse.Namespace, record: dict[str, Any], timeout_s: 
             if current is None:
                 raise CliError(f"model {record['name']} version {record['version']} was deleted while profiling")
             if current["status"] != "profiling":
-                if not args.quiet and last:
+                if not args.quiet and current["status"] == "ready":
+                    print("\rprofiling 100%", file=sys.stderr, flush=True)  # done, whatever was polled last
+                elif not args.quiet and last:
                     print(file=sys.stderr)
                 return current
             line = f"profiling {round(100 * (current.get('progress') or 0.0)):3d}%"
@@ -266,19 +364,24 @@ def _wait_profiled(args: argparse.Namespace, record: dict[str, Any], timeout_s: 
 
 
 def _model_list(args: argparse.Namespace) -> int:
-    for m in _call(args, "GET", "/v1/models", params=_tenant_params(args))["models"]:
+    for m in _scoped_call(args, "GET", "/v1/models")["models"]:
         reason = f"\t{m['reason']}" if m["reason"] else ""
         print(f"{m['name']}\t{m['version']}\t{m['platform']}\t{m['status']}{reason}")
     return 0
 
 
 def _model_describe(args: argparse.Namespace) -> int:
-    _print(_call(args, "GET", f"/v1/models/{args.name}", params=_tenant_params(args)))
+    described = _scoped_call(args, "GET", f"/v1/models/{args.name}")
+    for version in described.get("versions", []):
+        # the instance-level name is internal (servers before issue 11 sent it): the tenant's
+        # name for the model is `name`
+        version.pop("qualified_name", None)
+    _print(described)
     return 0
 
 
 def _model_delete(args: argparse.Namespace) -> int:
     path = f"/v1/models/{args.name}" + (f"/versions/{args.version}" if args.version else "")
-    deleted = _call(args, "DELETE", path, params=_tenant_params(args))
+    deleted = _scoped_call(args, "DELETE", path)
     print(f"deleted {deleted['name']} versions {deleted['versions']}")
     return 0
