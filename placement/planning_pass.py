@@ -119,6 +119,10 @@ class PlanningPass:
         c = slot.copies.pop(r.name)
         c.gone = True
         slot.free += r.bytes
+        if r.evictable:
+            slot.evictable_bytes -= r.bytes
+        else:
+            slot.busy -= 1
         slot.utilization -= self._copy_util(r.name, slot.cls)
         self.ledger.add(r.tenant, -r.bytes)
         self.actions.append(Unload(r.name, slot.iid, reason, r.bytes))
@@ -132,6 +136,7 @@ class PlanningPass:
         ready = self.start_at(slot) + costs.load_s(warm)
         slot.load_free_at = ready
         slot.pending_loads += 1
+        slot.busy += 1
         slot.free -= costs.memory_bytes
         r = ResidentModel(spec.name, spec.tenant, costs.memory_bytes, LoadState.LOADING,
                           resident_since=self.now, ready_at=ready)
@@ -168,6 +173,7 @@ class PlanningPass:
             slot.free -= a.bytes
             slot.load_free_at = max(slot.load_free_at, a.ready_at)
             slot.pending_loads += 1
+            slot.busy += 1
             self.ledger.add(spec.tenant, a.bytes)
         self.actions.clear()
 

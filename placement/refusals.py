@@ -49,7 +49,7 @@ def refusal(snap: ClusterSnapshot, spec: ModelSpec, ledger: SharesLedger, blocke
     why = []
     if blocked.busy:
         why.append(f"{blocked.busy} resident cop{'y is' if blocked.busy == 1 else 'ies are'} busy "
-                   "(work in flight or queued within its deadline)")
+                   "(work in flight, queued work that can meet its deadline, or loading)")
     if blocked.protected:
         why.append(f"{blocked.protected} belong{'s' if blocked.protected == 1 else ''} to tenants "
                    "within their memory shares")

@@ -73,7 +73,13 @@ class Slot:
     copies: dict[str, Copy] = field(default_factory=dict)
     ready: dict[str, float] = field(default_factory=dict)
     """When each LOADING copy here is ready."""
+    evictable_bytes: int = 0
+    """Bytes of the copies that may go (busy ones never do): a bound on what eviction frees."""
+    busy: int = 0
+    """Copies that may not go: work in flight or feasible queued work, or mid-load."""
     _by_cost: list[tuple[float, float, str]] | None = None
+    _head: int = 0
+    """Entries of ``_by_cost`` before it are gone or busy: no walk needs them again."""
 
     @property
     def iid(self) -> str:
@@ -173,12 +179,22 @@ def choose_victims(slot: Slot, need: int, requester: str, ledger: SharesLedger, 
     short = need - slot.free
     if short <= 0:
         return Victims((), 0.0)
+    if short > slot.evictable_bytes:
+        if blocked is not None:
+            blocked.freeable = max(blocked.freeable, slot.free + slot.evictable_bytes)
+            blocked.busy += slot.busy
+        return None
     chosen: list[tuple[ResidentModel, float]] = []
     taken: dict[str, int] = {}
     freed = 0
     total = 0.0
-    for density, _, name in by_cost(slot, costs):
+    order = by_cost(slot, costs)
+    for i in range(slot._head, len(order)):
+        density, _, name = order[i]
         c = slot.copies.get(name)
+        if c is None or c.gone or not c.resident.evictable:
+            if i == slot._head:
+                slot._head += 1
         if c is None or c.gone:
             continue
         r = c.resident
@@ -231,7 +247,9 @@ def build_slots(snap: ClusterSnapshot) -> tuple[list[Slot], dict[str, list[Copy]
             continue
         ready = load_queue(view, snap.models)
         slot = Slot(view, view.budget_bytes - view.used_bytes, max([snap.now, *ready.values()]),
-                    len(ready), ready=ready)
+                    len(ready), ready=ready,
+                    evictable_bytes=sum(r.bytes for r in view.residents if r.evictable),
+                    busy=sum(1 for r in view.residents if not r.evictable))
         for r in view.residents:
             c = Copy(r, slot)
             slot.copies[r.name] = c
