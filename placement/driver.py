@@ -45,6 +45,19 @@ class InstanceInfo:
     metrics_url: str | None = None  # Triton's Prometheus endpoint (GPU memory), if given
 
 
+class LoadSeconds(float):
+    """What ``InstanceDriver.load`` returns: wall seconds until ready, with ``cached`` True
+    where the instance loaded the files from its own artifact cache and none were sent (a
+    warm load, whichever load of the model it was)."""
+
+    cached: bool
+
+    def __new__(cls, seconds: float, cached: bool = False) -> LoadSeconds:
+        value = super().__new__(cls, seconds)
+        value.cached = cached
+        return value
+
+
 @dataclass(frozen=True, slots=True)
 class InferTiming:
     outputs: dict[str, np.ndarray]
@@ -63,7 +76,8 @@ class InstanceDriver(abc.ABC):
     @abc.abstractmethod
     async def load(self, name: str, config: dict[str, Any], files: dict[str, bytes]) -> float:
         """Load ``name`` with a Triton model config (JSON form) and files keyed
-        ``"<version>/<filename>"``. Returns wall seconds until ready. Raises
+        ``"<version>/<filename>"``. Returns wall seconds until ready (a ``LoadSeconds`` says
+        whether the instance's artifact cache served the files). Raises
         ``kserve.errors.ResourceExhausted`` when it does not fit the instance's
         budget, ``InvalidArgument`` for a bad model."""
 

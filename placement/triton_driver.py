@@ -1,7 +1,9 @@
 """The production InstanceDriver: standard KServe v2 + Triton repository/statistics calls only.
 
-The same class drives NVIDIA Triton and ``inferplex worker``; nothing here depends
-on the worker's extras. Control calls (load, unload, index, stats, profiling
+The same class drives NVIDIA Triton and ``inferplex worker``; one extra only, for a
+server whose metadata says it is an inferplex worker: a load first names its files by
+digest and sends them only if the worker's artifact cache lacks them
+(modelfiles/artifacts.py). Control calls (load, unload, index, stats, profiling
 inference) go through ``tritonclient.grpc.aio``. The gateway's hot path uses raw
 pass-through instead (a gRPC stub on a second channel, a keep-alive HTTP/1.1 pool
 from ``placement.http_hop``), so a request is forwarded without decoding its tensors.
@@ -37,6 +39,7 @@ from kserve.errors import (
 )
 from kserve.restricted import InstanceCredential
 from kserve.tensors import TIMEOUT_HEADER
+from modelfiles.artifacts import ARTIFACT_PARAMETER, CACHING_SERVERS, files_digest
 from placement.backends import (
     PROBED_BACKENDS,
     Backends,
@@ -49,6 +52,7 @@ from placement.driver import (
     InferTiming,
     InstanceDriver,
     InstanceInfo,
+    LoadSeconds,
     ModelState,
     ServedModel,
     reported_memory_bytes,
@@ -145,6 +149,7 @@ class TritonDriver(InstanceDriver):
         self._hop = HttpHop(info.http_url, headers=http_headers)
         # read once per (re)appearance of the server by probe loads (placement/backends.py)
         self._backends: Backends | None = None
+        self._caching: bool | None = None  # the server has an artifact cache (read once, like backends)
         self._probing = asyncio.Lock()
         self._warned_strict = False
 
@@ -175,9 +180,10 @@ class TritonDriver(InstanceDriver):
             raise _map_error(exc, self.info.instance_id, "reading the repository index") from exc
         return [ModelState(m.name, m.version, m.state, m.reason) for m in resp.models]
 
-    async def load(self, name: str, config: dict[str, Any], files: dict[str, bytes]) -> float:
+    async def load(self, name: str, config: dict[str, Any], files: dict[str, bytes]) -> LoadSeconds:
         """Loads the model as given where the server has its backend; an ONNX model on a
-        Triton with only the Python backend goes through inferplex's adapter."""
+        Triton with only the Python backend goes through inferplex's adapter. On an inferplex
+        worker the files travel only when its artifact cache lacks them (``cached`` says)."""
         platform = platform_of(config)
         backends = await self.backends() if platform else None
         if backends is not None and not backends.native(platform):
@@ -186,6 +192,10 @@ class TritonDriver(InstanceDriver):
                                       f"backend for {platform} models")
             config, files = adapt_onnx(config, files)
         started = time.perf_counter()
+        if files and await self._has_cache():
+            digest = await asyncio.to_thread(files_digest, files)
+            if await self._load_by_digest(name, config, digest):
+                return LoadSeconds(time.perf_counter() - started, cached=True)
         try:
             await self._client.load_model(
                 name, config=json.dumps(config),
@@ -194,7 +204,34 @@ class TritonDriver(InstanceDriver):
             )
         except InferenceServerException as exc:
             raise _map_error(exc, self.info.instance_id, f"loading {name}", load=True) from exc
-        return time.perf_counter() - started
+        return LoadSeconds(time.perf_counter() - started)
+
+    async def _load_by_digest(self, name: str, config: dict[str, Any], digest: str) -> bool:
+        """A load naming the files by digest, none sent; False where the worker does not
+        hold them (it answers NOT_FOUND, modelfiles/artifacts.py)."""
+        request = service_pb2.RepositoryModelLoadRequest(model_name=name)
+        request.parameters["config"].string_param = json.dumps(config)
+        request.parameters[ARTIFACT_PARAMETER].string_param = digest
+        try:
+            await self._stub.RepositoryModelLoad(request, timeout=self.load_timeout_s, metadata=self._metadata)
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:  # type: ignore[attr-defined]
+                return False
+            raise _map_error(exc, self.info.instance_id, f"loading {name}", load=True) from exc
+        return True
+
+    async def _has_cache(self) -> bool:
+        """Whether the server is an inferplex worker (the only kind that knows the digest
+        parameter: a Triton would ignore it and load nothing, or a same-named model of its
+        own repository). Unknown while it cannot be asked: then the files are sent."""
+        if self._caching is None:
+            try:
+                meta = await self._client.get_server_metadata(headers=self._headers,
+                                                              client_timeout=self.timeout_s)
+            except InferenceServerException:
+                return False
+            self._caching = meta.name in CACHING_SERVERS
+        return self._caching
 
     async def backends(self) -> Backends | None:
         """Which of inferplex's backends the server has (probed once; None while it cannot
@@ -212,6 +249,7 @@ class TritonDriver(InstanceDriver):
     def forget_backends(self) -> None:
         """The server (re)appeared: it may be another build, so probe again."""
         self._backends = None
+        self._caching = None
 
     async def _has_backend(self, backend: str) -> bool | None:
         name, config, files = probe_load(backend)

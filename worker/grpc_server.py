@@ -25,6 +25,7 @@ from tritonclient.grpc import service_pb2_grpc
 
 from kserve import grpc_codec
 from kserve.errors import InferplexError, InvalidArgument, PayloadTooLarge
+from modelfiles.artifacts import ARTIFACT_PARAMETER
 from worker.restricted import AioGrpcRestriction, GrpcRestriction, ProtocolRules
 from worker.service import LOAD_ENVELOPE_BYTES, WorkerService, check_model_files
 
@@ -88,8 +89,9 @@ def _index(service: WorkerService, request: pb.RepositoryIndexRequest) -> pb.Rep
     ])
 
 
-def _load_args(request: pb.RepositoryModelLoadRequest) -> tuple[str | None, dict[str, bytes]]:
+def _load_args(request: pb.RepositoryModelLoadRequest) -> tuple[str | None, dict[str, bytes], str | None]:
     config: str | None = None
+    digest: str | None = None
     files: dict[str, bytes] = {}
     for key, param in request.parameters.items():
         kind = param.WhichOneof("parameter_choice")
@@ -97,11 +99,15 @@ def _load_args(request: pb.RepositoryModelLoadRequest) -> tuple[str | None, dict
             if kind != "string_param":
                 raise InvalidArgument(f"failed to load '{request.model_name}': 'config' must be a string parameter")
             config = param.string_param
+        elif key == ARTIFACT_PARAMETER:
+            if kind != "string_param":
+                raise InvalidArgument(f"failed to load '{request.model_name}': '{key}' must be a string parameter")
+            digest = param.string_param
         elif key.startswith("file:"):
             if kind != "bytes_param":
                 raise InvalidArgument(f"failed to load '{request.model_name}': '{key}' must be a bytes parameter")
             files[key] = param.bytes_param
-    return config, files
+    return config, files, digest
 
 
 _LIVE = pb.ServerLiveResponse(live=True)
@@ -170,9 +176,9 @@ class WorkerServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
     def RepositoryModelLoad(self, request: pb.RepositoryModelLoadRequest,
                             context: Any) -> pb.RepositoryModelLoadResponse:
         def call() -> pb.RepositoryModelLoadResponse:
-            config, files = _load_args(request)
+            config, files, digest = _load_args(request)
             self.limits.check_load(request.model_name, files)
-            self._on_loop(self.service.load(request.model_name, config, files))
+            self._on_loop(self.service.load(request.model_name, config, files, digest))
             return _LOADED
 
         return _guard(context, call)
@@ -241,9 +247,9 @@ class AioWorkerServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
     async def RepositoryModelLoad(self, request: pb.RepositoryModelLoadRequest,
                                   context: Any) -> pb.RepositoryModelLoadResponse:
         async def call() -> pb.RepositoryModelLoadResponse:
-            config, files = _load_args(request)
+            config, files, digest = _load_args(request)
             self.limits.check_load(request.model_name, files)
-            await self.service.load(request.model_name, config, files)
+            await self.service.load(request.model_name, config, files, digest)
             return _LOADED
 
         return await _aguard(context, call)

@@ -3,8 +3,11 @@ a bare ASGI app: the request path is a table lookup and a handler call, with no
 framework middleware in the way of the latency budget.
 
 Extra route: ``GET /v2/inferplex/memory`` answers the memory budget as
-``{"budget_bytes", "used_bytes", "free_bytes", "models": {name: bytes}}`` (in the
-statistics group). Groups restricted by ``--http-restricted-api`` answer 403 without
+``{"budget_bytes", "used_bytes", "free_bytes", "models": {name: bytes}, "cache": {...}}``
+(in the statistics group); ``cache`` is the artifact cache's ``{"budget_bytes",
+"used_bytes", "entries", "hits", "misses", "corrupt", "evictions"}``
+(worker/artifact_cache.py). A repository load may name its files by the
+``inferplex_artifact_sha256`` parameter instead of sending them (modelfiles/artifacts.py). Groups restricted by ``--http-restricted-api`` answer 403 without
 their header, as Triton does (worker/restricted.py).
 """
 
@@ -24,6 +27,7 @@ from kserve.asgi import read_body
 from kserve.errors import InferplexError, InvalidArgument, NotFound
 from kserve.jsonbody import DEFAULT_JSON_BOUND, JsonBound
 from kserve.tensors import TIMEOUT_HEADER
+from modelfiles.artifacts import ARTIFACT_PARAMETER
 from modelfiles.config import to_json
 from worker.restricted import ProtocolRules
 from worker.service import LOAD_ENVELOPE_BYTES, WorkerService, check_model_files
@@ -148,9 +152,9 @@ class WorkerHttpApp:
                 if not isinstance(params, dict):
                     raise InvalidArgument("'parameters' must be a JSON object")
                 if repo.group("action") == "load":
-                    config, files = _load_params(name, params)
+                    config, files, digest = _load_params(name, params)
                     check_model_files(name, files, self.max_model_bytes)
-                    await svc.load(name, config, files)
+                    await svc.load(name, config, files, digest)
                 else:
                     await svc.unload(name)
                 return Reply(200, b"")
@@ -198,7 +202,10 @@ def _too_large(size: int, limit: int, flag: str) -> str:
     return f"request body of at least {size} bytes is over the worker's limit of {limit} bytes ({flag}); {advice}"
 
 
-def _load_params(name: str, params: dict[str, Any]) -> tuple[str | None, dict[str, bytes]]:
+def _load_params(name: str, params: dict[str, Any]) -> tuple[str | None, dict[str, bytes], str | None]:
+    digest = params.get(ARTIFACT_PARAMETER)
+    if digest is not None and not isinstance(digest, str):
+        raise InvalidArgument(f"failed to load '{name}': '{ARTIFACT_PARAMETER}' must be a string")
     config = params.get("config")
     if config is not None and not isinstance(config, str):
         if isinstance(config, dict):
@@ -215,7 +222,7 @@ def _load_params(name: str, params: dict[str, Any]) -> tuple[str | None, dict[st
             files[key] = base64.b64decode(value, validate=True)
         except (binascii.Error, ValueError):
             raise InvalidArgument(f"failed to load '{name}': '{key}' is not valid base64") from None
-    return config, files
+    return config, files, digest
 
 
 def _timeout_header(headers: dict[str, str]) -> float | None:

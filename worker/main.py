@@ -27,6 +27,7 @@ from kserve.jsonbody import MAX_JSON_VALUES, JsonBound
 from kserve.sizes import size_arg
 from worker import registration, restricted
 from worker.affinity import parse_cpus, pin_to
+from worker.artifact_cache import ArtifactCache
 from worker.demo import simple_model
 from worker.executor import Executor
 from worker.memory import MemoryBudget, physical_memory_bytes, steady_allocator
@@ -34,11 +35,13 @@ from worker.repository import ModelRepository
 from worker.restricted import Restrictions
 from worker.sandbox.client import HostLimits
 from worker.sandbox.confine import SandboxUnavailable
+from worker.scratch import ScratchDir, default_root
 from worker.service import DEFAULT_MAX_EXEC_S, ServerInfo, WorkerService
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_MODEL_BYTES = 2**30
+DEFAULT_CACHE_BYTES = 2**30
 
 
 @dataclass
@@ -54,6 +57,9 @@ class WorkerOptions:
     device: str = "cpu"
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     max_model_bytes: int = DEFAULT_MAX_MODEL_BYTES
+    # the artifact cache's disk budget (0: off), and the root of the per-worker folders
+    cache_bytes: int = DEFAULT_CACHE_BYTES
+    scratch_dir: Path | None = None  # None: scratch.default_root()
     max_json_values: int = MAX_JSON_VALUES
     grpc_server: str = "threads"
     instance_id: str = ""  # what it registers and logs under (registration.instance_id)
@@ -98,6 +104,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-model-bytes", type=size_arg, default=DEFAULT_MAX_MODEL_BYTES,
                    help="largest repository load accepted: the gRPC message, or the HTTP body with its "
                         "files base64-encoded, allowed 4/3 of this (default 1GiB)")
+    p.add_argument("--cache-bytes", type=size_arg, default=DEFAULT_CACHE_BYTES,
+                   help="disk the local artifact cache may use for the files of unloaded models, so "
+                        "loading one again needs no transfer, e.g. 512MiB; 0 turns it off (default 1GiB)")
+    p.add_argument("--scratch-dir", type=Path, default=None, metavar="DIR",
+                   help="folder under which the worker keeps its own locked folder (the copies of the "
+                        "models it loads, the artifact cache); folders of workers that died there are "
+                        "removed at start (default: <temp dir>/inferplex-worker-<uid>)")
     p.add_argument("--max-json-values", type=int, default=MAX_JSON_VALUES, metavar="N",
                    help="most values (array elements, object keys and values) the JSON part of an HTTP "
                         f"request may hold, counted before it is parsed (default {MAX_JSON_VALUES}); binary "
@@ -136,6 +149,7 @@ def options_from_args(args: argparse.Namespace) -> WorkerOptions:
         memory_budget=args.memory_budget, threads=args.threads, model_repository=args.model_repository,
         model_control_mode=args.model_control_mode, load_models=list(args.load_model), device=args.device,
         max_request_bytes=args.max_request_bytes, max_model_bytes=args.max_model_bytes,
+        cache_bytes=args.cache_bytes, scratch_dir=args.scratch_dir,
         max_json_values=args.max_json_values,
         grpc_server=args.grpc_server, instance_id=registration.instance_id(args), demo=args.demo,
         header_timeout_s=args.header_timeout, max_header_bytes=args.max_header_bytes,
@@ -159,6 +173,8 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit("--header-timeout, --max-header-bytes and --max-json-values must be positive")
     if options.model_control_mode == "none" and options.model_repository is None:
         raise SystemExit("--model-control-mode none needs --model-repository")
+    if options.cache_bytes < 0:
+        raise SystemExit("--cache-bytes must be 0 (off) or a size")
     try:
         import uvloop
     except ImportError:  # plain asyncio works, just slower
@@ -175,14 +191,15 @@ def _version() -> str:
         return "0.0.0"
 
 
-def build_service(options: WorkerOptions) -> WorkerService:
+def build_service(options: WorkerOptions, scratch: ScratchDir) -> WorkerService:
     steady_allocator()
     budget = MemoryBudget(options.memory_budget or physical_memory_bytes())
     limits = HostLimits(load_timeout_s=options.load_timeout_s, margin_s=options.exec_margin_s,
                         quarantine_after=options.quarantine_after, max_model_bytes=options.max_model_bytes,
                         max_input_bytes=2 * options.max_request_bytes)
     repository = ModelRepository(budget, directory=options.model_repository, device=options.device,
-                                 threads=options.threads, limits=limits)
+                                 threads=options.threads, limits=limits, models_dir=scratch.models,
+                                 cache=ArtifactCache(scratch.cache, options.cache_bytes))
     return WorkerService(repository, Executor(), ServerInfo(version=_version()),
                          allow_repository_control=options.model_control_mode == "explicit",
                          max_exec_s=options.max_exec_s)
@@ -206,12 +223,23 @@ async def _startup_loads(service: WorkerService, options: WorkerOptions) -> None
 
 
 async def serve(options: WorkerOptions) -> None:
+    try:
+        scratch = ScratchDir.claim(options.scratch_dir or default_root())
+    except OSError as exc:
+        raise SystemExit(f"--scratch-dir: {exc}") from None
+    try:
+        await _serve(options, scratch)
+    finally:
+        scratch.release()
+
+
+async def _serve(options: WorkerOptions, scratch: ScratchDir) -> None:
     import uvicorn
 
     from worker.grpc_server import build_server
     from worker.http_server import WorkerHttpApp
 
-    service = build_service(options)
+    service = build_service(options, scratch)
     rules = options.restrictions
     grpc_server = build_server(service, options.host, options.grpc_port, options.max_request_bytes,
                                options.max_model_bytes, options.grpc_server, rules.grpc)

@@ -6,6 +6,13 @@ A load builds the new model completely before it replaces anything; if any step
 fails, nothing of it stays loaded or charged, and the index shows the model
 UNAVAILABLE with the reason (like Triton). A reload that fails leaves the
 previous version serving.
+
+Files sent with a load are written to a private folder (under the worker's own
+folder, worker/scratch.py) that the model keeps while loaded; when it is unloaded or
+replaced, the folder goes to the artifact cache (worker/artifact_cache.py) under the
+files' digest. A load that names a digest instead of sending files takes its folder
+back from there, or is answered NOT_FOUND ("artifact not in the worker's cache") so
+that the caller sends the files.
 """
 
 from __future__ import annotations
@@ -23,6 +30,8 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from kserve.errors import InvalidArgument, NotFound
 from modelfiles import config as cfg
+from modelfiles.artifacts import NOT_CACHED, files_digest, is_digest
+from worker.artifact_cache import ArtifactCache
 from worker.memory import MemoryBudget
 from worker.sandbox.client import HostLimits, ModelHost, Zygote
 from worker.stats import ModelStats
@@ -48,9 +57,11 @@ class LoadedModel:
     config: mc.ModelConfig
     spec: cfg.ModelSpec
     versions: dict[int, LoadedVersion]
-    workdir: Path | None  # private temp dir for file loads; removed on unload or reload
+    workdir: Path | None  # private temp dir for file loads; cached or removed on unload or reload
     charged_bytes: int
     load_seconds: float
+    digest: str | None = None  # of the files in workdir (modelfiles.artifacts), when known
+    from_cache: bool = False  # its files came from the artifact cache, none were sent
 
     @property
     def latest(self) -> LoadedVersion:
@@ -78,8 +89,13 @@ class IndexRow:
 class ModelRepository:
     def __init__(self, budget: MemoryBudget, *, directory: Path | None = None,
                  device: str = "cpu", threads: int = 1, limits: HostLimits | None = None,
-                 zygote: Zygote | None = None) -> None:
+                 zygote: Zygote | None = None, models_dir: Path | None = None,
+                 cache: ArtifactCache | None = None) -> None:
+        """``models_dir``: where loads write their files (default: the system's temp
+        folder); ``cache``: the artifact cache (default: none, files are removed)."""
         self.budget = budget
+        self.models_dir = models_dir
+        self.cache = cache
         self.directory = directory
         self.device = device
         self.threads = threads
@@ -139,9 +155,14 @@ class ModelRepository:
     # ------------------------------------------------------------------ load / unload
 
     async def load(self, name: str, config_json: str | None = None,
-                   files: dict[str, bytes] | None = None) -> LoadedModel:
+                   files: dict[str, bytes] | None = None, digest: str | None = None) -> LoadedModel:
+        """``digest``: load the files of that digest from the artifact cache (no ``files``),
+        or check that the ``files`` sent have it."""
         if not name or "/" in name or name in (".", ".."):
             raise InvalidArgument(f"invalid model name {name!r}")
+        if digest is not None and not is_digest(digest):
+            raise InvalidArgument(f"failed to load '{name}': the artifact digest must be 64 lower-case "
+                                  f"hex digits (a sha256), got {digest!r}")
         async with self._lock:
             entry = self.entries.setdefault(name, ModelEntry(name))
             previous = entry.model
@@ -149,11 +170,11 @@ class ModelRepository:
                 entry.state, entry.reason = LOADING, ""
             try:
                 model = await asyncio.to_thread(self._build, name, config_json, files or {},
-                                                previous.charged_bytes if previous else 0)
+                                                previous.charged_bytes if previous else 0, digest)
             except Exception as exc:
                 reason = getattr(exc, "message", None) or f"{exc.__class__.__name__}: {exc}"
                 if previous is None and isinstance(exc, NotFound):
-                    del self.entries[name]  # nothing by that name exists anywhere
+                    del self.entries[name]  # nothing by that name (or digest) exists anywhere
                 elif previous is None:
                     entry.state, entry.reason = UNAVAILABLE, reason
                 log.warning("load of '%s' failed: %s", name, reason)
@@ -164,9 +185,10 @@ class ModelRepository:
             self.budget.charge(name, model.charged_bytes)  # replaces the previous charge
             entry.model, entry.state, entry.reason, entry.unloaded_versions = model, READY, "", ()
             if previous is not None:
-                await asyncio.to_thread(_close_model, previous)
-            log.info("loaded '%s' versions %s in %.3fs, charged %d bytes (%d of %d used)",
-                     name, sorted(model.versions), model.load_seconds, model.charged_bytes,
+                await asyncio.to_thread(self._close_model, previous)
+            log.info("loaded '%s' versions %s in %.3fs%s, charged %d bytes (%d of %d used)",
+                     name, sorted(model.versions), model.load_seconds,
+                     " from the artifact cache" if model.from_cache else "", model.charged_bytes,
                      self.budget.used, self.budget.budget)
             return model
 
@@ -180,27 +202,48 @@ class ModelRepository:
             entry.unloaded_versions = tuple(sorted(old.versions)) if old is not None else entry.unloaded_versions
             if old is not None:
                 self.budget.release(name)
-                await asyncio.to_thread(_close_model, old)
+                await asyncio.to_thread(self._close_model, old)
             log.info("unloaded '%s' (%d of %d bytes used)", name, self.budget.used, self.budget.budget)
 
     def close(self) -> None:
         """Stop every model host (the zygote's exit takes them with it)."""
         for entry in self.entries.values():
             if entry.model is not None:
-                _close_model(entry.model)
+                _close_model(entry.model, None)
         self.zygote.close()
+
+    def _close_model(self, model: LoadedModel) -> None:
+        _close_model(model, self.cache)
 
     # ------------------------------------------------------------------ building (helper thread)
 
     def _build(self, name: str, config_json: str | None, files: dict[str, bytes],
-               releasing: int) -> LoadedModel:
+               releasing: int, digest: str | None = None) -> LoadedModel:
         t0 = time.monotonic()
         workdir: Path | None = None
+        from_cache = False
         try:
             if files:
-                workdir = Path(tempfile.mkdtemp(prefix=f"inferplex-{name}-"))
+                # hashed only where it is used: to check the digest named, or to cache the files
+                caching = self.cache is not None and self.cache.enabled
+                sent = (files_digest({k.removeprefix("file:"): v for k, v in files.items()})
+                        if caching or digest is not None else None)
+                if digest is not None and digest != sent:
+                    raise InvalidArgument(
+                        f"failed to load '{name}': the files sent do not have the artifact digest the "
+                        f"load names ({digest}); send the digest of these files or none"
+                    )
+                digest = sent
+                workdir = self._new_workdir(name)
                 model_dir = workdir
                 _write_files(model_dir, files, name)
+            elif digest is not None:
+                workdir = self._new_workdir(name)
+                if self.cache is None or not self.cache.take(digest, workdir):
+                    raise NotFound(f"{NOT_CACHED}: failed to load '{name}' by its artifact digest "
+                                   f"{digest}; send the load again with the model's files")
+                from_cache = True
+                model_dir = workdir
             else:
                 model_dir = self._directory_model(name)
             if config_json:
@@ -235,11 +278,19 @@ class ModelRepository:
                 raise
             log.info("'%s': its hosts hold %d private bytes, files are %d bytes", name, measured, estimate)
             loaded = {v: LoadedVersion(v, hosts[v]) for v in sorted(hosts)}
-            return LoadedModel(config, spec, loaded, workdir, charged, time.monotonic() - t0)
+            return LoadedModel(config, spec, loaded, workdir, charged, time.monotonic() - t0,
+                               digest if workdir is not None else None, from_cache)
         except BaseException:
-            if workdir is not None:
+            if workdir is not None and from_cache and self.cache is not None:
+                self.cache.admit(digest or "", workdir)  # its files are fine; the load was not
+            elif workdir is not None:
                 shutil.rmtree(workdir, ignore_errors=True)
             raise
+
+    def _new_workdir(self, name: str) -> Path:
+        if self.models_dir is not None:
+            return Path(tempfile.mkdtemp(prefix=f"{name}-", dir=self.models_dir))
+        return Path(tempfile.mkdtemp(prefix=f"inferplex-{name}-"))
 
     def _start_hosts(self, name: str, config: mc.ModelConfig, paths: dict[int, Path],
                      free: int) -> dict[int, ModelHost]:
@@ -339,8 +390,13 @@ def _close_all(hosts: Any) -> None:
         host.close()
 
 
-def _close_model(model: LoadedModel) -> None:
-    """Stop its hosts (each waits for an execution it is running) and remove its files."""
+def _close_model(model: LoadedModel, cache: ArtifactCache | None) -> None:
+    """Stop its hosts (each waits for an execution it is running), then hand its files to
+    the cache, or remove them."""
     _close_all(v.runtime for v in model.versions.values())
-    if model.workdir is not None:
+    if model.workdir is None:
+        return
+    if cache is not None and model.digest is not None:
+        cache.admit(model.digest, model.workdir)
+    else:
         shutil.rmtree(model.workdir, ignore_errors=True)

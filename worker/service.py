@@ -31,6 +31,7 @@ from kserve.tensors import (
 )
 from modelfiles import config as cfg
 from modelfiles.requests import CheckedRequest, check_request
+from worker.artifact_cache import cache_snapshot
 from worker.executor import Executor
 from worker.repository import IndexRow, LoadedModel, LoadedVersion, ModelRepository
 from worker.stats import ExecTiming
@@ -81,7 +82,9 @@ class WorkerService:
         return model.config
 
     def memory(self) -> dict[str, Any]:
-        return self.repository.budget.snapshot()
+        report: dict[str, Any] = dict(self.repository.budget.snapshot())
+        report["cache"] = cache_snapshot(self.repository.cache)
+        return report
 
     def index(self, ready_only: bool = False) -> list[IndexRow]:
         return self.repository.index(ready_only)
@@ -137,9 +140,11 @@ class WorkerService:
                 "--model-control-mode none; restart it with --model-control-mode explicit"
             )
 
-    async def load(self, name: str, config_json: str | None, files: dict[str, bytes]) -> None:
+    async def load(self, name: str, config_json: str | None, files: dict[str, bytes],
+                   digest: str | None = None) -> None:
+        """``digest``: the ``inferplex_artifact_sha256`` parameter (modelfiles/artifacts.py)."""
         self._check_control()
-        await self.repository.load(name, config_json, files)
+        await self.repository.load(name, config_json, files, digest)
 
     async def unload(self, name: str) -> None:
         self._check_control()
