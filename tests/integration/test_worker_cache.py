@@ -1,14 +1,14 @@
 """The worker's local artifact cache with a real worker process and the control plane's
 real driver (tritonclient): a reload sends no files, a corrupted entry is detected and its
 files sent again, a miss answers the documented error, a cache hit profiles as a warm
-load; and the worker's own folder is removed when it stops, or by the next worker when it
-was killed."""
+load; the worker's own folder is removed when it stops, or by the next worker when it was
+killed; and NVIDIA Triton, which knows no digest, is sent the files every time."""
 
 from __future__ import annotations
 
 import base64
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -21,6 +21,7 @@ from placement.instances import InstanceInfo
 from placement.triton_driver import TritonDriver
 from profiler.offline import profile_model
 from tests.support import models
+from tests.support.triton import TritonServer
 from tests.support.worker import WorkerProcess, run_worker
 
 
@@ -172,3 +173,21 @@ def test_a_killed_workers_folder_is_removed_by_the_next_one_and_a_stopped_one_cl
         (alive,) = root.glob("worker-*")
         assert alive != dead and not dead.exists()
     assert list(root.iterdir()) == []  # a worker that stops removes its own folder
+
+
+async def test_triton_is_never_sent_a_digest_and_gets_the_files_each_time(
+        make_triton: Callable[..., TritonServer], tmp_path: Path) -> None:
+    # a model of the same name in Triton's own repository: a load without files would
+    # quietly load that one (here: an ONNX model this Python-backend Triton cannot even run)
+    repo = models.write_triton_repo(tmp_path / "repo", {"cache_same": models.simple})
+    triton = make_triton(repo, "--strict-readiness=false")
+    d = TritonDriver(InstanceInfo("t1", triton.http_url, triton.grpc_url, 1 << 30, "cpu"))
+    try:
+        config, files = _mlp("cache_same")
+        for _ in range(2):
+            took = await d.load("cache_same", config, files)
+            assert not took.cached
+            await _infers(d, "cache_same")  # the MLP sent, not the repository's model
+            await d.unload("cache_same")
+    finally:
+        await d.close()
