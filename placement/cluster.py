@@ -185,6 +185,15 @@ class PlannerConfig:
     place_min_rate_per_s: float = 0.05
     """Demand a model with no copy needs before it is loaded ahead of a request."""
     evict_margin: float = 2.0
+    """Prefetch and replication evict only copies this many times cheaper (by cost density)
+    than the newcomer."""
+    wanted_evict_ratio: float | None = 1.0
+    """A model requests wait for evicts only copies whose cost density is at most this many
+    times its own (its sustained rate, at least ``wanted_floor_rate_per_s``, times its reload
+    time per MB), as TinyLFU admits a newcomer only over a less frequent victim: one waiting
+    request does not push out a model in heavier use. Lifted for a tenant within its memory
+    share; None: any evictable copy may go."""
+    wanted_floor_rate_per_s: float = 0.1
     max_copies: int = 64
 
     def __post_init__(self) -> None:
@@ -192,6 +201,8 @@ class PlannerConfig:
             raise ValueError(f"need 0 < remove_below < add_at <= 1, got {self.remove_below} and {self.add_at}")
         if self.hold_s < 0 or self.max_queued_loads < 1 or self.evict_margin < 1.0 or self.max_copies < 1:
             raise ValueError("hold_s >= 0, max_queued_loads >= 1, evict_margin >= 1, max_copies >= 1")
+        if self.wanted_evict_ratio is not None and self.wanted_evict_ratio <= 0:
+            raise ValueError(f"wanted_evict_ratio must be above 0 (or None), got {self.wanted_evict_ratio}")
 
 
 # ---- the answer --------------------------------------------------------------------------

@@ -87,15 +87,16 @@ class PlanningPass:
             out.append((s, costs))
         return out
 
-    def best_slot(self, spec: ModelSpec, optional: bool, value_density: float | None,
+    def best_slot(self, spec: ModelSpec, optional: bool, below: float | None,
                   blocked: Blocked | None = None) -> tuple[Slot, ModelCosts, Victims] | None:
+        """Where one copy of ``spec`` goes: the best instance with room, else the one where
+        evicting copies cheaper than ``below`` (ms/MB·s; None: any) frees room at least cost."""
         candidates = self.eligible(spec, optional)
         roomy = [(s, c) for s, c in candidates if s.free >= c.memory_bytes]
         if roomy:
             s, c = min(roomy, key=lambda sc: (self.start_at(sc[0]) + sc[1].load_s(spec.name in sc[0].view.cached),
                                               sc[0].utilization, sc[0].free - sc[1].memory_bytes))
             return s, c, Victims((), 0.0)
-        below = None if value_density is None else value_density / self.config.evict_margin
         best: tuple[tuple[float, float, float], Slot, ModelCosts, Victims] | None = None
         for s, c in candidates:
             v = choose_victims(s, c.memory_bytes, spec.tenant, self.ledger, self.costs, below, blocked)
@@ -177,18 +178,35 @@ class PlanningPass:
             self.ledger.add(spec.tenant, a.bytes)
         self.actions.clear()
 
-    def place(self, spec: ModelSpec, why: str, value_density: float | None) -> Load | None:
-        """Place one copy; ``value_density`` None: a request waits (mandatory, refused with a
-        reason when impossible), else optional, evicting only copies well below that density."""
+    def place(self, spec: ModelSpec, why: str, value_density: float | None = None) -> Load | None:
+        """Place one copy. ``value_density`` None: requests wait for it (refused with a reason
+        when impossible; evicting copies up to ``wanted_evict_ratio`` times dearer than it, or any
+        while its tenant stays within its share); else optional work, evicting only copies
+        ``evict_margin`` times cheaper than that density."""
         optional = value_density is not None
+        cfg = self.config
+        if optional:
+            below: float | None = value_density / cfg.evict_margin
+        elif cfg.wanted_evict_ratio is None or self.within_share(spec):
+            below = None
+        else:
+            rate = max(self.demand(spec.name).sustained, cfg.wanted_floor_rate_per_s)
+            below = self.value_density(spec, rate) * cfg.wanted_evict_ratio
         blocked = None if optional else Blocked()
-        found = self.best_slot(spec, optional, value_density, blocked)
+        found = self.best_slot(spec, optional, below, blocked)
         if found is None:
             if not optional:
-                self.refusals.append(refusal(self.snap, spec, self.ledger, blocked or Blocked()))
+                self.refusals.append(refusal(self.snap, spec, self.ledger, blocked or Blocked(),
+                                             self.demand(spec.name).sustained))
             return None
         slot, costs, victims = found
         return self.load(spec, slot, costs, victims, why.replace("{iid}", slot.iid))
+
+    def within_share(self, spec: ModelSpec) -> bool:
+        """Whether the tenant has a share and loading ``spec`` keeps it within it."""
+        share = self.ledger.share_of(spec.tenant)
+        need = min(c.memory_bytes for c in spec.costs.values()) if spec.costs else 0
+        return share is not None and not self.ledger.over_share(spec.tenant, need)
 
     def value_density(self, spec: ModelSpec, rate: float) -> float:
         """A newcomer's cost density (ms/MB·s) as if resident: what evicting it would cost

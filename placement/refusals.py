@@ -7,12 +7,13 @@ an instance nor another tenant, and says what the tenant can do.
 from __future__ import annotations
 
 from placement.cluster import ClusterSnapshot, ModelSpec, Refusal
-from placement.victims import Blocked, SharesLedger, mb
+from placement.victims import Blocked, SharesLedger, mb, num
 
 _RETRY = "retry later"
 
 
-def refusal(snap: ClusterSnapshot, spec: ModelSpec, ledger: SharesLedger, blocked: Blocked) -> Refusal:
+def refusal(snap: ClusterSnapshot, spec: ModelSpec, ledger: SharesLedger, blocked: Blocked,
+            rate_per_s: float = 0.0) -> Refusal:
     healthy = [v for v in snap.instances if v.healthy]
     if not snap.instances:
         return Refusal(spec.name, "no inference instances are registered; start workers (inferplex up "
@@ -53,6 +54,10 @@ def refusal(snap: ClusterSnapshot, spec: ModelSpec, ledger: SharesLedger, blocke
     if blocked.protected:
         why.append(f"{blocked.protected} belong{'s' if blocked.protected == 1 else ''} to tenants "
                    "within their memory shares")
+    if blocked.dearer:
+        why.append(f"on {blocked.dearer} instance{'s' if blocked.dearer > 1 else ''} the copies that "
+                   f"could go are in heavier use than {spec.label} ({num(rate_per_s)} req/s), so "
+                   "evicting them would cost more than it gains")
     over = ledger.over_share(spec.tenant, need)
     share = ledger.share_of(spec.tenant)
     operator = (f"no instance can make room for {spec.label} ({mb(need)}): at most "
@@ -65,6 +70,9 @@ def refusal(snap: ClusterSnapshot, spec: ModelSpec, ledger: SharesLedger, blocke
         tenant = (f"the model cannot be loaded: your models already use {mb(ledger.usage.get(spec.tenant, 0))}"
                   f" of memory and this one would take you over your memory share ({mb(share or 0)}); "
                   "unload or delete a model you no longer need, or ask the operator for a larger share")
+    elif blocked.dearer and share is None:
+        tenant = ("the model cannot be loaded now: the shared memory is held by models in heavier use; "
+                  f"{_RETRY}, or ask the operator for a memory share")
     else:
         tenant = ("the model cannot be loaded now: the memory is held by models in use or reserved by "
                   f"memory shares; {_RETRY}")

@@ -12,6 +12,12 @@ evicted model's files stay in the instance's local cache. This is GreedyDual-Siz
 priority (frequency × cost / size) with the frequency taken from the smoothed rate, which ages
 by itself, instead of GDSF's inflation clock.
 
+Admission. Evicting is worth it only when the newcomer is worth more: a model requests wait
+for takes only copies no dearer than itself (``PlannerConfig.wanted_evict_ratio``), and
+prefetch and replication only copies ``evict_margin`` times cheaper, as TinyLFU admits a
+newcomer only over a less frequent victim; without it one request for a rarely used model would
+push out a hot one, and a skewed workload would thrash.
+
 Shares. A tenant whose share is set (``TenantShare``) and who uses no more than it is protected:
 no other tenant's load evicts its models. A tenant over its share, or with no share, is not: any
 tenant may take its memory. A tenant may always evict its own models. So a tenant within its
@@ -161,6 +167,8 @@ class Blocked:
     freeable: int = 0
     busy: int = 0
     protected: int = 0
+    dearer: int = 0
+    """Instances where the copies left to evict were too dear for what the newcomer gains."""
 
 
 def by_cost(slot: Slot, costs: CostModel) -> list[tuple[float, float, str]]:
@@ -202,7 +210,9 @@ def choose_victims(slot: Slot, need: int, requester: str, ledger: SharesLedger, 
             if blocked is not None:
                 blocked.busy += 1
             continue
-        if below_density is not None and density >= below_density:
+        if below_density is not None and density > below_density:
+            if blocked is not None:
+                blocked.dearer += 1
             break  # sorted by density: the rest are dearer too
         if ledger.protected(r.tenant, requester, taken.get(r.tenant, 0)):
             if blocked is not None:

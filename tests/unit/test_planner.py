@@ -77,7 +77,8 @@ def test_victim_is_the_lowest_rate_times_reload_time_per_byte() -> None:
 def test_a_big_rarely_used_model_goes_before_a_small_hot_one() -> None:
     models = [spec("acme__small", 50, 1.0), spec("acme__big", 300, 1.0), spec("globex__bert", 100)]
     w1 = inst("w-1", 400, res("acme__small", 50), res("acme__big", 300))
-    plan = plan_for([w1], models, {"acme__small": rate(5), "acme__big": rate(0.5)}, wanted=("globex__bert",))
+    demand = {"acme__small": rate(5), "acme__big": rate(0.5), "globex__bert": rate(1)}
+    plan = plan_for([w1], models, demand, wanted=("globex__bert",))
     assert [a.model for a in plan.unloads] == ["acme__big"]
 
 
@@ -110,7 +111,7 @@ def test_never_evicts_a_copy_with_work_in_flight_or_feasible_queued_work() -> No
 def test_a_copy_whose_queued_work_can_no_longer_meet_its_deadline_may_go() -> None:
     models = [spec("acme__a"), spec("globex__bert")]
     w1 = inst("w-1", 100, res("acme__a", queued=2, queued_feasible=False))
-    plan = plan_for([w1], models, {"acme__a": rate(5)}, wanted=("globex__bert",))
+    plan = plan_for([w1], models, {"acme__a": rate(5), "globex__bert": rate(5)}, wanted=("globex__bert",))
     assert [a.model for a in plan.unloads] == ["acme__a"] and not plan.refusals
 
 
@@ -120,6 +121,29 @@ def test_unknown_resident_models_are_evicted_first() -> None:
     # requests still arrive for the deleted one, but it cannot come back: it costs nothing
     plan = plan_for([w1], models, {"acme__a": rate(1), "gone__old": rate(1)}, wanted=("globex__bert",))
     assert [a.model for a in plan.unloads] == ["gone__old"]
+
+
+def test_one_waiting_request_does_not_push_out_a_model_in_heavier_use() -> None:
+    models = [spec("acme__hot"), spec("globex__bert")]
+    w1 = inst("w-1", 100, res("acme__hot"))
+    plan = plan_for([w1], models, {"acme__hot": rate(5), "globex__bert": rate(0.0, 0.1)}, wanted=("globex__bert",))
+    assert plan.actions == ()
+    (r,) = plan.refusals
+    assert "heavier use" in r.reason and "heavier use" in r.tenant_reason and "acme" not in r.tenant_reason
+    # as its requests keep coming, its demand grows and it is let in
+    plan = plan_for([w1], models, {"acme__hot": rate(5), "globex__bert": rate(3, 6)}, wanted=("globex__bert",))
+    assert [a.model for a in plan.actions] == ["acme__hot", "globex__bert"]
+
+
+def test_the_heavier_use_guard_is_lifted_for_a_tenant_within_its_share_and_can_be_turned_off() -> None:
+    models = [spec("acme__hot"), spec("globex__bert")]
+    w1 = inst("w-1", 100, res("acme__hot"))
+    demand = {"acme__hot": rate(5), "globex__bert": rate(0.0, 0.1)}
+    plan = plan_for([w1], models, demand, wanted=("globex__bert",), shares={"globex": TenantShare(bytes=100 * MB)})
+    assert [a.model for a in plan.actions] == ["acme__hot", "globex__bert"]
+    plan = Planner(PlannerConfig(wanted_evict_ratio=None)).plan(
+        snapshot(NOW, [w1], models, demand, ("globex__bert",)))
+    assert [a.model for a in plan.actions] == ["acme__hot", "globex__bert"]
 
 
 # ---- tenants' memory shares ----------------------------------------------------------------
@@ -154,7 +178,8 @@ def test_a_tenant_within_its_share_keeps_its_models_even_when_cheapest() -> None
     models = [spec("acme__cheap", 100, 0.1), spec("globex__hot", 100, 10.0), spec("globex__new")]
     w1 = inst("w-1", 200, res("acme__cheap"), res("globex__hot"))
     shares = {"acme": TenantShare(fraction=0.5)}
-    plan = plan_for([w1], models, {"globex__hot": rate(50)}, wanted=("globex__new",), shares=shares)
+    plan = plan_for([w1], models, {"globex__hot": rate(2), "globex__new": rate(50)}, wanted=("globex__new",),
+                    shares=shares)
     assert [a.model for a in plan.unloads] == ["globex__hot"]  # its own, dearer, model goes instead
 
 

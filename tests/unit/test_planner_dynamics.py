@@ -304,3 +304,37 @@ def test_a_pass_over_10000_models_and_100_instances_completes() -> None:
     wanted = tuple(m.name for m in models[k:k + 300])
     plan = Planner().plan(snapshot(NOW, instances, models, demand, wanted))
     assert len(plan.loads) >= 300 and plan.unloads
+
+
+# ---- a skewed workload over more models than memory ------------------------------------------
+
+
+def test_under_a_skewed_workload_hot_models_stay_and_every_waiting_model_is_placed_or_refused() -> None:
+    rnd = random.Random(7)
+    models = [spec(f"t{i % 4}__m{i}", 100, cold_s=1.0 + (i % 3)) for i in range(40)]
+    cluster = SimCluster([inst("w-1", 500), inst("w-2", 500)])  # 10 of 40 fit
+    tracker, planner = DemandTracker(), Planner()
+    weights = [1.0 / (i + 1) ** 1.2 for i in range(40)]
+    scale = 20.0 / sum(weights)
+    hot_resident = steps = 0
+    for t in range(0, 1800, 5):
+        now = NOW + t
+        order = list(range(40)) if t < 900 else list(range(39, -1, -1))  # popularity flips half-way
+        arrived = []
+        for rank, i in enumerate(order):
+            n = sum(1 for _ in range(50) if rnd.random() < weights[rank] * scale * 5 / 50)
+            if n:
+                arrived.append(models[i].name)
+                for k in range(n):
+                    tracker.observe(models[i].name, now - 5 + 5 * (k + 0.5) / n)
+        cluster.advance(now)
+        wanted = tuple(m for m in arrived if not cluster.copies(m))
+        plan = planner.plan(snapshot(now, cluster.views(), models, tracker.snapshot(now), wanted))
+        handled = {a.model for a in plan.loads} | {r.model for r in plan.refusals}
+        assert set(wanted) <= handled
+        assert all(r.reason and r.tenant_reason for r in plan.refusals)
+        cluster.apply(plan, now)
+        if t % 900 >= 300:  # warmed up since the last flip
+            steps += 1
+            hot_resident += sum(1 for i in order[:3] if cluster.copies(models[i].name))
+    assert hot_resident >= 0.95 * 3 * steps
