@@ -45,8 +45,8 @@ so two models that do not fit together never trade places on every pass. A copy 
 ``add_at`` (80%) of what the copies serve and removed only when the rest would run below
 ``remove_below`` (40%): between the two, nothing changes, so no add/remove ping-pong.
 
-Where: an instance of a class the model has a profile for, that serves its platform and lacks
-a copy, with room if any (earliest ready, then least utilised, then tightest fit), else the one
+Where: an instance of a class the model has a profile for, that serves its platform, lacks
+a copy and is not backing off a failed load of it (``ModelSpec.load_failure``), with room if any (earliest ready, then least utilised, then tightest fit), else the one
 whose cheapest evictable copies free the room at the least cost (``placement/victims.py``).
 """
 

@@ -3,8 +3,9 @@ state of one planning pass (issue 12).
 
 Cost. Evicting a copy costs what bringing it back is expected to cost: the copy's share of the
 model's sustained request rate (``Demand.sustained``, the larger of the short and long rates, so
-a model that just turned hot counts as hot) times its reload time, ``rate × reload_s`` (expected reload seconds per
-second of wall time). Per byte freed, that is the copy's *cost density*, shown to operators in
+a model that just turned hot counts as hot) times its reload time, ``rate × reload_s``
+(expected reload seconds per second of wall time); a model no longer in the catalog cannot
+come back and costs nothing. Per byte freed, that is the copy's *cost density*, shown to operators in
 ms/MB·s (reload milliseconds per second, per MB freed): a rarely used model that reloads fast
 goes first, a hot or slow-to-load one last; among equal densities (no demand at all) the one
 used longest ago goes first. The reload time is the warm one where the profile has it, since an
