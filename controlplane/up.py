@@ -6,7 +6,8 @@ control plane (REST + v2 HTTP via uvicorn, v2 gRPC) in this process. Workers are
 registered as ``embedded`` instances ``worker-0..N-1``. The workers restrict every
 API but health to one credential (kept in ``--data-dir``/instance.key, 0600, unless
 INFERPLEX_INSTANCE_RESTRICTED_VALUE is set) that only this control plane sends, so
-nothing else on the machine can run, load or list their models. SIGINT/SIGTERM stop
+nothing else on the machine can run, load or list their models. A worker that exits is
+started again (same instance id, new ports) after a back-off. SIGINT/SIGTERM stop
 everything; children also get SIGTERM if this process dies (PDEATHSIG), so no
 worker outlives it.
 """
@@ -25,7 +26,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -229,6 +230,49 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         settings.artifact_dir = settings.artifact_dir.resolve()
     return settings
 
+# a worker that dies is started again after a back-off that doubles while it keeps dying
+# and starts over once it has stayed up STABLE_S
+RESTART_MIN_S, RESTART_MAX_S, STABLE_S = 0.5, 30.0, 60.0
+
+
+async def supervise_workers(workers: list[WorkerChild],
+                            restart: Callable[[int], Awaitable[WorkerChild]],
+                            poll_s: float = 0.25) -> None:
+    """Keep ``workers`` running while ``up`` serves: one that exits (killed, out of memory, a
+    crash) is replaced in its slot of the list by ``restart(index)``, the same instance id on
+    new ports. Runs until cancelled; a restart that fails is tried again after the back-off."""
+    backoff = {w.index: RESTART_MIN_S for w in workers}
+    up_since = {w.index: time.monotonic() for w in workers}
+    retry_at: dict[int, float] = {}
+    while True:
+        await asyncio.sleep(poll_s)
+        now = time.monotonic()
+        for pos, w in enumerate(workers):
+            if w.popen.poll() is None:
+                if now - up_since[w.index] >= STABLE_S:
+                    backoff[w.index] = RESTART_MIN_S
+                continue
+            if w.index not in retry_at:
+                retry_at[w.index] = now + backoff[w.index]
+                log.warning("worker-%d exited with %s; starting it again in %.1fs (its log: "
+                            "worker-%d.log)", w.index, w.popen.returncode, backoff[w.index], w.index)
+            if now < retry_at[w.index]:
+                continue
+            backoff[w.index] = min(RESTART_MAX_S, 2 * backoff[w.index])
+            try:
+                workers[pos] = await restart(w.index)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # tried again after the back-off
+                retry_at[w.index] = time.monotonic() + backoff[w.index]
+                log.warning("worker-%d did not start again (%s); next try in %.1fs", w.index, exc,
+                            backoff[w.index])
+                continue
+            del retry_at[w.index]
+            up_since[w.index] = time.monotonic()
+            log.info("worker-%d is running again", w.index)
+
+
 async def _serve(args: argparse.Namespace, settings: Settings, stop: StopFlag) -> int:
     from controlplane.app import create_app
     from controlplane.services import build_services, close_services
@@ -256,11 +300,30 @@ async def _serve(args: argparse.Namespace, settings: Settings, stop: StopFlag) -
         for inst in services.instances.list():
             if inst.record.kind == "embedded" and inst.record.instance_id not in current:
                 await services.instances.deregister(inst.record.instance_id)  # from a larger earlier run
-        for w in workers:
+        async def register(w: WorkerChild, services: Services = services) -> None:
             await services.instances.register(
                 f"{host}:{w.http_port}", f"{host}:{w.grpc_port}", args.worker_memory,
                 kind="embedded", instance_id=w.instance_id)
+
+        for w in workers:
+            await register(w)
         await services.placement.resync()
+
+        async def restart(index: int, services: Services = services) -> WorkerChild:
+            http_port, grpc_port = free_ports(host, 2)
+            w = start_worker(index, host, (http_port, grpc_port), args.worker_memory,
+                             args.worker_threads, log_dir, args.worker_cpus, credential,
+                             worker_bounds(settings))
+            try:
+                await wait_workers_ready([w], host, args.worker_start_timeout, log_dir, stop)
+            except BaseException:
+                stop_workers([w])
+                raise
+            # the same instance id on new addresses: the registry swaps its driver, and the
+            # resync reads what it serves (nothing) so the leader places its models again
+            await register(w)
+            await services.placement.resync()
+            return w
 
         app = create_app(settings, services)
         server = http_server(app, host, settings.http_port, settings)
@@ -285,7 +348,13 @@ async def _serve(args: argparse.Namespace, settings: Settings, stop: StopFlag) -
         else:
             lines.append(f"  admin key          : created on first start (see {settings.admin_key_path})")
         print("\n".join(lines), flush=True)
-        await serving
+        supervisor = asyncio.create_task(supervise_workers(workers, restart), name="supervise-workers")
+        try:
+            await serving
+        finally:
+            supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await supervisor
         return 0
     finally:
         for sock in held:
