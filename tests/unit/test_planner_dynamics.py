@@ -240,6 +240,14 @@ def test_loads_planned_together_on_one_instance_queue_one_after_another() -> Non
     assert [(a.model, a.ready_at) for a in plan.loads] == [("acme__a", NOW + 4.0), ("globex__b", NOW + 5.0)]
 
 
+def test_ready_at_prefers_the_instance_whose_cache_makes_the_load_warm() -> None:
+    m = spec("globex__bert", cold_s=6.0, warm_s=0.5)
+    cached = inst("w-2", 1000, res("acme__x", state=LoadState.LOADING, ready_at=NOW + 2),
+                  cached=frozenset({"globex__bert"}))
+    r = ready_at(snapshot(NOW, [inst("w-1"), cached], [m]), "globex__bert", NOW)
+    assert r is not None and (r.instance_id, r.at) == ("w-2", NOW + 2.5)
+
+
 def test_ready_at_is_none_where_no_instance_could_take_the_model() -> None:
     snap = snapshot(NOW, [inst("w-1", 100, res("acme__x", in_flight=1))], [spec("acme__x"), spec("globex__b")])
     assert ready_at(snap, "globex__b", NOW) is None
