@@ -177,7 +177,9 @@ class ModelRepository:
                     del self.entries[name]  # nothing by that name (or digest) exists anywhere
                 elif previous is None:
                     entry.state, entry.reason = UNAVAILABLE, reason
-                log.warning("load of '%s' failed: %s", name, reason)
+                # a cache miss is the protocol's normal first answer (the files come next)
+                miss = digest is not None and not files and isinstance(exc, NotFound)
+                log.log(logging.INFO if miss else logging.WARNING, "load of '%s' failed: %s", name, reason)
                 raise
             # One swap: a lookup on another thread (the gRPC server's) sees the old model or
             # the new one, never a half-torn one. Requests already running hold their own
