@@ -212,9 +212,12 @@ class Gateway:
         tenant = principal.tenant or ""
         status = "error"
         label = UNKNOWN_MODEL_LABEL
+        serving: str | None = None  # in flight for placement: its copies are not evicted
         try:
             rec = self.resolve(principal, name, version)
             qualified, label = rec.qualified_name, rec.name
+            self.placement.activity.begin(qualified, arrival)
+            serving = qualified
             if self.scheduled is not None:
                 self.scheduled.refuse_over_quota(rec, tenant)
             # before a cold load, and before the parses below (the instance checks it again)
@@ -248,6 +251,8 @@ class Gateway:
             self.metrics.error(tenant, label, _status_kind(exc))
             raise
         finally:
+            if serving is not None:
+                self.placement.activity.end(serving)
             self.metrics.request(tenant, label, "http", status, time.perf_counter() - started)
 
     async def _forward_http(self, rec: ModelRecord, driver: Any, body: bytes,
@@ -325,9 +330,12 @@ class Gateway:
         name = request.model_name
         status = "error"
         label = UNKNOWN_MODEL_LABEL
+        serving: str | None = None
         try:
             rec = self.resolve(principal, name, request.model_version)
             qualified, label = rec.qualified_name, rec.name
+            self.placement.activity.begin(qualified, arrival)
+            serving = qualified
             if self.scheduled is not None:
                 self.scheduled.refuse_over_quota(rec, tenant)
             request.model_name = qualified
@@ -358,6 +366,8 @@ class Gateway:
             self.metrics.error(tenant, label, _status_kind(exc))
             raise
         finally:
+            if serving is not None:
+                self.placement.activity.end(serving)
             self.metrics.request(tenant, label, "grpc", status, time.perf_counter() - started)
 
 

@@ -72,9 +72,12 @@ class Metrics:
         _Family("inferplex_request_duration_seconds", "histogram",
                 "Gateway inference latency, from request received to response sent."),
         _Family("inferplex_errors_total", "counter", "Errors by tenant, model and kind."),
-        _Family("inferplex_model_loads_total", "counter", "Model loads on instances, by outcome."),
+        _Family("inferplex_model_loads_total", "counter", "Model loads on instances, by tenant, model and outcome."),
         _Family("inferplex_model_load_duration_seconds", "histogram", "Wall time of model loads."),
-        _Family("inferplex_evictions_total", "counter", "Models unloaded to make room or on delete."),
+        _Family("inferplex_model_bytes_loaded_total", "counter", "Bytes of the models loaded, by tenant and model."),
+        _Family("inferplex_cold_starts_total", "counter", "Requests that waited for their model to load."),
+        _Family("inferplex_evictions_total", "counter", "Models unloaded, by tenant, model and reason: room "
+                "(for another model), shrink (a copy no longer needed), delete."),
     )
 
     def __init__(self) -> None:
@@ -128,13 +131,21 @@ class Metrics:
         self._inc("inferplex_errors_total", (("tenant", tenant), ("model", model), ("kind", kind)))
 
     def load(self, model: str, seconds: float, ok: bool) -> None:
-        self._inc("inferplex_model_loads_total", (("model", model), ("outcome", "ok" if ok else "failed")))
+        """``model``: the instance-level (tenant-qualified) name."""
+        labels = _tenant_model(model)
+        self._inc("inferplex_model_loads_total", (*labels, ("outcome", "ok" if ok else "failed")))
         if ok:
-            self._observe("inferplex_model_load_duration_seconds", (("model", model),), seconds,
-                          LOAD_BUCKETS)
+            self._observe("inferplex_model_load_duration_seconds", labels, seconds, LOAD_BUCKETS)
 
-    def eviction(self, model: str) -> None:
-        self._inc("inferplex_evictions_total", (("model", model),))
+    def loaded_bytes(self, tenant: str, model: str, n: int) -> None:
+        self._inc("inferplex_model_bytes_loaded_total", (("tenant", tenant), ("model", model)), float(n))
+
+    def cold_start(self, tenant: str, model: str) -> None:
+        self._inc("inferplex_cold_starts_total", (("tenant", tenant), ("model", model)))
+
+    def eviction(self, model: str, reason: str = "delete") -> None:
+        """``model``: the instance-level name (its tenant is read from it)."""
+        self._inc("inferplex_evictions_total", (*_tenant_model(model), ("reason", reason)))
 
     # ---- reading ---------------------------------------------------------------------
 
@@ -170,3 +181,9 @@ def render_counter(name: str, help_text: str, series: dict[tuple[tuple[str, str]
     lines = [f"# HELP {name} {help_text}", f"# TYPE {name} counter"]
     lines += [f"{name}{_fmt_labels(labels)} {_fmt_value(value)}" for labels, value in sorted(series.items())]
     return "\n".join(lines) + "\n"
+
+
+def _tenant_model(qualified: str) -> tuple[tuple[str, str], tuple[str, str]]:
+    """(tenant, model) labels of an instance-level name (``tenant__model``; others as they are)."""
+    tenant, sep, model = qualified.partition("__")
+    return (("tenant", tenant), ("model", model)) if sep else (("tenant", ""), ("model", qualified))

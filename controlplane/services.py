@@ -50,7 +50,8 @@ def placement_settings(settings: Settings) -> PlacementSettings:
     """The numbers placement acts on, from the control plane's settings."""
     return PlacementSettings(profile_on_upload=settings.profile_on_upload,
                              profile_exec_timeout_s=settings.profile_exec_timeout_s,
-                             stats_poll_interval_s=settings.stats_poll_interval_s)
+                             stats_poll_interval_s=settings.stats_poll_interval_s,
+                             placement_policy=settings.placement_policy)
 
 
 async def build_services(settings: Settings) -> Services:
@@ -78,6 +79,7 @@ async def build_services(settings: Settings) -> Services:
                                  request_timeout_s=settings.request_timeout_s)
     placement = PlacementService(store, instances, catalog, predictor, metrics,
                                  placement_settings(settings))
+    placement.memory_shares = tenants.memory_shares
     gateway = Gateway(tenants, catalog, placement, instances, predictor, metrics, settings)
     reconciler = PlacementReconciler(
         store, instances, placement, catalog, identity=settings.replica_id,

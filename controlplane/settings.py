@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -68,6 +69,11 @@ class Settings(BaseSettings):
         "every such execution; above 0, a read that covers several executions feeds their mean.",
     )
     profile_on_upload: bool = Field(True, description="Profile each new model version on an instance after upload.")
+    placement_policy: Literal["cost", "lru", "static"] = Field(
+        "cost", description="Which models stay loaded. cost: evict the copies cheapest to lose "
+        "(request rate x reload time per byte), never busy ones, honour tenants' memory shares, "
+        "prefetch rising models and replicate hot ones. lru and static are baselines kept for "
+        "benchmarks: lru evicts the least recently used copy, static loads what fits and never evicts.")
     scheduler: bool = Field(
         True, description="Admission, deadline-ordered queues and cross-request batching in the "
         "control plane (admission/). false: forward each request as it comes (pass-through, kept to "

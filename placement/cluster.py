@@ -6,6 +6,7 @@ times are seconds on the caller's clock (the same clock as ``ClusterSnapshot.now
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -195,12 +196,30 @@ class PlannerConfig:
     share; None: any evictable copy may go."""
     wanted_floor_rate_per_s: float = 0.1
     max_copies: int = 64
+    victim_order: str = "cost"
+    """``cost``: cheapest cost density first (inferplex's policy); ``lru``: least recently used
+    first (the plain baseline); ``none``: never evict (static placement, Triton without a
+    control plane). Benchmarks compare the three (``PlannerConfig.policy``)."""
+
+    @classmethod
+    def policy(cls, name: str) -> PlannerConfig:
+        """``cost`` (the default), or a baseline: ``lru`` evicts the least recently used copy
+        for a waiting model and does nothing else (no prefetch, no replicas, no admission
+        guard); ``static`` loads what fits on first use and never evicts."""
+        if name == "cost":
+            return cls()
+        if name in ("lru", "static"):
+            return cls(victim_order="lru" if name == "lru" else "none", wanted_evict_ratio=None,
+                       place_min_rate_per_s=math.inf, max_copies=1)
+        raise ValueError(f"unknown placement policy {name!r}; use cost, lru or static")
 
     def __post_init__(self) -> None:
         if not 0.0 < self.remove_below < self.add_at <= 1.0:
             raise ValueError(f"need 0 < remove_below < add_at <= 1, got {self.remove_below} and {self.add_at}")
         if self.hold_s < 0 or self.max_queued_loads < 1 or self.evict_margin < 1.0 or self.max_copies < 1:
             raise ValueError("hold_s >= 0, max_queued_loads >= 1, evict_margin >= 1, max_copies >= 1")
+        if self.victim_order not in ("cost", "lru", "none"):
+            raise ValueError(f"victim_order must be cost, lru or none, got {self.victim_order!r}")
         if self.wanted_evict_ratio is not None and self.wanted_evict_ratio <= 0:
             raise ValueError(f"wanted_evict_ratio must be above 0 (or None), got {self.wanted_evict_ratio}")
 

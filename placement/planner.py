@@ -46,7 +46,9 @@ so two models that do not fit together never trade places on every pass. A copy 
 ``remove_below`` (40%): between the two, nothing changes, so no add/remove ping-pong.
 
 Where: an instance of a class the model has a profile for, that serves its platform, lacks
-a copy and is not backing off a failed load of it (``ModelSpec.load_failure``), with room if any (earliest ready, then least utilised, then tightest fit), else the one
+a copy and is not backing off a failed load of it (``ModelSpec.load_failure``), with room if
+any (earliest ready, then least utilised, then the most room left: models spread, and each
+instance keeps headroom for the next load), else the one
 whose cheapest evictable copies free the room at the least cost (``placement/victims.py``).
 """
 
@@ -74,6 +76,13 @@ class Planner:
         self._wanted(p)
         self._prefetch(p)
         self._replicate(p)
+        return Plan(snap.now, tuple(p.actions), tuple(p.refusals))
+
+    def place(self, snap: ClusterSnapshot) -> Plan:
+        """Only step 2 (the wanted models), for a request path that must place a cold model
+        now; the optional work (shrink, prefetch, replicas) is the periodic ``plan``'s."""
+        p = PlanningPass(snap, self.config)
+        self._wanted(p)
         return Plan(snap.now, tuple(p.actions), tuple(p.refusals))
 
     # ---- 1. shrink -------------------------------------------------------------------------

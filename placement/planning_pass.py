@@ -48,7 +48,8 @@ class PlanningPass:
         self.now = snap.now
         self.slots, self.copies = build_slots(snap)
         self.ledger = SharesLedger(snap, self.slots)
-        self.costs = CostModel(snap.models, snap.demand, {m: len(cs) for m, cs in self.copies.items()})
+        self.costs = CostModel(snap.models, snap.demand, {m: len(cs) for m, cs in self.copies.items()},
+                               config.victim_order)
         self.actions: list[Action] = []
         self.refusals: list[Refusal] = []
         for slot in self.slots:
@@ -95,7 +96,7 @@ class PlanningPass:
         roomy = [(s, c) for s, c in candidates if s.free >= c.memory_bytes]
         if roomy:
             s, c = min(roomy, key=lambda sc: (self.start_at(sc[0]) + sc[1].load_s(spec.name in sc[0].view.cached),
-                                              sc[0].utilization, sc[0].free - sc[1].memory_bytes))
+                                              sc[0].utilization, sc[1].memory_bytes - sc[0].free))
             return s, c, Victims((), 0.0)
         best: tuple[tuple[float, float, float], Slot, ModelCosts, Victims] | None = None
         for s, c in candidates:
@@ -131,7 +132,9 @@ class PlanningPass:
     def load(self, spec: ModelSpec, slot: Slot, costs: ModelCosts, victims: Victims, why: str) -> Load:
         for r, density in victims.chosen:
             label = self.snap.models[r.name].label if r.name in self.snap.models else r.name
-            self.unload(slot, r, f"evicted {label} from {slot.iid}: lowest cost {num(density)} ms/MB·s; "
+            why = (f"lowest cost {num(density)} ms/MB·s" if self.config.victim_order == "cost" else
+                   f"least recently used ({num(self.now - r.last_used)} s ago)")
+            self.unload(slot, r, f"evicted {label} from {slot.iid}: {why}; "
                                  f"needed {mb(costs.memory_bytes)} for {spec.label}")
         warm = spec.name in slot.view.cached
         ready = self.start_at(slot) + costs.load_s(warm)

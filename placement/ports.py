@@ -21,6 +21,7 @@ class PlacementSettings:
     profile_on_upload: bool
     profile_exec_timeout_s: float
     stats_poll_interval_s: float
+    placement_policy: str = "cost"
 
 
 class PlacementMetrics(Protocol):
@@ -30,7 +31,11 @@ class PlacementMetrics(Protocol):
 
     def load(self, model: str, seconds: float, ok: bool) -> None: ...
 
-    def eviction(self, model: str) -> None: ...
+    def eviction(self, model: str, reason: str = "delete") -> None: ...
+
+    def loaded_bytes(self, tenant: str, model: str, n: int) -> None: ...
+
+    def cold_start(self, tenant: str, model: str) -> None: ...
 
 
 class ModelRecord(Protocol):
@@ -59,6 +64,12 @@ class ModelRecord(Protocol):
 
     @property
     def profile(self) -> dict[str, Any] | None: ...
+
+    @property
+    def slo_ms(self) -> float: ...
+
+    @property
+    def max_batch_size(self) -> int: ...
 
 
 class ModelCatalog(Protocol):

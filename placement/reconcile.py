@@ -238,6 +238,9 @@ class PlacementReconciler:
             if await self._step(report, f"unload {p.qualified}@{p.instance_id}",
                                 lambda p=p: self._unload(p)):
                 report.unloaded += 1
+        if self.is_leader:
+            # the planner's optional work: copies no longer needed, prefetch, replicas
+            await self._step(report, "plan", self.placement.plan_pass)
         self._finish(report)
         return report
 

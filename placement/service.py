@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import json
 import logging
 import re
 import time
+from collections import deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,13 +29,11 @@ from kserve.errors import (
     Unavailable,
 )
 from placement.backends import PROBE_NAME_PREFIX
-from placement.first_fit import (
-    InstanceSnapshot,
-    choose_instance,
-    choose_profiling_instance,
-    estimate_model_bytes,
-)
+from placement.cluster import ClusterSnapshot, LoadFailure, PlannerConfig, TenantShare, Unload
+from placement.cluster_view import Activity, InstanceState, Pending, cluster_snapshot, model_spec
+from placement.first_fit import InstanceSnapshot, choose_profiling_instance, estimate_model_bytes
 from placement.instances import HEALTH_INTERVAL_S, InstanceRegistry
+from placement.planner import Planner
 from placement.ports import ModelCatalog, ModelRecord, PlacementMetrics, PlacementSettings
 from placement.triton_driver import TritonDriver
 from profiler.feed import ExecutionFeed, Prediction
@@ -86,8 +85,19 @@ class PlacementService:
         self._actual: dict[str, dict[str, Placed]] = {}
         # one load per model at a time: concurrent cold requests wait for the same load
         self._loading: dict[str, asyncio.Task[TritonDriver]] = {}
-        # memory promised to loads in flight, so two cold models don't both take the last room
+        # memory held for profiles in flight, so a load does not take the room a profile uses
         self._reserved: dict[str, int] = {}
+        # loads in flight (LOADING in the planner's snapshot), so two cold models don't both
+        # take the last room: instance id -> qualified -> the load
+        self._pending: dict[str, dict[str, Pending]] = {}
+        # the pure planner (placement/planner.py): where a cold model goes, what is evicted
+        self.planner = Planner(PlannerConfig.policy(settings.placement_policy))
+        self.activity = Activity()  # requests in flight, last use, demand per model
+        self._failures: dict[str, LoadFailure] = {}  # qualified -> its last failed load
+        # tenant -> (fraction, bytes) of memory it may hold safe from others (set by the wiring)
+        self.memory_shares: Callable[[], Mapping[str, tuple[float | None, int | None]]] = dict
+        # the planner's latest decisions, newest last, for GET /admin/placement
+        self.decisions: deque[tuple[float, str]] = deque(maxlen=200)
         self._task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
         # (qualified, version, class) profiles in flight, so a class is profiled once
@@ -190,7 +200,8 @@ class PlacementService:
 
     def used_bytes(self, instance_id: str) -> int:
         return sum(p.bytes for p in self._actual.get(instance_id, {}).values()) + \
-            self._reserved.get(instance_id, 0)
+            self._reserved.get(instance_id, 0) + \
+            sum(p.bytes for p in self._pending.get(instance_id, {}).values())
 
     def _snapshot(self) -> list[InstanceSnapshot]:
         return [
@@ -243,67 +254,162 @@ class PlacementService:
         return driver
 
     async def _load(self, record: ModelRecord) -> TritonDriver:
-        qualified, version = record.qualified_name, str(record.version)
-        size = self._model_bytes(record)
+        """Place a cold model by the planner: on an instance with room, else after evicting
+        what the planner chose (never a copy with requests in flight here), else refused with
+        the planner's reason for the tenant."""
+        qualified = record.qualified_name
+        self.metrics.cold_start(record.tenant, record.name)
         refused: set[str] = set()
         last_reason = ""
         while True:
-            snap = [s for s in self._snapshot() if s.instance_id not in refused]
-            # an instance holding another version swaps it in place: its bytes count as free
-            # there, and such instances come first so the swap is preferred
-            stale = self._other_versions(qualified, version)
-            snap = [dataclasses.replace(s, models=s.models - {qualified},
-                                        used_bytes=s.used_bytes - stale[s.instance_id])
-                    if s.instance_id in stale else s for s in snap]
-            snap.sort(key=lambda s: s.instance_id not in stale)
-            plan = choose_instance(qualified, size, snap, record.platform)
-            if not plan.placed:
-                reason = plan.reason if not last_reason else f"{plan.reason} (last refusal: {last_reason})"
+            snap = self.cluster((qualified,), skip=refused)
+            plan = self.planner.place(snap)
+            refusal = next((r for r in plan.refusals if r.model == qualified), None)
+            load = next((a for a in plan.loads if a.model == qualified), None)
+            if load is None:
+                driver = self.find_loaded(qualified, str(record.version))
+                if driver is not None:  # it appeared meanwhile (another replica)
+                    return driver
+                reason = refusal.tenant_reason if refusal else "no instance can take it now"
+                if refusal:
+                    self._decided(f"refused {record.tenant}/{record.name}: {refusal.reason}")
+                if last_reason:
+                    reason = f"{reason} (an instance refused it: {last_reason})"
                 self.metrics.error(record.tenant, record.name, "no_capacity")
                 raise Unavailable(f"cannot load model '{record.name}': {reason}", retry_after_s=5)
-            iid = plan.instance_id
-            assert iid is not None
-            inst = self.instances.get(iid)
+            inst = self.instances.get(load.instance_id)
             if inst is None:
-                refused.add(iid)
+                refused.add(load.instance_id)
                 continue
-            if plan.already_loaded:  # it appeared meanwhile (another replica, or a retry)
-                return inst.driver
-            self._reserved[iid] = self._reserved.get(iid, 0) + size
+            # claimed before the first await: a concurrent plan sees the room taken and the
+            # victims gone
+            pending = Pending(load.bytes, snap.now, load.ready_at)
+            self._pending.setdefault(load.instance_id, {})[qualified] = pending
+            victims = [a for a in plan.unloads if a.instance_id == load.instance_id]
+            for v in victims:
+                self._actual.get(v.instance_id, {}).pop(v.model.partition("@")[0], None)
             try:
-                # timed from the artifact store on, like the profile's load times
-                fetch_started = time.perf_counter()
-                files = await asyncio.to_thread(self.catalog.files, record)
-                await inst.driver.load(qualified, self.catalog.triton_config(record), files)
-                seconds = time.perf_counter() - fetch_started
-                size = await self._reported_bytes(inst.driver, qualified) or size
+                for v in victims:
+                    await self._apply_unload(v)
+                self._decided(load.reason)
+                return await self._load_on(record, inst, load.bytes)
             except ResourceExhausted as exc:
-                # our estimate said it fits, the instance says no: try the next one
-                self.metrics.load(qualified, 0.0, False)
-                log.warning("instance %s refused %s: %s", iid, qualified, exc.message)
-                refused.add(iid)
+                # the planner's numbers said it fits, the instance says no: try the next one
+                log.warning("instance %s refused %s: %s", load.instance_id, qualified, exc.message)
+                refused.add(load.instance_id)
                 last_reason = exc.message
-                continue
-            except InferplexError:
-                self.metrics.load(qualified, 0.0, False)
-                raise
             finally:
-                self._reserved[iid] -= size
-            placed = Placed(version, size, time.time())
-            self._actual.setdefault(iid, {})[qualified] = placed
-            await self._record(iid, qualified, placed)
-            self.metrics.load(qualified, seconds, True)
-            self.predictor.observe_load(qualified, inst.record.instance_class, seconds)
-            log.info("loaded %s v%s on %s in %.3fs", qualified, version, iid, seconds)
-            # an older version that stayed elsewhere would only hold memory: nothing routes to it
-            for other in self._other_versions(qualified, version):
-                try:
-                    await self.unload_from(other, qualified)
-                except InferplexError as exc:
-                    log.warning("could not unload the old version of %s from %s: %s", qualified,
-                                other, exc.message)
-            self._profile_new_class(record, inst.record.instance_class)
-            return inst.driver
+                self._pending.get(load.instance_id, {}).pop(qualified, None)
+
+    async def _load_on(self, record: ModelRecord, inst: Any, size: int) -> TritonDriver:
+        """Load ``record`` on ``inst`` and record the placement (the caller made the room)."""
+        qualified, version, iid = record.qualified_name, str(record.version), inst.record.instance_id
+        try:
+            # timed from the artifact store on, like the profile's load times
+            fetch_started = time.perf_counter()
+            files = await asyncio.to_thread(self.catalog.files, record)
+            await inst.driver.load(qualified, self.catalog.triton_config(record), files)
+            seconds = time.perf_counter() - fetch_started
+            size = await self._reported_bytes(inst.driver, qualified) or size
+        except InferplexError as exc:
+            self.metrics.load(qualified, 0.0, False)
+            if not isinstance(exc, ResourceExhausted):
+                failed = self._failures.get(qualified)
+                self._failures[qualified] = LoadFailure.after(
+                    exc.message, time.monotonic(), (failed.attempts + 1) if failed else 1, iid)
+                self._decided(f"loading {record.tenant}/{record.name} on {iid} failed: {exc.message}")
+            raise
+        self._failures.pop(qualified, None)
+        placed = Placed(version, size, time.time())
+        self._actual.setdefault(iid, {})[qualified] = placed
+        await self._record(iid, qualified, placed)
+        self.metrics.load(qualified, seconds, True)
+        self.metrics.loaded_bytes(record.tenant, record.name, record.size_bytes)
+        self.predictor.observe_load(qualified, inst.record.instance_class, seconds)
+        log.info("loaded %s v%s on %s in %.3fs", qualified, version, iid, seconds)
+        # an older version that stayed elsewhere would only hold memory: nothing routes to it
+        for other in self._other_versions(qualified, version):
+            try:
+                await self.unload_from(other, qualified)
+            except InferplexError as exc:
+                log.warning("could not unload the old version of %s from %s: %s", qualified,
+                            other, exc.message)
+        self._profile_new_class(record, inst.record.instance_class)
+        return inst.driver
+
+    async def _apply_unload(self, action: Unload) -> None:
+        qualified = action.model.partition("@")[0]  # an old version's copy: "q@version"
+        reason = "shrink" if action.reason.startswith("removed a copy") else "room"
+        self._decided(action.reason)
+        await self.unload_from(action.instance_id, qualified, reason=reason)
+
+    def _decided(self, text: str) -> None:
+        log.info("placement: %s", text)
+        self.decisions.append((time.time(), text))
+
+    def cluster(self, wanted: tuple[str, ...] = (), skip: set[str] | None = None) -> ClusterSnapshot:
+        """The planner's snapshot of the desired state: what is loaded, what is loading, the
+        models the plan may touch with their costs, demand and the tenants' memory shares.
+        Instances in ``skip`` count as unhealthy (they refused this load)."""
+        now = time.monotonic()
+        states, names = [], set(wanted)
+        classes = {i.record.instance_class for i in self.instances.list()}
+        for inst in self.instances.list():
+            iid = inst.record.instance_id
+            resident: dict[str, tuple[int, float]] = {}
+            for q, placed in self._actual.get(iid, {}).items():
+                latest = self.catalog.by_qualified(q)
+                # another version than the latest is a model of its own to the planner (it
+                # has no spec, so it costs nothing to evict)
+                name = q if latest is None or str(latest.version) == placed.version else f"{q}@{placed.version}"
+                resident[name] = (placed.bytes, placed.loaded_at)
+            pending = dict(self._pending.get(iid, {}))
+            names |= resident.keys() | pending.keys()
+            states.append(InstanceState(iid, inst.record.instance_class, inst.record.memory_bytes,
+                                        inst.healthy and iid not in (skip or ()), inst.platforms,
+                                        resident, pending, self._reserved.get(iid, 0)))
+        names |= set(self.activity.demand.snapshot(now))
+        specs = {}
+        for q in names:
+            rec = self.catalog.by_qualified(q)
+            if rec is not None and rec.status != "failed":
+                specs[q] = model_spec(rec, classes, self.predictor, self._model_bytes(rec),
+                                      self._failures.get(q))
+        shares = {t: TenantShare(fraction=f, bytes=b) for t, (f, b) in self.memory_shares().items()}
+        return cluster_snapshot(now, states, specs, self.activity, shares, wanted)
+
+    async def plan_pass(self) -> None:
+        """The leader's periodic pass: the planner's optional work (remove copies no longer
+        needed, prefetch rising models, re-place models with demand and no copy, add copies
+        of hot ones), applied in order; loads run in the background, one per model."""
+        plan = self.planner.plan(self.cluster())
+        for action in plan.actions:
+            if isinstance(action, Unload):
+                if self.activity.in_flight.get(action.model.partition("@")[0]):
+                    continue  # work arrived since the snapshot
+                await self._apply_unload(action)
+                continue
+            record = self.catalog.by_qualified(action.model)
+            inst = self.instances.get(action.instance_id)
+            if record is None or inst is None or action.model in self._loading:
+                continue
+            self._decided(action.reason)
+            self._start_background_load(record, inst, action.bytes, action.ready_at)
+
+    def _start_background_load(self, record: ModelRecord, inst: Any, size: int, ready_at: float) -> None:
+        q, iid = record.qualified_name, inst.record.instance_id
+        self._pending.setdefault(iid, {})[q] = Pending(size, time.monotonic(), ready_at)
+
+        async def run() -> TritonDriver:
+            try:
+                return await self._load_on(record, inst, size)
+            finally:
+                self._pending.get(iid, {}).pop(q, None)
+
+        task = asyncio.create_task(run(), name=f"load-{q}-{iid}")
+        self._loading[q] = task
+        task.add_done_callback(lambda t: (self._loading.pop(q, None) if self._loading.get(q) is t else None,
+                                          t.cancelled() or t.exception()))
 
     async def _reported_bytes(self, driver: TritonDriver, qualified: str) -> int | None:
         """What the instance reports the model holds, where it does (statistics' memory_usage)."""
@@ -329,7 +435,8 @@ class PlacementService:
         self.predictor.forget(qualified_name)
         self.feed.forget(qualified_name)
 
-    async def unload_from(self, iid: str, qualified: str, revision: int | None = None) -> None:
+    async def unload_from(self, iid: str, qualified: str, revision: int | None = None,
+                          reason: str = "delete") -> None:
         """Unload ``qualified`` from instance ``iid`` and drop its placement (only at
         ``revision`` when given). An instance that no longer holds it is fine; one that is
         down or gone is skipped: when it comes back, resync mirrors its index into the
@@ -342,8 +449,8 @@ class PlacementService:
         if inst is not None and inst.healthy:
             with contextlib.suppress(NotFound):
                 await inst.driver.unload(qualified)
-        self.metrics.eviction(qualified)
-        log.info("unloaded %s from %s", qualified, iid)
+        self.metrics.eviction(qualified, reason)
+        log.info("unloaded %s from %s (%s)", qualified, iid, reason)
 
     def observe(self, driver: TritonDriver, qualified: str, batch: int | None, round_trip_s: float,
                 prediction: Prediction | None, compute_s: float | None = None,

@@ -131,10 +131,11 @@ class CostModel:
     """Eviction cost densities at the start of a pass (copy counts as the snapshot has them)."""
 
     def __init__(self, models: Mapping[str, ModelSpec], demand: Mapping[str, Demand],
-                 copies: Mapping[str, int]) -> None:
+                 copies: Mapping[str, int], order: str = "cost") -> None:
         self.models = models
         self.demand = demand
         self.copies = copies
+        self.order = order  # PlannerConfig.victim_order
 
     def reload_s(self, name: str, cls: str) -> float:
         spec = self.models.get(name)
@@ -175,8 +176,9 @@ class Blocked:
 def by_cost(slot: Slot, costs: CostModel) -> list[tuple[float, float, str]]:
     """The slot's copies by (density, last use), computed once per pass."""
     if slot._by_cost is None:
-        slot._by_cost = sorted((costs.density(c.resident, slot.cls), c.resident.last_used, name)
-                               for name, c in slot.copies.items())
+        lru = costs.order != "cost"  # every density 0: least recently used first
+        slot._by_cost = sorted((0.0 if lru else costs.density(c.resident, slot.cls),
+                                c.resident.last_used, name) for name, c in slot.copies.items())
     return slot._by_cost
 
 
@@ -188,7 +190,7 @@ def choose_victims(slot: Slot, need: int, requester: str, ledger: SharesLedger, 
     short = need - slot.free
     if short <= 0:
         return Victims((), 0.0)
-    if short > slot.evictable_bytes:
+    if short > slot.evictable_bytes or costs.order == "none":
         if blocked is not None:
             blocked.freeable = max(blocked.freeable, slot.free + slot.evictable_bytes)
             blocked.busy += slot.busy

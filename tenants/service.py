@@ -46,6 +46,12 @@ class SchedulingPolicy(BaseModel):
     service_class: Literal["interactive", "batch"] = Field(
         "interactive", description="interactive: every request has a deadline (arrival + SLO); "
         "batch: no deadline, runs only in capacity interactive work leaves idle, bounded queue (429 when full).")
+    memory_share: float | None = Field(
+        None, gt=0, le=1, description="Fraction of all instances' memory this tenant's models may hold "
+        "safe from other tenants: while within it, no other tenant's load evicts them, and it may "
+        "evict models of tenants over their share. None: no share (its models may be evicted by anyone).")
+    memory_share_bytes: int | None = Field(
+        None, ge=1, le=1 << 60, description="The same share in bytes (this wins when both are set).")
 
 
 class Tenant(SchedulingPolicy):
@@ -99,6 +105,11 @@ class TenantService:
             raise Conflict(f"tenant {name!r} already exists")
         log.info("created tenant %s", name)
         return tenant
+
+    def memory_shares(self) -> dict[str, tuple[float | None, int | None]]:
+        """Tenant -> (memory_share, memory_share_bytes), for the tenants that have one."""
+        return {t.name: (t.memory_share, t.memory_share_bytes) for _, t in self._tenants.items()
+                if t.memory_share is not None or t.memory_share_bytes is not None}
 
     def policy(self, name: str) -> SchedulingPolicy | None:
         """The tenant's scheduling policy as this replica's cache holds it (None: unknown)."""

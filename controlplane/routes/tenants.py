@@ -88,10 +88,13 @@ class TenantUpdate(StrictBody):
     burst: int | None = None
     max_concurrent: int | None = None
     service_class: Literal["interactive", "batch"] | None = None
+    memory_share: float | None = Field(None, gt=0, le=1)
+    memory_share_bytes: int | None = Field(None, ge=1)
 
 
 @router.patch("/tenants/{tenant}", response_model=Tenant, responses=errors(400, *KEYED, 404, 409, 413),
-              summary="Change a tenant's scheduling policy: weight, rate and concurrency quotas, service class")
+              summary="Change a tenant's scheduling policy: weight, rate and concurrency quotas, service "
+              "class, memory share")
 async def update_tenant(tenant: str, body: TenantUpdate, services: ServicesDep, _: AdminDep) -> Tenant:
     return await services.tenants.update_policy(tenant, body.model_dump(exclude_unset=True))
 

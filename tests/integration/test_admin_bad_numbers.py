@@ -64,6 +64,8 @@ WRONG_TYPES = [
     ("PATCH", "/admin/tenants/acme", {"burst": 1.5}, "body.burst: Input should be a valid integer, got a number"),
     ("PATCH", "/admin/tenants/acme", {"max_concurrent": "4"}, "body.max_concurrent: Input should be a valid integer, got a string"),
     ("PATCH", "/admin/tenants/acme", {"service_class": "gold"}, "body.service_class: Input should be 'interactive' or 'batch'"),
+    ("PATCH", "/admin/tenants/acme", {"memory_share": 1.5}, "body.memory_share: Input should be less than or equal to 1"),
+    ("PATCH", "/admin/tenants/acme", {"memory_share": True}, "body.memory_share: Input should be a valid number, got a boolean"),
     ("POST", "/admin/instances", {"http_url": "h:1", "grpc_url": "h:2", "memory_bytes": True}, "body.memory_bytes: Input should be a valid integer, got a boolean"),
     ("POST", "/admin/instances/register", {"instance_id": "w1", "http_url": "h:1", "grpc_url": "h:2", "memory_bytes": 1, "ttl_s": "5"}, "body.ttl_s: Input should be a valid integer, got a string"),
     ("POST", "/admin/instances/w1/heartbeat", {"lease_id": 1.0}, "body.lease_id: Input should be a valid integer, got a number"),
@@ -100,7 +102,8 @@ async def test_an_unknown_body_field_is_refused_listing_the_fields_there_are(cp:
     r = await cp.admin("PATCH", "/admin/tenants/acme", json={"rate": 5})
     assert r.status_code == 400, r.text
     assert r.json()["error"] == ("invalid request: body: unknown field rate: this body takes weight, "
-                                 "rate_per_s, burst, max_concurrent, service_class")
+                                 "rate_per_s, burst, max_concurrent, service_class, memory_share, "
+                                 "memory_share_bytes")
     assert (await cp.admin("GET", "/admin/tenants/acme")).json()["rate_per_s"] is None
     r = await cp.admin("POST", "/admin/tenants", json={"name": "globex", "weight": 2, "colour": "red"})
     assert r.status_code == 400 and "unknown fields colour, weight: this body takes name, display_name, quotas" in r.json()["error"]

@@ -67,4 +67,4 @@ def test_bad_uploads_are_refused_and_a_model_that_fits_nowhere_gets_503(tmp_path
                 c.infer("wide", [x], headers=auth(key))
         assert info.value.status() == "503"
         msg = json.dumps(info.value.message())
-        assert "no instance has room" in msg and "eviction is not implemented" in msg
+        assert "of memory, more than any inference instance has" in msg and "worker-" not in msg

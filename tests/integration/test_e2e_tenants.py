@@ -250,7 +250,8 @@ def test_cold_model_loads_once_under_concurrent_requests_and_shows_in_admin(cp: 
         np.testing.assert_array_equal(r, a + a)
     assert len(cp.holders("acme__secret")) == 1
     text = cp.metrics()
-    assert metric_value(text, 'inferplex_model_loads_total{model="acme__secret",outcome="ok"}') == 1
+    assert metric_value(text, 'inferplex_model_loads_total{tenant="acme",model="secret",outcome="ok"}') == 1
+    assert metric_value(text, 'inferplex_cold_starts_total{tenant="acme",model="secret"}') >= 1
     inst = next(i for i in cp.instances() if i["instance_id"] == cp.holders("acme__secret")[0])
     assert inst["healthy"] and 0 < inst["used_bytes"] <= inst["memory_bytes"]
     assert metric_value(text, 'inferplex_requests_total{tenant="acme",model="secret",protocol="grpc",status="OK"}') == 8

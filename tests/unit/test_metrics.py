@@ -46,13 +46,20 @@ def test_loads_errors_evictions_and_label_escaping() -> None:
     m.load("acme__mlp", 0.1, False)
     m.error('we"ird', "m\\x", "not_found")
     m.eviction("acme__mlp")
+    m.eviction("acme__mlp", "room")
+    m.loaded_bytes("acme", "mlp", 1000)
+    m.loaded_bytes("acme", "mlp", 24)
+    m.cold_start("acme", "mlp")
     text = m.render()
-    assert _sample(text, 'inferplex_model_loads_total{model="acme__mlp",outcome="ok"}') == 1
-    assert _sample(text, 'inferplex_model_loads_total{model="acme__mlp",outcome="failed"}') == 1
+    assert _sample(text, 'inferplex_model_loads_total{tenant="acme",model="mlp",outcome="ok"}') == 1
+    assert _sample(text, 'inferplex_model_loads_total{tenant="acme",model="mlp",outcome="failed"}') == 1
     # failed loads are not timed: only the successful one is in the histogram
-    assert _sample(text, 'inferplex_model_load_duration_seconds_count{model="acme__mlp"}') == 1
+    assert _sample(text, 'inferplex_model_load_duration_seconds_count{tenant="acme",model="mlp"}') == 1
+    assert _sample(text, 'inferplex_model_bytes_loaded_total{tenant="acme",model="mlp"}') == 1024
+    assert _sample(text, 'inferplex_cold_starts_total{tenant="acme",model="mlp"}') == 1
+    assert _sample(text, 'inferplex_evictions_total{tenant="acme",model="mlp",reason="room"}') == 1
     assert _sample(text, 'inferplex_errors_total{tenant="we\\"ird",model="m\\\\x",kind="not_found"}') == 1
-    assert _sample(text, 'inferplex_evictions_total{model="acme__mlp"}') == 1
+    assert _sample(text, 'inferplex_evictions_total{tenant="acme",model="mlp",reason="delete"}') == 1
 
 
 def test_every_family_has_help_and_type_even_when_empty() -> None:
@@ -60,4 +67,4 @@ def test_every_family_has_help_and_type_even_when_empty() -> None:
     types = re.findall(r"^# TYPE (\S+) (\S+)$", text, re.M)
     assert ("inferplex_requests_total", "counter") in types
     assert ("inferplex_request_duration_seconds", "histogram") in types
-    assert len(re.findall(r"^# HELP ", text, re.M)) == len(types) == 6
+    assert len(re.findall(r"^# HELP ", text, re.M)) == len(types) == 8

@@ -44,6 +44,15 @@ class Instances:
 
 
 class Catalog:
+    def __init__(self) -> None:
+        self.latest: Any = None  # the record by_qualified answers: the version being loaded
+
+    def by_qualified(self, qualified: str, version: Any = None) -> Any:
+        rec = self.latest
+        if rec is None or qualified != rec.qualified_name:
+            return None
+        return rec if version is None or str(version) == str(rec.version) else None
+
     def files(self, record: Any) -> dict[str, bytes]:
         return {"1/model.onnx": b"x"}
 
@@ -53,7 +62,8 @@ class Catalog:
 
 def _record(version: int) -> Any:
     return SimpleNamespace(qualified_name=Q, version=version, size_bytes=10, profile=None,
-                           tenant="acme", name="m", status="ready", platform="onnxruntime_onnx")
+                           tenant="acme", name="m", status="ready", platform="onnxruntime_onnx",
+                           slo_ms=100.0, max_batch_size=0)
 
 
 def _service(instances: Instances) -> PlacementService:
@@ -62,11 +72,16 @@ def _service(instances: Instances) -> PlacementService:
                             LatencyPredictor(), Metrics(), placement_settings(settings))
 
 
+async def _load(svc: PlacementService, record: Any) -> Any:
+    svc.catalog.latest = record  # type: ignore[attr-defined]
+    return await svc._load(record)
+
+
 async def test_a_model_that_appeared_meanwhile_is_not_loaded_again() -> None:
     instances = Instances("w1", "w2")
     svc = _service(instances)
     svc._actual["w2"] = {Q: Placed("1", 10, 1.0)}  # another replica's load, seen by the watch
-    driver = await svc._load(_record(1))
+    driver = await _load(svc, _record(1))
     assert driver is instances.get("w2").driver
     assert instances.get("w1").driver.loads == [] and instances.get("w2").driver.loads == []
     assert svc.used_bytes("w2") == 10
@@ -76,7 +91,7 @@ async def test_another_version_held_does_not_count_as_loaded() -> None:
     instances = Instances("w1")
     svc = _service(instances)
     svc._actual["w1"] = {Q: Placed("1", 10, 1.0)}
-    driver = await svc._load(_record(2))
+    driver = await _load(svc, _record(2))
     assert driver is instances.get("w1").driver and driver.loads == [Q]
     assert svc.placements()["w1"][Q].version == "2"
 
@@ -101,18 +116,17 @@ class UnloadingDriver(Driver):
         self.unloads.append(name)
 
 
-async def test_a_new_version_swaps_in_where_the_old_one_is_and_frees_its_room() -> None:
-    instances = Instances("w2", "w1")  # w2 comes first and has room: the swap still wins
-    for inst in instances.list():
-        inst.driver = UnloadingDriver()
-    # w1 has room for v2 (1 MiB) only once v1's bytes are counted free
+async def test_a_new_version_evicts_the_old_one_where_no_instance_has_room() -> None:
+    instances = Instances("w1")
+    instances.get("w1").driver = UnloadingDriver()
+    # w1 has room for v2 (1 MiB) only once v1's bytes are freed
     instances.get("w1").record.memory_bytes = 5 << 19
     svc = _service(instances)
     svc._actual["w1"] = {Q: Placed("1", 2 << 20, 1.0)}
-    driver = await svc._load(_record(2))
-    assert driver is instances.get("w1").driver and driver.loads == [Q]
-    assert instances.get("w2").driver.loads == []
+    driver = await _load(svc, _record(2))
+    assert driver is instances.get("w1").driver and driver.loads == [Q] and driver.unloads == [Q]
     assert svc.placements()["w1"][Q].version == "2"
+    assert "evicted" in svc.decisions[0][1] and "needed" in svc.decisions[0][1]
 
 
 async def test_an_old_version_left_on_another_instance_is_unloaded() -> None:
@@ -122,7 +136,7 @@ async def test_an_old_version_left_on_another_instance_is_unloaded() -> None:
     instances.get("w1").record.memory_bytes = 1 << 19  # too small for v2 (1 MiB) even after the swap
     svc = _service(instances)
     svc._actual["w1"] = {Q: Placed("1", 1 << 19, 1.0)}
-    driver = await svc._load(_record(2))
+    driver = await _load(svc, _record(2))
     assert driver is instances.get("w2").driver and driver.loads == [Q]
     assert instances.get("w1").driver.unloads == [Q]
     assert Q not in svc.placements().get("w1", {}) and svc.placements()["w2"][Q].version == "2"
