@@ -188,12 +188,14 @@ class PlannerConfig:
     evict_margin: float = 2.0
     """Prefetch and replication evict only copies this many times cheaper (by cost density)
     than the newcomer."""
-    wanted_evict_ratio: float | None = 1.0
+    wanted_evict_ratio: float | None = None
     """A model requests wait for evicts only copies whose cost density is at most this many
     times its own (its sustained rate, at least ``wanted_floor_rate_per_s``, times its reload
     time per MB), as TinyLFU admits a newcomer only over a less frequent victim: one waiting
     request does not push out a model in heavier use. Lifted for a tenant within its memory
-    share; None: any evictable copy may go."""
+    share. None (the default): any evictable copy may go, the cheapest first: a request
+    refused is a sure miss, where the copy it evicts costs a reload that may still meet its
+    SLO."""
     wanted_floor_rate_per_s: float = 0.1
     max_copies: int = 64
     victim_order: str = "cost"

@@ -31,9 +31,9 @@ A pass, in order:
 1. Shrink: a model with several copies loses one idle copy when its sustained demand has
    stayed, for ``hold_s``, below ``remove_below`` of what the copies left after it would serve
    within its SLO (one copy per hold; a copy younger than ``hold_s`` stays).
-2. Wanted: each model requests wait for is placed, evicting the cheapest copies that are no
-   dearer than it (``wanted_evict_ratio``; any that may go, for a tenant within its share), or
-   refused with a reason that says what to do.
+2. Wanted: each model requests wait for is placed, evicting the cheapest copies (with
+   ``wanted_evict_ratio`` set, only those no dearer than it, unless its tenant is within its
+   share), or refused with a reason that says what to do.
 3. Re-place and prefetch: a model with no copy whose demand is rising, or steady above
    ``place_min_rate_per_s``, is loaded ahead of the scheduler's need.
 4. Replicate: a model whose forecast demand exceeds ``add_at`` of what its copies serve gets

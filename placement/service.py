@@ -94,6 +94,7 @@ class PlacementService:
         self.planner = Planner(PlannerConfig.policy(settings.placement_policy))
         self.activity = Activity()  # requests in flight, last use, demand per model
         self._failures: dict[str, LoadFailure] = {}  # qualified -> its last failed load
+        self._sizes: dict[str, int] = {}  # "qualified@version" -> bytes an instance reported
         # tenant -> (fraction, bytes) of memory it may hold safe from others (set by the wiring)
         self.memory_shares: Callable[[], Mapping[str, tuple[float | None, int | None]]] = dict
         # the planner's latest decisions, newest last, for GET /admin/placement
@@ -195,6 +196,10 @@ class PlacementService:
             return
         self._actual.setdefault(iid, {})[qualified] = placed
 
+    def pending_loads(self) -> dict[str, dict[str, Pending]]:
+        """Loads in flight from this replica: instance id -> qualified -> the load."""
+        return {iid: dict(loads) for iid, loads in self._pending.items() if loads}
+
     def placements(self) -> dict[str, dict[str, Placed]]:
         return {iid: dict(models) for iid, models in self._actual.items()}
 
@@ -214,10 +219,12 @@ class PlacementService:
         ]
 
     def _model_bytes(self, record: ModelRecord) -> int:
-        """The most any instance class measured, else the estimate from the file size."""
+        """The most any instance class measured or an instance reported (on a load, or in
+        refusing one: "needs N bytes"), else the estimate from the file size."""
         classes = (record.profile or {}).get("classes") or {}
         measured = max((int(c.get("memory_bytes") or 0) for c in classes.values()), default=0)
-        return measured or estimate_model_bytes(record.size_bytes)
+        seen = self._sizes.get(f"{record.qualified_name}@{record.version}", 0)
+        return max(measured, seen) or estimate_model_bytes(record.size_bytes)
 
     # ---- loading ---------------------------------------------------------------------
 
@@ -261,6 +268,7 @@ class PlacementService:
         self.metrics.cold_start(record.tenant, record.name)
         refused: set[str] = set()
         last_reason = ""
+        attempts = 0  # plans made again after an instance measured the model larger
         while True:
             snap = self.cluster((qualified,), skip=refused)
             plan = self.planner.place(snap)
@@ -294,9 +302,16 @@ class PlacementService:
                 self._decided(load.reason)
                 return await self._load_on(record, inst, load.bytes)
             except ResourceExhausted as exc:
-                # the planner's numbers said it fits, the instance says no: try the next one
+                # the planner's numbers said it fits, the instance says no: plan again with
+                # the size it measured (evicting more), else try the next instance
                 log.warning("instance %s refused %s: %s", load.instance_id, qualified, exc.message)
-                refused.add(load.instance_id)
+                need = _needed_bytes(exc.message)
+                key = f"{qualified}@{record.version}"
+                if need is not None and need > self._model_bytes(record) and attempts < 3:
+                    self._sizes[key] = need
+                    attempts += 1
+                else:
+                    refused.add(load.instance_id)
                 last_reason = exc.message
             finally:
                 self._pending.get(load.instance_id, {}).pop(qualified, None)
@@ -320,6 +335,7 @@ class PlacementService:
                 self._decided(f"loading {record.tenant}/{record.name} on {iid} failed: {exc.message}")
             raise
         self._failures.pop(qualified, None)
+        self._sizes[f"{qualified}@{version}"] = size
         placed = Placed(version, size, time.time())
         self._actual.setdefault(iid, {})[qualified] = placed
         await self._record(iid, qualified, placed)
@@ -580,3 +596,12 @@ class PlacementService:
                 await self.resync()
             except Exception:  # never let the loop die
                 log.exception("placement resync failed")
+
+
+_NEEDS = re.compile(r"needs (\d+) bytes")
+
+
+def _needed_bytes(message: str) -> int | None:
+    """The bytes an instance said a load needs ("... needs N bytes, M free ..."), if it said."""
+    m = _NEEDS.search(message)
+    return int(m.group(1)) if m else None

@@ -358,6 +358,18 @@ class TritonDriver(InstanceDriver):
                                       out.decode("utf-8", "replace"))
         return status, out, out_headers
 
+    async def memory_report(self) -> dict[str, Any] | None:
+        """An inferplex worker's ``GET /v2/inferplex/memory`` answer (budget, used, its local
+        artifact cache); None from any other server or on failure."""
+        try:
+            resp = await self._http.get("/v2/inferplex/memory", timeout=2.0)
+            if resp.status_code == 200:
+                body = resp.json()
+                return body if isinstance(body, dict) else None
+        except (httpx.TransportError, ValueError):
+            return None
+        return None
+
     async def memory_used(self) -> int | None:
         """The embedded worker's own memory report, else a Triton's GPU memory in use from
         its metrics endpoint (when registered with one); None on a CPU-only Triton, whose

@@ -123,25 +123,32 @@ def test_unknown_resident_models_are_evicted_first() -> None:
     assert [a.model for a in plan.unloads] == ["gone__old"]
 
 
-def test_one_waiting_request_does_not_push_out_a_model_in_heavier_use() -> None:
+GUARDED = PlannerConfig(wanted_evict_ratio=1.0)
+
+
+def test_with_the_guard_one_waiting_request_does_not_push_out_a_model_in_heavier_use() -> None:
     models = [spec("acme__hot"), spec("globex__bert")]
     w1 = inst("w-1", 100, res("acme__hot"))
-    plan = plan_for([w1], models, {"acme__hot": rate(5), "globex__bert": rate(0.0, 0.1)}, wanted=("globex__bert",))
+    guarded = Planner(GUARDED)
+    plan = guarded.plan(snapshot(NOW, [w1], models, {"acme__hot": rate(5), "globex__bert": rate(0.0, 0.1)},
+                                 ("globex__bert",)))
     assert plan.actions == ()
     (r,) = plan.refusals
     assert "heavier use" in r.reason and "heavier use" in r.tenant_reason and "acme" not in r.tenant_reason
     # as its requests keep coming, its demand grows and it is let in
-    plan = plan_for([w1], models, {"acme__hot": rate(5), "globex__bert": rate(3, 6)}, wanted=("globex__bert",))
+    plan = guarded.plan(snapshot(NOW, [w1], models, {"acme__hot": rate(5), "globex__bert": rate(3, 6)},
+                                 ("globex__bert",)))
     assert [a.model for a in plan.actions] == ["acme__hot", "globex__bert"]
 
 
-def test_the_heavier_use_guard_is_lifted_for_a_tenant_within_its_share_and_can_be_turned_off() -> None:
+def test_the_heavier_use_guard_is_lifted_for_a_tenant_within_its_share_and_is_off_by_default() -> None:
     models = [spec("acme__hot"), spec("globex__bert")]
     w1 = inst("w-1", 100, res("acme__hot"))
     demand = {"acme__hot": rate(5), "globex__bert": rate(0.0, 0.1)}
-    plan = plan_for([w1], models, demand, wanted=("globex__bert",), shares={"globex": TenantShare(bytes=100 * MB)})
+    plan = Planner(GUARDED).plan(snapshot(NOW, [w1], models, demand, ("globex__bert",),
+                                          {"globex": TenantShare(bytes=100 * MB)}))
     assert [a.model for a in plan.actions] == ["acme__hot", "globex__bert"]
-    plan = Planner(PlannerConfig(wanted_evict_ratio=None)).plan(
+    plan = Planner().plan(
         snapshot(NOW, [w1], models, demand, ("globex__bert",)))
     assert [a.model for a in plan.actions] == ["acme__hot", "globex__bert"]
 
