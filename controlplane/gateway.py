@@ -47,6 +47,7 @@ from kserve.jsonbody import check_json, check_nesting
 from kserve.tensors import COMPUTE_NS_PARAMETER, TIMEOUT_PARAMETER
 from placement.instances import InstanceRegistry
 from placement.service import PlacementLost, PlacementService
+from placement.triton_driver import Unreachable
 from profiler.feed import Prediction
 from profiler.predictor import LatencyPredictor
 from profiler.profile import ClassProfile
@@ -237,6 +238,11 @@ class Gateway:
                     break
                 except PlacementLost:
                     _retry_lost(rec, attempt)
+                except Unreachable:
+                    # the instance died under it: fail over to another copy (admission checks
+                    # the deadline again, so a request that can no longer make it is refused)
+                    self.placement.unreachable(driver.info.instance_id)
+                    _retry_lost(rec, attempt)
             if code == 200:
                 out, out_headers = _rename_http_response(out, out_headers, qualified, rec.name)
             else:
@@ -354,6 +360,9 @@ class Gateway:
                         response = await self._forward_grpc(rec, driver, request)
                     break
                 except PlacementLost:
+                    _retry_lost(rec, attempt)
+                except Unreachable:
+                    self.placement.unreachable(driver.info.instance_id)
                     _retry_lost(rec, attempt)
                 except (DeadlineExceeded, Unavailable):
                     self._check_quarantine(rec, driver)

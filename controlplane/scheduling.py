@@ -36,11 +36,12 @@ from admission.shell import SchedulingShell
 from controlplane.metrics import render_counter
 from kserve import batching_grpc, batching_http, grpc_codec, http_codec
 from kserve.batching import CallerRequest, caller_request
-from kserve.errors import InferplexError, InvalidArgument, NotFound, Unavailable
+from kserve.errors import InferplexError, InvalidArgument, NotFound
 from kserve.tensors import TIMEOUT_PARAMETER
 from kserve.tensors import PendingRequest as PendingTensors
 from modelfiles.config import ModelSpec, TensorSpec
 from modelfiles.requests import check_headers
+from placement.triton_driver import Unreachable
 from profiler.profile import request_elements
 
 if TYPE_CHECKING:
@@ -254,7 +255,10 @@ class ScheduledForwarding:
     async def _run_batch(self, dispatch: Dispatch, calls: list[Call]) -> tuple[list[Any], float | None]:
         inst = self.instances.get(dispatch.instance_id)
         if inst is None or not inst.healthy:
-            raise Unavailable("the instance chosen for this request went away; retry", retry_after_s=1)
+            # every caller fails over to another copy (the gateway retries once, through
+            # admission again, so one that can no longer make its deadline is refused)
+            raise Unreachable(f"instance {dispatch.instance_id} went away before this batch ran",
+                              retry_after_s=1)
         driver = inst.driver
         rec = calls[0].rec
         now = time.monotonic()

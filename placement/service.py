@@ -172,6 +172,14 @@ class PlacementService:
         """The instance no longer holds ``qualified``: route nothing there for it."""
         self._actual.get(iid, {}).pop(qualified, None)
 
+    def unreachable(self, iid: str) -> None:
+        """A request found the instance gone (connection refused or dropped): route nothing
+        more there until its health check answers again (which resyncs what it serves)."""
+        inst = self.instances.get(iid)
+        if inst is not None and inst.healthy:
+            log.warning("instance %s is unreachable: failing its requests over", iid)
+            inst.healthy = False
+
     def lost(self, iid: str, qualified: str) -> PlacementLost:
         """An instance answered that it does not know a model this replica routed to it (it
         restarted, and the watch or the leader's pass has not caught up): forget it here, so

@@ -94,6 +94,11 @@ def _status_of(exc: InferenceServerException) -> grpc.StatusCode | None:
     return _GRPC_STATUS.get(status.rpartition(".")[2])
 
 
+class Unreachable(Unavailable):
+    """The instance could not be reached or dropped the connection before answering (it died,
+    or its network did): the request never ran to an answer there and may run elsewhere."""
+
+
 def _credential_refused(instance: str, doing: str, refusal: str) -> Unavailable:
     # the operator, not a retry, fixes this; the refusal (it names the header) stays in the log
     log.error("instance %s refused the control plane's credential while %s (%s): give the instance and "
@@ -112,8 +117,10 @@ def _map_error(exc: InferenceServerException | grpc.RpcError, instance: str, doi
         return _credential_refused(instance, doing, msg)
     if code == grpc.StatusCode.DEADLINE_EXCEEDED and msg != _CLIENT_DEADLINE:
         return DeadlineExceeded(msg)  # the instance stopped the execution (or never ran it)
-    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-        return Unavailable(f"instance {instance} is unreachable while {doing}: {msg}", retry_after_s=1)
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return Unreachable(f"instance {instance} is unreachable while {doing}: {msg}", retry_after_s=1)
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return Unavailable(f"instance {instance} did not answer in time while {doing}: {msg}", retry_after_s=1)
     if load:
         if code == grpc.StatusCode.RESOURCE_EXHAUSTED:  # the worker's "insufficient memory budget"
             return ResourceExhausted(msg)
@@ -350,8 +357,11 @@ class TritonDriver(InstanceDriver):
             fwd[TIMEOUT_HEADER] = f"{exec_timeout_s * 1000:.3f}"
         try:
             status, out, out_headers = await self._hop.post(path, body, fwd, timeout_s or self.timeout_s)
-        except (HopError, TimeoutError) as exc:
-            raise Unavailable(f"instance {self.info.instance_id} is unreachable while running "
+        except HopError as exc:
+            raise Unreachable(f"instance {self.info.instance_id} is unreachable while running "
+                              f"{qualified}: {exc!r}", retry_after_s=1) from exc
+        except TimeoutError as exc:
+            raise Unavailable(f"instance {self.info.instance_id} did not answer in time while running "
                               f"{qualified}: {exc!r}", retry_after_s=1) from exc
         if status == 403 and _RESTRICTED.encode() in out:  # never pass the instance's refusal on
             raise _credential_refused(self.info.instance_id, f"running {qualified}",

@@ -12,24 +12,7 @@ import pytest
 
 from tests.integration.cp_harness import ControlPlane, http_infer, running_up
 from tests.support.models import mlp_onnx
-from tests.support.procs import wait_until
-
-
-def _worker_pid(parent: int, instance_id: str) -> int | None:
-    """The pid of the live child of ``parent`` started with ``--instance-id instance_id``."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        state = stat.rsplit(")", 1)[1].split()[0]
-        if ppid == parent and state != "Z" and instance_id.encode() in argv and b"worker" in argv:
-            return int(entry.name)
-    return None
+from tests.support.procs import wait_until, worker_pid
 
 
 @pytest.fixture
@@ -53,11 +36,11 @@ def test_a_killed_worker_is_started_again_and_serves(up: ControlPlane) -> None:
     x = np.ones((1, 64), np.float32)
     want = http_infer(cp, key, "mlp", x)
     before = {i["instance_id"]: i["http_url"] for i in cp.instances()}
-    pid = _worker_pid(cp.proc.popen.pid, "worker-0")
+    pid = worker_pid(cp.proc.popen.pid, "worker-0")
     assert pid is not None, "no worker child found"
     os.kill(pid, signal.SIGKILL)
 
-    wait_until(lambda: (p := _worker_pid(cp.proc.popen.pid, "worker-0")) is not None and p != pid,
+    wait_until(lambda: (p := worker_pid(cp.proc.popen.pid, "worker-0")) is not None and p != pid,
                30, "worker-0 to be started again")
     wait_until(lambda: _answers(cp, key, x, want), 60, "the model to be served again", interval_s=0.2)
     after = {i["instance_id"]: i for i in cp.instances()}

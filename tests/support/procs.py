@@ -31,6 +31,23 @@ def free_port() -> int:
             return port
 
 
+def worker_pid(parent: int, instance_id: str) -> int | None:
+    """The pid of the live ``inferplex worker`` child of ``parent`` (an ``inferplex up``) started
+    with ``--instance-id instance_id``; None if there is none."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        state, ppid = stat.rsplit(")", 1)[1].split()[:2]
+        if int(ppid) == parent and state != "Z" and instance_id.encode() in argv and b"worker" in argv:
+            return int(entry.name)
+    return None
+
+
 def wait_until(condition: Callable[[], object], timeout_s: float = 30.0, what: str = "condition",
                interval_s: float = 0.05) -> float:
     """Poll ``condition`` until it is true or the deadline passes; returns the seconds it took."""

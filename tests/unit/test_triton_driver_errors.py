@@ -5,7 +5,7 @@ from __future__ import annotations
 from tritonclient.utils import InferenceServerException
 
 from kserve.errors import InvalidArgument, NotFound, ResourceExhausted, Unavailable
-from placement.triton_driver import _map_error
+from placement.triton_driver import Unreachable, _map_error
 
 
 def _exc(status: str, msg: str) -> InferenceServerException:
@@ -25,5 +25,8 @@ def test_other_load_failures_are_the_model_s_fault() -> None:
 
 
 def test_unreachable_and_not_found() -> None:
-    assert isinstance(_map_error(_exc("StatusCode.UNAVAILABLE", "down"), "w1", "x", load=True), Unavailable)
+    assert isinstance(_map_error(_exc("StatusCode.UNAVAILABLE", "down"), "w1", "x", load=True), Unreachable)
+    # a client deadline is not a dead instance: the request may still be running there
+    late = _map_error(_exc("StatusCode.DEADLINE_EXCEEDED", "Deadline Exceeded"), "w1", "running m")
+    assert isinstance(late, Unavailable) and not isinstance(late, Unreachable)
     assert isinstance(_map_error(_exc("StatusCode.NOT_FOUND", "no m"), "w1", "unloading m"), NotFound)
