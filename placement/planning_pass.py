@@ -95,8 +95,9 @@ class PlanningPass:
         candidates = self.eligible(spec, optional)
         roomy = [(s, c) for s, c in candidates if s.free >= c.memory_bytes]
         if roomy:
+            # utilisation in steps of 1%: below that it is noise, and the most room left decides
             s, c = min(roomy, key=lambda sc: (self.start_at(sc[0]) + sc[1].load_s(spec.name in sc[0].view.cached),
-                                              sc[0].utilization, sc[1].memory_bytes - sc[0].free))
+                                              round(sc[0].utilization, 2), sc[1].memory_bytes - sc[0].free))
             return s, c, Victims((), 0.0)
         best: tuple[tuple[float, float, float], Slot, ModelCosts, Victims] | None = None
         for s, c in candidates:
