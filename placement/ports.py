@@ -66,6 +66,9 @@ class ModelRecord(Protocol):
     def profile(self) -> dict[str, Any] | None: ...
 
     @property
+    def reason(self) -> str: ...
+
+    @property
     def slo_ms(self) -> float: ...
 
     @property

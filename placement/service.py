@@ -47,6 +47,8 @@ from store.cache import PrefixCache
 log = logging.getLogger(__name__)
 
 PLACEMENT_PREFIX = keys.PLACEMENT
+# how a model's status reason starts while its last load failed (cleared by the next success)
+LOAD_FAILED = "the last load failed: "
 # instance-level names that no tenant can produce (tenant names start with a letter)
 PROFILE_NAME_PREFIX = "_profile__"
 # how the driver and the worker introduce an execution's failure (placement.triton_driver,
@@ -338,11 +340,19 @@ class PlacementService:
             self.metrics.load(qualified, 0.0, False)
             if not isinstance(exc, ResourceExhausted):
                 failed = self._failures.get(qualified)
-                self._failures[qualified] = LoadFailure.after(
-                    exc.message, time.monotonic(), (failed.attempts + 1) if failed else 1, iid)
+                now = time.monotonic()
+                failure = self._failures[qualified] = LoadFailure.after(
+                    exc.message, now, (failed.attempts + 1) if failed else 1, iid)
                 self._decided(f"loading {record.tenant}/{record.name} on {iid} failed: {exc.message}")
+                # the tenant sees it on the model's status (the catalog redacts what is internal)
+                with contextlib.suppress(InferplexError):
+                    await self.catalog.set_status(
+                        record, record.status, reason=f"{LOAD_FAILED}{exc.message}; tried again "
+                        f"in {failure.retry_at - now:.0f} s (elsewhere at once)")
             raise
-        self._failures.pop(qualified, None)
+        if self._failures.pop(qualified, None) is not None or record.reason.startswith(LOAD_FAILED):
+            with contextlib.suppress(InferplexError):
+                await self.catalog.set_status(record, record.status)  # the failure is over
         self._sizes[f"{qualified}@{version}"] = size
         placed = Placed(version, size, time.time())
         self._actual.setdefault(iid, {})[qualified] = placed

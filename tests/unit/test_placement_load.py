@@ -5,9 +5,12 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any, cast
 
+import pytest
+
 from controlplane.metrics import Metrics
 from controlplane.services import placement_settings
 from controlplane.settings import Settings
+from kserve.errors import InvalidArgument, Unavailable
 from placement.service import Placed, PlacementService
 from profiler.predictor import LatencyPredictor
 from store.embedded import EmbeddedStore
@@ -63,7 +66,7 @@ class Catalog:
 def _record(version: int) -> Any:
     return SimpleNamespace(qualified_name=Q, version=version, size_bytes=10, profile=None,
                            tenant="acme", name="m", status="ready", platform="onnxruntime_onnx",
-                           slo_ms=100.0, max_batch_size=0)
+                           slo_ms=100.0, max_batch_size=0, reason="")
 
 
 def _service(instances: Instances) -> PlacementService:
@@ -140,3 +143,31 @@ async def test_an_old_version_left_on_another_instance_is_unloaded() -> None:
     assert driver is instances.get("w2").driver and driver.loads == [Q]
     assert instances.get("w1").driver.unloads == [Q]
     assert Q not in svc.placements().get("w1", {}) and svc.placements()["w2"][Q].version == "2"
+
+
+class FailingDriver(Driver):
+    async def load(self, name: str, config: dict[str, Any], files: dict[str, bytes]) -> float:
+        self.loads.append(name)
+        raise InvalidArgument("instance w1 refused to load the model: bad graph")
+
+
+async def test_a_failed_load_is_shown_on_the_status_and_backs_off() -> None:
+    instances = Instances("w1")
+    instances.get("w1").driver = FailingDriver()
+    svc = _service(instances)
+    statuses: list[tuple[str, str]] = []
+
+    async def set_status(record: Any, status: str, reason: str = "", profile: Any = None) -> Any:
+        statuses.append((status, reason))
+        return record
+
+    svc.catalog.set_status = set_status  # type: ignore[attr-defined]
+    with pytest.raises(InvalidArgument):
+        await _load(svc, _record(1))
+    (status, reason), = statuses
+    assert status == "ready" and reason.startswith("the last load failed: ") and "tried again in" in reason
+    # the only instance is backing off: refused at once with when it is tried again, no load sent
+    with pytest.raises(Unavailable) as info:
+        await _load(svc, _record(1))
+    assert "failed to load; it is tried again in" in info.value.message
+    assert instances.get("w1").driver.loads == [Q]
