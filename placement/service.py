@@ -468,6 +468,9 @@ class PlacementService:
                 await self.unload_from(iid, qualified_name)
         self.predictor.forget(qualified_name)
         self.feed.forget(qualified_name)
+        self._failures.pop(qualified_name, None)
+        if not self.activity.in_flight.get(qualified_name):
+            self.activity.forget(qualified_name)
 
     async def unload_from(self, iid: str, qualified: str, revision: int | None = None,
                           reason: str = "delete") -> None:
