@@ -54,6 +54,7 @@ whose cheapest evictable copies free the room at the least cost (``placement/vic
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 from placement.cluster import ClusterSnapshot, ModelSpec, Plan, PlannerConfig, Refusal
@@ -78,10 +79,16 @@ class Planner:
         self._replicate(p)
         return Plan(snap.now, tuple(p.actions), tuple(p.refusals))
 
-    def place(self, snap: ClusterSnapshot) -> Plan:
+    def place(self, snap: ClusterSnapshot, *, guarded: bool = False) -> Plan:
         """Only step 2 (the wanted models), for a request path that must place a cold model
-        now; the optional work (shrink, prefetch, replicas) is the periodic ``plan``'s."""
-        p = PlanningPass(snap, self.config)
+        now; the optional work (shrink, prefetch, replicas) is the periodic ``plan``'s.
+        ``guarded``: the waiting request cannot meet its SLO through a cold load anyway, so the
+        model evicts only copies no dearer than itself (``wanted_evict_ratio``, 1 unless set):
+        a load that serves no one now must not push out a model in heavier use."""
+        config = self.config
+        if guarded and config.victim_order == "cost" and config.wanted_evict_ratio is None:
+            config = dataclasses.replace(config, wanted_evict_ratio=1.0)
+        p = PlanningPass(snap, config)
         self._wanted(p)
         return Plan(snap.now, tuple(p.actions), tuple(p.refusals))
 

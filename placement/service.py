@@ -281,7 +281,7 @@ class PlacementService:
         attempts = 0  # plans made again after an instance measured the model larger
         while True:
             snap = self.cluster((qualified,), skip=refused)
-            plan = self.planner.place(snap)
+            plan = self.planner.place(snap, guarded=not self._cold_load_can_make_it(snap, qualified))
             refusal = next((r for r in plan.refusals if r.model == qualified), None)
             load = next((a for a in plan.loads if a.model == qualified), None)
             if load is None:
@@ -325,6 +325,16 @@ class PlacementService:
                 last_reason = exc.message
             finally:
                 self._pending.get(load.instance_id, {}).pop(qualified, None)
+
+    @staticmethod
+    def _cold_load_can_make_it(snap: ClusterSnapshot, qualified: str) -> bool:
+        """Whether a request that waits for this model's load (the fastest class's predicted
+        load plus a batch of one) can still meet its SLO."""
+        spec = snap.models.get(qualified)
+        if spec is None or not spec.costs:
+            return True
+        fastest = min(c.load_s(False) + min(c.exec_s.values(), default=0.0) for c in spec.costs.values())
+        return fastest <= spec.slo_s
 
     async def _load_on(self, record: ModelRecord, inst: Any, size: int) -> TritonDriver:
         """Load ``record`` on ``inst`` and record the placement (the caller made the room)."""

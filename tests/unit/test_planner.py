@@ -289,3 +289,17 @@ def test_planner_modules_import_nothing_impure(module: str) -> None:
     ours = {n for n in names if n.startswith("placement")}
     assert {n.split(".")[0] for n in names - ours} <= ALLOWED, names
     assert ours <= {f"placement.{m}" for m in CORE}, ours
+
+
+def test_place_for_a_request_a_cold_load_cannot_serve_in_time_evicts_only_cheaper_copies() -> None:
+    models = [spec("acme__hot"), spec("globex__bert")]
+    w1 = inst("w-1", 100, res("acme__hot"))
+    snap = snapshot(NOW, [w1], models, {"acme__hot": rate(5), "globex__bert": rate(0.0, 0.1)}, ("globex__bert",))
+    planner = Planner()
+    guarded = planner.place(snap, guarded=True)
+    assert guarded.actions == () and "heavier use" in guarded.refusals[0].reason
+    # a request the cold load still serves in time is worth the eviction
+    assert [a.model for a in planner.place(snap).actions] == ["acme__hot", "globex__bert"]
+    # the baselines never guard
+    lru = Planner(PlannerConfig.policy("lru")).place(snap, guarded=True)
+    assert [a.model for a in lru.actions] == ["acme__hot", "globex__bert"]
