@@ -34,6 +34,17 @@ class Demand:
         return max(self.rate_per_s, self.short_rate_per_s)
 
     @property
+    def falling(self) -> bool:
+        return self.short_rate_per_s * self.rising_ratio < self.rate_per_s
+
+    @property
+    def keep_value(self) -> float:
+        """The rate a resident copy is worth keeping for: the recent rate while demand falls
+        (a popularity shift makes yesterday's hot model cheap to lose within seconds, not
+        after the long horizon), else ``sustained``."""
+        return self.short_rate_per_s if self.falling else self.sustained
+
+    @property
     def rising(self) -> bool:
         return self.short_rate_per_s > 0.0 and self.short_rate_per_s > self.rising_ratio * self.rate_per_s
 

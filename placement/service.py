@@ -275,7 +275,6 @@ class PlacementService:
         what the planner chose (never a copy with requests in flight here), else refused with
         the planner's reason for the tenant."""
         qualified = record.qualified_name
-        self.metrics.cold_start(record.tenant, record.name)
         refused: set[str] = set()
         last_reason = ""
         attempts = 0  # plans made again after an instance measured the model larger
@@ -310,6 +309,7 @@ class PlacementService:
                 for v in victims:
                     await self._apply_unload(v)
                 self._decided(load.reason)
+                self.metrics.cold_start(record.tenant, record.name)  # requests wait for this load
                 return await self._load_on(record, inst, load.bytes)
             except ResourceExhausted as exc:
                 # the planner's numbers said it fits, the instance says no: plan again with

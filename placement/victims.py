@@ -143,7 +143,7 @@ class CostModel:
         return costs.load_s(warm=True) if costs else 0.0  # a model that cannot come back costs nothing
 
     def copy_rate(self, name: str) -> float:
-        return self.demand.get(name, _NO_DEMAND).sustained / max(1, self.copies.get(name, 1))
+        return self.demand.get(name, _NO_DEMAND).keep_value / max(1, self.copies.get(name, 1))
 
     def cost(self, r: ResidentModel, cls: str) -> float:
         """Expected reload seconds per second if this copy goes."""

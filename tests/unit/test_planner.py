@@ -303,3 +303,12 @@ def test_place_for_a_request_a_cold_load_cannot_serve_in_time_evicts_only_cheape
     # the baselines never guard
     lru = Planner(PlannerConfig.policy("lru")).place(snap, guarded=True)
     assert [a.model for a in lru.actions] == ["acme__hot", "globex__bert"]
+
+
+def test_after_a_popularity_shift_the_falling_model_is_the_one_evicted() -> None:
+    models = [spec("acme__old"), spec("acme__steady"), spec("acme__new")]
+    w1 = inst("w-1", 200, res("acme__old"), res("acme__steady"))
+    # old was the hottest over the long horizon, but its recent rate collapsed
+    demand = {"acme__old": rate(5, 0.1), "acme__steady": rate(1, 1), "acme__new": rate(0.5, 3)}
+    plan = Planner().place(snapshot(NOW, [w1], models, demand, ("acme__new",)))
+    assert [(type(a).__name__, a.model) for a in plan.actions] == [("Unload", "acme__old"), ("Load", "acme__new")]
