@@ -120,8 +120,9 @@ def calibrate(tmp: Path, bench_models: Sequence[BenchModel], workers: int) -> tu
         out = {}
         for t, m in reps.items():
             prof = _profile(cp, key, m.name)
-            out[t] = TypeProfile(max(accounted.get(m.name, 0), prof.get("memory_bytes") or 0),
-                                 _ms(prof["exec"].get("1"), "p99_s") or 0.0,
+            p50, p99 = _ms(prof["exec"].get("1")) or 0.0, _ms(prof["exec"].get("1"), "p99_s") or 0.0
+            # a p99 of ~40 runs on a shared machine is one hiccup away from 5x the p50: capped
+            out[t] = TypeProfile(max(accounted.get(m.name, 0), prof.get("memory_bytes") or 0), min(p99, 3 * p50),
                                  _ms(prof.get("load_time_cold_s")), _ms(prof.get("load_time_warm_s")))
         streams = [svc.stream(TENANT, m, loadgen.constant(50, 0.4)) for m in reps.values()]
         loadgen.run(streams, max_in_flight=64, request_timeout_s=10)  # connections and predictor warm
@@ -328,7 +329,8 @@ reached > 50 ms late are not sent (last column).
 |---|---:|---:|---:|---:|---:|---:|
 {type_rows}
 
-SLO = {args.slo_factor:g} x (execute p99 + 2 ms), at least 20 ms, rounded up to 5 ms: a request that
+SLO = {args.slo_factor:g} x (execute p99 + 2 ms; the p99 of the calibration's profile, at most 3x its
+p50), at least 20 ms, rounded up to 5 ms: a request that
 waits for a cold load makes it only if the load is fast.
 
 | policy | phase | sent | SLO attainment (refusals miss) | goodput req/s | refused | p99 ms (OK) | cold starts /min | loads | evictions | MiB loaded | not sent |
