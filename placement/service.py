@@ -96,7 +96,8 @@ class PlacementService:
         self.planner = Planner(PlannerConfig.policy(settings.placement_policy))
         self.activity = Activity()  # requests in flight, last use, demand per model
         self._failures: dict[str, LoadFailure] = {}  # qualified -> its last failed load
-        self._sizes: dict[str, int] = {}  # "qualified@version" -> bytes an instance reported
+        self._sizes: dict[str, int] = {}
+        self._prefetches: set[asyncio.Task[TritonDriver]] = set()  # loads no request asked for  # "qualified@version" -> bytes an instance reported
         # tenant -> (fraction, bytes) of memory it may hold safe from others (set by the wiring)
         self.memory_shares: Callable[[], Mapping[str, tuple[float | None, int | None]]] = dict
         # the planner's latest decisions, newest last, for GET /admin/placement
@@ -264,7 +265,16 @@ class PlacementService:
             self._loading[record.qualified_name] = task
             task.add_done_callback(lambda _t, q=record.qualified_name: self._loading.pop(q, None))
         # shield: one caller giving up (client disconnect) must not cancel the others' load
-        driver = await asyncio.shield(task)
+        try:
+            driver = await asyncio.shield(task)
+        except InferplexError:
+            if task not in self._prefetches:
+                raise
+            # the leader's prefetch or replica load failed (e.g. the instance had less room
+            # than planned): this request's own load plans again
+            if self._loading.get(record.qualified_name) is task:
+                del self._loading[record.qualified_name]
+            return await self.ensure_loaded(record)
         if self.find_loaded(record.qualified_name, version) is None:
             # a different version was loading; load this one now
             return await self.ensure_loaded(record)
@@ -290,8 +300,8 @@ class PlacementService:
                 reason = refusal.tenant_reason if refusal else "no instance can take it now"
                 if refusal:
                     self._decided(f"refused {record.tenant}/{record.name}: {refusal.reason}")
-                if last_reason:
-                    reason = f"{reason} (an instance refused it: {last_reason})"
+                if last_reason:  # the instance's own words stay in the log
+                    reason = f"{reason} (an instance had less memory free than planned)"
                 self.metrics.error(record.tenant, record.name, "no_capacity")
                 raise Unavailable(f"cannot load model '{record.name}': {reason}", retry_after_s=5)
             inst = self.instances.get(load.instance_id)
@@ -315,10 +325,7 @@ class PlacementService:
                 # the planner's numbers said it fits, the instance says no: plan again with
                 # the size it measured (evicting more), else try the next instance
                 log.warning("instance %s refused %s: %s", load.instance_id, qualified, exc.message)
-                need = _needed_bytes(exc.message)
-                key = f"{qualified}@{record.version}"
-                if need is not None and need > self._model_bytes(record) and attempts < 3:
-                    self._sizes[key] = need
+                if self._model_bytes(record) > load.bytes and attempts < 3:  # _load_on learned it
                     attempts += 1
                 else:
                     refused.add(load.instance_id)
@@ -348,6 +355,10 @@ class PlacementService:
             size = await self._reported_bytes(inst.driver, qualified) or size
         except InferplexError as exc:
             self.metrics.load(qualified, 0.0, False)
+            need = _needed_bytes(exc.message) if isinstance(exc, ResourceExhausted) else None
+            if need is not None:  # the instance measured it: plan with that from now on
+                key = f"{qualified}@{version}"
+                self._sizes[key] = max(need, self._sizes.get(key, 0))
             if not isinstance(exc, ResourceExhausted):
                 failed = self._failures.get(qualified)
                 now = time.monotonic()
@@ -452,6 +463,8 @@ class PlacementService:
 
         task = asyncio.create_task(run(), name=f"load-{q}-{iid}")
         self._loading[q] = task
+        self._prefetches.add(task)
+        task.add_done_callback(self._prefetches.discard)
         task.add_done_callback(lambda t: (self._loading.pop(q, None) if self._loading.get(q) is t else None,
                                           t.cancelled() or t.exception()))
 

@@ -10,7 +10,7 @@ import pytest
 from controlplane.metrics import Metrics
 from controlplane.services import placement_settings
 from controlplane.settings import Settings
-from kserve.errors import InvalidArgument, Unavailable
+from kserve.errors import InvalidArgument, ResourceExhausted, Unavailable
 from placement.service import Placed, PlacementService
 from profiler.predictor import LatencyPredictor
 from store.embedded import EmbeddedStore
@@ -171,3 +171,25 @@ async def test_a_failed_load_is_shown_on_the_status_and_backs_off() -> None:
         await _load(svc, _record(1))
     assert "failed to load; it is tried again in" in info.value.message
     assert instances.get("w1").driver.loads == [Q]
+
+
+class MeasuringDriver(UnloadingDriver):
+    """Refuses the first load as a worker does once it measured the model: needs 3 MiB."""
+
+    async def load(self, name: str, config: dict[str, Any], files: dict[str, bytes]) -> float:
+        self.loads.append(name)
+        if len(self.loads) == 1:
+            raise ResourceExhausted(f"insufficient memory budget to load '{name}': needs {3 << 20} "
+                                    f"bytes, {2 << 20} free of {4 << 20} budget")
+        return 0.0
+
+
+async def test_a_model_the_instance_measures_larger_is_planned_again_with_that_size() -> None:
+    instances = Instances("w1")
+    instances.get("w1").driver = MeasuringDriver()
+    instances.get("w1").record.memory_bytes = 4 << 20
+    svc = _service(instances)
+    svc._actual["w1"] = {"acme__old": Placed("1", 2 << 20, 1.0)}  # a deleted model's copy
+    driver = await _load(svc, _record(1))  # the estimate (1 MiB) fits beside it; 3 MiB does not
+    assert driver.loads == [Q, Q] and driver.unloads == ["acme__old"]
+    assert svc._model_bytes(_record(1)) >= 3 << 20
