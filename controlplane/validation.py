@@ -231,7 +231,26 @@ def probe_memory_extra(size: int) -> int:
 
 async def probe_model(path: Path, *, name: str, timeout_s: float = PROBE_TIMEOUT_S) -> dict[str, Any]:
     """Run ``python -m worker.sandbox.probe`` on the file and return its report (see there);
-    raises the child's error, or InvalidArgument when it died, hung or ran out of memory."""
+    raises the child's error, or InvalidArgument when it died, hung or ran out of memory.
+    A probe killed by a signal is run once more: the CI machine saw the probe of a valid model
+    die by SIGSEGV now and then under load; a model that crashes it twice is refused."""
+    try:
+        return await _probe_once(path, name=name, timeout_s=timeout_s)
+    except _ProbeCrashed:
+        log.warning("the probe for %r died by a signal; running it once more", name)
+    try:
+        return await _probe_once(path, name=name, timeout_s=timeout_s)
+    except _ProbeCrashed as exc:
+        raise exc.refusal from None
+
+
+class _ProbeCrashed(Exception):
+    def __init__(self, refusal: InvalidArgument) -> None:
+        super().__init__(refusal.message)
+        self.refusal = refusal
+
+
+async def _probe_once(path: Path, *, name: str, timeout_s: float) -> dict[str, Any]:
     size = os.stat(path).st_size  # one metadata call; not worth a thread
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "worker.sandbox.probe", str(path), "--name", name,
@@ -251,10 +270,13 @@ async def probe_model(path: Path, *, name: str, timeout_s: float = PROBE_TIMEOUT
         errors = [ln for ln in err.decode(errors="replace").strip().splitlines() if ln.strip()]
         detail = errors[-1][:500] if errors else f"exit status {proc.returncode}"
         log.warning("model probe for %r failed: %s", name, detail)
-        raise InvalidArgument(
+        refusal = InvalidArgument(
             "the model file could not be checked (its check stopped: it may need more memory than "
             "an upload may use, or crash the runtime): upload a valid ONNX or TorchScript model"
         )
+        if proc.returncode is not None and proc.returncode < 0:  # killed by a signal
+            raise _ProbeCrashed(refusal)
+        raise refusal
     report: dict[str, Any] = json.loads(lines[-1])
     if "error" in report:
         error = Unavailable if report.get("status") == "Unavailable" else InvalidArgument
