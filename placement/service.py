@@ -15,6 +15,7 @@ import json
 import logging
 import re
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -97,7 +98,8 @@ class PlacementService:
         self.activity = Activity()  # requests in flight, last use, demand per model
         self._failures: dict[str, LoadFailure] = {}  # qualified -> its last failed load
         self._sizes: dict[str, int] = {}
-        self._prefetches: set[asyncio.Task[TritonDriver]] = set()  # loads no request asked for  # "qualified@version" -> bytes an instance reported
+        # loads no request asked for (weak: a done task's callbacks run before its waiters resume)
+        self._prefetches: weakref.WeakSet[asyncio.Task[TritonDriver]] = weakref.WeakSet()  # "qualified@version" -> bytes an instance reported
         # tenant -> (fraction, bytes) of memory it may hold safe from others (set by the wiring)
         self.memory_shares: Callable[[], Mapping[str, tuple[float | None, int | None]]] = dict
         # the planner's latest decisions, newest last, for GET /admin/placement
@@ -267,6 +269,14 @@ class PlacementService:
         # shield: one caller giving up (client disconnect) must not cancel the others' load
         try:
             driver = await asyncio.shield(task)
+        except ResourceExhausted:
+            if task not in self._prefetches:
+                # an instance's memory refusal is the control plane's to handle, not the tenant's
+                raise Unavailable(f"cannot load model '{record.name}': no instance has room for it "
+                                  "now; retry later", retry_after_s=5) from None
+            if self._loading.get(record.qualified_name) is task:
+                del self._loading[record.qualified_name]
+            return await self.ensure_loaded(record)
         except InferplexError:
             if task not in self._prefetches:
                 raise
@@ -464,7 +474,6 @@ class PlacementService:
         task = asyncio.create_task(run(), name=f"load-{q}-{iid}")
         self._loading[q] = task
         self._prefetches.add(task)
-        task.add_done_callback(self._prefetches.discard)
         task.add_done_callback(lambda t: (self._loading.pop(q, None) if self._loading.get(q) is t else None,
                                           t.cancelled() or t.exception()))
 
