@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -55,14 +54,6 @@ class Activity:
         if self.in_flight[model] <= 0:
             del self.in_flight[model]
         self.last_used[model] = time.monotonic()
-
-    @contextmanager
-    def using(self, model: str, now: float) -> Iterator[None]:
-        self.begin(model, now)
-        try:
-            yield
-        finally:
-            self.end(model)
 
     def forget(self, model: str) -> None:
         self.in_flight.pop(model, None)
@@ -157,5 +148,3 @@ def cluster_snapshot(now: float, instances: Iterable[InstanceState], specs: Mapp
     demand = {m: d for m, d in activity.demand.snapshot(now).items() if m in specs}
     return ClusterSnapshot(now, tuple(views), specs, demand, shares, wanted)
 
-
-ShareSource = Callable[[], Mapping[str, TenantShare]]

@@ -3,10 +3,9 @@
 
 from __future__ import annotations
 
-import ast
-from pathlib import Path
-
 import pytest
+
+from tests.support.imports import imported_modules
 
 CORE = ("model", "quota", "instance_queue", "batch_choice", "feasibility", "scheduler")
 ALLOWED = {"__future__", "bisect", "collections", "dataclasses", "heapq", "math", "typing",
@@ -15,12 +14,6 @@ ALLOWED = {"__future__", "bisect", "collections", "dataclasses", "heapq", "math"
 
 @pytest.mark.parametrize("module", CORE)
 def test_core_module_imports_nothing_impure(module: str) -> None:
-    path = Path(__file__).resolve().parents[2] / "admission" / f"{module}.py"
-    names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            names |= {a.name for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            names.add(node.module)
+    names = imported_modules("admission", module)
     assert {n.split(".")[0] for n in names} <= ALLOWED, names
     assert not {n for n in names if n.startswith("kserve") and n != "kserve.errors"}

@@ -3,15 +3,14 @@ tenants' memory shares, refusals. Virtual clock throughout."""
 
 from __future__ import annotations
 
-import ast
 import re
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
 from placement.cluster import LoadFailure, LoadState, TenantShare
 from placement.planner import Planner, PlannerConfig
+from tests.support.imports import imported_modules
 from tests.unit.planner_fixtures import MB, inst, rate, res, snapshot, spec
 
 NOW = 1000.0
@@ -279,13 +278,7 @@ ALLOWED = {"__future__", "collections", "dataclasses", "enum", "math", "typing"}
 
 @pytest.mark.parametrize("module", CORE)
 def test_planner_modules_import_nothing_impure(module: str) -> None:
-    path = Path(__file__).resolve().parents[2] / "placement" / f"{module}.py"
-    names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            names |= {a.name for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            names.add(node.module)
+    names = imported_modules("placement", module)
     ours = {n for n in names if n.startswith("placement")}
     assert {n.split(".")[0] for n in names - ours} <= ALLOWED, names
     assert ours <= {f"placement.{m}" for m in CORE}, ours
