@@ -133,6 +133,9 @@ class InstanceView:
     """Tenant platforms it serves (``placement/backends.py``); None: not known, not ruled out."""
     cached: frozenset[str] = frozenset()
     """Models whose artifacts its local cache holds: their loads are warm."""
+    draining: bool = False
+    """The operator is taking it out of service: nothing new is loaded on it, and its copies
+    move off (a copy with demand stays until another copy is ready elsewhere)."""
 
     def serves(self, platform: str | None) -> bool:
         return platform is None or self.platforms is None or platform in self.platforms

@@ -57,7 +57,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from placement.cluster import ClusterSnapshot, ModelSpec, Plan, PlannerConfig, Refusal
+from placement.cluster import ClusterSnapshot, LoadState, ModelSpec, Plan, PlannerConfig, Refusal
 from placement.demand import Demand
 from placement.planning_pass import PlanningPass
 from placement.readiness import Readiness, ReadyAt, ready_at
@@ -75,6 +75,7 @@ class Planner:
         p = PlanningPass(snap, self.config)
         self._shrink(p)
         self._wanted(p)
+        self._drain(p)
         self._prefetch(p)
         self._replicate(p)
         return Plan(snap.now, tuple(p.actions), tuple(p.refusals))
@@ -115,8 +116,9 @@ class Planner:
                     and demand < cfg.remove_below * (total - cap)]
             if not idle:
                 continue
-            # the copy on the fullest instance, then the least used
-            c, cap = min(idle, key=lambda cc: (cc[0].slot.free, cc[0].resident.last_used))
+            # a copy on a draining instance, then the one on the fullest instance, then the least used
+            c, cap = min(idle, key=lambda cc: (not cc[0].slot.view.draining, cc[0].slot.free,
+                                               cc[0].resident.last_used))
             p.unload(c.slot, c.resident,
                      f"removed a copy of {spec.label} from {c.slot.iid} ({len(copies)} → {len(copies) - 1}): "
                      f"{num(demand)} req/s stayed below {cfg.remove_below:.0%} of what {len(copies) - 1} "
@@ -138,6 +140,29 @@ class Planner:
                                           "the model is not available"))
                 continue
             p.place(spec, f"loaded {spec.label} on {{iid}}: requests wait for it", None)
+
+    # ---- 2b. drain -------------------------------------------------------------------------
+
+    def _drain(self, p: PlanningPass) -> None:
+        """Copies on draining instances: gone once another copy is ready elsewhere (or at once
+        when the model has no demand); one with demand and no other copy is loaded elsewhere
+        first, so its requests never wait for a cold load. Busy copies wait for a later pass."""
+        for slot in p.slots:
+            if not slot.view.draining:
+                continue
+            for r in [c.resident for c in slot.copies.values() if c.resident.evictable]:
+                spec = p.snap.models.get(r.name)
+                label = spec.label if spec else r.name
+                elsewhere = [c for c in p.live(r.name) if c.slot is not slot and not c.slot.view.draining]
+                if any(c.resident.state is LoadState.READY for c in elsewhere):
+                    p.unload(slot, r, f"moved {label} off {slot.iid} (draining): a copy is ready elsewhere")
+                elif elsewhere:
+                    continue  # its new copy is still loading
+                elif spec is None or not spec.costs or (p.demand(r.name).sustained <= 0
+                                                        and p.demand(r.name).rate_per_s <= 0):
+                    p.unload(slot, r, f"unloaded {label} from {slot.iid} (draining): no demand for it")
+                else:
+                    p.place(spec, f"moved {label} to {{iid}}: {slot.iid} is draining", None)
 
     # ---- 3. re-place and prefetch ----------------------------------------------------------
 

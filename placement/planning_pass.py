@@ -79,7 +79,7 @@ class PlanningPass:
         out = []
         for s in self.slots:
             costs = spec.costs.get(s.cls)
-            if costs is None or not s.view.serves(spec.platform) or spec.name in s.copies:
+            if costs is None or s.view.draining or not s.view.serves(spec.platform) or spec.name in s.copies:
                 continue
             if spec.load_failure is not None and spec.load_failure.blocks(s.iid, self.now):
                 continue
