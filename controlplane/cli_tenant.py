@@ -91,6 +91,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = leaf(key, "revoke", "revoke a key by its id", _key_revoke)
     p.add_argument("key_id")
 
+    instance = group("instance", "inference instances (admin)")
+    leaf(instance, "list", "every instance: memory, health, draining, loaded models", _instance_list)
+    for name, help_text in (("drain", "load nothing new on an instance and move its models off"),
+                            ("resume", "put a drained instance back in service"),
+                            ("remove", "forget an instance (its models stay loaded there)")):
+        p = leaf(instance, name, help_text, _instance_action)
+        p.add_argument("instance_id")
+
     model = group("model", "upload and manage models")
     p = leaf(model, "upload", "upload an ONNX or TorchScript model", _model_upload,
              epilog=_UPLOAD_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -158,6 +166,24 @@ def _checked(response: httpx.Response) -> Any:
 
 def _print(value: Any) -> None:
     print(json.dumps(value, indent=2, sort_keys=False))
+
+
+def _instance_list(args: argparse.Namespace) -> int:
+    for inst in _call(args, "GET", "/admin/instances"):
+        state = "draining" if inst["draining"] else ("healthy" if inst["healthy"] else "unhealthy")
+        print(f"{inst['instance_id']}\t{state}\t{inst['used_bytes']}/{inst['memory_bytes']} bytes\t"
+              f"{len(inst['models'])} models")
+    return 0
+
+
+def _instance_action(args: argparse.Namespace) -> int:
+    iid, action = args.instance_id, args.instance_command
+    if action == "remove":
+        _call(args, "DELETE", f"/admin/instances/{iid}")
+        print(f"removed instance {iid}")
+        return 0
+    _print(_call(args, "POST" if action == "drain" else "DELETE", f"/admin/instances/{iid}/drain"))
+    return 0
 
 
 def _tenant_params(args: argparse.Namespace) -> dict[str, str]:

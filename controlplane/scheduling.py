@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -24,9 +25,11 @@ from tritonclient.grpc import service_pb2
 
 from admission.model import (
     Dispatch,
+    Drop,
     InstanceSlot,
     ModelInfo,
     PendingRequest,
+    Refuse,
     SchedulerConfig,
     TenantPolicy,
 )
@@ -101,6 +104,55 @@ class HttpAnswer:
     headers: dict[str, str]
 
 
+@dataclass(frozen=True, slots=True)
+class RecentRefusal:
+    """One admission refusal or drop, as the console lists it."""
+
+    at: float  # epoch seconds
+    tenant: str
+    model: str  # as the tenant names it
+    reason: str  # quota | infeasible | queue_full | dropped
+    message: str
+
+
+class _Noted:
+    """The core as the shell sees it: every refusal and drop is noted in ``recent`` (the
+    newest ``maxlen``); the rest of the core is reached through unchanged."""
+
+    def __init__(self, core: Scheduler, recent: deque[RecentRefusal]) -> None:
+        self._core = core
+        self._recent = recent
+        self._queued: dict[str, tuple[str, str]] = {}  # request id -> (tenant, model)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._core, name)
+
+    def admit(self, req: PendingRequest, now: float) -> Refuse | None:
+        refusal = self._core.admit(req, now)
+        if refusal is None:
+            self._queued[req.id] = (req.tenant, req.display_name)
+        else:
+            self._recent.append(RecentRefusal(time.time(), req.tenant, req.display_name, refusal.reason,
+                                              refusal.message))
+        return refusal
+
+    def schedule(self, now: float) -> list[Any]:
+        decisions = self._core.schedule(now)
+        for d in decisions:
+            if isinstance(d, Drop):
+                who = self._queued.pop(d.request_id, None)
+                if who is not None:
+                    self._recent.append(RecentRefusal(time.time(), *who, "dropped", d.message))
+            else:
+                for rid in d.request_ids:
+                    self._queued.pop(rid, None)
+        return decisions
+
+    def cancel(self, request_id: str) -> bool:
+        self._queued.pop(request_id, None)
+        return self._core.cancel(request_id)
+
+
 class ScheduledForwarding:
     def __init__(self, placement: PlacementService, instances: InstanceRegistry,
                  predictor: LatencyPredictor, policy_of: Callable[[str], SchedulingPolicy | None],
@@ -118,7 +170,9 @@ class ScheduledForwarding:
         self.overhead = DispatchOverhead()
         self.core = Scheduler(_Predictions(predictor, self.overhead),
                               config or SchedulerConfig(default_exec_s=0.0))
-        self.shell = SchedulingShell(self.core, self._run_batch)
+        # the newest admission refusals and drops, for the console's decisions view
+        self.refusals: deque[RecentRefusal] = deque(maxlen=500)
+        self.shell = SchedulingShell(_Noted(self.core, self.refusals), self._run_batch)  # type: ignore[arg-type]
         self._models: set[str] = set()
         self._slots: list[InstanceSlot] | None = None  # what the core was last given
         self._seeded: set[tuple[str, str]] = set()  # (model key, instance class)
@@ -142,6 +196,7 @@ class ScheduledForwarding:
         self._apply_policy(tenant)
         refusal = self.core.quota_refusal(tenant, model_key(rec), "", time.monotonic())
         if refusal is not None:
+            self.refusals.append(RecentRefusal(time.time(), tenant, rec.name, refusal.reason, refusal.message))
             raise refusal.error()
 
     def _pending(self, rec: ModelRecord, driver: Any, tenant: str, arrival: float,
@@ -207,12 +262,16 @@ class ScheduledForwarding:
 
     def _refresh_slots(self) -> None:
         slots = []
-        for iid, held in self.placement.holdings().items():
+        holdings = {iid: held for iid, held in self.placement.holdings().items()
+                    if (inst := self.instances.get(iid)) is not None and inst.healthy}
+        draining = {iid for iid in holdings if self.instances.draining(iid)}
+        # a draining instance serves a model only while no other instance holds it
+        elsewhere = {(q, v) for iid, held in holdings.items() if iid not in draining for q, v in held.items()}
+        for iid, held in holdings.items():
             inst = self.instances.get(iid)
-            if inst is None or not inst.healthy:
-                continue
-            slots.append(InstanceSlot(iid, inst.record.instance_class,
-                                      frozenset(f"{q}@{v}" for q, v in held.items()),
+            models = frozenset(f"{q}@{v}" for q, v in held.items()
+                               if iid not in draining or (q, v) not in elsewhere)
+            slots.append(InstanceSlot(iid, inst.record.instance_class, models,
                                       capacity=self.slots_per_instance))
         # read on every arrival, changed rarely: the core re-indexes only on a change
         if slots != self._slots:
@@ -275,10 +334,14 @@ class ScheduledForwarding:
         elements = sum(e for e in sizes if e is not None) if None not in sizes else None
         prediction = self.predict(rec, driver, batch, elements)
         t0 = time.perf_counter()
-        if calls[0].transport == "http":
-            results, compute_s = await self._http_batch(driver, rec, dispatch, calls, exec_timeout_s)
-        else:
-            results, compute_s = await self._grpc_batch(driver, rec, dispatch, calls, exec_timeout_s)
+        self.placement.activity.dispatched(rec.qualified_name, dispatch.instance_id)
+        try:
+            if calls[0].transport == "http":
+                results, compute_s = await self._http_batch(driver, rec, dispatch, calls, exec_timeout_s)
+            else:
+                results, compute_s = await self._grpc_batch(driver, rec, dispatch, calls, exec_timeout_s)
+        finally:
+            self.placement.activity.finished(rec.qualified_name, dispatch.instance_id)
         round_trip = time.perf_counter() - t0
         if any(isinstance(r, NotFound) or getattr(r, "status", None) == 404 for r in results):
             raise self.placement.lost(dispatch.instance_id, rec.qualified_name)  # every caller retries

@@ -39,6 +39,9 @@ class Activity:
         self.in_flight: Counter[str] = Counter()
         self.last_used: dict[str, float] = {}
         self.demand = DemandTracker()
+        # batches executing on each copy, (model, instance id): a draining instance's copy
+        # goes when none runs there, whatever the model's other copies serve
+        self.executing: Counter[tuple[str, str]] = Counter()
 
     def arrived(self, model: str, now: float) -> None:
         self.demand.observe(model, now)
@@ -54,6 +57,14 @@ class Activity:
         if self.in_flight[model] <= 0:
             del self.in_flight[model]
         self.last_used[model] = time.monotonic()
+
+    def dispatched(self, model: str, instance_id: str) -> None:
+        self.executing[model, instance_id] += 1
+
+    def finished(self, model: str, instance_id: str) -> None:
+        self.executing[model, instance_id] -= 1
+        if self.executing[model, instance_id] <= 0:
+            del self.executing[model, instance_id]
 
     def forget(self, model: str) -> None:
         self.in_flight.pop(model, None)
@@ -93,6 +104,7 @@ class InstanceState:
     pending: Mapping[str, Pending]
     reserved_bytes: int = 0
     """Memory held for work that is not a model placement (a profile in progress)."""
+    draining: bool = False
 
 
 def model_costs(record: Any, classes: Iterable[str], timings: Timings, memory_bytes: int) -> dict[str, ModelCosts]:
@@ -133,9 +145,13 @@ def cluster_snapshot(now: float, instances: Iterable[InstanceState], specs: Mapp
             if name in inst.pending:
                 continue
             spec = specs.get(name)
+            # a draining instance serves a model's requests only until a copy is ready elsewhere
+            # (the scheduler then routes them there): what runs on this copy is what counts
+            busy = (activity.executing.get((name.partition("@")[0], inst.instance_id), 0) if inst.draining
+                    else activity.in_flight.get(name, 0))
             residents.append(ResidentModel(
                 name, spec.tenant if spec else "", size, LoadState.READY,
-                in_flight=activity.in_flight.get(name, 0),
+                in_flight=busy,
                 last_used=activity.last_used.get(name, now - (wall - loaded_at)),
                 resident_since=now - max(0.0, wall - loaded_at)))
         for name, p in inst.pending.items():
@@ -144,7 +160,7 @@ def cluster_snapshot(now: float, instances: Iterable[InstanceState], specs: Mapp
                                            resident_since=p.started, ready_at=p.ready_at))
         views.append(InstanceView(inst.instance_id, inst.instance_class,
                                   max(0, inst.budget_bytes - inst.reserved_bytes), tuple(residents),
-                                  healthy=inst.healthy, platforms=inst.platforms))
+                                  healthy=inst.healthy, platforms=inst.platforms, draining=inst.draining))
     demand = {m: d for m, d in activity.demand.snapshot(now).items() if m in specs}
     return ClusterSnapshot(now, tuple(views), specs, demand, shares, wanted)
 

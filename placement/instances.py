@@ -94,9 +94,12 @@ class InstanceRegistry:
         # so every replica follows within the watch lag, not the health interval
         self._changed = asyncio.Event()
         self._watch = PrefixCache(store, INSTANCES_PREFIX, on_change=lambda *_: self._changed.set())
+        # instances the operator drains (``drain``), watched so every replica shows them
+        self._drains = PrefixCache(store, keys.DRAINS)
 
     async def start(self) -> None:
         await self._watch.start()
+        await self._drains.start()
         await self.refresh()
         self._task = asyncio.create_task(self._loop(), name="instance-health")
 
@@ -106,6 +109,7 @@ class InstanceRegistry:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         await self._watch.close()
+        await self._drains.close()
         for inst in list(self._instances.values()):
             await inst.driver.close()
         self._instances.clear()
@@ -136,7 +140,25 @@ class InstanceRegistry:
     async def deregister(self, instance_id: str) -> None:
         if not await self.store.delete(keys.instance(instance_id)):
             raise NotFound(f"no instance {instance_id!r} is registered; GET /admin/instances lists them")
+        await self.store.delete(keys.drain(instance_id))
         await self.refresh()
+
+    async def set_draining(self, instance_id: str, draining: bool) -> None:
+        """Drain an instance (placement loads nothing new there and moves its models off) or
+        put it back in service. Idempotent; shown by every replica once its watch catches up."""
+        if instance_id not in self._instances:
+            await self.refresh()
+            if instance_id not in self._instances:
+                raise NotFound(f"no instance {instance_id!r} is registered; GET /admin/instances lists them")
+        key = keys.drain(instance_id)
+        if draining:
+            await self._drains.caught_up(await self.store.put(key, b'{"draining": true}'))
+        elif await self.store.delete(key):
+            with contextlib.suppress(TimeoutError):  # the write stands; only this cache is late
+                await self._drains.wait_for(lambda c: key not in c, within_s=5.0)
+
+    def draining(self, instance_id: str) -> bool:
+        return keys.drain(instance_id) in self._drains
 
     # ---- reading ---------------------------------------------------------------------
 

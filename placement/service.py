@@ -432,7 +432,8 @@ class PlacementService:
             names |= resident.keys() | pending.keys()
             states.append(InstanceState(iid, inst.record.instance_class, inst.record.memory_bytes,
                                         inst.healthy and iid not in (skip or ()), inst.platforms,
-                                        resident, pending, self._reserved.get(iid, 0)))
+                                        resident, pending, self._reserved.get(iid, 0),
+                                        self.instances.draining(iid)))
         names |= set(self.activity.demand.snapshot(now))
         specs = {}
         for q in names:
@@ -450,7 +451,9 @@ class PlacementService:
         plan = self.planner.plan(self.cluster())
         for action in plan.actions:
             if isinstance(action, Unload):
-                if self.activity.in_flight.get(action.model.partition("@")[0]):
+                model = action.model.partition("@")[0]
+                if (self.activity.executing.get((model, action.instance_id))
+                        if self.instances.draining(action.instance_id) else self.activity.in_flight.get(model)):
                     continue  # work arrived since the snapshot
                 await self._apply_unload(action)
                 continue

@@ -19,6 +19,7 @@ bound to a lease, which vanish when their owner stops refreshing it.
                                                         class                               when self-registered)
       placement/{instance_id}/{qualified_model}         a model placed on an instance       CAS
       leader/placement                                  placement leader's identity         lease + create
+      drain/{instance_id}                               marker: the operator drains it      put, delete
 
 A model version's latency profile (per instance class) is stored inside its record
 (``profile``), so a version and its profile are read and deleted together.
@@ -40,6 +41,7 @@ INSTANCES = PREFIX + "instances/"
 PLACEMENT = PREFIX + "placement/"
 BOOTSTRAP_ADMIN = PREFIX + "bootstrap/admin-key"
 LEADER_PLACEMENT = PREFIX + "leader/placement"
+DRAINS = PREFIX + "drain/"
 
 
 def _seg(value: str, what: str) -> str:
@@ -75,6 +77,12 @@ def model_version(tenant_name: str, model_name: str, version: int | str) -> str:
 
 def instance(instance_id: str) -> str:
     return INSTANCES + _seg(instance_id, "instance id")
+
+
+def drain(instance_id: str) -> str:
+    """Marker that the operator drains an instance (kept apart from its record, which a
+    self-registered worker rewrites)."""
+    return DRAINS + _seg(instance_id, "instance id")
 
 
 def placements_on(instance_id: str) -> str:

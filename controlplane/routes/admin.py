@@ -1,4 +1,5 @@
-"""Operator API for inference instances: list (with memory and loaded models), register, remove."""
+"""Operator API for inference instances: list (with memory and loaded models), register, drain,
+remove."""
 
 from __future__ import annotations
 
@@ -33,6 +34,8 @@ class InstanceView(BaseModel):
     models: list[LoadedModel]
     platforms: list[str] | None = Field(
         None, description="model platforms it can serve (probed from its backends; null until known)")
+    draining: bool = Field(False, description="being taken out of service: nothing new is loaded "
+                           "there and its models move to other instances")
 
 
 class RegisterInstance(StrictBody):
@@ -59,6 +62,7 @@ async def _views(services: ServicesDep) -> list[InstanceView]:
             used_bytes=services.placement.used_bytes(iid), reported_used_bytes=reported,
             models=[LoadedModel(name=q, version=p.version, bytes=p.bytes) for q, p in sorted(held.items())],
             platforms=sorted(inst.platforms) if inst.platforms is not None else None,
+            draining=services.instances.draining(iid),
         ))
     return views
 
@@ -81,3 +85,21 @@ async def register_instance(body: RegisterInstance, _: AdminDep, services: Servi
 async def delete_instance(instance_id: str, _: AdminDep, services: ServicesDep) -> None:
     await services.instances.deregister(instance_id)
     await services.placement.resync()
+
+
+async def _set_draining(instance_id: str, draining: bool, services: ServicesDep) -> InstanceView:
+    await services.instances.set_draining(instance_id, draining)
+    return next(v for v in await _views(services) if v.instance_id == instance_id)
+
+
+@router.post("/{instance_id}/drain", responses=errors(*KEYED, 404),
+             summary="Drain an instance: load nothing new there and move its models to other "
+                     "instances (each with demand stays until a copy elsewhere is ready)")
+async def drain_instance(instance_id: str, _: AdminDep, services: ServicesDep) -> InstanceView:
+    return await _set_draining(instance_id, True, services)
+
+
+@router.delete("/{instance_id}/drain", responses=errors(*KEYED, 404),
+               summary="Put a drained instance back in service")
+async def resume_instance(instance_id: str, _: AdminDep, services: ServicesDep) -> InstanceView:
+    return await _set_draining(instance_id, False, services)

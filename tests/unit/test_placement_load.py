@@ -45,6 +45,9 @@ class Instances:
     def get(self, iid: str) -> Any:
         return self._by_id.get(iid)
 
+    def draining(self, iid: str) -> bool:
+        return False
+
 
 class Catalog:
     def __init__(self) -> None:
