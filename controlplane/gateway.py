@@ -205,6 +205,9 @@ class Gateway:
 
     # ---- inference -----------------------------------------------------------------------
 
+    def _cold_deadline(self, rec: ModelRecord, tenant: str, arrival: float) -> float | None:
+        return self.scheduled.cold_deadline(rec, tenant, arrival) if self.scheduled is not None else None
+
     async def infer_http(self, principal: Principal, name: str, version: str | None, body: bytes,
                          headers: Mapping[str, str]) -> HttpResult:
         """``body`` is already decompressed and within the size limit."""
@@ -227,7 +230,7 @@ class Gateway:
             body, headers = _without_scheduling_parameters_http(body, headers)
             for attempt in _PLACEMENT_ATTEMPTS:
                 loading = time.monotonic()
-                driver = await self.placement.ensure_loaded(rec)
+                driver = await self.placement.ensure_loaded(rec, self._cold_deadline(rec, tenant, arrival))
                 loading = time.monotonic() - loading
                 try:
                     if self.scheduled is not None:
@@ -351,7 +354,7 @@ class Gateway:
                     del request.parameters[key]
             for attempt in _PLACEMENT_ATTEMPTS:
                 loading = time.monotonic()
-                driver = await self.placement.ensure_loaded(rec)
+                driver = await self.placement.ensure_loaded(rec, self._cold_deadline(rec, tenant, arrival))
                 loading = time.monotonic() - loading
                 try:
                     if self.scheduled is not None:

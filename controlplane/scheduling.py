@@ -199,6 +199,14 @@ class ScheduledForwarding:
             self.refusals.append(RecentRefusal(time.time(), tenant, rec.name, refusal.reason, refusal.message))
             raise refusal.error()
 
+    def cold_deadline(self, rec: ModelRecord, tenant: str, arrival: float) -> float | None:
+        """The deadline a request waiting for a cold load must meet: arrival + SLO (None for a
+        batch-class tenant: it has none)."""
+        policy = self.policy_of(tenant)
+        if policy is not None and policy.service_class == "batch":
+            return None
+        return arrival + rec.slo_ms / 1000
+
     def _pending(self, rec: ModelRecord, driver: Any, tenant: str, arrival: float,
                  client_timeout_s: float | None, caller: CallerRequest | None,
                  loading_s: float) -> PendingRequest:

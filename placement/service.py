@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import re
 import time
 import weakref
@@ -34,7 +35,7 @@ from placement.cluster import ClusterSnapshot, LoadFailure, PlannerConfig, Tenan
 from placement.cluster_view import Activity, InstanceState, Pending, cluster_snapshot, model_spec
 from placement.first_fit import InstanceSnapshot, choose_profiling_instance, estimate_model_bytes
 from placement.instances import HEALTH_INTERVAL_S, InstanceRegistry
-from placement.planner import Planner
+from placement.planner import Planner, ready_at
 from placement.ports import ModelCatalog, ModelRecord, PlacementMetrics, PlacementSettings
 from placement.triton_driver import TritonDriver
 from profiler.feed import ExecutionFeed, Prediction
@@ -255,17 +256,29 @@ class PlacementService:
                     return inst.driver
         return None
 
-    async def ensure_loaded(self, record: ModelRecord) -> TritonDriver:
-        """An instance driver that holds this model version, loading it first if needed."""
+    async def ensure_loaded(self, record: ModelRecord, deadline: float | None = None) -> TritonDriver:
+        """An instance driver that holds this model version, loading it first if needed.
+        ``deadline`` (monotonic seconds): the waiting request's; when the planner says the
+        model cannot be ready and execute a batch of one by then, the request is refused at
+        once (503 with when to retry) and the load goes on for the requests after it."""
         version = str(record.version)
         driver = self.find_loaded(record.qualified_name, version)
         if driver is not None:
             return driver
+        late = None if deadline is None else self._too_late_by(record, deadline)
         task = self._loading.get(record.qualified_name)
         if task is None:
             task = asyncio.create_task(self._load(record), name=f"load-{record.qualified_name}")
             self._loading[record.qualified_name] = task
-            task.add_done_callback(lambda _t, q=record.qualified_name: self._loading.pop(q, None))
+            task.add_done_callback(lambda t, q=record.qualified_name: (
+                self._loading.pop(q, None), t.cancelled() or t.exception()))
+        if late is not None:
+            wait_s, load_s, exec_s, slo_ms = late
+            self.metrics.error(record.tenant, record.name, "cold_infeasible")
+            raise Unavailable(f"cannot meet the {slo_ms:g} ms SLO of model '{record.name}': it is not loaded; "
+                              f"predicted {wait_s * 1e3:.0f} ms (load {load_s * 1e3:.0f} ms, execute "
+                              f"{exec_s * 1e3:.0f} ms); refused now rather than answered late; it is "
+                              f"loading, retry in {math.ceil(wait_s)} s", retry_after_s=max(1, math.ceil(wait_s)))
         # shield: one caller giving up (client disconnect) must not cancel the others' load
         try:
             driver = await asyncio.shield(task)
@@ -289,6 +302,25 @@ class PlacementService:
             # a different version was loading; load this one now
             return await self.ensure_loaded(record)
         return driver
+
+    def _too_late_by(self, record: ModelRecord, deadline: float) -> tuple[float, float, float, float] | None:
+        """(seconds until it could answer, of them loading, executing; SLO ms) when the
+        planner's "ready at" (the load in progress, else the one it would plan, after the loads
+        queued there) plus a batch of one ends after ``deadline``; None when it can make it or
+        nothing is measured."""
+        snap = self.cluster((record.qualified_name,))
+        spec = snap.models.get(record.qualified_name)
+        ready = ready_at(snap, record.qualified_name, snap.now)
+        if spec is None or ready is None:
+            return None  # refused with the planner's reason by the load itself
+        cls = next((i.instance_class for i in snap.instances if i.instance_id == ready.instance_id), None)
+        if cls is None or self.predictor.load_time(record.qualified_name, cls) is None:
+            return None  # nothing measured: a guessed load time refuses nobody
+        costs = spec.costs.get(cls)
+        exec_s = min(costs.exec_s.values(), default=0.0) if costs else 0.0
+        if ready.at + exec_s <= deadline:
+            return None
+        return ready.at + exec_s - snap.now, ready.at - snap.now, exec_s, spec.slo_s * 1e3
 
     async def _load(self, record: ModelRecord) -> TritonDriver:
         """Place a cold model by the planner: on an instance with room, else after evicting

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from types import SimpleNamespace
 from typing import Any, cast
 
@@ -196,3 +198,58 @@ async def test_a_model_the_instance_measures_larger_is_planned_again_with_that_s
     driver = await _load(svc, _record(1))  # the estimate (1 MiB) fits beside it; 3 MiB does not
     assert driver.loads == [Q, Q] and driver.unloads == ["acme__old"]
     assert svc._model_bytes(_record(1)) >= 3 << 20
+
+
+class GatedDriver(Driver):
+    """A load that lasts until the test opens the gate."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+
+    async def load(self, name: str, config: dict[str, Any], files: dict[str, bytes]) -> float:
+        self.loads.append(name)
+        await self.gate.wait()
+        return 0.0
+
+
+async def test_a_cold_request_that_the_load_would_make_late_is_refused_at_once_and_the_load_goes_on() -> None:
+    instances = Instances("w1")
+    driver = instances.get("w1").driver = GatedDriver()
+    svc = _service(instances)
+    rec = _record(1)
+    svc.catalog.latest = rec  # type: ignore[attr-defined]
+    svc.predictor.observe_load(Q, "cpu", 2.0)  # measured: a load takes 2 s; the SLO is 100 ms
+    with pytest.raises(Unavailable) as info:
+        await svc.ensure_loaded(rec, deadline=time.monotonic() + rec.slo_ms / 1e3)
+    msg = info.value.message
+    assert msg.startswith("cannot meet the 100 ms SLO of model 'm': it is not loaded; predicted 20")
+    assert "(load 2000 ms, execute 10 ms)" in msg
+    # the 2 s load plus a batch of one, rounded up
+    assert info.value.retry_after_s == 3 and "retry in 3 s" in msg
+    assert Q not in msg and "w1" not in msg  # nothing internal
+    # the load started anyway, for the requests after it; one arriving while it runs is refused
+    # from the load's own ready time, without a second load
+    await _until(lambda: driver.loads == [Q])
+    with pytest.raises(Unavailable):
+        await svc.ensure_loaded(rec, deadline=time.monotonic() + 0.1)
+    # a request with time to spare waits for it and is served
+    waiting = asyncio.create_task(svc.ensure_loaded(rec, deadline=time.monotonic() + 60))
+    driver.gate.set()
+    assert await waiting is driver and driver.loads == [Q]
+
+
+async def test_without_a_measured_load_time_a_cold_request_waits_for_the_load() -> None:
+    instances = Instances("w1")
+    svc = _service(instances)
+    rec = _record(1)
+    svc.catalog.latest = rec  # type: ignore[attr-defined]
+    # nothing measured: the 1 s default is a guess and refuses nobody
+    assert await svc.ensure_loaded(rec, deadline=time.monotonic() + 0.1) is instances.get("w1").driver
+
+
+async def _until(cond: Any, within_s: float = 5.0) -> None:
+    deadline = time.monotonic() + within_s
+    while not cond():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
