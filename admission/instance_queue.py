@@ -95,7 +95,7 @@ class InstanceQueue:
     def __init__(self, slot: InstanceSlot) -> None:
         self.slot = slot
         self.in_flight: dict[str, float] = {}  # batch id -> predicted execute seconds
-        self.busy_until_s = slot.busy_until_s
+        self.busy_until_s = max(slot.busy_until_s, slot.loading_until_s)
         # batches dispatched before the core knew the instance: assumed done at busy_until_s
         self._seeded = slot.in_flight
         self.lanes: dict[str, TenantLane] = {}

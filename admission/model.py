@@ -87,7 +87,9 @@ class InstanceSlot:
     """An inference instance as placement sees it: which models it holds, how many
     executions the control plane keeps in flight there. ``in_flight`` and
     ``busy_until_s`` seed an instance the core has not seen; for one it already tracks,
-    its own count of dispatched, uncompleted batches wins."""
+    its own count of dispatched, uncompleted batches wins. ``loading_until_s``: when the
+    loads queued there (placement's predicted ready time of the last) end; a load
+    occupies the instance, so nothing dispatched there starts before then."""
 
     instance_id: str
     instance_class: str
@@ -95,6 +97,7 @@ class InstanceSlot:
     capacity: int = 1
     in_flight: int = 0
     busy_until_s: float = 0.0
+    loading_until_s: float = 0.0
 
     def __post_init__(self) -> None:
         if self.capacity < 1:

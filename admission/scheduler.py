@@ -132,7 +132,10 @@ class Scheduler:
             del self._instances[iid]
         for iid, slot in new.items():
             if iid in self._instances:
-                self._instances[iid].slot = slot
+                iq = self._instances[iid]
+                iq.slot = slot
+                # a load queued there runs before anything dispatched from now on
+                iq.busy_until_s = max(iq.busy_until_s, slot.loading_until_s)
             else:
                 self._instances[iid] = InstanceQueue(slot)
         self._holders = {}
@@ -337,8 +340,9 @@ class Scheduler:
         iq = self._instances.get(batch.instance_id)
         if iq is not None:
             iq.in_flight.pop(batch_id, None)
-            # executions run one after another: what is left starts now
-            iq.busy_until_s = now + sum(iq.in_flight.values())
+            # executions run one after another: what is left starts now, or after the
+            # loads queued there
+            iq.busy_until_s = max(now, iq.slot.loading_until_s) + sum(iq.in_flight.values())
             self._ready[iq.instance_id] = None
 
     def cancel(self, request_id: str) -> bool:
