@@ -20,6 +20,7 @@ _SUBCOMMANDS = [
     "controlplane.serve",
     "controlplane.cli_tenant",
     "controlplane.cli_demo",
+    "sim.cli",
 ]
 
 

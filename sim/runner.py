@@ -288,6 +288,7 @@ class Simulation:
         ready, warm = inst.start_load(model, m.profile.bytes, now, m.profile.load_cold_s, m.profile.load_warm_s,
                                       self.noise.factor(), predicted_ready)
         self.loading.setdefault(model, [])
+        self._slots_dirty = True  # the scheduler learns the instance is busy loading
         self.rec.add("loads", now)
         self.rec.add("bytes_loaded", now, m.profile.bytes)
         if warm:
@@ -335,7 +336,8 @@ class Simulation:
         if not self._slots_dirty:
             return
         self.scheduler.set_instances(
-            InstanceSlot(iid, inst.instance_class, frozenset(inst.resident), capacity=1)
+            InstanceSlot(iid, inst.instance_class, frozenset(inst.resident), capacity=1,
+                         loading_until_s=max((p.ready_at for p in inst.pending.values()), default=0.0))
             for iid, inst in self.instances.items())
         self._slots_dirty = False
 
