@@ -2,7 +2,8 @@
 
 Every arrival ends one way: served within its SLO, served late, dropped by the
 scheduler before it ran, or refused (by admission: quota, infeasible, queue_full; by
-placement: no_capacity, no instance had room for its model). SLO attainment of
+placement: cold_infeasible, its model's load plus an execution would end after its
+deadline; no_capacity, no instance had room for its model). SLO attainment of
 admitted requests counts drops and late answers as misses; of all requests, refusals
 too. Goodput is the responses within SLO per second. Per-minute series keep the same
 counts per simulated minute, and memory in use sampled on a grid.
@@ -19,7 +20,7 @@ import numpy as np
 
 SERIES = ("arrivals", "admitted", "ok", "late", "dropped", "refused", "cold_starts", "loads", "evictions",
           "bytes_loaded")
-REFUSAL_REASONS = ("quota", "infeasible", "queue_full", "no_capacity")
+REFUSAL_REASONS = ("quota", "infeasible", "queue_full", "cold_infeasible", "no_capacity")
 
 
 class Recorder:

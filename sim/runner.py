@@ -38,7 +38,7 @@ from admission.model import (
 from admission.scheduler import Scheduler
 from placement.cluster import ClusterSnapshot, LoadFailure, ModelSpec, Plan, PlannerConfig
 from placement.cluster_view import Activity, cluster_snapshot, model_spec
-from placement.planner import Planner
+from placement.planner import Planner, ready_at
 from profiler.predictor import LatencyPredictor
 from profiler.profile import ClassProfile, LatencyStats
 from sim.engine import Engine
@@ -134,6 +134,7 @@ class Simulation:
         # the shell's state
         self.ready: dict[str, set[str]] = {}  # model -> instances with a ready copy
         self.loading: dict[str, list[_Request]] = {}  # model -> requests waiting for its load
+        self._load_ready: dict[str, float] = {}  # model -> when its load is predicted ready
         self.waiting: dict[str, _Request] = {}  # admitted, not yet answered
         self._slots_dirty = True
         self._armed: float | None = None
@@ -212,6 +213,11 @@ class Simulation:
         if self.ready.get(m.name):
             self._admit(req)
         elif m.name in self.loading:
+            # PlacementService.ensure_loaded: refused at once when the load under way plus a
+            # batch of one ends after its deadline (the load goes on for those after it)
+            if self._load_ready[m.name] + self._exec1(a.model) > req.deadline:
+                self._refuse(req, "cold_infeasible")
+                return
             req.loading_from = now
             self.loading[m.name].append(req)
         else:
@@ -246,18 +252,29 @@ class Simulation:
 
         t0 = time.perf_counter()
         snap = self._snapshot((m.name,))
+        # PlacementService._too_late_by: the planner's "ready at" plus a batch of one
+        ready = ready_at(snap, m.name, snap.now)
+        late = ready is not None and ready.at + self._exec1(req.model) > req.deadline
         plan = self.planner.place(snap, guarded=not PlacementService._cold_load_can_make_it(snap, m.name))
         self.placement_wall_s += time.perf_counter() - t0
         self.placements += 1
         load = next((a for a in plan.loads if a.model == m.name), None)
-        if load is None:
+        if load is not None:
+            self._apply(plan, only_instance=load.instance_id)
+            self.rec.add("cold_starts", self.clock.now)
+            self._start_load(m.name, load.instance_id, load.ready_at)
+        if late:
+            self._refuse(req, "cold_infeasible")
+        elif load is None:
             self._refuse(req, "no_capacity")
-            return
-        self._apply(plan, only_instance=load.instance_id)
-        self.rec.add("cold_starts", self.clock.now)
-        req.loading_from = self.clock.now
-        self.loading[m.name] = [req]
-        self._start_load(m.name, load.instance_id, load.ready_at)
+        else:
+            req.loading_from = self.clock.now
+            self.loading[m.name].append(req)
+
+    def _exec1(self, i: int) -> float:
+        """The predicted execute time of a batch of one (the spec's, as the shell reads it)."""
+        costs = self._spec(i, self.clock.now).costs.get(INSTANCE_CLASS)
+        return min(costs.exec_s.values(), default=0.0) if costs else 0.0
 
     def _apply(self, plan: Plan, only_instance: str | None = None) -> None:
         for a in plan.unloads:
@@ -288,6 +305,7 @@ class Simulation:
         ready, warm = inst.start_load(model, m.profile.bytes, now, m.profile.load_cold_s, m.profile.load_warm_s,
                                       self.noise.factor(), predicted_ready)
         self.loading.setdefault(model, [])
+        self._load_ready[model] = min(self._load_ready.get(model, predicted_ready), predicted_ready)
         self._slots_dirty = True  # the scheduler learns the instance is busy loading
         self.rec.add("loads", now)
         self.rec.add("bytes_loaded", now, m.profile.bytes)
@@ -304,6 +322,7 @@ class Simulation:
         self._slots_dirty = True
         self.predictor.observe_load(model, inst.instance_class, now - started)
         self._stale.add(model)
+        self._load_ready.pop(model, None)
         for req in self.loading.pop(model, []):
             self._admit(req, wake=False)
         self._wake()
