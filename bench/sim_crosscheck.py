@@ -1,0 +1,446 @@
+"""Cross-check (issue 14): the same small workload through the real ``inferplex up`` and
+through the simulator, with the profiles inferplex measured for those models.
+
+    .venv/bin/python -m bench.sim_crosscheck [--minutes 2] [--models 4] [--utilization 0.6]
+
+Real half: one ``inferplex up`` with one worker (pinned to CPU 1, one intra-op thread;
+control plane and this driver on CPU 0), a few dense-stack models
+(bench/_placement_setup.py, ONNX and TorchScript) uploaded and profiled, each loaded by
+one request, then open-loop Poisson arrivals through the gateway (bench/loadgen.py,
+tritonclient) for ``--minutes``. Zipf popularity over the models; SLOs from the model
+type's execute p99 measured here before (``sim.profiles.measured_profiles``), so they are
+fixed at upload. Before the measured load, each model gets a few requests one at a time:
+their client latency minus the profile's execute time is the per-request overhead the
+profile does not hold (two loopback hops, the worker's hop to its model host).
+
+Simulated half: the same arrivals (the same seed, ``sim.workload.poisson_workload``) and
+SLOs, each model's profile read back through ``GET /v2/models/{m}/profile``
+(``sim.profiles.from_inferplex_profile``), one simulated instance with the worker's
+memory, ``sim.runner``'s production scheduler, planner and predictor; execution noise of
+the spread the profiles show (their p99 / p50 at batch 1). Models are loaded by one
+arrival each in a warm-up left out of the counts, as the real half loaded them. Run
+twice: with the profiles as read, and with the measured overhead added to every
+execution (it holds the instance's slot in the real system too).
+
+Writes bench/results/sim_crosscheck.{md,png}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from statistics import NormalDist, median
+
+import numpy as np
+
+from bench import _placement_setup as ps
+from bench import _scheduler_setup as setup
+from bench import loadgen
+from bench._common import pyplot
+from bench._scheduler_setup import BenchModel, Service
+from sim.profiles import Profile, from_inferplex_profile, measured_profiles
+from sim.workload import ArrivalChunk, SimModel, Workload, poisson_workload
+
+TENANT = "acme"
+# one of each width, both runtimes: 5-14 ms at batch 1 here (placement_eviction.md)
+TYPES = (ps.MODEL_TYPES[0], ps.MODEL_TYPES[2], ps.MODEL_TYPES[4], ps.MODEL_TYPES[5])
+PINNING = ("--worker-cpus", setup.INSTANCE_CPUS, "--cpus", setup.DRIVER_CPUS, "--worker-threads", "1")
+TARGET_PP = 2.0
+WARMUP_GAP_S = 0.5  # between the simulated warm-up arrivals: each model's load ends before the next
+
+
+# ---------------------------------------------------------------- pure parts
+
+
+def slo_ms(exec_p99_ms: float, factor: float, overhead_ms: float = 2.0, floor_ms: float = 20.0) -> float:
+    """``factor`` x (execute p99 + overhead), at least ``floor_ms``, rounded up to 5 ms."""
+    return max(floor_ms, 5.0 * math.ceil(factor * (exec_p99_ms + overhead_ms) / 5.0))
+
+
+def with_overhead(p: Profile, seconds: float) -> Profile:
+    """``p`` with ``seconds`` more on every execution (median and p99)."""
+    return replace(p, exec_s=tuple((b, t + seconds) for b, t in p.exec_s),
+                   exec_p99_s=tuple((b, t + seconds) for b, t in p.exec_p99_s),
+                   source=f"{p.source} + {seconds * 1e3:.2f} ms per execution (measured overhead)")
+
+
+def noise_cv(profiles: Sequence[Profile]) -> float:
+    """The coefficient of variation of lognormal noise whose p99 / p50 is the profiles'
+    median ratio at batch 1 (within 0.02..1)."""
+    ratios = [p.exec_p99_at(1) / p.exec_at(1) for p in profiles if p.exec_at(1) > 0]
+    if not ratios:
+        return 0.05
+    sigma = math.log(max(median(ratios), 1.0)) / NormalDist().inv_cdf(0.99)
+    return min(1.0, max(0.02, math.sqrt(math.expm1(sigma * sigma))))
+
+
+def warmed(workload: Workload, models: Sequence[SimModel], warmup_s: float) -> Workload:
+    """``workload``'s arrivals ``warmup_s`` later, after one arrival per model (its load)."""
+    if warmup_s < WARMUP_GAP_S * len(models):
+        raise ValueError(f"the warm-up needs {WARMUP_GAP_S * len(models):g} s for {len(models)} models")
+
+    def source() -> Iterator[ArrivalChunk]:
+        yield ArrivalChunk(t=np.arange(len(models)) * WARMUP_GAP_S, model=np.arange(len(models), dtype=np.int64))
+        for c in workload.chunks():
+            yield ArrivalChunk(t=c.t + warmup_s, model=c.model, rows=c.rows)
+
+    return Workload(models=list(models), duration_s=workload.duration_s + warmup_s,
+                    description=f"{workload.description}, after a {warmup_s:g} s warm-up",
+                    source=source, mean_rate=workload.mean_rate, model_rates=workload.model_rates)
+
+
+def schedules(workload: Workload) -> list[list[float]]:
+    """Per model index, its arrival times (the real half's open-loop schedules)."""
+    out: list[list[float]] = [[] for _ in workload.models]
+    for c in workload.chunks():
+        for t, m in zip(c.t.tolist(), c.model.tolist(), strict=True):
+            out[m].append(t)
+    return out
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One half's counts, the way both are compared."""
+
+    label: str
+    sent: int
+    refused: int
+    dropped: int
+    ok_in_slo: int
+    late: int
+    other: int
+    p50_ms: float | None
+    p99_ms: float | None
+    latencies_ms: tuple[float, ...] = ()
+    per_model: tuple[tuple[str, int, int], ...] = ()  # (model, answered, in SLO)
+
+    @property
+    def admitted(self) -> int:
+        return self.sent - self.refused
+
+    @property
+    def slo_admitted(self) -> float | None:
+        return self.ok_in_slo / self.admitted if self.admitted else None
+
+    @property
+    def slo_all(self) -> float | None:
+        return self.ok_in_slo / self.sent if self.sent else None
+
+
+def _pct(values: Sequence[float], q: float) -> float | None:
+    return float(np.percentile(values, q)) if len(values) else None
+
+
+def real_outcome(records: Sequence[loadgen.Record], slos_ms: Mapping[str, float]) -> Outcome:
+    """Requests sent (not the driver's 'not sent'); refused = 429 + 503; dropped = 504;
+    OK answers within or past their SLO; anything else (errors, timeouts) counted apart."""
+    sent = [r for r in records if r.outcome is not loadgen.Outcome.NOT_SENT]
+    ok = [r for r in sent if r.outcome is loadgen.Outcome.OK and r.latency_s is not None]
+    lat = [r.latency_s * 1e3 for r in ok]  # type: ignore[operator]
+    within = [r for r in ok if r.latency_s * 1e3 <= slos_ms[r.model]]  # type: ignore[operator]
+    refused = sum(r.outcome.refused for r in sent)
+    dropped = sum(r.outcome is loadgen.Outcome.DROPPED for r in sent)
+    per_model = [(name, sum(1 for r in ok if r.model == name), sum(1 for r in within if r.model == name))
+                 for name in sorted(slos_ms)]
+    return Outcome("real", len(sent), refused, dropped, len(within), len(ok) - len(within),
+                   len(sent) - refused - dropped - len(ok), _pct(lat, 50), _pct(lat, 99), tuple(lat),
+                   tuple(per_model))
+
+
+# ---------------------------------------------------------------- the simulated half
+
+
+def simulate(workload: Workload, models: Sequence[SimModel], memory: int, seed: int, cv: float,
+             warmup_s: float, label: str) -> Outcome:
+    """``workload`` (with ``models``) on one simulated instance, the warm-up left out."""
+    from sim.metrics import Recorder
+    from sim.runner import Simulation
+
+    w = warmed(workload, models, warmup_s)
+    # an answer's arrival time tells its model: the arrival times are distinct floats
+    who = {t: m for c in w.chunks() for t, m in zip(c.t.tolist(), c.model.tolist(), strict=True)}
+
+    class Measured(Recorder):
+        """The runner's recorder, counting only what happens after the warm-up, and each
+        answer's model, latency and whether it made its SLO."""
+
+        def __init__(self, duration_s: float) -> None:
+            super().__init__(duration_s)
+            self.answers: list[tuple[int, float, bool]] = []  # (model, latency s, in SLO)
+
+        def add(self, what: str, t: float, n: float = 1.0) -> None:
+            if t >= warmup_s:
+                super().add(what, t, n)
+
+        def refused(self, reason: str, t: float) -> None:
+            if t >= warmup_s:
+                super().refused(reason, t)
+
+        def served(self, arrival: float, end: float, deadline: float) -> None:
+            if arrival >= warmup_s:
+                super().served(arrival, end, deadline)
+                self.answers.append((who.get(arrival, -1), end - arrival, end <= deadline))
+
+    sim = Simulation(w, instances=1, instance_memory=memory, policy="inferplex", seed=seed, noise_cv=cv)
+    rec = sim.rec = Measured(w.duration_s)
+    res = sim.run()
+    lat = [a[1] * 1e3 for a in rec.answers]
+    per_model = []
+    for i, m in sorted(enumerate(models), key=lambda x: x[1].name):
+        mine = [a for a in rec.answers if a[0] == i]
+        per_model.append((m.name, len(mine), sum(a[2] for a in mine)))
+    refused = sum(res.refused.values())
+    return Outcome(label, res.arrivals, refused, res.dropped, res.ok, res.late,
+                   res.arrivals - refused - res.dropped - res.ok - res.late,
+                   _pct(lat, 50), _pct(lat, 99), tuple(lat), tuple(per_model))
+
+
+# ---------------------------------------------------------------- the real half
+
+
+@dataclass
+class RealRun:
+    records: list[loadgen.Record]
+    profiles: dict[str, Profile]
+    stored: dict[str, dict]
+    overhead_s: float
+    upload_s: float
+    memory: int
+
+
+def _profile_view(cp, key: str, name: str) -> dict:  # noqa: ANN001 - tests.integration's ControlPlane
+    with cp.client(key) as c:
+        r = c.get(f"/v2/models/{name}/profile")
+        r.raise_for_status()
+        return r.json()
+
+
+def real_half(tmp: Path, bench_models: Sequence[BenchModel], memory: int, plan) -> RealRun:  # noqa: ANN001
+    """Upload, profile, load, measure the overhead, then ``plan(profiles, overhead_s)`` gives
+    the arrival schedules to drive (it needs the profiles to set the rate)."""
+    from tests.integration.cp_harness import running_up
+
+    d = tmp / "real"
+    d.mkdir(parents=True, exist_ok=True)
+    with running_up(d / "data", d / "up.log", workers=1, worker_memory=str(memory), extra_args=PINNING) as cp:
+        svc = Service("real", cp)
+        key = svc.keys[TENANT] = cp.create_tenant(TENANT)
+        t0 = time.perf_counter()
+        for m in bench_models:  # one at a time: profiles taken side by side would disturb each other
+            for _ in range(3):  # the upload's confined check can time out on a loaded machine
+                r = cp.upload(key, m.name, m.artifact.data, **ps.upload_options(m))
+                if not (r.status_code == 400 and "could not be checked" in r.text):
+                    break
+            assert r.status_code == 201, f"upload {m.name}: {r.status_code} {r.text}"
+            cp.wait_model_status(key, m.name, "ready", timeout_s=300)
+        upload_s = time.perf_counter() - t0
+        for m in bench_models:
+            loadgen.run([svc.stream(TENANT, m, [0.0])], request_timeout_s=30)  # its cold load
+        # a few requests one at a time per model: the round trip beyond the execute time
+        alone = [svc.stream(TENANT, m, [0.25 + 0.04 * k + 2.0 * i for k in range(25)])
+                 for i, m in enumerate(bench_models)]
+        light = loadgen.run(alone, request_timeout_s=10).records
+        accounted = {p["name"].split("__", 1)[1]: p["bytes"] for i in cp.instances() for p in i["models"]}
+        stored = {m.name: _profile_view(cp, key, m.name) for m in bench_models}
+        profiles = {name: from_inferplex_profile(name, view, accounted.get(name), instance_class=None)
+                    for name, view in stored.items()}
+        gaps = [r.latency_s - profiles[r.model].exec_at(1) for r in light
+                if r.outcome is loadgen.Outcome.OK and r.latency_s is not None]
+        overhead = max(0.0, median(gaps)) if gaps else 0.0
+        scheds, duration = plan(profiles, overhead)
+        streams = [svc.stream(TENANT, m, s) for m, s in zip(bench_models, scheds, strict=True)]
+        run = loadgen.run(streams, duration_s=duration, max_in_flight=2000, request_timeout_s=10.0,
+                          max_lateness_s=0.05)
+    return RealRun(run.records, profiles, stored, overhead, upload_s, memory)
+
+
+# ---------------------------------------------------------------- report
+
+
+def _f(v: float | None, spec: str) -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def _row(o: Outcome, real: Outcome | None) -> str:
+    d_adm = d_all = d99 = "-"
+    if real is not None and o is not real:
+        if o.slo_admitted is not None and real.slo_admitted is not None:
+            d_adm = f"{100 * (o.slo_admitted - real.slo_admitted):+.2f} pp"
+        if o.slo_all is not None and real.slo_all is not None:
+            d_all = f"{100 * (o.slo_all - real.slo_all):+.2f} pp"
+        if o.p99_ms is not None and real.p99_ms is not None:
+            d99 = f"{o.p99_ms - real.p99_ms:+.1f} ms"
+    adm = "-" if o.slo_admitted is None else f"{o.slo_admitted:.2%}"
+    al = "-" if o.slo_all is None else f"{o.slo_all:.2%}"
+    return (f"| {o.label} | {o.sent} | {o.refused} | {o.dropped} | {o.late} | {o.other} | {adm} | {d_adm} | "
+            f"{al} | {d_all} | {_f(o.p50_ms, '.1f')} | {_f(o.p99_ms, '.1f')} | {d99} |")
+
+
+def _plot(outcomes: Sequence[Outcome], path: Path) -> None:
+    plt = pyplot()
+    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4))
+    for o in outcomes:
+        lat = np.sort(np.array(o.latencies_ms))
+        if len(lat):
+            a.plot(lat, np.arange(1, len(lat) + 1) / len(lat), label=o.label)
+    a.set(xscale="log", xlabel="latency ms (answered requests)", ylabel="fraction", title="latency CDF")
+    a.grid(alpha=0.3)
+    a.legend(fontsize=8)
+    models = [name for name, _, _ in outcomes[0].per_model]
+    x = np.arange(len(models))
+    width = 0.8 / max(1, len(outcomes))
+    for k, o in enumerate(outcomes):
+        got = {n: (100 * s / adm if adm else np.nan) for n, adm, s in o.per_model}
+        b.bar(x + k * width, [got.get(n, np.nan) for n in models], width, label=o.label)
+    b.set_xticks(x + width * (len(outcomes) - 1) / 2, models, rotation=20, fontsize=8)
+    lo = min([100 * s / adm for o in outcomes for _, adm, s in o.per_model if adm] or [90.0])
+    b.set(ylim=(max(0.0, lo - 2), 100.5), ylabel="% of answered within SLO", title="SLO attainment per model")
+    b.grid(alpha=0.3, axis="y")
+    b.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--minutes", type=float, default=2.0, help="measured minutes of load")
+    p.add_argument("--models", type=int, default=4, help="models (cycling through the four types)")
+    p.add_argument("--max-batch", type=int, default=4, help="each model's max_batch_size")
+    p.add_argument("--utilization", type=float, default=0.6,
+                   help="offered rate: what keeps the instance this busy by the profiles (+ overhead)")
+    p.add_argument("--zipf", type=float, default=1.0)
+    p.add_argument("--slo-factor", type=float, default=5.0, help="SLO = factor x (type's execute p99 + 2 ms)")
+    p.add_argument("--worker-memory", type=int, default=1 << 30, help="bytes (default: all models fit)")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--out", type=Path, default=None)
+    args = p.parse_args(argv)
+    out = args.out or setup.RESULTS / "sim_crosscheck.md"
+    started = time.perf_counter()
+    loadgen.pin_driver(setup.DRIVER_CPUS)
+    bench_models = ps.model_set(args.models, TYPES, args.max_batch)
+    typed = measured_profiles()
+    slos = {m.name: slo_ms(typed[ps.model_type(m.name)].exec_at(1) * 1e3, args.slo_factor) for m in bench_models}
+    bench_models = [replace(m, slo_ms=slos[m.name]) for m in bench_models]
+    duration = args.minutes * 60
+    chosen: dict[str, object] = {}
+
+    def plan(profiles: dict[str, Profile], overhead_s: float) -> tuple[list[list[float]], float]:
+        shape = poisson_workload(len(bench_models), duration, 1.0, args.seed, zipf_s=args.zipf)
+        share = shape.model_rates / shape.model_rates.sum()
+        busy = sum(s * (profiles[m.name].exec_at(1) + overhead_s) for s, m in zip(share, bench_models, strict=True))
+        rate = args.utilization / busy
+        w = poisson_workload(len(bench_models), duration, rate, args.seed, zipf_s=args.zipf)
+        chosen.update(workload=w, rate=rate)
+        return schedules(w), duration
+
+    with tempfile.TemporaryDirectory(prefix="bench-crosscheck-") as tmp_name:
+        real_run = real_half(Path(tmp_name), bench_models, args.worker_memory, plan)
+    real_s = time.perf_counter() - started
+    workload: Workload = chosen["workload"]  # type: ignore[assignment]
+    rate = float(chosen["rate"])  # type: ignore[arg-type]
+    real = real_outcome(real_run.records, slos)
+    profs = [real_run.profiles[m.name] for m in bench_models]
+    cv = noise_cv(profs)
+    warmup = max(5.0, WARMUP_GAP_S * len(bench_models) + 2.0)
+    as_read = [SimModel(m.name, TENANT, real_run.profiles[m.name], slos[m.name] / 1e3) for m in bench_models]
+    plus = [replace(s, profile=with_overhead(s.profile, real_run.overhead_s)) for s in as_read]
+    t_sim = time.perf_counter()
+    sims = [simulate(workload, as_read, args.worker_memory, args.seed, cv, warmup, "sim: profiles as read"),
+            simulate(workload, plus, args.worker_memory, args.seed, cv, warmup,
+                     f"sim: + {real_run.overhead_s * 1e3:.2f} ms overhead")]
+    sim_s = time.perf_counter() - t_sim
+    outcomes = [real, *sims]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _plot(outcomes, out.with_suffix(".png"))
+
+    def d_pp(o: Outcome) -> float | None:
+        if o.slo_admitted is None or real.slo_admitted is None:
+            return None
+        return 100 * (o.slo_admitted - real.slo_admitted)
+
+    verdicts = "\n".join(
+        f"- {o.label}: |difference in SLO attainment of admitted requests| = "
+        f"{_f(None if d_pp(o) is None else abs(d_pp(o)), '.2f')} pp -> "
+        f"**{'met' if d_pp(o) is not None and abs(d_pp(o)) <= TARGET_PP else 'missed'}** "
+        f"(target <= {TARGET_PP:g} pp); p99 {_f(o.p99_ms, '.1f')} ms vs real {_f(real.p99_ms, '.1f')} ms"
+        for o in sims)
+    prof_rows = "\n".join(
+        f"| {m.name} | {p.bytes / 2**20:.1f} | {p.load_cold_s * 1e3:.0f} | {p.load_warm_s * 1e3:.0f} | "
+        + ", ".join(f"{b}: {t * 1e3:.2f}/{p.exec_p99_at(b) * 1e3:.2f}" for b, t in p.exec_s)
+        + f" | {slos[m.name]:g} | {workload.model_rates[i]:.1f} |"
+        for i, (m, p) in enumerate(zip(bench_models, profs, strict=True)))
+    per_model = ""
+    if all(o.per_model for o in outcomes):
+        head = " | ".join(o.label for o in outcomes)
+        lines = [f"| model | {head} |", "|---|" + "---:|" * len(outcomes)]
+        for k, (name, _, _) in enumerate(real.per_model):
+            cells = [f"{100 * o.per_model[k][2] / o.per_model[k][1]:.2f}% of {o.per_model[k][1]}"
+                     if o.per_model[k][1] else "-" for o in outcomes]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        per_model = ("Per model, the share of its answered requests (drops and refusals left out: the "
+                     "simulator does not tell its drops apart by model) answered within the SLO:\n\n"
+                     + "\n".join(lines))
+    fails = "; ".join(f"{c} x {o} ({st}): {msg[:120]!r}"
+                      for (o, st), (c, msg) in setup.failure_examples(real_run.records).items()) or "none"
+    cmd = "python -m bench.sim_crosscheck " + " ".join(argv)
+    out.write_text(f"""# Simulator cross-check: the real system and the simulator, one workload (issue 14)
+
+Command: `{cmd.strip()}` — {setup.machine()}; {time.perf_counter() - started:.0f} s in all
+(real half {real_s:.0f} s with uploads and profiling {real_run.upload_s:.0f} s; both simulations {sim_s:.1f} s).
+
+Workload: {workload.description}; {len(bench_models)} dense-stack models (bench/_placement_setup.py,
+max_batch_size {args.max_batch}), one tenant, {duration:g} s, {rate:.1f} req/s in all: what keeps the instance
+{args.utilization:.0%} busy by the profiles below plus the measured overhead. Real: one `inferplex up
+--workers 1 --worker-memory {args.worker_memory}` (worker pinned to CPU {setup.INSTANCE_CPUS}, one intra-op
+thread; control plane and driver on CPU {setup.DRIVER_CPUS}), open-loop streams through the gateway
+(tritonclient.http.aio); each model loaded by one request first. Simulated: the same arrivals, one
+instance of the same memory, the production Scheduler / Planner / LatencyPredictor (`sim.runner`), each
+model loaded by one arrival in a {warmup:g} s warm-up that is not counted; execution noise lognormal
+with CV {cv:.3f} (the profiles' median p99/p50 at batch 1).
+
+Profiles as `GET /v2/models/{{m}}/profile` answered after the loads (stored profile + live window;
+`sim.profiles.from_inferplex_profile`; bytes: what the control plane accounts for the loaded copy):
+
+| model | MiB | load cold ms | load warm ms | execute ms per batch (p50/p99) | SLO ms | req/s |
+|---|---:|---:|---:|---|---:|---:|
+{prof_rows}
+
+SLO = {args.slo_factor:g} x (the type's execute p99 at batch 1 in `sim.profiles.measured_profiles()` + 2 ms),
+at least 20 ms, rounded up to 5 ms (fixed at upload, before this run's profile exists).
+Overhead the profile does not hold: median over {len(bench_models)} x 25 requests sent one at a time of
+(client latency - the profile's batch-1 execute p50) = {real_run.overhead_s * 1e3:.2f} ms.
+
+| half | requests | refused | dropped | late | other | SLO attainment (admitted) | vs real | SLO attainment (all) | vs real | p50 ms | p99 ms | p99 vs real |
+|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|
+{chr(10).join(_row(o, real) for o in outcomes)}
+
+Real: refused = 429 + 503 answers, dropped = 504, late = answered past the SLO, other = errors,
+transport failures, timeouts; latency is the client's (send to answer). Simulated: the runner's
+counts; latency arrival to completion.
+
+{per_model}
+
+Targets:
+{verdicts}
+
+Real requests that were not OK (one message each): {fails}
+
+Noise: one run on a 2-core machine shared with other work; the real half's tail moves with whatever
+else runs on CPU 0 and 1, the simulator's does not.
+
+![cross-check]({out.with_suffix('.png').name})
+""")
+    print(out.read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
