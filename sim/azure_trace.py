@@ -12,6 +12,7 @@ memory and duration files pick each model's profile by rank.
 from __future__ import annotations
 
 import csv
+import gzip
 import hashlib
 import math
 from collections.abc import Iterator, Sequence
@@ -49,6 +50,8 @@ class TraceFunction:
 
 def _open(path: Path):  # noqa: ANN202 - a text file object
     try:
+        if path.suffix == ".gz":
+            return gzip.open(path, "rt", newline="", encoding="utf-8")
         return path.open(newline="", encoding="utf-8")
     except OSError as exc:
         raise TraceFormatError(f"{path}: cannot be read: {exc.strerror or exc}") from None
@@ -92,7 +95,7 @@ def _rows(path: Path) -> Iterator[tuple[int, TraceFunction, list[str], int]]:
 
 def _counts(path: Path, line: int, fields: list[str]) -> np.ndarray:
     try:
-        out = np.array(fields, dtype=np.int64)
+        out = np.array(fields, dtype=np.int32)
     except ValueError:
         for k, f in enumerate(fields, start=1):
             try:
@@ -112,7 +115,7 @@ class Trace:
     """Per-minute counts of the functions kept, over the minutes kept."""
 
     functions: list[TraceFunction]
-    counts: np.ndarray            # (functions, minutes), int64
+    counts: np.ndarray            # (functions, minutes), int32: keep the window small for 10k functions
     first_minute: int             # minute index (from the first file's start) of column 0
 
 
@@ -157,7 +160,7 @@ def read_invocations(paths: Sequence[str | Path], *, keep: int | None = None, n_
         return fn.owner, fn.app, fn.function
 
     if n_buckets is not None:
-        counts = np.zeros((n_buckets, width), dtype=np.int64)
+        counts = np.zeros((n_buckets, width), dtype=np.int32)
         best: dict[int, tuple[int, TraceFunction]] = {}
         for path, line, fn, fields, at in rows_in_window():
             c = _counts(path, line, fields)
@@ -186,12 +189,12 @@ def read_invocations(paths: Sequence[str | Path], *, keep: int | None = None, n_
         if k not in rows:
             rows[k] = len(fns)
             fns.append(fn)
-            blocks.append(np.zeros(width, dtype=np.int64))
+            blocks.append(np.zeros(width, dtype=np.int32))
         blocks[rows[k]][at - lo:at - lo + len(c)] += c
     if keep is not None:  # in rank order
         order = sorted(range(len(fns)), key=lambda i: wanted[key(fns[i])])
         fns, blocks = [fns[i] for i in order], [blocks[i] for i in order]
-    counts = np.vstack(blocks) if blocks else np.zeros((0, width), dtype=np.int64)
+    counts = np.vstack(blocks) if blocks else np.zeros((0, width), dtype=np.int32)
     return Trace(fns, counts, lo)
 
 

@@ -294,12 +294,14 @@ function over ~8 orders of magnitude; sigma 2.3 puts the 0.1%..99.9% range of 10
 functions across 10^6.2 of expected rate, and the integer counts (most functions fire a
 few times an hour or less) stretch what is observed further."""
 AZURE_TIMER_FRACTION, AZURE_TIMER_SHARE = 0.16, 0.02
-"""Fig. 2: timer-triggered functions are ~16% of functions and ~2% of invocations."""
+"""The paper's trigger breakdown: timer-triggered functions are ~16% of functions and ~2%
+of invocations (they fire on a period here)."""
 AZURE_DIURNAL = 0.3
-"""Fig. 7 shows a diurnal swing of the total rate; +-30% around the mean here."""
+"""The paper's invocations over the week swing with the time of day; +-30% around the
+mean here (our choice of amplitude)."""
 AZURE_NOISE_SIGMA = 0.4
-"""Minute-to-minute lognormal change of each function's rate (Fig. 8: most functions'
-inter-arrival CV is far from a constant rate's 0)."""
+"""Minute-to-minute lognormal change of each function's rate (our choice): the paper finds
+most functions' inter-arrival times far from a constant rate's and burstier than Poisson."""
 AZURE_BURST_P, AZURE_BURST_MINUTES, AZURE_BURST_MEDIAN, AZURE_BURST_SIGMA = 0.002, 3.0, 10.0, 0.7
 """Per function and minute, a burst starts with this probability, lasts a geometric
 number of minutes (this mean) at a lognormal multiple of the rate (this median, sigma)."""

@@ -213,3 +213,26 @@ def test_trace_reader_rejects_a_malformed_file_naming_file_and_line(tmp_path):
     _write_trace(neg, [("o", "a", "f", "http", [1, -2, 3])], 3)
     with pytest.raises(TraceFormatError, match=r"neg\.csv, line 2: minute 2 holds -2"):
         read_invocations([neg])
+
+
+def test_trace_reader_takes_gzipped_files_and_sizes_models_by_app_memory(trace, tmp_path):
+    import gzip
+
+    paths, rows = trace
+    gz = tmp_path / "invocations_per_function_md.anon.d01.csv.gz"
+    gz.write_bytes(gzip.compress(paths[0].read_bytes()))
+    assert (read_invocations([gz]).counts == read_invocations([paths[0]]).counts).all()
+    mem = tmp_path / "app_memory_percentiles.anon.d01.csv"
+    with mem.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["HashOwner", "HashApp", "SampleCount", "AverageAllocatedMb"])
+        for i, (owner, app, *_) in enumerate(rows):
+            w.writerow([owner, app, 10, 100 + 50 * i])  # app i uses more memory as i grows
+    profs = [GPU_PROFILES["resnet50-v100"], GPU_PROFILES["bert-large-v100"]]
+    wl = from_azure_csv([gz], n_models=8, seed=1, profiles=profs, memory_paths=[mem])
+    by_fn = {x.name.split("-")[1]: x.profile.name for x in wl.models}
+    assert by_fn["fn0"] == "resnet50-v100" and by_fn["fn7"] == "bert-large-v100"
+    bad = tmp_path / "app_memory_bad.csv"
+    bad.write_text("HashOwner,HashApp,AverageAllocatedMb\nown0,app0,lots\n")
+    with pytest.raises(TraceFormatError, match=r"app_memory_bad\.csv, line 2: AverageAllocatedMb holds 'lots'"):
+        from_azure_csv([gz], n_models=8, seed=1, memory_paths=[bad])
