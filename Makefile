@@ -4,7 +4,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: install etcd triton run test
+.PHONY: install etcd triton chromium run test
+
+# the admin console's JavaScript libraries (console/package-lock.json), served by the control plane
+CONSOLE_LIBS := console/node_modules/.package-lock.json
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
@@ -13,7 +16,10 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PIP) install -q -c constraints.txt -e '.[dev]'
 	touch $@
 
-install: $(VENV)/.installed
+$(CONSOLE_LIBS): console/package.json console/package-lock.json
+	./scripts/ensure-console-libs
+
+install: $(VENV)/.installed $(CONSOLE_LIBS)
 
 etcd:
 	./scripts/ensure-etcd
@@ -22,9 +28,13 @@ etcd:
 triton: install
 	./scripts/ensure-triton $(PY)
 
+# Debian's chromium, for the console's browser tests (Playwright drives it; no browser download)
+chromium:
+	./scripts/ensure-chromium
+
 run: install
 	$(VENV)/bin/inferplex up
 
-test: install etcd triton
+test: install etcd triton chromium
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q

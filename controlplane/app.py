@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 
+from controlplane import console
 from controlplane.api_contract import finish_openapi
 from controlplane.body_limit import RestBodyLimit
 from controlplane.gateway import SERVER_VERSION
@@ -73,7 +74,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             from controlplane.grpc_gateway import start_grpc_gateway
 
             grpc_server = await start_grpc_gateway(svc)
-            yield
+            async with console.running(app, svc):  # the console's history sampler
+                yield
         finally:
             if grpc_server is not None:
                 await grpc_server.stop(grace=2)
@@ -131,6 +133,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     from controlplane.routes.v2 import InferFastPath
 
     include_routers(app)
+    console.mount(app)  # /console and /admin/console/...
     # before FastAPI reads any other body (it does so ahead of authentication)
     app.add_middleware(RestBodyLimit)
     # v2 infer is served before routing: the router alone costs more than the gateway's budget

@@ -155,6 +155,17 @@ class Metrics:
         with self._lock:
             return sum(v for k, v in self._counters.get(name, {}).items() if want <= set(k))
 
+    def counter_series(self, name: str) -> dict[Labels, float]:
+        """A copy of every series of one counter (the console's history samples them)."""
+        with self._lock:
+            return dict(self._counters.get(name, {}))
+
+    def histogram_series(self, name: str) -> dict[Labels, tuple[tuple[float, ...], tuple[int, ...]]]:
+        """A copy of one histogram family: labels -> (bucket bounds, per-bucket counts, the
+        last one above every bound; not cumulative)."""
+        with self._lock:
+            return {k: (h.bounds, tuple(h.counts)) for k, h in self._histograms.get(name, {}).items()}
+
     def render(self) -> str:
         lines: list[str] = []
         with self._lock:
