@@ -1,13 +1,13 @@
 """Cross-check (issue 14): the same small workload through the real ``inferplex up`` and
 through the simulator, with the profiles inferplex measured for those models.
 
-    .venv/bin/python -m bench.sim_crosscheck [--minutes 2] [--models 4] [--utilization 0.6]
+    .venv/bin/python -m bench.sim_crosscheck [--minutes 1] [--models 4] [--utilization 0.5,0.85]
 
 Real half: one ``inferplex up`` with one worker (pinned to CPU 1, one intra-op thread;
 control plane and this driver on CPU 0), a few dense-stack models
 (bench/_placement_setup.py, ONNX and TorchScript) uploaded and profiled, each loaded by
 one request, then open-loop Poisson arrivals through the gateway (bench/loadgen.py,
-tritonclient) for ``--minutes``. Zipf popularity over the models; SLOs from the model
+tritonclient) for ``--minutes`` at each load level (``--utilization``), one after another. Zipf popularity over the models; SLOs from the model
 type's execute p99 measured here before (``sim.profiles.measured_profiles``), so they are
 fixed at upload. Before the measured load, each model gets a few requests one at a time:
 their client latency minus the profile's execute time is the per-request overhead the
@@ -206,7 +206,7 @@ def simulate(workload: Workload, models: Sequence[SimModel], memory: int, seed: 
 
 @dataclass
 class RealRun:
-    records: list[loadgen.Record]
+    records: list[list[loadgen.Record]]  # per load level, in the order planned
     profiles: dict[str, Profile]
     stored: dict[str, dict]
     overhead_s: float
@@ -223,7 +223,8 @@ def _profile_view(cp, key: str, name: str) -> dict:  # noqa: ANN001 - tests.inte
 
 def real_half(tmp: Path, bench_models: Sequence[BenchModel], memory: int, plan) -> RealRun:  # noqa: ANN001
     """Upload, profile, load, measure the overhead, then ``plan(profiles, overhead_s)`` gives
-    the arrival schedules to drive (it needs the profiles to set the rate)."""
+    (per model arrival schedules, duration) per load level, driven one after another (the
+    plan needs the profiles to set the rates)."""
     from tests.integration.cp_harness import running_up
 
     d = tmp / "real"
@@ -253,11 +254,12 @@ def real_half(tmp: Path, bench_models: Sequence[BenchModel], memory: int, plan) 
         gaps = [r.latency_s - profiles[r.model].exec_at(1) for r in light
                 if r.outcome is loadgen.Outcome.OK and r.latency_s is not None]
         overhead = max(0.0, median(gaps)) if gaps else 0.0
-        scheds, duration = plan(profiles, overhead)
-        streams = [svc.stream(TENANT, m, s) for m, s in zip(bench_models, scheds, strict=True)]
-        run = loadgen.run(streams, duration_s=duration, max_in_flight=2000, request_timeout_s=10.0,
-                          max_lateness_s=0.05)
-    return RealRun(run.records, profiles, stored, overhead, upload_s, memory)
+        levels = []
+        for scheds, duration in plan(profiles, overhead):
+            streams = [svc.stream(TENANT, m, s) for m, s in zip(bench_models, scheds, strict=True)]
+            levels.append(loadgen.run(streams, duration_s=duration, max_in_flight=2000, request_timeout_s=10.0,
+                                      max_lateness_s=0.05).records)
+    return RealRun(levels, profiles, stored, overhead, upload_s, memory)
 
 
 # ---------------------------------------------------------------- report
@@ -282,16 +284,23 @@ def _row(o: Outcome, real: Outcome | None) -> str:
             f"{al} | {d_all} | {_f(o.p50_ms, '.1f')} | {_f(o.p99_ms, '.1f')} | {d99} |")
 
 
-def _plot(outcomes: Sequence[Outcome], path: Path) -> None:
+def _plot(levels: Sequence[tuple[str, Sequence[Outcome]]], path: Path) -> None:
+    from matplotlib.ticker import ScalarFormatter
+
     plt = pyplot()
-    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4))
-    for o in outcomes:
-        lat = np.sort(np.array(o.latencies_ms))
-        if len(lat):
-            a.plot(lat, np.arange(1, len(lat) + 1) / len(lat), label=o.label)
-    a.set(xscale="log", xlabel="latency ms (answered requests)", ylabel="fraction", title="latency CDF")
-    a.grid(alpha=0.3)
-    a.legend(fontsize=8)
+    fig, axes = plt.subplots(1, len(levels) + 1, figsize=(5 * (len(levels) + 1), 4))
+    for ax, (title, outcomes) in zip(axes, levels, strict=False):
+        for o in outcomes:
+            lat = np.sort(np.array(o.latencies_ms))
+            if len(lat):
+                ax.plot(lat, np.arange(1, len(lat) + 1) / len(lat), label=o.label)
+        ax.set(xscale="log", xlabel="latency ms (answered requests)", ylabel="fraction",
+               title=f"latency CDF, {title}")
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    b = axes[-1]
+    title, outcomes = levels[-1]
     models = [name for name, _, _ in outcomes[0].per_model]
     x = np.arange(len(models))
     width = 0.8 / max(1, len(outcomes))
@@ -300,7 +309,8 @@ def _plot(outcomes: Sequence[Outcome], path: Path) -> None:
         b.bar(x + k * width, [got.get(n, np.nan) for n in models], width, label=o.label)
     b.set_xticks(x + width * (len(outcomes) - 1) / 2, models, rotation=20, fontsize=8)
     lo = min([100 * s / adm for o in outcomes for _, adm, s in o.per_model if adm] or [90.0])
-    b.set(ylim=(max(0.0, lo - 2), 100.5), ylabel="% of answered within SLO", title="SLO attainment per model")
+    b.set(ylim=(max(0.0, lo - 2), 100.5), ylabel="% of answered within SLO",
+          title=f"SLO attainment per model, {title}")
     b.grid(alpha=0.3, axis="y")
     b.legend(fontsize=8)
     fig.tight_layout()
@@ -308,20 +318,32 @@ def _plot(outcomes: Sequence[Outcome], path: Path) -> None:
     plt.close(fig)
 
 
+def _per_model(outcomes: Sequence[Outcome]) -> str:
+    head = " | ".join(o.label for o in outcomes)
+    lines = [f"| model | {head} |", "|---|" + "---:|" * len(outcomes)]
+    for k, (name, _, _) in enumerate(outcomes[0].per_model):
+        cells = [f"{100 * o.per_model[k][2] / o.per_model[k][1]:.2f}% of {o.per_model[k][1]}"
+                 if o.per_model[k][1] else "-" for o in outcomes]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--minutes", type=float, default=2.0, help="measured minutes of load")
+    p.add_argument("--minutes", type=float, default=1.0, help="measured minutes of load per level")
     p.add_argument("--models", type=int, default=4, help="models (cycling through the four types)")
     p.add_argument("--max-batch", type=int, default=4, help="each model's max_batch_size")
-    p.add_argument("--utilization", type=float, default=0.6,
-                   help="offered rate: what keeps the instance this busy by the profiles (+ overhead)")
+    p.add_argument("--utilization", default="0.5,0.85",
+                   help="load levels, one after another: the rate that keeps the instance this busy by the "
+                        "profiles (+ the measured overhead)")
     p.add_argument("--zipf", type=float, default=1.0)
     p.add_argument("--slo-factor", type=float, default=5.0, help="SLO = factor x (type's execute p99 + 2 ms)")
     p.add_argument("--worker-memory", type=int, default=1 << 30, help="bytes (default: all models fit)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
+    utils = [float(u) for u in args.utilization.split(",") if u]
     out = args.out or setup.RESULTS / "sim_crosscheck.md"
     started = time.perf_counter()
     loadgen.pin_driver(setup.DRIVER_CPUS)
@@ -330,86 +352,85 @@ def main(argv: list[str] | None = None) -> int:
     slos = {m.name: slo_ms(typed[ps.model_type(m.name)].exec_at(1) * 1e3, args.slo_factor) for m in bench_models}
     bench_models = [replace(m, slo_ms=slos[m.name]) for m in bench_models]
     duration = args.minutes * 60
-    chosen: dict[str, object] = {}
+    planned: list[tuple[float, Workload]] = []
 
-    def plan(profiles: dict[str, Profile], overhead_s: float) -> tuple[list[list[float]], float]:
+    def plan(profiles: dict[str, Profile], overhead_s: float) -> list[tuple[list[list[float]], float]]:
         shape = poisson_workload(len(bench_models), duration, 1.0, args.seed, zipf_s=args.zipf)
         share = shape.model_rates / shape.model_rates.sum()
         busy = sum(s * (profiles[m.name].exec_at(1) + overhead_s) for s, m in zip(share, bench_models, strict=True))
-        rate = args.utilization / busy
-        w = poisson_workload(len(bench_models), duration, rate, args.seed, zipf_s=args.zipf)
-        chosen.update(workload=w, rate=rate)
-        return schedules(w), duration
+        for k, u in enumerate(utils):
+            w = poisson_workload(len(bench_models), duration, u / busy, args.seed + k, zipf_s=args.zipf)
+            planned.append((u, w))
+        return [(schedules(w), duration) for _, w in planned]
 
     with tempfile.TemporaryDirectory(prefix="bench-crosscheck-") as tmp_name:
         real_run = real_half(Path(tmp_name), bench_models, args.worker_memory, plan)
     real_s = time.perf_counter() - started
-    workload: Workload = chosen["workload"]  # type: ignore[assignment]
-    rate = float(chosen["rate"])  # type: ignore[arg-type]
-    real = real_outcome(real_run.records, slos)
     profs = [real_run.profiles[m.name] for m in bench_models]
     cv = noise_cv(profs)
     warmup = max(5.0, WARMUP_GAP_S * len(bench_models) + 2.0)
     as_read = [SimModel(m.name, TENANT, real_run.profiles[m.name], slos[m.name] / 1e3) for m in bench_models]
     plus = [replace(s, profile=with_overhead(s.profile, real_run.overhead_s)) for s in as_read]
+    plus_label = f"sim: + {real_run.overhead_s * 1e3:.2f} ms overhead"
     t_sim = time.perf_counter()
-    sims = [simulate(workload, as_read, args.worker_memory, args.seed, cv, warmup, "sim: profiles as read"),
-            simulate(workload, plus, args.worker_memory, args.seed, cv, warmup,
-                     f"sim: + {real_run.overhead_s * 1e3:.2f} ms overhead")]
+    levels: list[tuple[float, Workload, list[Outcome]]] = []
+    for (u, w), records in zip(planned, real_run.records, strict=True):
+        real = real_outcome(records, slos)
+        levels.append((u, w, [real, simulate(w, as_read, args.worker_memory, args.seed, cv, warmup,
+                                             "sim: profiles as read"),
+                              simulate(w, plus, args.worker_memory, args.seed, cv, warmup, plus_label)]))
     sim_s = time.perf_counter() - t_sim
-    outcomes = [real, *sims]
     out.parent.mkdir(parents=True, exist_ok=True)
-    _plot(outcomes, out.with_suffix(".png"))
+    _plot([(f"{u:.0%} busy", outs) for u, _, outs in levels], out.with_suffix(".png"))
 
-    def d_pp(o: Outcome) -> float | None:
+    def d_pp(o: Outcome, real: Outcome) -> float | None:
         if o.slo_admitted is None or real.slo_admitted is None:
             return None
         return 100 * (o.slo_admitted - real.slo_admitted)
 
-    verdicts = "\n".join(
-        f"- {o.label}: |difference in SLO attainment of admitted requests| = "
-        f"{_f(None if d_pp(o) is None else abs(d_pp(o)), '.2f')} pp -> "
-        f"**{'met' if d_pp(o) is not None and abs(d_pp(o)) <= TARGET_PP else 'missed'}** "
-        f"(target <= {TARGET_PP:g} pp); p99 {_f(o.p99_ms, '.1f')} ms vs real {_f(real.p99_ms, '.1f')} ms"
-        for o in sims)
+    verdicts = []
+    for u, _, (real, *sims) in levels:
+        for o in sims:
+            d = d_pp(o, real)
+            verdicts.append(
+                f"- {u:.0%} busy, {o.label}: |difference in SLO attainment of admitted requests| = "
+                f"{_f(None if d is None else abs(d), '.2f')} pp -> "
+                f"**{'met' if d is not None and abs(d) <= TARGET_PP else 'missed'}** (target <= {TARGET_PP:g} pp); "
+                f"p99 {_f(o.p99_ms, '.1f')} ms vs real {_f(real.p99_ms, '.1f')} ms")
+    rates = {m.name: [w.model_rates[i] for _, w, _ in levels] for i, m in enumerate(bench_models)}
     prof_rows = "\n".join(
         f"| {m.name} | {p.bytes / 2**20:.1f} | {p.load_cold_s * 1e3:.0f} | {p.load_warm_s * 1e3:.0f} | "
         + ", ".join(f"{b}: {t * 1e3:.2f}/{p.exec_p99_at(b) * 1e3:.2f}" for b, t in p.exec_s)
-        + f" | {slos[m.name]:g} | {workload.model_rates[i]:.1f} |"
-        for i, (m, p) in enumerate(zip(bench_models, profs, strict=True)))
-    per_model = ""
-    if all(o.per_model for o in outcomes):
-        head = " | ".join(o.label for o in outcomes)
-        lines = [f"| model | {head} |", "|---|" + "---:|" * len(outcomes)]
-        for k, (name, _, _) in enumerate(real.per_model):
-            cells = [f"{100 * o.per_model[k][2] / o.per_model[k][1]:.2f}% of {o.per_model[k][1]}"
-                     if o.per_model[k][1] else "-" for o in outcomes]
-            lines.append(f"| {name} | " + " | ".join(cells) + " |")
-        per_model = ("Per model, the share of its answered requests (drops and refusals left out: the "
-                     "simulator does not tell its drops apart by model) answered within the SLO:\n\n"
-                     + "\n".join(lines))
-    fails = "; ".join(f"{c} x {o} ({st}): {msg[:120]!r}"
-                      for (o, st), (c, msg) in setup.failure_examples(real_run.records).items()) or "none"
+        + f" | {slos[m.name]:g} | {' / '.join(f'{r:.1f}' for r in rates[m.name])} |"
+        for m, p in zip(bench_models, profs, strict=True))
+    rows = "\n".join(f"| {u:.0%} | {w.mean_rate:.1f} " + _row(o, outs[0]) for u, w, outs in levels for o in outs)
+    per_model = "\n\n".join(f"{u:.0%} busy:\n\n{_per_model(outs)}" for u, _, outs in levels
+                             if all(o.per_model for o in outs))
+    fails = "\n".join(
+        f"- {u:.0%} busy: " + ("; ".join(f"{c} x {o} ({st}): {msg[:120]!r}" for (o, st), (c, msg)
+                                         in setup.failure_examples(records).items()) or "none")
+        for (u, _), records in zip(planned, real_run.records, strict=True))
     cmd = "python -m bench.sim_crosscheck " + " ".join(argv)
     out.write_text(f"""# Simulator cross-check: the real system and the simulator, one workload (issue 14)
 
 Command: `{cmd.strip()}` — {setup.machine()}; {time.perf_counter() - started:.0f} s in all
-(real half {real_s:.0f} s with uploads and profiling {real_run.upload_s:.0f} s; both simulations {sim_s:.1f} s).
+(real half {real_s:.0f} s, of which uploads with profiling {real_run.upload_s:.0f} s; all simulations {sim_s:.1f} s).
 
-Workload: {workload.description}; {len(bench_models)} dense-stack models (bench/_placement_setup.py,
-max_batch_size {args.max_batch}), one tenant, {duration:g} s, {rate:.1f} req/s in all: what keeps the instance
-{args.utilization:.0%} busy by the profiles below plus the measured overhead. Real: one `inferplex up
---workers 1 --worker-memory {args.worker_memory}` (worker pinned to CPU {setup.INSTANCE_CPUS}, one intra-op
-thread; control plane and driver on CPU {setup.DRIVER_CPUS}), open-loop streams through the gateway
-(tritonclient.http.aio); each model loaded by one request first. Simulated: the same arrivals, one
-instance of the same memory, the production Scheduler / Planner / LatencyPredictor (`sim.runner`), each
-model loaded by one arrival in a {warmup:g} s warm-up that is not counted; execution noise lognormal
-with CV {cv:.3f} (the profiles' median p99/p50 at batch 1).
+Workload per level: Poisson arrivals, Zipf s={args.zipf:g} popularity over {len(bench_models)} dense-stack
+models (bench/_placement_setup.py, max_batch_size {args.max_batch}), one tenant, {duration:g} s; the rate
+keeps the instance {", ".join(f"{u:.0%}" for u in utils)} busy by the profiles below plus the measured
+overhead (seeds {", ".join(str(args.seed + k) for k in range(len(utils)))}). Real: one `inferplex up --workers 1
+--worker-memory {args.worker_memory}` (worker pinned to CPU {setup.INSTANCE_CPUS}, one intra-op thread;
+control plane and driver on CPU {setup.DRIVER_CPUS}), open-loop streams through the gateway
+(tritonclient.http.aio), levels one after another; each model loaded by one request first. Simulated: the
+same arrivals, one instance of the same memory, the production Scheduler / Planner / LatencyPredictor
+(`sim.runner`), each model loaded by one arrival in a {warmup:g} s warm-up that is not counted; execution
+noise lognormal with CV {cv:.3f} (the profiles' median p99/p50 at batch 1).
 
 Profiles as `GET /v2/models/{{m}}/profile` answered after the loads (stored profile + live window;
 `sim.profiles.from_inferplex_profile`; bytes: what the control plane accounts for the loaded copy):
 
-| model | MiB | load cold ms | load warm ms | execute ms per batch (p50/p99) | SLO ms | req/s |
+| model | MiB | load cold ms | load warm ms | execute ms per batch (p50/p99) | SLO ms | req/s per level |
 |---|---:|---:|---:|---|---:|---:|
 {prof_rows}
 
@@ -418,20 +439,24 @@ at least 20 ms, rounded up to 5 ms (fixed at upload, before this run's profile e
 Overhead the profile does not hold: median over {len(bench_models)} x 25 requests sent one at a time of
 (client latency - the profile's batch-1 execute p50) = {real_run.overhead_s * 1e3:.2f} ms.
 
-| half | requests | refused | dropped | late | other | SLO attainment (admitted) | vs real | SLO attainment (all) | vs real | p50 ms | p99 ms | p99 vs real |
-|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|
-{chr(10).join(_row(o, real) for o in outcomes)}
+| busy | req/s | half | requests | refused | dropped | late | other | SLO attainment (admitted) | vs real | SLO attainment (all) | vs real | p50 ms | p99 ms | p99 vs real |
+|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|
+{rows}
 
 Real: refused = 429 + 503 answers, dropped = 504, late = answered past the SLO, other = errors,
 transport failures, timeouts; latency is the client's (send to answer). Simulated: the runner's
 counts; latency arrival to completion.
 
+Per model, the share of its answered requests within the SLO (drops and refusals left out: the
+simulator does not tell its drops apart by model):
+
 {per_model}
 
-Targets:
-{verdicts}
+Targets (SLO attainment within {TARGET_PP:g} percentage points):
+{chr(10).join(verdicts)}
 
-Real requests that were not OK (one message each): {fails}
+Real requests that were not OK (one message each):
+{fails}
 
 Noise: one run on a 2-core machine shared with other work; the real half's tail moves with whatever
 else runs on CPU 0 and 1, the simulator's does not.

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -78,15 +80,17 @@ def test_simulated_half_counts_only_after_the_warm_up_and_tells_models_apart():
 def test_the_report_is_written_from_both_halves(tmp_path, monkeypatch):
     def fake_real(tmp, bench_models, memory, plan):
         profiles = {m.name: _profile(m.name, 5.0) for m in bench_models}
-        scheds, duration = plan(profiles, 0.002)
-        records = [loadgen.Record("s", xc.TENANT, m.name, t, t, t + 0.012, loadgen.Outcome.OK, "200")
+        levels = [[loadgen.Record("s", xc.TENANT, m.name, t, t, t + 0.012, loadgen.Outcome.OK, "200")
                    for m, s in zip(bench_models, scheds, strict=True) for t in s]
-        return xc.RealRun(records, profiles, {}, 0.002, 1.0, memory)
+                  for scheds, _ in plan(profiles, 0.002)]
+        return xc.RealRun(levels, profiles, {}, 0.002, 1.0, memory)
 
     monkeypatch.setattr(xc, "real_half", fake_real)
     monkeypatch.setattr(loadgen, "pin_driver", lambda cpus: None)
     out = tmp_path / "x.md"
-    assert xc.main(["--minutes", "0.25", "--models", "2", "--out", str(out)]) == 0
+    assert xc.main(["--minutes", "0.25", "--models", "2", "--utilization", "0.4,0.8", "--out", str(out)]) == 0
     text = out.read_text()
-    assert "| real |" in text and "sim: profiles as read" in text and "+ 2.00 ms overhead" in text
-    assert "pp" in text and out.with_suffix(".png").stat().st_size > 1000
+    assert len(re.findall(r"^\| (40|80)% \| [\d.]+ \| real \|", text, re.M)) == 2
+    assert len(re.findall(r"^\| (40|80)% \| [\d.]+ \| sim: (profiles as read|\+ 2\.00 ms overhead) \|", text, re.M)) == 4
+    assert text.count("**met**") + text.count("**missed**") == 4
+    assert out.with_suffix(".png").stat().st_size > 1000
