@@ -206,6 +206,7 @@ def from_inferplex_profile(name: str, record: Mapping[str, Any], bytes_: int | N
     missing). ``bytes_`` overrides the memory the instance reported."""
     from profiler.profile import ClassProfile  # pydantic parses and validates the record
 
+    timing = str(record.get("timing", "compute"))
     classes = record.get("classes") if "classes" in record else None
     if classes is not None:
         if not classes:
@@ -231,4 +232,5 @@ def from_inferplex_profile(name: str, record: Mapping[str, Any], bytes_: int | N
     p99s = monotone([(b, max(s.p99_s, s.p50_s) or 1e-9) for b, s in cp.exec.items()])
     return Profile(name=name, bytes=int(size), load_cold_s=max(cold, warm), load_warm_s=warm, exec_s=execs,
                    max_batch=max_batch or max(cp.exec), exec_p99_s=p99s,
-                   source=f"inferplex profile ({instance_class or 'one class'}, {cp.observations} observations)")
+                   source=f"inferplex profile ({instance_class or 'one class'}, {cp.observations} observations, "
+                          f"execute times: {timing})")

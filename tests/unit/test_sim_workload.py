@@ -236,3 +236,16 @@ def test_trace_reader_takes_gzipped_files_and_sizes_models_by_app_memory(trace, 
     bad.write_text("HashOwner,HashApp,AverageAllocatedMb\nown0,app0,lots\n")
     with pytest.raises(TraceFormatError, match=r"app_memory_bad\.csv, line 2: AverageAllocatedMb holds 'lots'"):
         from_azure_csv([gz], n_models=8, seed=1, memory_paths=[bad])
+
+
+def test_trace_poisson_spread_and_rate_scale_keep_the_counts_on_average(tmp_path):
+    path = tmp_path / "invocations_per_function_md.anon.d01.csv"
+    _write_trace(path, [("o", "a", f"f{i}", "http", [200 + 10 * i] * 30) for i in range(3)], 30)
+    total = sum((200 + 10 * i) * 30 for i in range(3))
+    pois = from_azure_csv([path], 3, seed=2, spread="poisson")
+    assert abs(sum(len(c) for c in pois.chunks()) - total) < 4 * total ** 0.5
+    half = from_azure_csv([path], 3, seed=2, rate_scale=0.5)
+    assert abs(sum(len(c) for c in half.chunks()) - total / 2) <= 30 * 3
+    assert half.mean_rate == pytest.approx(total / 2 / (30 * 60))
+    with pytest.raises(ValueError, match="spread must be one of"):
+        from_azure_csv([path], 3, seed=2, spread="bursty")
