@@ -78,7 +78,8 @@ class Timings(Protocol):
     def exec_time(self, model: str, instance_class: str, batch: int,
                   percentile: float | None = None) -> float | None: ...
 
-    def load_time(self, model: str, instance_class: str, percentile: float | None = None) -> float | None: ...
+    def load_time(self, model: str, instance_class: str, percentile: float | None = None, *,
+                  warm: bool = False) -> float | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +106,8 @@ class InstanceState:
     reserved_bytes: int = 0
     """Memory held for work that is not a model placement (a profile in progress)."""
     draining: bool = False
+    cached: frozenset[str] = frozenset()
+    """Models whose files its local artifact cache holds (as it last reported)."""
 
 
 def model_costs(record: Any, classes: Iterable[str], timings: Timings, memory_bytes: int) -> dict[str, ModelCosts]:
@@ -121,7 +124,8 @@ def model_costs(record: Any, classes: Iterable[str], timings: Timings, memory_by
         exec_s = {b: t for b in batches if (t := timings.exec_time(q, cls, b, 99.0)) is not None}
         load = timings.load_time(q, cls)
         out[cls] = ModelCosts(memory_bytes, load if load is not None else fallback_load,
-                              exec_s or {1: DEFAULT_EXEC_S}, max_batch=max_batch if exec_s else 1)
+                              exec_s or {1: DEFAULT_EXEC_S}, timings.load_time(q, cls, warm=True),
+                              max_batch=max_batch if exec_s else 1)
     return out
 
 
@@ -160,7 +164,8 @@ def cluster_snapshot(now: float, instances: Iterable[InstanceState], specs: Mapp
                                            resident_since=p.started, ready_at=p.ready_at))
         views.append(InstanceView(inst.instance_id, inst.instance_class,
                                   max(0, inst.budget_bytes - inst.reserved_bytes), tuple(residents),
-                                  healthy=inst.healthy, platforms=inst.platforms, draining=inst.draining))
+                                  healthy=inst.healthy, platforms=inst.platforms, draining=inst.draining,
+                                  cached=inst.cached))
     demand = {m: d for m, d in activity.demand.snapshot(now).items() if m in specs}
     return ClusterSnapshot(now, tuple(views), specs, demand, shares, wanted)
 

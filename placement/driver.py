@@ -51,10 +51,14 @@ class LoadSeconds(float):
     warm load, whichever load of the model it was)."""
 
     cached: bool
+    digest: str | None
+    """The files' digest (``modelfiles/artifacts.py``) where the instance keeps a cache of
+    them: what its memory report's cache lists once the model is unloaded."""
 
-    def __new__(cls, seconds: float, cached: bool = False) -> LoadSeconds:
+    def __new__(cls, seconds: float, cached: bool = False, digest: str | None = None) -> LoadSeconds:
         value = super().__new__(cls, seconds)
         value.cached = cached
+        value.digest = digest
         return value
 
 

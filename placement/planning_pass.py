@@ -104,7 +104,7 @@ class PlanningPass:
             v = choose_victims(s, c.memory_bytes, spec.tenant, self.ledger, self.costs, below, blocked)
             if v is None:
                 continue
-            key = (v.cost, self.start_at(s), s.utilization)
+            key = (v.cost, self.start_at(s) + c.load_s(spec.name in s.view.cached), s.utilization)
             if best is None or key < best[0]:
                 best = (key, s, c, v)
         return None if best is None else best[1:]
@@ -133,9 +133,9 @@ class PlanningPass:
     def load(self, spec: ModelSpec, slot: Slot, costs: ModelCosts, victims: Victims, why: str) -> Load:
         for r, density in victims.chosen:
             label = self.snap.models[r.name].label if r.name in self.snap.models else r.name
-            why = (f"lowest cost {num(density)} ms/MB·s" if self.config.victim_order == "cost" else
-                   f"least recently used ({num(self.now - r.last_used)} s ago)")
-            self.unload(slot, r, f"evicted {label} from {slot.iid}: {why}; "
+            because = (f"lowest cost {num(density)} ms/MB·s" if self.config.victim_order == "cost" else
+                       f"least recently used ({num(self.now - r.last_used)} s ago)")
+            self.unload(slot, r, f"evicted {label} from {slot.iid}: {because}; "
                                  f"needed {mb(costs.memory_bytes)} for {spec.label}")
         warm = spec.name in slot.view.cached
         ready = self.start_at(slot) + costs.load_s(warm)

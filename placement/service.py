@@ -47,6 +47,7 @@ from store.base import StateStore
 from store.cache import PrefixCache
 
 log = logging.getLogger(__name__)
+CACHE_READ_S = 5.0  # how often the leader asks the workers what their artifact caches hold
 
 PLACEMENT_PREFIX = keys.PLACEMENT
 # how a model's status reason starts while its last load failed (cleared by the next success)
@@ -99,6 +100,12 @@ class PlacementService:
         self.activity = Activity()  # requests in flight, last use, demand per model
         self._failures: dict[str, LoadFailure] = {}  # qualified -> its last failed load
         self._sizes: dict[str, int] = {}
+        # "qualified@version" -> the digest of the files last loaded (a caching worker's), and
+        # per instance the models its artifact cache holds, as last reported (read at most
+        # every CACHE_READ_S by the leader's pass): the planner counts their loads warm there
+        self._digests: dict[str, str] = {}
+        self._cached: dict[str, frozenset[str]] = {}
+        self._caches_read_at = -CACHE_READ_S
         # loads no request asked for (weak: a done task's callbacks run before its waiters resume)
         self._prefetches: weakref.WeakSet[asyncio.Task[TritonDriver]] = weakref.WeakSet()  # "qualified@version" -> bytes an instance reported
         # tenant -> (fraction, bytes) of memory it may hold safe from others (set by the wiring)
@@ -392,7 +399,7 @@ class PlacementService:
             # timed from the artifact store on, like the profile's load times
             fetch_started = time.perf_counter()
             files = await asyncio.to_thread(self.catalog.files, record)
-            await inst.driver.load(qualified, self.catalog.triton_config(record), files)
+            loaded = await inst.driver.load(qualified, self.catalog.triton_config(record), files)
             seconds = time.perf_counter() - fetch_started
             size = await self._reported_bytes(inst.driver, qualified) or size
         except InferplexError as exc:
@@ -422,8 +429,12 @@ class PlacementService:
         await self._record(iid, qualified, placed)
         self.metrics.load(qualified, seconds, True)
         self.metrics.loaded_bytes(record.tenant, record.name, record.size_bytes)
-        self.predictor.observe_load(qualified, inst.record.instance_class, seconds)
-        log.info("loaded %s v%s on %s in %.3fs", qualified, version, iid, seconds)
+        warm = bool(getattr(loaded, "cached", False))
+        if (digest := getattr(loaded, "digest", None)) is not None:
+            self._digests[f"{qualified}@{version}"] = digest
+        self.predictor.observe_load(qualified, inst.record.instance_class, seconds, warm=warm)
+        log.info("loaded %s v%s on %s in %.3fs%s", qualified, version, iid, seconds,
+                 " (from its artifact cache)" if warm else "")
         # an older version that stayed elsewhere would only hold memory: nothing routes to it
         for other in self._other_versions(qualified, version):
             try:
@@ -465,7 +476,7 @@ class PlacementService:
             states.append(InstanceState(iid, inst.record.instance_class, inst.record.memory_bytes,
                                         inst.healthy and iid not in (skip or ()), inst.platforms,
                                         resident, pending, self._reserved.get(iid, 0),
-                                        self.instances.draining(iid)))
+                                        self.instances.draining(iid), self._cached.get(iid, frozenset())))
         names |= set(self.activity.demand.snapshot(now))
         specs = {}
         for q in names:
@@ -480,6 +491,7 @@ class PlacementService:
         """The leader's periodic pass: the planner's optional work (remove copies no longer
         needed, prefetch rising models, re-place models with demand and no copy, add copies
         of hot ones), applied in order; loads run in the background, one per model."""
+        await self._read_caches()
         plan = self.planner.plan(self.cluster())
         for action in plan.actions:
             if isinstance(action, Unload):
@@ -495,6 +507,34 @@ class PlacementService:
                 continue
             self._decided(action.reason)
             self._start_background_load(record, inst, action.bytes, action.ready_at)
+
+    def cached_models(self, instance_id: str) -> frozenset[str]:
+        """Models (instance-level names) whose files the instance's artifact cache holds, as
+        the leader's pass last read them."""
+        return self._cached.get(instance_id, frozenset())
+
+    async def _read_caches(self) -> None:
+        """Which models each worker's artifact cache holds (its memory report lists digests),
+        at most every ``CACHE_READ_S``; an instance without a cache (a Triton) holds none."""
+        now = time.monotonic()
+        if now - self._caches_read_at < CACHE_READ_S:
+            return
+        self._caches_read_at = now
+        insts = [i for i in self.instances.list() if i.healthy]
+        reports = await asyncio.gather(*(i.driver.memory_report() for i in insts))
+        by_digest: dict[str, set[str]] = {}  # models with identical files share one entry
+        for key, digest in self._digests.items():
+            q, _, version = key.rpartition("@")
+            latest = self.catalog.by_qualified(q)
+            if latest is not None and str(latest.version) == version:
+                by_digest.setdefault(digest, set()).add(q)
+        cached: dict[str, frozenset[str]] = {}
+        for inst, report in zip(insts, reports, strict=True):
+            cache = report.get("cache") if isinstance(report, dict) else None
+            digests = cache.get("digests") if isinstance(cache, dict) else None
+            cached[inst.record.instance_id] = frozenset(
+                q for d in digests or () if isinstance(d, str) for q in by_digest.get(d, ()))
+        self._cached = cached
 
     def _start_background_load(self, record: ModelRecord, inst: Any, size: int, ready_at: float) -> None:
         q, iid = record.qualified_name, inst.record.instance_id

@@ -199,10 +199,11 @@ class TritonDriver(InstanceDriver):
                                       f"backend for {platform} models")
             config, files = adapt_onnx(config, files)
         started = time.perf_counter()
+        digest = None
         if files and await self._has_cache():
             digest = await asyncio.to_thread(files_digest, files)
             if await self._load_by_digest(name, config, digest):
-                return LoadSeconds(time.perf_counter() - started, cached=True)
+                return LoadSeconds(time.perf_counter() - started, cached=True, digest=digest)
         try:
             await self._client.load_model(
                 name, config=json.dumps(config),
@@ -211,7 +212,7 @@ class TritonDriver(InstanceDriver):
             )
         except InferenceServerException as exc:
             raise _map_error(exc, self.info.instance_id, f"loading {name}", load=True) from exc
-        return LoadSeconds(time.perf_counter() - started)
+        return LoadSeconds(time.perf_counter() - started, digest=digest)
 
     async def _load_by_digest(self, name: str, config: dict[str, Any], digest: str) -> bool:
         """A load naming the files by digest, none sent; False where the worker does not

@@ -126,6 +126,7 @@ class _ClassState:
     seed: ClassProfile | None = None
     exec_live: dict[int, _Window] = field(default_factory=dict)
     load_live: _Window | None = None
+    warm_live: _Window | None = None  # loads from the instance's own artifact cache
     last_observed_at: float = 0.0
     size_live: dict[int, _SizeWindow] = field(default_factory=dict)  # by bucket floor
     # percentile -> (sorted batch sizes, non-decreasing seconds); dropped on every change
@@ -194,12 +195,18 @@ class LatencyPredictor:
             st.last_observed_at = max(st.last_observed_at, at)
 
     def observe_load(self, model: str, instance_class: str, seconds: float,
-                     *, at: float | None = None) -> None:
+                     *, at: float | None = None, warm: bool = False) -> None:
+        """``warm``: the instance loaded the files from its own artifact cache (none sent)."""
         _check_seconds(seconds)
         st = self._class_state(model, instance_class)
-        if st.load_live is None:
-            st.load_live = _Window(self.config.window, self.config.conservative_tail)
-        st.load_live.add(seconds)
+        if warm:
+            if st.warm_live is None:
+                st.warm_live = _Window(self.config.window, self.config.conservative_tail)
+            st.warm_live.add(seconds)
+        else:
+            if st.load_live is None:
+                st.load_live = _Window(self.config.window, self.config.conservative_tail)
+            st.load_live.add(seconds)
         if at is not None:
             st.last_observed_at = max(st.last_observed_at, at)
 
@@ -271,16 +278,26 @@ class LatencyPredictor:
         return curve.at(elements)
 
     def load_time(self, model: str, instance_class: str,
-                  percentile: float | None = None) -> float | None:
+                  percentile: float | None = None, *, warm: bool = False) -> float | None:
         """Predicted seconds from 'load' to ready; None if nothing is known.
 
         Without enough live loads the profile's cold-store number answers, the
-        conservative one: the control plane cannot know whether the bytes are cached.
+        conservative one. ``warm``: a load from the instance's own artifact cache: the live
+        warm loads, else the profile's warm number; None when neither is known (the caller
+        then counts it cold).
         """
         st = self._state.get((model, instance_class))
         if st is None:
             return None
         pct = self.config.percentile if percentile is None else percentile
+        if warm:
+            win = st.warm_live
+            if win is not None and (len(win) >= self.config.min_live_observations
+                                    or st.seed is None or st.seed.load_time_warm_s is None):
+                return win.percentile(pct)
+            if st.seed is not None and st.seed.load_time_warm_s is not None:
+                return _seed_value(st.seed.load_time_warm_s, pct)
+            return None
         live = st.load_live
         seed = None
         if st.seed is not None:

@@ -23,6 +23,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from modelfiles.artifacts import is_digest, tree_digest
 
@@ -111,23 +112,24 @@ class ArtifactCache:
             return False
         return True
 
-    def snapshot(self) -> dict[str, int]:
-        """What ``GET /v2/inferplex/memory`` reports as ``cache``."""
+    def snapshot(self) -> dict[str, Any]:
+        """What ``GET /v2/inferplex/memory`` reports as ``cache``: the counters, and the
+        digests it holds (the control plane's planner counts a load of one as warm)."""
         with self._lock:
             c = self.counters
             return {"budget_bytes": self.budget_bytes, "used_bytes": sum(self._entries.values()),
                     "entries": len(self._entries), "hits": c.hits, "misses": c.misses,
-                    "corrupt": c.corrupt, "evictions": c.evictions}
+                    "corrupt": c.corrupt, "evictions": c.evictions, "digests": sorted(self._entries)}
 
     def _path(self, digest: str) -> Path:
         return self.folder / digest
 
 
-def cache_snapshot(cache: ArtifactCache | None) -> dict[str, int]:
+def cache_snapshot(cache: ArtifactCache | None) -> dict[str, Any]:
     """``cache.snapshot()``, or that of a cache that is off."""
     if cache is not None:
         return cache.snapshot()
-    return {"budget_bytes": 0, "used_bytes": 0, "entries": 0, **asdict(CacheCounters())}
+    return {"budget_bytes": 0, "used_bytes": 0, "entries": 0, **asdict(CacheCounters()), "digests": []}
 
 
 def _files(folder: Path) -> list[tuple[str, Path, int]]:

@@ -35,6 +35,9 @@ class InstancePlacement(BaseModel):
     cache: dict[str, Any] | None = Field(
         None, description="the worker's local artifact cache (budget_bytes, used_bytes, entries, hits, "
         "misses, ...); null for instances without one (NVIDIA Triton)")
+    cached_models: list[str] = Field(
+        default_factory=list, description="tenant/model of the models whose files its artifact cache "
+        "holds, as the placement leader last read them: a load of one there is warm")
     models: list[Resident]
 
 
@@ -84,7 +87,9 @@ async def get_placement(_: AdminDep, services: ServicesDep) -> PlacementView:
         out.append(InstancePlacement(
             instance_id=iid, instance_class=inst.record.instance_class, healthy=inst.healthy,
             budget_bytes=inst.record.memory_bytes, used_bytes=placement.used_bytes(iid),
-            cache=(report or {}).get("cache"), models=models))
+            cache=(report or {}).get("cache"),
+            cached_models=sorted("/".join(split_qualified(q)) for q in placement.cached_models(iid)),
+            models=models))
     shares = {t: Share(fraction=f, bytes=b) for t, (f, b) in services.tenants.memory_shares().items()}
     decisions = [Decision(at=at, text=text) for at, text in reversed(placement.decisions)]
     return PlacementView(policy=services.settings.placement_policy, instances=out, memory_shares=shares,

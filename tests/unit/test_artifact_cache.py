@@ -44,13 +44,14 @@ def test_a_kept_folder_is_taken_back_verified_and_counted_as_a_hit(tmp_path: Pat
     folder, digest = _model_folder(tmp_path, "m", {"1/model.onnx": b"w" * 100})
     assert cache.admit(digest, folder) and not folder.exists()
     assert digest in cache and cache.snapshot()["used_bytes"] == 100
+    assert cache.snapshot()["digests"] == [digest]  # what the planner maps to warm loads
     dest = tmp_path / "loaded"
     assert cache.take(digest, dest)
     assert (dest / "1" / "model.onnx").read_bytes() == b"w" * 100
     # in use now, so no longer in the cache: the bytes are on disk once
     assert digest not in cache
     assert cache.snapshot() == {"budget_bytes": 1 << 20, "used_bytes": 0, "entries": 0, "hits": 1,
-                                "misses": 0, "corrupt": 0, "evictions": 0}
+                                "misses": 0, "corrupt": 0, "evictions": 0, "digests": []}
 
 
 def test_a_corrupted_entry_is_removed_and_answered_as_a_miss(tmp_path: Path) -> None:

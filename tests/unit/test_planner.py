@@ -305,3 +305,23 @@ def test_after_a_popularity_shift_the_falling_model_is_the_one_evicted() -> None
     demand = {"acme__old": rate(5, 0.1), "acme__steady": rate(1, 1), "acme__new": rate(0.5, 3)}
     plan = Planner().place(snapshot(NOW, [w1], models, demand, ("acme__new",)))
     assert [(type(a).__name__, a.model) for a in plan.actions] == [("Unload", "acme__old"), ("Load", "acme__new")]
+
+
+def test_with_equal_eviction_cost_the_instance_that_caches_the_model_wins() -> None:
+    m = spec("acme__m", 100, cold_s=1.0, warm_s=0.1)
+    full = [res("acme__x", 100, last_used=0.0)]
+    snap = snapshot(10.0, [inst("w1", 150, *full), inst("w2", 150, res("acme__y", 100, last_used=0.0),
+                                                      cached=frozenset({"acme__m"}))],
+                    [m, spec("acme__x", 100), spec("acme__y", 100)], wanted=("acme__m",))
+    (load,) = Planner().place(snap).loads
+    assert load.instance_id == "w2" and load.warm and "(cached there)" in load.reason
+
+
+def test_a_load_that_evicts_keeps_its_own_reason() -> None:
+    m = spec("acme__m", 100)
+    snap = snapshot(10.0, [inst("w1", 150, res("acme__x", 100))], [m, spec("acme__x", 100)], wanted=("acme__m",))
+    plan = Planner().place(snap)
+    (load,) = plan.loads
+    assert load.reason.startswith("loaded acme/m on w1: requests wait for it; ready in")
+    (unload,) = plan.unloads
+    assert unload.reason.startswith("evicted acme/x from w1: lowest cost")

@@ -248,3 +248,20 @@ def test_config_rejects_nonsense() -> None:
         PredictorConfig(window=0)
     with pytest.raises(ValueError):
         PredictorConfig(percentile=120.0)
+
+
+def test_warm_loads_are_kept_apart_from_cold_ones() -> None:
+    p = LatencyPredictor(PredictorConfig(window=20, min_live_observations=5))
+    assert p.load_time("m", "cpu", warm=True) is None  # nothing known
+    p.observe_load("m", "cpu", 4.0)  # a cold load, no profile: it answers both until warm ones come
+    assert p.load_time("m", "cpu", warm=True) is None and p.load_time("m", "cpu") == pytest.approx(4.0)
+    p.observe_load("m", "cpu", 0.5, warm=True)
+    assert p.load_time("m", "cpu", warm=True) == pytest.approx(0.5)
+    assert p.load_time("m", "cpu") == pytest.approx(4.0)  # the warm load does not lower the cold one
+    seeded = LatencyPredictor(PredictorConfig(window=20, min_live_observations=5))
+    seeded.seed_from_profile("m", "cpu", _profile())
+    assert seeded.load_time("m", "cpu", warm=True) == pytest.approx(1.5)  # the profile's warm p99
+    for _ in range(5):
+        seeded.observe_load("m", "cpu", 0.2, warm=True)
+    assert seeded.load_time("m", "cpu", warm=True) == pytest.approx(0.2)
+    assert seeded.load_time("m", "cpu") == pytest.approx(3.0)
