@@ -22,12 +22,14 @@ arrival each in a warm-up left out of the counts, as the real half loaded them. 
 twice: with the profiles as read, and with the measured overhead added to every
 execution (it holds the instance's slot in the real system too).
 
-Writes bench/results/sim_crosscheck.{md,png}.
+Writes bench/results/sim_crosscheck.{md,png} and the profiles read back,
+bench/results/sim_crosscheck_profiles.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import tempfile
@@ -381,6 +383,10 @@ def main(argv: list[str] | None = None) -> int:
                               simulate(w, plus, args.worker_memory, args.seed, cv, warmup, plus_label)]))
     sim_s = time.perf_counter() - t_sim
     out.parent.mkdir(parents=True, exist_ok=True)
+    # the profiles as the API answered them, for sim.profiles' measured table and for rerunning the simulation
+    out.with_name(out.stem + "_profiles.json").write_text(json.dumps(
+        {m.name: {"profile": real_run.stored[m.name], "bytes": real_run.profiles[m.name].bytes,
+                  "slo_ms": slos[m.name]} for m in bench_models if m.name in real_run.stored}, indent=1) + "\n")
     _plot([(f"{u:.0%} busy", outs) for u, _, outs in levels], out.with_suffix(".png"))
 
     def d_pp(o: Outcome, real: Outcome) -> float | None:
