@@ -51,7 +51,8 @@ def placement_settings(settings: Settings) -> PlacementSettings:
     return PlacementSettings(profile_on_upload=settings.profile_on_upload,
                              profile_exec_timeout_s=settings.profile_exec_timeout_s,
                              stats_poll_interval_s=settings.stats_poll_interval_s,
-                             placement_policy=settings.placement_policy)
+                             placement_policy=settings.placement_policy,
+                             replica_id=settings.replica_id)
 
 
 async def build_services(settings: Settings) -> Services:

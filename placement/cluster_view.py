@@ -24,7 +24,7 @@ from placement.cluster import (
     ResidentModel,
     TenantShare,
 )
-from placement.demand import DemandTracker
+from placement.demand import Demand, DemandTracker, merged
 
 # what a model costs before anything is measured: a load of a second, a 10 ms execution
 DEFAULT_LOAD_S = 1.0
@@ -138,9 +138,11 @@ def model_spec(record: Any, classes: Iterable[str], timings: Timings, memory_byt
 
 def cluster_snapshot(now: float, instances: Iterable[InstanceState], specs: Mapping[str, ModelSpec],
                      activity: Activity, shares: Mapping[str, TenantShare],
-                     wanted: tuple[str, ...] = (), wall_now: float | None = None) -> ClusterSnapshot:
+                     wanted: tuple[str, ...] = (), wall_now: float | None = None,
+                     peer_demand: Mapping[str, Demand] | None = None) -> ClusterSnapshot:
     """``specs``: every model the plan may touch (residents, wanted, those with demand).
-    ``wall_now``: epoch seconds now, to turn load times into ages (default time.time())."""
+    ``wall_now``: epoch seconds now, to turn load times into ages (default time.time()).
+    ``peer_demand``: the other replicas' demand, added to this one's."""
     wall = time.time() if wall_now is None else wall_now
     views = []
     for inst in instances:
@@ -166,6 +168,6 @@ def cluster_snapshot(now: float, instances: Iterable[InstanceState], specs: Mapp
                                   max(0, inst.budget_bytes - inst.reserved_bytes), tuple(residents),
                                   healthy=inst.healthy, platforms=inst.platforms, draining=inst.draining,
                                   cached=inst.cached))
-    demand = {m: d for m, d in activity.demand.snapshot(now).items() if m in specs}
+    demand = {m: d for m, d in merged(activity.demand.snapshot(now), peer_demand or {}).items() if m in specs}
     return ClusterSnapshot(now, tuple(views), specs, demand, shares, wanted)
 

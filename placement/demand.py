@@ -15,6 +15,7 @@ Pure: no time is read here; the caller says when each arrival happened and when 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 
@@ -117,3 +118,22 @@ class DemandTracker:
     def forget(self, model: str) -> None:
         """A deleted model."""
         self._rates.pop(model, None)
+
+
+def decayed(d: Demand, dt_s: float, short_tau_s: float, long_tau_s: float) -> Demand:
+    """``d`` as it stands ``dt_s`` later with no arrivals (a peer's published demand, aged)."""
+    dt = max(0.0, dt_s)
+    return Demand(d.rate_per_s * math.exp(-dt / long_tau_s), d.short_rate_per_s * math.exp(-dt / short_tau_s),
+                  d.rising_ratio)
+
+
+def merged(*parts: Mapping[str, Demand]) -> dict[str, Demand]:
+    """Several replicas' demand as one: rates add (each replica sees its own arrivals)."""
+    out: dict[str, Demand] = {}
+    for part in parts:
+        for model, d in part.items():
+            cur = out.get(model)
+            out[model] = d if cur is None else Demand(cur.rate_per_s + d.rate_per_s,
+                                                      cur.short_rate_per_s + d.short_rate_per_s,
+                                                      cur.rising_ratio)
+    return out

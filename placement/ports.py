@@ -22,6 +22,9 @@ class PlacementSettings:
     profile_exec_timeout_s: float
     stats_poll_interval_s: float
     placement_policy: str = "cost"
+    replica_id: str = ""
+    """This replica's name: its demand is published under it for the leader (empty: not
+    published)."""
 
 
 class PlacementMetrics(Protocol):

@@ -33,6 +33,7 @@ from kserve.errors import (
 from placement.backends import PROBE_NAME_PREFIX
 from placement.cluster import ClusterSnapshot, LoadFailure, PlannerConfig, TenantShare, Unload
 from placement.cluster_view import Activity, InstanceState, Pending, cluster_snapshot, model_spec
+from placement.demand_share import DemandShare
 from placement.first_fit import InstanceSnapshot, choose_profiling_instance, estimate_model_bytes
 from placement.instances import HEALTH_INTERVAL_S, InstanceRegistry
 from placement.planner import Planner, ready_at
@@ -98,8 +99,11 @@ class PlacementService:
         # the pure planner (placement/planner.py): where a cold model goes, what is evicted
         self.planner = Planner(PlannerConfig.policy(settings.placement_policy))
         self.activity = Activity()  # requests in flight, last use, demand per model
+        # this replica's demand published for the leader; the others' read back by its pass
+        self.demand_share = (DemandShare(store, settings.replica_id, self.activity.demand)
+                             if settings.replica_id else None)
         self._failures: dict[str, LoadFailure] = {}  # qualified -> its last failed load
-        self._sizes: dict[str, int] = {}
+        self._sizes: dict[str, int] = {}  # "qualified@version" -> bytes an instance reported
         # "qualified@version" -> the digest of the files last loaded (a caching worker's), and
         # per instance the models its artifact cache holds, as last reported (read at most
         # every CACHE_READ_S by the leader's pass): the planner counts their loads warm there
@@ -107,7 +111,7 @@ class PlacementService:
         self._cached: dict[str, frozenset[str]] = {}
         self._caches_read_at = -CACHE_READ_S
         # loads no request asked for (weak: a done task's callbacks run before its waiters resume)
-        self._prefetches: weakref.WeakSet[asyncio.Task[TritonDriver]] = weakref.WeakSet()  # "qualified@version" -> bytes an instance reported
+        self._prefetches: weakref.WeakSet[asyncio.Task[TritonDriver]] = weakref.WeakSet()
         # tenant -> (fraction, bytes) of memory it may hold safe from others (set by the wiring)
         self.memory_shares: Callable[[], Mapping[str, tuple[float | None, int | None]]] = dict
         # the planner's latest decisions, newest last, for GET /admin/placement
@@ -125,12 +129,16 @@ class PlacementService:
     async def start(self) -> None:
         await self._shared.start()
         await self.feed.start()
+        if self.demand_share is not None:
+            await self.demand_share.start()
         await self.resync()
         self._task = asyncio.create_task(self._loop(), name="placement-resync")
 
     async def close(self) -> None:
         await self._shared.close()
         await self.feed.close()
+        if self.demand_share is not None:
+            await self.demand_share.close()
         tasks = [t for t in (self._task, *self._background, *self._loading.values()) if t is not None]
         for t in tasks:
             t.cancel()
@@ -477,7 +485,8 @@ class PlacementService:
                                         inst.healthy and iid not in (skip or ()), inst.platforms,
                                         resident, pending, self._reserved.get(iid, 0),
                                         self.instances.draining(iid), self._cached.get(iid, frozenset())))
-        names |= set(self.activity.demand.snapshot(now))
+        peers = self.demand_share.peers if self.demand_share is not None else {}
+        names |= set(self.activity.demand.snapshot(now)) | peers.keys()
         specs = {}
         for q in names:
             rec = self.catalog.by_qualified(q)
@@ -485,13 +494,15 @@ class PlacementService:
                 specs[q] = model_spec(rec, classes, self.predictor, self._model_bytes(rec),
                                       self._failures.get(q))
         shares = {t: TenantShare(fraction=f, bytes=b) for t, (f, b) in self.memory_shares().items()}
-        return cluster_snapshot(now, states, specs, self.activity, shares, wanted)
+        return cluster_snapshot(now, states, specs, self.activity, shares, wanted, peer_demand=peers)
 
     async def plan_pass(self) -> None:
         """The leader's periodic pass: the planner's optional work (remove copies no longer
         needed, prefetch rising models, re-place models with demand and no copy, add copies
         of hot ones), applied in order; loads run in the background, one per model."""
         await self._read_caches()
+        if self.demand_share is not None:
+            await self.demand_share.read()  # every replica's requests count, not only the leader's
         plan = self.planner.plan(self.cluster())
         for action in plan.actions:
             if isinstance(action, Unload):
@@ -507,6 +518,13 @@ class PlacementService:
                 continue
             self._decided(action.reason)
             self._start_background_load(record, inst, action.bytes, action.ready_at)
+
+    def rate_per_s(self, qualified: str, now: float) -> float:
+        """A model's sustained request rate: this replica's, plus the other replicas' where this
+        one is the leader (it reads them every pass)."""
+        own = self.activity.demand.demand(qualified, now).sustained
+        peer = self.demand_share.peers.get(qualified) if self.demand_share is not None else None
+        return own + (peer.sustained if peer is not None else 0.0)
 
     def cached_models(self, instance_id: str) -> frozenset[str]:
         """Models (instance-level names) whose files the instance's artifact cache holds, as

@@ -20,6 +20,7 @@ bound to a lease, which vanish when their owner stops refreshing it.
       placement/{instance_id}/{qualified_model}         a model placed on an instance       CAS
       leader/placement                                  placement leader's identity         lease + create
       drain/{instance_id}                               marker: the operator drains it      put, delete
+      demand/{replica_id}                               a replica's per-model request rates lease (its own)
 
 A model version's latency profile (per instance class) is stored inside its record
 (``profile``), so a version and its profile are read and deleted together.
@@ -42,6 +43,7 @@ PLACEMENT = PREFIX + "placement/"
 BOOTSTRAP_ADMIN = PREFIX + "bootstrap/admin-key"
 LEADER_PLACEMENT = PREFIX + "leader/placement"
 DRAINS = PREFIX + "drain/"
+DEMAND = PREFIX + "demand/"
 
 
 def _seg(value: str, what: str) -> str:
@@ -83,6 +85,11 @@ def drain(instance_id: str) -> str:
     """Marker that the operator drains an instance (kept apart from its record, which a
     self-registered worker rewrites)."""
     return DRAINS + _seg(instance_id, "instance id")
+
+
+def demand(replica_id: str) -> str:
+    """A replica's published demand, for the placement leader (``placement/demand_share.py``)."""
+    return DEMAND + _seg(replica_id, "replica id")
 
 
 def placements_on(instance_id: str) -> str:

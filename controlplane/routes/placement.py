@@ -21,7 +21,8 @@ class Resident(BaseModel):
     version: str
     state: Literal["ready", "loading"]
     bytes: int = Field(description="memory the control plane accounts for it")
-    rate_per_s: float = Field(description="smoothed request rate (this replica's arrivals)")
+    rate_per_s: float = Field(description="smoothed request rate: this replica's arrivals, and on the "
+                              "placement leader every replica's (as last published)")
     in_flight: int = Field(description="requests this replica is serving for it now (never evicted while > 0)")
     last_used_s_ago: float | None = Field(None, description="seconds since its last request here; null: none yet")
 
@@ -64,7 +65,7 @@ def _resident(q: str, version: str, size: int, state: Literal["ready", "loading"
     placement = services.placement
     last = placement.activity.last_used.get(q)
     return Resident(model=f"{tenant}/{name}", tenant=tenant, version=version, state=state, bytes=size,
-                    rate_per_s=round(placement.activity.demand.demand(q, now).sustained, 4),
+                    rate_per_s=round(placement.rate_per_s(q, now), 4),
                     in_flight=placement.activity.in_flight.get(q, 0),
                     last_used_s_ago=None if last is None else round(now - last, 3))
 

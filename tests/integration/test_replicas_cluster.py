@@ -105,6 +105,26 @@ def test_model_uploaded_through_one_replica_is_served_through_the_other(
     assert len(cluster.holders(tenant["qualified"])) == 1, "a second replica loaded the model again"
 
 
+def test_the_leader_plans_with_the_requests_another_replica_served(
+        cluster: Cluster, tenant: dict[str, str]) -> None:
+    leader = cluster.leader()
+    assert leader in cluster.replicas
+    other = next(r for name, r in cluster.replicas.items() if name != leader)
+    x = mlp_input()
+    for _ in range(30):  # only through the replica that does not plan
+        http_infer(other.cp, tenant["key"], "mlp", x)
+
+    def leader_rate() -> float:
+        with cluster.replicas[leader].cp.admin() as c:
+            view = c.get("/admin/placement", timeout=5.0).json()
+        return max((m["rate_per_s"] for i in view["instances"] for m in i["models"] if m["model"] == "acme/mlp"),
+                   default=0.0)
+
+    # 30 requests are a short-horizon rate of ~3/s (tau 10 s); the earlier tests sent the leader
+    # a few at most. The other replica publishes every 2 s and the leader reads them every pass.
+    wait_until(lambda: leader_rate() > 1.0, WATCH_SLACK_S, "the leader to see the other replica's demand")
+
+
 def test_sigkill_of_the_leader_mid_traffic_survivor_keeps_serving_and_takes_over(
         cluster: Cluster, tenant: dict[str, str]) -> None:
     _heal(cluster)
