@@ -221,15 +221,22 @@ async function instances() {
            el("td", { class: "num" }, num(m.rate_per_s)), el("td", { class: "num" }, String(m.in_flight)),
            el("td", {}, ago(m.last_used_s_ago)))));
     for (const sw of table.querySelectorAll(".legend-swatch")) sw.style.backgroundColor = tenantColour(sw.dataset.tenant);
-    const cache = p.cache ? `local cache ${bytes(p.cache.used_bytes)} / ${bytes(p.cache.budget_bytes)}` +
+    const cache = p.cache ? `local artifact cache ${bytes(p.cache.used_bytes)} / ${bytes(p.cache.budget_bytes)}` +
                             ` (${p.cache.entries ?? 0} entries, ${p.cache.hits ?? 0} hits, ${p.cache.misses ?? 0} misses)`
-                          : "no local cache";
+                          : "no local artifact cache (e.g. NVIDIA Triton)";
+    const cacheBar = el("div", { class: "bar thin", data: { cacheBudget: p.cache ? p.cache.budget_bytes : 0,
+                                                             cacheUsed: p.cache ? p.cache.used_bytes : 0 } });
+    if (p.cache && p.cache.budget_bytes) {
+      const fillCache = el("div", { class: "segment cache" });
+      fillCache.style.width = `${(100 * p.cache.used_bytes) / p.cache.budget_bytes}%`;
+      cacheBar.append(fillCache);
+    }
     return el("div", { class: "panel instance", data: { instance: inst.instance_id } },
       el("h2", {}, inst.instance_id, health(inst), actions),
-      el("div", { class: "muted" }, `${inst.kind} · class ${inst.instance_class} · ${inFlight} executions in flight · ` +
+      el("div", { class: "muted" }, `${inst.kind} · class ${inst.instance_class} · ${inFlight} requests in flight here · ` +
          `used ${bytes(inst.used_bytes)} of ${bytes(inst.memory_bytes)}` +
          (inst.reported_used_bytes !== null ? ` (instance reports ${bytes(inst.reported_used_bytes)})` : "")),
-      bar, el("div", { class: "muted" }, cache), table);
+      bar, el("div", { class: "muted" }, cache), p.cache ? cacheBar : null, table);
   }));
 }
 
@@ -350,9 +357,10 @@ async function decisions() {
   const params = new URLSearchParams();
   for (const f of ["tenant", "model"]) if (form.elements[f].value.trim()) params.set(f, form.elements[f].value.trim());
   const list = await api("GET", `/admin/console/decisions${params.size ? `?${params}` : ""}`);
-  fill(document.getElementById("decisions"), ["time", "source", "kind", "what and why"],
+  fill(document.getElementById("decisions"), ["time", "source", "kind", "models", "what and why"],
        list.events.map((e) => el("tr", { class: `kind-${e.kind}`, data: { kind: e.kind, source: e.source } },
-         el("td", {}, clock(e.at)), el("td", {}, e.source), el("td", {}, e.kind), el("td", {}, e.text))));
+         el("td", {}, clock(e.at)), el("td", {}, e.source), el("td", {}, e.kind),
+         el("td", {}, e.models.map((m) => el("div", {}, m))), el("td", {}, e.text))));
 }
 
 const VIEWS = { overview, instances, tenants, models, decisions };
