@@ -172,17 +172,20 @@ class History:
             self.points.append(between(self._last, reading))
         self._last = reading
 
+    def _safe_tick(self) -> None:
+        try:
+            self.tick()
+        except Exception:  # the history (and the app's start) must not die with one bad reading
+            log.exception("console history: sampling failed")
+
     def start(self) -> None:
-        self.tick()
+        self._safe_tick()
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="console-history")
 
     async def _loop(self) -> None:
         while True:
             await asyncio.sleep(self.interval_s)
-            try:
-                self.tick()
-            except Exception:  # the history must not die with one bad reading
-                log.exception("console history: sampling failed")
+            self._safe_tick()
 
     async def close(self) -> None:
         if self._task is not None:
