@@ -4,7 +4,9 @@ the existing admin API; these only read."""
 
 from __future__ import annotations
 
+import json
 import re
+import time
 from collections.abc import Callable
 from typing import Annotated, Literal
 
@@ -112,6 +114,18 @@ class Event(BaseModel):
 
 class EventList(BaseModel):
     events: list[Event] = Field(description="newest first")
+
+
+class Replica(BaseModel):
+    replica: str
+    last_seen_s_ago: float | None = Field(description="since it last published its demand; null: unreadable")
+    leader: bool
+    this: bool = Field(description="the replica answering (whose history the charts show)")
+
+
+class ReplicaList(BaseModel):
+    leader: str | None = Field(description="the placement leader's identity; null: none now")
+    replicas: list[Replica] = Field(description="replicas alive now (each publishes under its own lease)")
 
 
 def _history(request: Request) -> History:
@@ -273,3 +287,20 @@ async def decisions(
 
     chosen = sorted((e for e in events if wanted(e)), key=lambda e: e.at, reverse=True)
     return EventList(events=chosen[:limit])
+
+
+@router.get("/replicas", response_model=ReplicaList, responses=ADMIN,
+            summary="The control-plane replicas alive now (by their published demand) and the placement leader")
+async def replicas(services: ServicesDep, _: AdminDep) -> ReplicaList:
+    me = services.settings.replica_id
+    leader = (await services.reconciler.describe()).get("leader")
+    seen: dict[str, float | None] = {me: 0.0}
+    now = time.time()
+    for kv in await services.store.list_prefix(store_keys.DEMAND):
+        name = kv.key.removeprefix(store_keys.DEMAND)
+        try:
+            seen[name] = max(0.0, round(now - float(json.loads(kv.value)["at"]), 3)) if name != me else 0.0
+        except (ValueError, KeyError, TypeError):
+            seen.setdefault(name, None)
+    return ReplicaList(leader=leader, replicas=[Replica(replica=r, last_seen_s_ago=ago, leader=r == leader, this=r == me)
+                                                for r, ago in sorted(seen.items())])

@@ -130,7 +130,7 @@ def _refresh(page: Any) -> None:
 def test_the_console_endpoints_refuse_without_an_admin_key(system: tuple[ControlPlane, str]) -> None:
     cp, tenant_key = system
     for path in ("/admin/console/history", "/admin/console/tenants", "/admin/console/models",
-                 "/admin/console/decisions"):
+                 "/admin/console/decisions", "/admin/console/replicas"):
         with cp.client() as c:
             assert c.get(path).status_code == 401, path
         with cp.client(tenant_key) as c:
@@ -185,7 +185,8 @@ def test_sign_in_and_the_overview_charts_draw_the_traffic(page: Any, system: tup
     assert page.locator("#chart-p99 canvas").count() == 1
     p99 = page.evaluate("() => charts['chart-p99'].data[1]")
     assert any(v and v > 0 for v in p99), p99
-    assert page.locator("#overview-replicas").inner_text().count("cp-0") >= 1
+    replica = page.locator("#overview-replicas tr[data-replica=cp-0]")
+    assert "placement leader" in replica.inner_text() and "this one" in replica.inner_text()
     _screenshot(page, "overview", tmp_path)
 
 

@@ -122,7 +122,7 @@ async function refresh() {
 
 // ---- overview -----------------------------------------------------------------------
 
-function chart(id, series, data) {
+function chart(id, series, data, y) {
   const node = document.getElementById(id);
   const width = Math.max(node.clientWidth, 300);
   if (!charts[id]) {
@@ -130,6 +130,7 @@ function chart(id, series, data) {
       width, height: 200,
       series: [{}, ...series.map(([label, stroke]) => ({ label, stroke, width: 2, spanGaps: false }))],
       axes: [{}, { size: 64 }],
+      scales: { y: y || {} },
     }, data, node);
     node.dataset.points = String(data[0].length);
     return;
@@ -139,8 +140,9 @@ function chart(id, series, data) {
 }
 
 async function overview() {
-  const [history, instances, leader] = await Promise.all([
-    api("GET", "/admin/console/history"), api("GET", "/admin/instances"), api("GET", "/admin/leader")]);
+  const [history, instances, leader, replicas] = await Promise.all([
+    api("GET", "/admin/console/history"), api("GET", "/admin/instances"), api("GET", "/admin/leader"),
+    api("GET", "/admin/console/replicas")]);
   const pts = history.points;
   const t = pts.map((p) => p.at);
   const o = pts.map((p) => p.overall);
@@ -157,22 +159,25 @@ async function overview() {
   chart("chart-rate", [["requests/s", "#2f6fde"], ["goodput/s", "#2a8a4a"]],
         [t, o.map((r) => r.requests_per_s), o.map((r) => r.goodput_per_s)]);
   chart("chart-slo", [["attainment %", "#2a8a4a"]],
-        [t, o.map((r) => (r.slo_attainment === null ? null : r.slo_attainment * 100))]);
+        [t, o.map((r) => (r.slo_attainment === null ? null : r.slo_attainment * 100))], { range: [0, 100] });
   const reasons = ["quota", "infeasible", "queue_full", "dropped"];
   const colours = ["#b7791f", "#c23b3b", "#7d4fc2", "#555"];
   chart("chart-refusals", reasons.map((r, i) => [r, colours[i]]),
         [t, ...reasons.map((r) => o.map((x) => x.refusals_per_s[r] || 0))]);
   chart("chart-p99", [["p99 ms", "#2f6fde"], ["SLO ms", "#c23b3b"]],
-        [t, o.map((r) => rel(r.p99_ms)), o.map((r) => rel(r.slo_ms))]);
+        [t, o.map((r) => rel(r.p99_ms)), o.map((r) => rel(r.slo_ms))], { distr: 3, log: 10 });
   fill(document.getElementById("overview-instances"), ["instance", "class", "health", "memory"],
        instances.map((i) => el("tr", {}, el("td", {}, i.instance_id), el("td", {}, i.instance_class),
                                el("td", {}, health(i)), el("td", {}, `${bytes(i.used_bytes)} / ${bytes(i.memory_bytes)}`))));
-  fill(document.getElementById("overview-replicas"), ["", ""], [
-    el("tr", {}, el("td", {}, "this replica"), el("td", {}, leader.replica)),
-    el("tr", {}, el("td", {}, "placement leader"), el("td", {}, leader.leader || "none")),
-    el("tr", {}, el("td", {}, "reconcile passes"), el("td", {}, String(leader.reconcile.passes))),
-    el("tr", {}, el("td", {}, "history"), el("td", {}, `${pts.length} points, every ${history.interval_s} s`)),
-  ]);
+  fill(document.getElementById("overview-replicas"), ["replica", "role", "last seen"],
+       replicas.replicas.map((r) => el("tr", { data: { replica: r.replica } }, el("td", {}, r.replica),
+         el("td", {}, r.leader ? el("span", { class: "badge good" }, "placement leader") : "replica",
+            r.this ? el("span", { class: "badge" }, "this one: its history is charted") : null),
+         el("td", {}, r.last_seen_s_ago === null ? "–" : ago(r.last_seen_s_ago)))));
+  document.getElementById("overview-history").textContent =
+    `${pts.length} points of ${leader.replica}'s counters, one every ${history.interval_s} s (the last ` +
+    `${Math.round(history.window_s / 60)} min are kept); reconcile passes here: ${leader.reconcile.passes}; ` +
+    `leader: ${replicas.leader || "none"}`;
 }
 
 function health(i) {
