@@ -283,8 +283,13 @@ def test_the_models_view_shows_status_profile_and_copies(page: Any, system: tupl
     row = page.locator("tr[data-model='acme/m0']")
     row.wait_for()
     text = row.inner_text()
-    assert "ready" in text and "worker-0" in text, text
+    # ready, its SLO, its profile (execute p50 at batch 1 on cpu, a load time) and its copy
+    assert "ready" in text and "10000 ms" in text and "cpu: b1 " in text and "worker-0" in text, text
     _screenshot(page, "models", tmp_path)
+    page.select_option("#models-tenant", "globex")
+    page.wait_for_function("() => [...document.querySelectorAll('#models tbody tr')]"
+                           ".every(r => r.dataset.model.startsWith('globex/'))")
+    assert page.locator("#models tbody tr").count() == 1
 
 
 def test_an_eviction_appears_in_the_decisions_list(page: Any, system: tuple[ControlPlane, str],
