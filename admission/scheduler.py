@@ -125,9 +125,23 @@ class Scheduler:
 
     def set_instances(self, slots: Iterable[InstanceSlot]) -> None:
         """Placement's current instances. Queued requests of every model whose holders
-        changed are re-attributed; batches in flight on a removed instance still complete."""
+        changed are re-attributed; batches in flight on a removed instance still complete.
+        Only the models of instances that changed are looked at: a cluster of thousands of
+        models changes a few at a time (a load, an eviction)."""
         new = {s.instance_id: s for s in slots}
-        before = {m: [(q.instance_id, q.slot.instance_class) for q in qs] for m, qs in self._holders.items()}
+        touched: set[str] = set()  # models whose holders may change
+        for iid, iq in self._instances.items():
+            slot = new.get(iid)
+            if slot is None or slot.instance_class != iq.slot.instance_class:
+                touched |= iq.slot.models
+                if slot is not None:
+                    touched |= slot.models
+            elif slot.models is not iq.slot.models and slot.models != iq.slot.models:
+                touched |= slot.models ^ iq.slot.models
+        for iid, slot in new.items():
+            if iid not in self._instances:
+                touched |= slot.models
+        before = {m: [(q.instance_id, q.slot.instance_class) for q in self._holders.get(m, ())] for m in touched}
         for iid in [i for i in self._instances if i not in new]:
             del self._instances[iid]
         for iid, slot in new.items():
@@ -138,13 +152,14 @@ class Scheduler:
                 iq.busy_until_s = max(iq.busy_until_s, slot.loading_until_s)
             else:
                 self._instances[iid] = InstanceQueue(slot)
-        self._holders = {}
-        for iid in sorted(self._instances):
-            for model in sorted(self._instances[iid].slot.models):
-                self._holders.setdefault(model, []).append(self._instances[iid])
-        after = {m: [(q.instance_id, q.slot.instance_class) for q in qs] for m, qs in self._holders.items()}
-        for model in set(before) | set(after):
-            if before.get(model) != after.get(model):
+        order = sorted(self._instances)
+        for model in sorted(touched):
+            holders = [self._instances[iid] for iid in order if model in self._instances[iid].slot.models]
+            if holders:
+                self._holders[model] = holders
+            else:
+                self._holders.pop(model, None)
+            if before[model] != [(q.instance_id, q.slot.instance_class) for q in holders]:
                 self._reattribute(model)
         self._ready = dict.fromkeys(sorted(self._instances))
 

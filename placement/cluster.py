@@ -31,6 +31,8 @@ class ModelCosts:
     warm_load_s: float | None = None
     """Artifact already in the instance's local cache to ready; None: not measured."""
     max_batch: int = 1
+    _capacity: dict[float, float] = field(default_factory=dict, init=False, repr=False, compare=False)
+    """``capacity_per_s`` by SLO, once computed: a pass asks it for every copy in the cluster."""
 
     def load_s(self, warm: bool) -> float:
         return self.warm_load_s if warm and self.warm_load_s is not None else self.cold_load_s
@@ -40,6 +42,12 @@ class ModelCosts:
         ``b / exec(b)`` over batch sizes ``b <= max_batch`` whose execution leaves room for a
         request to wait out one batch before its own (``2 * exec(b) <= slo_s``). When no batch
         meets that, the smallest batch measured (its deadline misses are admission's to refuse)."""
+        cap = self._capacity.get(slo_s)
+        if cap is None:
+            cap = self._capacity[slo_s] = self._compute_capacity(slo_s)
+        return cap
+
+    def _compute_capacity(self, slo_s: float) -> float:
         best = 0.0
         for b, ex in self.exec_s.items():
             if b <= self.max_batch and ex > 0.0 and 2.0 * ex <= slo_s:

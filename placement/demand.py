@@ -107,12 +107,19 @@ class DemandTracker:
         """Every model with demand left at ``now``; models whose rates decayed below
         ``forget_below_per_s`` are dropped (the tracker's size follows the active set)."""
         out: dict[str, Demand] = {}
-        for model in list(self._rates):
-            d = self.demand(model, now)
-            if d.sustained < self.forget_below_per_s:
-                del self._rates[model]
+        gone = []
+        exp, short_tau, long_tau = math.exp, self.short_tau_s, self.long_tau_s
+        ratio, floor = self.rising_ratio, self.forget_below_per_s
+        # inlined demand(): a snapshot reads every model with demand, thousands at a time
+        for model, r in self._rates.items():
+            dt = now - r.at if now > r.at else 0.0
+            short, long = r.short * exp(-dt / short_tau), r.long * exp(-dt / long_tau)
+            if short < floor and long < floor:
+                gone.append(model)
                 continue
-            out[model] = d
+            out[model] = Demand(long, short, ratio)
+        for model in gone:
+            del self._rates[model]
         return out
 
     def forget(self, model: str) -> None:
