@@ -38,7 +38,7 @@ from admission.model import (
 from admission.scheduler import Scheduler
 from placement.cluster import ClusterSnapshot, LoadFailure, ModelSpec, Plan, PlannerConfig
 from placement.cluster_view import Activity, cluster_snapshot, model_spec
-from placement.planner import Planner, ready_at
+from placement.planner import Planner
 from profiler.predictor import LatencyPredictor
 from profiler.profile import ClassProfile, LatencyStats
 from sim.engine import Engine
@@ -136,11 +136,13 @@ class Simulation:
         self.loading: dict[str, list[_Request]] = {}  # model -> requests waiting for its load
         self._load_ready: dict[str, float] = {}  # model -> when its load is predicted ready
         self.waiting: dict[str, _Request] = {}  # admitted, not yet answered
-        self._slots_dirty = True
+        self._slots: dict[str, InstanceSlot] = {}
+        self._changed: set[str] = set(self.instances)  # instances the scheduler has not seen as they are
         self._armed: float | None = None
         self._seq = 0
         self._specs: dict[str, tuple[float, ModelSpec]] = {}
         self._stale: set[str] = set()  # models observed since their spec was built
+        self._all_specs: dict[str, ModelSpec] = {}
         self._failures: dict[str, LoadFailure] = {}
         self._arrivals: Iterator[Arrival] | None = None
         self._open = True  # arrivals still coming
@@ -170,6 +172,8 @@ class Simulation:
 
     def run(self) -> SimResult:
         started = time.perf_counter()
+        for i in range(len(self.models)):
+            self._spec(i, 0.0)
         self._arrivals = iter(self.workload.arrivals())
         self._next_arrival()
         self.engine.at(0.0, self._leader_pass)
@@ -226,6 +230,10 @@ class Simulation:
     # ---- placement (PlacementService.ensure_loaded, plan_pass) ----------------------------
 
     def _spec(self, i: int, now: float) -> ModelSpec:
+        """The model's spec as PlacementService.cluster builds it (model_spec over the
+        predictor's timings), rebuilt at most every ``spec_refresh_s`` once observations
+        changed them: the planner reads p99s that move slowly, and rebuilding ten thousand
+        specs per snapshot would be the simulator's cost, not the cores'."""
         name = self.models[i].name
         cached = self._specs.get(name)
         if cached is None or (name in self._stale and now - cached[0] >= self.spec_refresh_s):
@@ -233,32 +241,34 @@ class Simulation:
             spec = model_spec(rec, (INSTANCE_CLASS,), self.predictor, self.models[i].profile.bytes,
                               self._failures.get(name))
             cached = self._specs[name] = (now, spec)
+            self._all_specs[name] = spec
             self._stale.discard(name)
         return cached[1]
 
     def _snapshot(self, wanted: tuple[str, ...] = ()) -> ClusterSnapshot:
+        """PlacementService.cluster: the planner's snapshot. Every model's spec is in it (the
+        production shell puts in those resident, loading, wanted or with demand: the planner
+        only looks models up, so a superset plans the same)."""
         now = self.clock.now
-        names = set(wanted)
-        for inst in self.instances.values():
-            names.update(inst.resident)
-            names.update(inst.pending)
-        names.update(self.activity.demand._rates)  # every model with demand left (snapshot drops the rest)
-        specs = {n: self._spec(self.by_name[n], now) for n in names if n in self.by_name}
-        return cluster_snapshot(now, (i.state() for i in self.instances.values()), specs, self.activity, {},
-                                wanted, wall_now=now)
+        for name in [n for n in self._stale if now - self._specs[n][0] >= self.spec_refresh_s]:
+            self._spec(self.by_name[name], now)
+        return cluster_snapshot(now, (i.state() for i in self.instances.values()), self._all_specs,
+                                self.activity, {}, wanted, wall_now=now)
 
     def _cold(self, m: SimModel, req: _Request) -> None:
         from placement.service import PlacementService
 
         t0 = time.perf_counter()
         snap = self._snapshot((m.name,))
-        # PlacementService._too_late_by: the planner's "ready at" plus a batch of one
-        ready = ready_at(snap, m.name, snap.now)
-        late = ready is not None and ready.at + self._exec1(req.model) > req.deadline
         plan = self.planner.place(snap, guarded=not PlacementService._cold_load_can_make_it(snap, m.name))
         self.placement_wall_s += time.perf_counter() - t0
         self.placements += 1
         load = next((a for a in plan.loads if a.model == m.name), None)
+        # PlacementService._too_late_by: "ready at" plus a batch of one after the deadline.
+        # Production asks placement.readiness on the same snapshot first (one more pass over
+        # the cluster); the load the planner chose gives the same answer where it places the
+        # model, and no load leaves the request refused either way
+        late = load is not None and load.ready_at + self._exec1(req.model) > req.deadline
         if load is not None:
             self._apply(plan, only_instance=load.instance_id)
             self.rec.add("cold_starts", self.clock.now)
@@ -295,7 +305,7 @@ class Simulation:
             holders.discard(iid)
             if not holders:
                 del self.ready[model]
-        self._slots_dirty = True
+        self._changed.add(iid)
         self.rec.evicted(reason, self.clock.now)
 
     def _start_load(self, model: str, iid: str, predicted_ready: float) -> None:
@@ -306,7 +316,7 @@ class Simulation:
                                       self.noise.factor(), predicted_ready)
         self.loading.setdefault(model, [])
         self._load_ready[model] = min(self._load_ready.get(model, predicted_ready), predicted_ready)
-        self._slots_dirty = True  # the scheduler learns the instance is busy loading
+        self._changed.add(iid)  # the scheduler learns the instance is busy loading
         self.rec.add("loads", now)
         self.rec.add("bytes_loaded", now, m.profile.bytes)
         if warm:
@@ -319,7 +329,7 @@ class Simulation:
         inst = self.instances[iid]
         inst.finish_load(model, now)
         self.ready.setdefault(model, set()).add(iid)
-        self._slots_dirty = True
+        self._changed.add(iid)
         self.predictor.observe_load(model, inst.instance_class, now - started)
         self._stale.add(model)
         self._load_ready.pop(model, None)
@@ -352,13 +362,18 @@ class Simulation:
     # ---- scheduling (ScheduledForwarding, SchedulingShell) --------------------------------
 
     def _refresh_slots(self) -> None:
-        if not self._slots_dirty:
+        """What ScheduledForwarding._refresh_slots does on every arrival: the scheduler is
+        given the instances again when something changed (a slot object is kept while its
+        instance is unchanged, so the core sees at once what did)."""
+        if not self._changed:
             return
-        self.scheduler.set_instances(
-            InstanceSlot(iid, inst.instance_class, frozenset(inst.resident), capacity=1,
-                         loading_until_s=max((p.ready_at for p in inst.pending.values()), default=0.0))
-            for iid, inst in self.instances.items())
-        self._slots_dirty = False
+        for iid in self._changed:
+            inst = self.instances[iid]
+            self._slots[iid] = InstanceSlot(
+                iid, inst.instance_class, frozenset(inst.resident), capacity=1,
+                loading_until_s=max((p.ready_at for p in inst.pending.values()), default=0.0))
+        self._changed.clear()
+        self.scheduler.set_instances(self._slots.values())
 
     def _admit(self, req: _Request, wake: bool = True) -> None:
         now = self.clock.now
