@@ -52,8 +52,18 @@ class PlanningPass:
                                config.victim_order)
         self.actions: list[Action] = []
         self.refusals: list[Refusal] = []
+        # _copy_util for every copy, inlined: a pass starts by reading every copy in the cluster
+        models, demand, copies = snap.models, snap.demand, self.copies
         for slot in self.slots:
-            slot.utilization = sum(self._copy_util(name, slot.cls) for name in slot.copies)
+            cls, total = slot.cls, 0.0
+            for name in slot.copies:
+                spec = models.get(name)
+                costs = spec.costs.get(cls) if spec is not None else None
+                cap = costs.capacity_per_s(spec.slo_s) if costs is not None and spec is not None else 0.0
+                if cap > 0:
+                    d = demand.get(name)
+                    total += (d.sustained if d is not None else 0.0) / max(1, len(copies.get(name, ()))) / cap
+            slot.utilization = total
 
     # ---- numbers ---------------------------------------------------------------------------
 

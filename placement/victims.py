@@ -259,13 +259,17 @@ def build_slots(snap: ClusterSnapshot) -> tuple[list[Slot], dict[str, list[Copy]
         if not view.healthy:
             continue
         ready = load_queue(view, snap.models)
-        slot = Slot(view, view.budget_bytes - view.used_bytes, max([snap.now, *ready.values()]),
-                    len(ready), ready=ready,
-                    evictable_bytes=sum(r.bytes for r in view.residents if r.evictable),
-                    busy=sum(1 for r in view.residents if not r.evictable))
-        for r in view.residents:
+        slot = Slot(view, 0, max([snap.now, *ready.values()]), len(ready), ready=ready)
+        used = evictable = busy = 0
+        for r in view.residents:  # one walk over the residents: a cluster holds thousands
+            used += r.bytes
+            if r.evictable:
+                evictable += r.bytes
+            else:
+                busy += 1
             c = Copy(r, slot)
             slot.copies[r.name] = c
             copies.setdefault(r.name, []).append(c)
+        slot.free, slot.evictable_bytes, slot.busy = view.budget_bytes - used, evictable, busy
         slots.append(slot)
     return slots, copies
