@@ -32,24 +32,27 @@ from sim.runner import run
 from sim.workload import azure_like
 
 RESULTS = Path(__file__).resolve().parent / "results"
-FULL = ((1000, 10), (10000, 100))
-QUICK = ((100, 2), (1000, 10))
+FULL = ((1000, 10, None), (10000, 100, None))
+QUICK = ((100, 2, None), (1000, 10, None))
 
 
-def configs(text: str) -> list[tuple[int, int]]:
+def configs(text: str) -> list[tuple[int, int, float | None]]:
+    """``MODELSxGPUS[@DURATION]``, comma-separated: 1000x10,10000x100@10m."""
     out = []
     for part in text.split(","):
-        models, _, gpus = part.strip().partition("x")
+        size, _, when = part.strip().partition("@")
+        models, _, gpus = size.partition("x")
         if not (models.isdigit() and gpus.isdigit()) or int(models) < 1 or int(gpus) < 1:
-            raise argparse.ArgumentTypeError(f"{part!r}: write MODELSxGPUS, e.g. 1000x10,10000x100")
-        out.append((int(models), int(gpus)))
+            raise argparse.ArgumentTypeError(f"{part!r}: write MODELSxGPUS[@DURATION], e.g. 1000x10,10000x100@10m")
+        out.append((int(models), int(gpus), parse_duration(when) if when else None))
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="small configurations, one simulated minute")
-    p.add_argument("--configs", type=configs, default=None, help="MODELSxGPUS,... (default 1000x10,10000x100)")
+    p.add_argument("--configs", type=configs, default=None,
+                   help="MODELSxGPUS[@DURATION],... (default 1000x10,10000x100 for --duration)")
     p.add_argument("--duration", type=parse_duration, default=None, help="simulated time (default 1h; quick 1m)")
     p.add_argument("--rate-per-gpu", type=float, default=20.0, help="mean requests/s per GPU (default 20)")
     p.add_argument("--instance-memory", type=parse_size, default=None,
@@ -67,10 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     profiles = [pr for name, pr in GPU_PROFILES.items() if name.endswith("-v100")]
     started = time.perf_counter()
     runs: dict[tuple[int, int], list[SimResult]] = {}
-    for models, gpus in grid:
+    for models, gpus, own in grid:
         rate = args.rate_per_gpu * gpus
         for policy in policies:
-            w = azure_like(models, duration, rate, args.seed, profiles=profiles)
+            w = azure_like(models, own or duration, rate, args.seed, profiles=profiles)
             r = run(w, instances=gpus, instance_memory=args.instance_memory, policy=policy, seed=args.seed,
                     progress=ProgressBar(f"{models}x{gpus} {policy}", width=20))
             runs.setdefault((models, gpus), []).append(r)
@@ -79,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{r.sim_speed:.2f} sim s/wall s, {r.wall_s:.0f} s", flush=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     _plot(runs, out.with_suffix(".png"))
-    out.write_text(_markdown(runs, args, argv, duration, time.perf_counter() - started, out))
+    out.write_text(_markdown(runs, args, argv, time.perf_counter() - started, out))
     print(out.read_text())
     return 0
 
@@ -124,13 +127,14 @@ def _targets(runs: dict[tuple[int, int], list[SimResult]]) -> str:
 
 
 def _markdown(runs: dict[tuple[int, int], list[SimResult]], args: argparse.Namespace, argv: list[str] | None,
-              duration: float, total_s: float, out: Path) -> str:
+              total_s: float, out: Path) -> str:
     import os
     import platform
 
     cmd = "python -m bench.sim_scale " + " ".join(argv if argv is not None else sys.argv[1:])
     load = os.getloadavg()[0]
-    details = "\n\n".join(f"### {m:,} models × {g} GPUs\n\n{report.table(rs)}" for (m, g), rs in runs.items())
+    details = "\n\n".join(f"### {m:,} models × {g} GPUs, {rs[0].duration_s / 60:g} simulated minutes\n\n"
+                          f"{rs[0].workload}\n\n{report.table(rs)}" for (m, g), rs in runs.items())
     w = next(iter(runs.values()))[0].workload
     return f"""# The simulator at scale (issue 14)
 
@@ -141,8 +145,8 @@ Each run: `sim.runner.run` — the production `admission.scheduler.Scheduler`, `
 (policy inferplex = `cost`, lru, static) and `profiler.predictor.LatencyPredictor`, on simulated GPUs of
 {args.instance_memory / 2**30:g} GiB (artifact cache 4x that; one pipe per GPU for loads and executions;
 execute and load times from the V100 profiles of `sim/profiles.py` with 5% lognormal noise) for
-{duration / 60:g} simulated minutes. Workload (the same seed for every policy): {w}; {args.rate_per_gpu:g}
-requests/s per GPU on average.
+{", ".join(f"{rs[0].duration_s / 60:g} simulated minutes at {m:,} × {g}" for (m, g), rs in runs.items())}.
+Workload (the same seed for every policy): {w}; {args.rate_per_gpu:g} requests/s per GPU on average.
 
 {_summary(runs)}
 

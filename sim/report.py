@@ -48,6 +48,8 @@ def table(results: Sequence[SimResult]) -> str:
         ("memory in use (mean)", [_pct(r.mem_util) for r in results]),
         ("scheduler decisions (admit + schedule)", [f"{r.decisions:,}" for r in results]),
         ("scheduler decisions per wall second", [f"{r.decisions_per_s:,.0f}" for r in results]),
+        ("wall s in admit + schedule / complete", [f"{r.decision_wall_s:.2f} / {r.complete_wall_s:.2f}"
+                                                   for r in results]),
         ("planner calls (wall s)", [f"{r.placements:,} ({r.placement_wall_s:.1f} s)" for r in results]),
         ("simulated s per wall s", [f"{r.sim_speed:,.2f}" for r in results]),
         ("wall time", [f"{r.wall_s:,.1f} s" for r in results]),
@@ -149,6 +151,7 @@ def write(results: Sequence[SimResult], out: Path, title: str = "inferplex sim")
     md.write_text(markdown(results, title))
     js = out / "results.json"
     js.write_text(json.dumps([{**r.outcome(), "decision_wall_s": r.decision_wall_s,
+                               "complete_wall_s": r.complete_wall_s,
                                "placement_wall_s": r.placement_wall_s, "wall_s": r.wall_s}
                               for r in results], indent=1, default=float))
     return [md, js, *plot(results, out)]
