@@ -267,7 +267,7 @@ class PlacementReconciler:
     # ---- steps ---------------------------------------------------------------------------
 
     async def _resync(self, everything: bool = False) -> None:
-        """Make the registry drop vanished instances now (it polls the store), so first-fit
+        """Make the registry drop vanished instances now (it polls the store), so placement
         cannot choose them for a move, and rebuild actual state: of every instance when
         ``everything`` (a new leader trusts no memory), else of those that (re)appeared."""
         if everything:

@@ -1,10 +1,11 @@
-"""Placement shell (issue 3): which instance holds which model, loading on demand.
+"""Placement shell (issues 3 and 12): which instance holds which model, loading on demand.
 
 Actual state is what the instances say (their repository index), rebuilt when an
 instance (re)appears; the store's ``/inferplex/placement/{instance}/{qualified}``
-keys mirror it for operators and other replicas. Decisions come from the pure
-``first_fit`` core. Eviction and a desired-state reconcile loop come with the
-placement issue; until then a model that fits nowhere is refused with 503.
+keys mirror it for operators and other replicas. Decisions come from the pure planner
+(``placement/planner.py``): where a cold model goes and what it evicts, and the leader's
+periodic pass (shrink, prefetch, re-place, replicate, drain), applied here; a model that
+fits nowhere even after eviction is refused with the planner's reason (503).
 """
 
 from __future__ import annotations
@@ -34,10 +35,14 @@ from placement.backends import PROBE_NAME_PREFIX
 from placement.cluster import ClusterSnapshot, LoadFailure, PlannerConfig, TenantShare, Unload
 from placement.cluster_view import Activity, InstanceState, Pending, cluster_snapshot, model_spec
 from placement.demand_share import DemandShare
-from placement.first_fit import InstanceSnapshot, choose_profiling_instance, estimate_model_bytes
 from placement.instances import HEALTH_INTERVAL_S, InstanceRegistry
 from placement.planner import Planner, ready_at
 from placement.ports import ModelCatalog, ModelRecord, PlacementMetrics, PlacementSettings
+from placement.profiling_site import (
+    InstanceSnapshot,
+    choose_profiling_instance,
+    estimate_model_bytes,
+)
 from placement.triton_driver import TritonDriver
 from profiler.feed import ExecutionFeed, Prediction
 from profiler.offline import memory_from_statistics

@@ -21,7 +21,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
-from placement.first_fit import estimate_model_bytes
+from placement.profiling_site import estimate_model_bytes
 from tests.integration.cp_harness import ControlPlane, auth, grpc_infer, http_infer, start_up
 from tests.support import models
 from tests.support.procs import wait_until

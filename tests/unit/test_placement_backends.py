@@ -4,7 +4,7 @@ files, Triton's GPU memory from its metrics text, and placement by platform."""
 from __future__ import annotations
 
 from placement.backends import ADAPTER_SOURCE, Backends, adapt_onnx, backend_missing, platform_of
-from placement.first_fit import InstanceSnapshot, choose_instance, choose_profiling_instance
+from placement.profiling_site import InstanceSnapshot, choose_profiling_instance
 from placement.reconcile import DesiredPlacement, plan_reconcile
 from placement.triton_driver import gpu_memory_used
 
@@ -54,16 +54,14 @@ def test_gpu_memory_is_summed_over_gpus_and_absent_without_them() -> None:
     assert gpu_memory_used("nv_cpu_memory_used_bytes 1338871808\n") is None
 
 
-def test_placement_skips_instances_without_the_models_platform() -> None:
+def test_profiling_skips_instances_without_the_models_platform() -> None:
+    # (where tenants' models go by platform: test_planner.py's platform tests)
     triton = InstanceSnapshot("ext-t", 1 << 30, 0, platforms=frozenset({ONNX}))
     worker = InstanceSnapshot("worker-0", 1 << 30, 0, platforms=frozenset({ONNX, TORCH}))
     unknown = InstanceSnapshot("new", 1 << 30, 0)  # not probed yet: not ruled out
-    assert choose_instance("m", 10, [triton, worker], TORCH).instance_id == "worker-0"
-    assert choose_instance("m", 10, [triton, worker], ONNX).instance_id == "ext-t"
-    assert choose_instance("m", 10, [triton, unknown], TORCH).instance_id == "new"
     assert choose_profiling_instance(10, [triton, worker], platform=TORCH).instance_id == "worker-0"
-    refused = choose_instance("m", 10, [triton], TORCH)
-    assert not refused.placed and "can run pytorch_libtorch models" in refused.reason
+    assert choose_profiling_instance(10, [triton, unknown], platform=TORCH).instance_id == "new"
+    assert not choose_profiling_instance(10, [triton], platform=TORCH).placed
 
 
 def test_a_placement_its_live_instance_no_longer_serves_is_loaded_again() -> None:

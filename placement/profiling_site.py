@@ -1,8 +1,8 @@
-"""First-fit placement by memory: the simplest decision core (issue 3).
+"""Where a new model is profiled, and how much memory it takes before a profile says.
 
-Pure: it gets a snapshot of instances and returns a plan. Eviction and smarter
-packing come with the placement issue; until then a model that fits nowhere is
-refused with a reason that says so.
+Pure: a snapshot of instances in, a plan out. Where tenants' models are placed is the
+planner's (``placement/planner.py``); profiling looks for an instance their traffic leaves
+idle, so the timings it measures are undisturbed.
 """
 
 from __future__ import annotations
@@ -49,33 +49,6 @@ def estimate_model_bytes(file_bytes: int) -> int:
     return max(2 * file_bytes, 1 << 20)
 
 
-def choose_instance(model: str, model_bytes: int, instances: list[InstanceSnapshot],
-                    platform: str | None = None) -> PlacementPlan:
-    """The first healthy instance (in the given order) that holds ``model`` already,
-    else the first with ``model_bytes`` free; only instances that serve ``platform``."""
-    healthy = [i for i in instances if i.healthy]
-    if platform is not None and healthy and not any(i.serves(platform) for i in healthy):
-        return PlacementPlan(None, _no_backend(platform, len(healthy)))
-    healthy = [i for i in healthy if i.serves(platform)]
-    for inst in healthy:
-        if model in inst.models:
-            return PlacementPlan(inst.instance_id, already_loaded=True)
-    for inst in healthy:
-        if inst.free_bytes >= model_bytes:
-            return PlacementPlan(inst.instance_id)
-    if not instances:
-        return PlacementPlan(None, "no inference instances are registered; start workers "
-                                   "(inferplex up --workers N) or POST /admin/instances")
-    if not healthy:
-        return PlacementPlan(None, f"none of the {len(instances)} inference instances is healthy")
-    best = max(healthy, key=lambda i: i.free_bytes)
-    return PlacementPlan(
-        None,
-        f"no instance has room for {model_bytes} bytes (most free: {best.free_bytes} bytes on "
-        f"{best.instance_id}); eviction is not implemented yet, so delete a model or add an instance",
-    )
-
-
 def choose_profiling_instance(model_bytes: int, instances: list[InstanceSnapshot],
                               instance_class: str | None = None,
                               platform: str | None = None) -> PlacementPlan:
@@ -95,7 +68,3 @@ def choose_profiling_instance(model_bytes: int, instances: list[InstanceSnapshot
     best = min(fits, key=lambda i: (len(i.models), -i.free_bytes))
     return PlacementPlan(best.instance_id, idle=False)
 
-
-def _no_backend(platform: str, healthy: int) -> str:
-    return (f"none of the {healthy} healthy inference instances can run {platform} models (their "
-            "servers lack its backend); add an instance that has it")
