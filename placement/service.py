@@ -15,7 +15,6 @@ import contextlib
 import json
 import logging
 import math
-import re
 import time
 import weakref
 from collections import deque
@@ -25,8 +24,6 @@ from typing import Any
 
 from kserve.errors import (
     InferplexError,
-    Internal,
-    InvalidArgument,
     NotFound,
     ResourceExhausted,
     Unavailable,
@@ -38,16 +35,15 @@ from placement.demand_share import DemandShare
 from placement.instances import HEALTH_INTERVAL_S, InstanceRegistry
 from placement.planner import Planner, ready_at
 from placement.ports import ModelCatalog, ModelRecord, PlacementMetrics, PlacementSettings
+from placement.profiling import PROFILE_NAME_PREFIX, ProfilingMixin, _needed_bytes
 from placement.profiling_site import (
     InstanceSnapshot,
-    choose_profiling_instance,
     estimate_model_bytes,
 )
 from placement.triton_driver import TritonDriver
 from profiler.feed import ExecutionFeed, Prediction
 from profiler.offline import memory_from_statistics
 from profiler.predictor import LatencyPredictor
-from profiler.profile import ModelProfile
 from store import keys
 from store.base import StateStore
 from store.cache import PrefixCache
@@ -58,12 +54,6 @@ CACHE_READ_S = 5.0  # how often the leader asks the workers what their artifact 
 PLACEMENT_PREFIX = keys.PLACEMENT
 # how a model's status reason starts while its last load failed (cleared by the next success)
 LOAD_FAILED = "the last load failed: "
-# instance-level names that no tenant can produce (tenant names start with a letter)
-PROFILE_NAME_PREFIX = "_profile__"
-# how the driver and the worker introduce an execution's failure (placement.triton_driver,
-# worker.service): "instance X failed while running M: inference failed for model 'M' (platform): "
-_RUN_FAILED_PREFIX = re.compile(r"^(?:instance \S+ failed while running \S+: )?"
-                                r"(?:inference failed for model '[^']*' \([\w-]+\): )?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +72,7 @@ class PlacementLost(Exception):
     """The instance a request went to does not hold its model (``PlacementService.lost``)."""
 
 
-class PlacementService:
+class PlacementService(ProfilingMixin):
     def __init__(self, store: StateStore, instances: InstanceRegistry, catalog: ModelCatalog,
                  predictor: LatencyPredictor, metrics: PlacementMetrics,
                  settings: PlacementSettings) -> None:
@@ -635,109 +625,6 @@ class PlacementService:
         self.feed.executed(info.instance_id, driver, qualified, info.instance_class, batch,
                            round_trip_s, prediction, elements=elements)
 
-    # ---- after an upload ---------------------------------------------------------------
-
-    def model_uploaded(self, record: ModelRecord) -> None:
-        """Profile the new version in the background, then mark it ready (or failed)."""
-        self._start_profiling(record, None)
-
-    def _start_profiling(self, record: ModelRecord, instance_class: str | None) -> None:
-        key = (record.qualified_name, str(record.version), instance_class or "")
-        if key in self._profiling:
-            return
-        self._profiling.add(key)
-        task = asyncio.create_task(self._profile(record, instance_class),
-                                   name=f"profile-{record.qualified_name}")
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-        task.add_done_callback(lambda _t: self._profiling.discard(key))
-
-    def _profile_new_class(self, record: ModelRecord, instance_class: str) -> None:
-        """A model placed on a class it was never profiled on gets a profile for that class."""
-        if not self.settings.profile_on_upload or record.status == "profiling":
-            return
-        classes = (record.profile or {}).get("classes") or {}
-        if instance_class not in classes:
-            self._start_profiling(record, instance_class)
-
-    async def _profile(self, record: ModelRecord, instance_class: str | None = None) -> None:
-        """Profile on an idle instance (of ``instance_class``, or any for a new upload)."""
-        first = instance_class is None
-        if not self.settings.profile_on_upload:
-            if first:
-                await self.catalog.set_status(record, "ready")
-            return
-        from profiler.offline import profile_model
-
-        name = PROFILE_NAME_PREFIX + record.qualified_name
-        size = self._model_bytes(record)
-        plan = choose_profiling_instance(size, self._snapshot(), instance_class, record.platform)
-        if not plan.placed:
-            # no room to profile is not the model's fault: serve it, seed from live timings
-            log.warning("not profiling %s: %s", record.qualified_name, plan.reason)
-            if first:
-                await self.catalog.set_status(record, "ready", reason=f"not profiled: {plan.reason}")
-            return
-        if not plan.idle:
-            log.warning("profiling %s on %s, which serves tenants' models: no instance is idle",
-                        record.qualified_name, plan.instance_id)
-        inst = self.instances.get(plan.instance_id or "")
-        assert inst is not None
-        config = dict(self.catalog.triton_config(record), name=name)
-        self._reserved[inst.record.instance_id] = self._reserved.get(inst.record.instance_id, 0) + size
-        async def progress(_stage: str, done: float) -> None:
-            await self.catalog.set_progress(record, done)
-
-        try:
-            # compute timing: the basis the feed observes live executions on
-            profile = await profile_model(
-                inst.driver, name, config, lambda: asyncio.to_thread(self.catalog.files, record),
-                loads=2, warmup=3, runs_per_batch=60, min_runs_per_batch=20, max_seconds=15.0,
-                timing="compute", progress=progress, exec_timeout_s=self.settings.profile_exec_timeout_s,
-            )
-        except (InvalidArgument, ResourceExhausted, Internal) as exc:
-            # the instance answered, refusing or failing the model itself: it cannot be served
-            log.warning("profiling %s failed: %s", record.qualified_name, exc.message)
-            if first:
-                await self._profiling_failed(record, inst, name, exc)
-            return
-        except Exception as exc:  # the instance went away or timed out, not the model: serve unprofiled
-            log.exception("profiling %s did not finish", record.qualified_name)
-            if first:
-                await self.catalog.set_status(record, "ready", reason=f"not profiled: {exc}")
-            return
-        finally:
-            self._reserved[inst.record.instance_id] -= size
-        self.predictor.seed_from_profile(record.qualified_name, inst.record.instance_class, profile)
-        # merge into the freshest record: another class may have been profiled meanwhile
-        latest = self.catalog.by_qualified(record.qualified_name, str(record.version)) or record
-        existing = ModelProfile.model_validate(latest.profile) if latest.profile else ModelProfile()
-        stored = existing.with_class(inst.record.instance_class, profile).model_dump(mode="json")
-        if await self.catalog.set_status(latest, "ready", profile=stored) is None:
-            # deleted while profiling: a namesake uploaded later must not start from these timings
-            self.predictor.forget(record.qualified_name)
-            return
-        log.info("profiled %s on %s", record.qualified_name, inst.record.instance_id)
-
-    async def _profiling_failed(self, record: ModelRecord, inst: Any, name: str, exc: InferplexError) -> None:
-        """Mark the version failed with what to fix, leaving no copy of it on any instance."""
-        reason = exc.message
-        if isinstance(exc, Internal):  # it loaded, then failed to run on its declared inputs
-            # the runtime's last line says what clashed; the driver's and worker's prefixes don't
-            detail = next((ln.strip() for ln in reversed(exc.message.splitlines()) if ln.strip()), "")
-            detail = _RUN_FAILED_PREFIX.sub("", detail)
-            reason = (f"the model failed when run on inputs of its declared shapes and datatypes "
-                      f"({detail[-400:]}): declare the inputs and outputs (dims, datatypes, "
-                      "max_batch_size) the model computes, and upload it again")
-        with contextlib.suppress(InferplexError):  # profile_model unloads it; a failed unload must not stay
-            await inst.driver.unload(name)
-        for iid, models in list(self._actual.items()):
-            placed = models.get(record.qualified_name)
-            if placed is not None and placed.version == str(record.version):
-                with contextlib.suppress(InferplexError):
-                    await self.unload_from(iid, record.qualified_name)
-        await self.catalog.set_status(record, "failed", reason=reason)
-
     # ---- loop ------------------------------------------------------------------------
 
     async def _loop(self) -> None:
@@ -748,11 +635,3 @@ class PlacementService:
             except Exception:  # never let the loop die
                 log.exception("placement resync failed")
 
-
-_NEEDS = re.compile(r"needs (\d+) bytes")
-
-
-def _needed_bytes(message: str) -> int | None:
-    """The bytes an instance said a load needs ("... needs N bytes, M free ..."), if it said."""
-    m = _NEEDS.search(message)
-    return int(m.group(1)) if m else None
