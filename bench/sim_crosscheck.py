@@ -22,8 +22,11 @@ arrival each in a warm-up left out of the counts, as the real half loaded them. 
 twice: with the profiles as read, and with the measured overhead added to every
 execution (it holds the instance's slot in the real system too).
 
-Writes bench/results/sim_crosscheck.{md,png} and the profiles read back,
-bench/results/sim_crosscheck_profiles.json.
+Writes bench/results/sim_crosscheck.{md,png}, the profiles read back
+(sim_crosscheck_profiles.json) and what the real half did (sim_crosscheck_run.json: per level
+its requests' outcomes and the executions the instance reported, ``GET /admin/predictions``).
+A third simulation per level uses those executions' own spread (observed / profiled p50,
+resampled) and starts the predictor from the stored profile, tails included.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import random
 import sys
 import tempfile
 import time
@@ -46,6 +50,7 @@ from bench import _scheduler_setup as setup
 from bench import loadgen
 from bench._common import pyplot
 from bench._scheduler_setup import BenchModel, Service
+from profiler.profile import ClassProfile
 from sim.profiles import Profile, from_inferplex_profile, measured_profiles
 from sim.workload import ArrivalChunk, SimModel, Workload, poisson_workload
 
@@ -80,6 +85,34 @@ def noise_cv(profiles: Sequence[Profile]) -> float:
         return 0.05
     sigma = math.log(max(median(ratios), 1.0)) / NormalDist().inv_cdf(0.99)
     return min(1.0, max(0.02, math.sqrt(math.expm1(sigma * sigma))))
+
+
+class ObservedNoise:
+    """Execution noise resampled from what the real instance did: each factor is one of the
+    observed execute times over its model's profiled p50 at that batch (``sim.instances.
+    Noise``'s interface: ``factor()``, ``quantile(pct)``)."""
+
+    def __init__(self, ratios: Sequence[float], seed: int) -> None:
+        if not ratios:
+            raise ValueError("no observed executions to resample")
+        self.ratios = sorted(float(r) for r in ratios)
+        self._rng = random.Random(seed)
+
+    def factor(self) -> float:
+        return self.ratios[self._rng.randrange(len(self.ratios))]
+
+    def quantile(self, pct: float) -> float:
+        return float(np.percentile(self.ratios, pct))
+
+
+def observed_ratios(samples: Sequence[Mapping[str, object]], profiles: Mapping[str, Profile]) -> list[float]:
+    """``GET /admin/predictions`` rows (instance-level model names) -> observed / profiled p50."""
+    out = []
+    for row in samples:
+        name = str(row["model"]).split("__", 1)[-1]
+        if name in profiles:
+            out.append(float(row["observed_s"]) / profiles[name].exec_at(int(row["batch"])))  # type: ignore[call-overload]
+    return out
 
 
 def warmed(workload: Workload, models: Sequence[SimModel], warmup_s: float) -> Workload:
@@ -159,10 +192,14 @@ def real_outcome(records: Sequence[loadgen.Record], slos_ms: Mapping[str, float]
 
 
 def simulate(workload: Workload, models: Sequence[SimModel], memory: int, seed: int, cv: float,
-             warmup_s: float, label: str) -> Outcome:
-    """``workload`` (with ``models``) on one simulated instance, the warm-up left out."""
+             warmup_s: float, label: str, predictor_seed: Mapping[str, ClassProfile] | None = None,
+             noise: ObservedNoise | None = None) -> Outcome:
+    """``workload`` (with ``models``) on one simulated instance, the warm-up left out.
+    ``predictor_seed``: per model, the profile the predictor starts from instead of the
+    runner's (which derives p99s from the noise model): the stored one, tail and all.
+    ``noise``: execution noise to use instead of the runner's lognormal one."""
     from sim.metrics import Recorder
-    from sim.runner import Simulation
+    from sim.runner import INSTANCE_CLASS, Simulation
 
     w = warmed(workload, models, warmup_s)
     # an answer's arrival time tells its model: the arrival times are distinct floats
@@ -190,6 +227,10 @@ def simulate(workload: Workload, models: Sequence[SimModel], memory: int, seed: 
                 self.answers.append((who.get(arrival, -1), end - arrival, end <= deadline))
 
     sim = Simulation(w, instances=1, instance_memory=memory, policy="inferplex", seed=seed, noise_cv=cv)
+    if noise is not None:
+        sim.noise = noise  # type: ignore[assignment]
+    for name, prof in (predictor_seed or {}).items():
+        sim.predictor.seed_from_profile(name, INSTANCE_CLASS, prof)
     rec = sim.rec = Measured(w.duration_s)
     res = sim.run()
     lat = [a[1] * 1e3 for a in rec.answers]
@@ -209,6 +250,7 @@ def simulate(workload: Workload, models: Sequence[SimModel], memory: int, seed: 
 @dataclass
 class RealRun:
     records: list[list[loadgen.Record]]  # per load level, in the order planned
+    samples: list[list[dict]]  # per level: GET /admin/predictions rows (observed executions)
     profiles: dict[str, Profile]
     stored: dict[str, dict]
     overhead_s: float
@@ -256,12 +298,16 @@ def real_half(tmp: Path, bench_models: Sequence[BenchModel], memory: int, plan) 
         gaps = [r.latency_s - profiles[r.model].exec_at(1) for r in light
                 if r.outcome is loadgen.Outcome.OK and r.latency_s is not None]
         overhead = max(0.0, median(gaps)) if gaps else 0.0
-        levels = []
+        levels, samples = [], []
         for scheds, duration in plan(profiles, overhead):
             streams = [svc.stream(TENANT, m, s) for m, s in zip(bench_models, scheds, strict=True)]
+            since = time.time()
             levels.append(loadgen.run(streams, duration_s=duration, max_in_flight=2000, request_timeout_s=10.0,
                                       max_lateness_s=0.05).records)
-    return RealRun(levels, profiles, stored, overhead, upload_s, memory)
+            with cp.admin() as c:
+                r = c.get("/admin/predictions", params={"since": since})
+                samples.append(r.json()["samples"] if r.status_code == 200 else [])
+    return RealRun(levels, samples, profiles, stored, overhead, upload_s, memory)
 
 
 # ---------------------------------------------------------------- report
@@ -375,18 +421,38 @@ def main(argv: list[str] | None = None) -> int:
     plus = [replace(s, profile=with_overhead(s.profile, real_run.overhead_s)) for s in as_read]
     plus_label = f"sim: + {real_run.overhead_s * 1e3:.2f} ms overhead"
     t_sim = time.perf_counter()
+    seeds = {}
+    for name, view in real_run.stored.items():
+        classes = view.get("classes") or {}
+        if classes:
+            seeds[name] = ClassProfile.model_validate(classes.get("cpu") or next(iter(classes.values())))
     levels: list[tuple[float, Workload, list[Outcome]]] = []
-    for (u, w), records in zip(planned, real_run.records, strict=True):
+    for (u, w), records, samples in zip(planned, real_run.records, real_run.samples, strict=True):
         real = real_outcome(records, slos)
-        levels.append((u, w, [real, simulate(w, as_read, args.worker_memory, args.seed, cv, warmup,
-                                             "sim: profiles as read"),
-                              simulate(w, plus, args.worker_memory, args.seed, cv, warmup, plus_label)]))
+        outs = [real, simulate(w, as_read, args.worker_memory, args.seed, cv, warmup, "sim: profiles as read"),
+                simulate(w, plus, args.worker_memory, args.seed, cv, warmup, plus_label)]
+        ratios = observed_ratios(samples, real_run.profiles)
+        if ratios:
+            outs.append(simulate(w, plus, args.worker_memory, args.seed, cv, warmup,
+                                 f"sim: + overhead, {len(ratios)} real executions' spread, stored tails",
+                                 predictor_seed=seeds, noise=ObservedNoise(ratios, args.seed)))
+        levels.append((u, w, outs))
     sim_s = time.perf_counter() - t_sim
     out.parent.mkdir(parents=True, exist_ok=True)
     # the profiles as the API answered them, for sim.profiles' measured table and for rerunning the simulation
     out.with_name(out.stem + "_profiles.json").write_text(json.dumps(
         {m.name: {"profile": real_run.stored[m.name], "bytes": real_run.profiles[m.name].bytes,
                   "slo_ms": slos[m.name]} for m in bench_models if m.name in real_run.stored}, indent=1) + "\n")
+    # what the real half did, compactly, to simulate it again without the real system
+    out.with_name(out.stem + "_run.json").write_text(json.dumps({
+        "overhead_s": real_run.overhead_s, "noise_cv": cv, "warmup_s": warmup, "memory": args.worker_memory,
+        "levels": [{"utilization": u, "rate": w.mean_rate, "seed": args.seed + k,
+                    "observed": [[r["model"].split("__", 1)[-1], r["batch"], round(r["observed_s"], 7)]
+                                 for r in samples],
+                    "real": [[r.model, round(r.scheduled_s, 6), r.outcome.value,
+                              None if r.latency_s is None else round(r.latency_s, 6)] for r in records]}
+                   for k, ((u, w), records, samples) in enumerate(zip(planned, real_run.records, real_run.samples,
+                                                                       strict=True))]}) + "\n")
     _plot([(f"{u:.0%} busy", outs) for u, _, outs in levels], out.with_suffix(".png"))
 
     def d_pp(o: Outcome, real: Outcome) -> float | None:
@@ -443,7 +509,10 @@ Profiles as `GET /v2/models/{{m}}/profile` answered after the loads (stored prof
 SLO = {args.slo_factor:g} x (the type's execute p99 at batch 1 in `sim.profiles.measured_profiles()` + 2 ms),
 at least 20 ms, rounded up to 5 ms (fixed at upload, before this run's profile exists).
 Overhead the profile does not hold: median over {len(bench_models)} x 25 requests sent one at a time of
-(client latency - the profile's batch-1 execute p50) = {real_run.overhead_s * 1e3:.2f} ms.
+(client latency - the profile's batch-1 execute p50) = {real_run.overhead_s * 1e3:.2f} ms. The third
+simulation per level (where the instance reported executions) resamples execution noise from that level's
+real executions (observed / profiled p50, `GET /admin/predictions`) and starts the predictor from the stored
+profile, its measured p99s included, instead of the runner's noise-derived ones.
 
 | busy | req/s | half | requests | refused | dropped | late | other | SLO attainment (admitted) | vs real | SLO attainment (all) | vs real | p50 ms | p99 ms | p99 vs real |
 |---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|

@@ -51,6 +51,16 @@ def test_warm_up_loads_every_model_first_then_replays_the_workload_later():
         xc.warmed(w, models, 1.0)
 
 
+def test_observed_noise_resamples_the_real_executions_relative_to_the_profile():
+    ratios = xc.observed_ratios([{"model": "acme__a", "batch": 1, "observed_s": 0.010},
+                                 {"model": "acme__a", "batch": 4, "observed_s": 0.018},
+                                 {"model": "acme__zz", "batch": 1, "observed_s": 1.0}], {"a": _profile("a", 5.0)})
+    assert ratios == pytest.approx([2.0, 1.0])
+    noise = xc.ObservedNoise(ratios * 50, seed=3)
+    draws = {noise.factor() for _ in range(200)}
+    assert draws == {1.0, 2.0} and noise.quantile(0) == 1.0 and noise.quantile(100) == 2.0
+
+
 def test_real_outcome_counts_refusals_drops_and_late_answers():
     def rec(model, outcome, latency):
         return loadgen.Record("s", "t", model, 0.0, 0.0, None if latency is None else latency, outcome,
@@ -83,7 +93,9 @@ def test_the_report_is_written_from_both_halves(tmp_path, monkeypatch):
         levels = [[loadgen.Record("s", xc.TENANT, m.name, t, t, t + 0.012, loadgen.Outcome.OK, "200")
                    for m, s in zip(bench_models, scheds, strict=True) for t in s]
                   for scheds, _ in plan(profiles, 0.002)]
-        return xc.RealRun(levels, profiles, {}, 0.002, 1.0, memory)
+        samples = [[{"model": f"{xc.TENANT}__{m.name}", "batch": 1, "observed_s": 0.005 * f}
+                    for m in bench_models for f in (0.9, 1.0, 1.1, 2.0)]] * len(levels)
+        return xc.RealRun(levels, samples, profiles, {}, 0.002, 1.0, memory)
 
     monkeypatch.setattr(xc, "real_half", fake_real)
     monkeypatch.setattr(loadgen, "pin_driver", lambda cpus: None)
@@ -92,5 +104,6 @@ def test_the_report_is_written_from_both_halves(tmp_path, monkeypatch):
     text = out.read_text()
     assert len(re.findall(r"^\| (40|80)% \| [\d.]+ \| real \|", text, re.M)) == 2
     assert len(re.findall(r"^\| (40|80)% \| [\d.]+ \| sim: (profiles as read|\+ 2\.00 ms overhead) \|", text, re.M)) == 4
-    assert text.count("**met**") + text.count("**missed**") == 4
+    assert len(re.findall(r"^\| (40|80)% \| [\d.]+ \| sim: \+ overhead, 8 real executions' spread", text, re.M)) == 2
+    assert text.count("**met**") + text.count("**missed**") == 6
     assert out.with_suffix(".png").stat().st_size > 1000
