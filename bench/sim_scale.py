@@ -156,8 +156,8 @@ Targets (issue 14):
 SLO attainment of admitted requests counts drops and late answers as misses; of all requests, refusals too
 (quota, infeasible: admission; cold_infeasible: the model's load plus a batch of one ends after the deadline;
 no_capacity: the planner found no room). A cold start is a load a request waited for. Decisions/s: the
-scheduler core's admit, schedule and complete calls per second of the wall time spent in them (the predictor's
-answers included). Wall time also holds the planner (its calls' time is in the per-configuration tables) and
+scheduler core's admit and schedule calls per second of the wall time spent in them (the predictor's
+answers included; complete, bookkeeping, is timed apart in the tables below). Wall time also holds the planner (its calls' time is in the per-configuration tables) and
 the simulator itself.
 
 {details}
