@@ -8,8 +8,8 @@ control plane and this driver on CPU 0), a few dense-stack models
 (bench/_placement_setup.py, ONNX and TorchScript) uploaded and profiled, each loaded by
 one request, then open-loop Poisson arrivals through the gateway (bench/loadgen.py,
 tritonclient) for ``--minutes`` at each load level (``--utilization``), one after another. Zipf popularity over the models; SLOs from the model
-type's execute p99 measured here before (``sim.profiles.measured_profiles``), so they are
-fixed at upload. Before the measured load, each model gets a few requests one at a time:
+type's execute p99 measured here before (placement_eviction.md, ``SLO_BASIS_MS``), so they
+are fixed at upload. Before the measured load, each model gets a few requests one at a time:
 their client latency minus the profile's execute time is the per-request overhead the
 profile does not hold (two loopback hops, the worker's hop to its model host).
 
@@ -51,7 +51,7 @@ from bench import loadgen
 from bench._common import pyplot
 from bench._scheduler_setup import BenchModel, Service
 from profiler.profile import ClassProfile
-from sim.profiles import Profile, from_inferplex_profile, measured_profiles
+from sim.profiles import Profile, from_inferplex_profile
 from sim.workload import ArrivalChunk, SimModel, Workload, poisson_workload
 
 TENANT = "acme"
@@ -59,6 +59,9 @@ TENANT = "acme"
 TYPES = (ps.MODEL_TYPES[0], ps.MODEL_TYPES[2], ps.MODEL_TYPES[4], ps.MODEL_TYPES[5])
 PINNING = ("--worker-cpus", setup.INSTANCE_CPUS, "--cpus", setup.DRIVER_CPUS, "--worker-threads", "1")
 TARGET_PP = 2.0
+# execute p99 ms at batch 1 per type, bench/results/placement_eviction.md: the SLOs' basis, fixed so
+# reruns compare like with like (sim.profiles.measured_profiles() now holds this bench's own curves)
+SLO_BASIS_MS = {"onnx256": 8.89, "onnx512": 5.66, "onnx1024": 5.89, "pt256": 6.20, "pt512": 8.01, "pt1024": 13.95}
 WARMUP_GAP_S = 0.5  # between the simulated warm-up arrivals: each model's load ends before the next
 
 
@@ -333,7 +336,7 @@ def _row(o: Outcome, real: Outcome | None) -> str:
 
 
 def _plot(levels: Sequence[tuple[str, Sequence[Outcome]]], path: Path) -> None:
-    from matplotlib.ticker import ScalarFormatter
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
 
     plt = pyplot()
     fig, axes = plt.subplots(1, len(levels) + 1, figsize=(5 * (len(levels) + 1), 4))
@@ -345,6 +348,7 @@ def _plot(levels: Sequence[tuple[str, Sequence[Outcome]]], path: Path) -> None:
         ax.set(xscale="log", xlabel="latency ms (answered requests)", ylabel="fraction",
                title=f"latency CDF, {title}")
         ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     b = axes[-1]
@@ -396,8 +400,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     loadgen.pin_driver(setup.DRIVER_CPUS)
     bench_models = ps.model_set(args.models, TYPES, args.max_batch)
-    typed = measured_profiles()
-    slos = {m.name: slo_ms(typed[ps.model_type(m.name)].exec_at(1) * 1e3, args.slo_factor) for m in bench_models}
+    slos = {m.name: slo_ms(SLO_BASIS_MS[ps.model_type(m.name)], args.slo_factor) for m in bench_models}
     bench_models = [replace(m, slo_ms=slos[m.name]) for m in bench_models]
     duration = args.minutes * 60
     planned: list[tuple[float, Workload]] = []
@@ -506,7 +509,7 @@ Profiles as `GET /v2/models/{{m}}/profile` answered after the loads (stored prof
 |---|---:|---:|---:|---|---:|---:|
 {prof_rows}
 
-SLO = {args.slo_factor:g} x (the type's execute p99 at batch 1 in `sim.profiles.measured_profiles()` + 2 ms),
+SLO = {args.slo_factor:g} x (the type's execute p99 at batch 1 in placement_eviction.md + 2 ms),
 at least 20 ms, rounded up to 5 ms (fixed at upload, before this run's profile exists).
 Overhead the profile does not hold: median over {len(bench_models)} x 25 requests sent one at a time of
 (client latency - the profile's batch-1 execute p50) = {real_run.overhead_s * 1e3:.2f} ms. The third

@@ -9,7 +9,7 @@ execute time per batch size. Three sources:
   A100). Load times are not in those tables: they are estimates from the resident
   size over the PCIe link and the network, said so in each profile's ``source``.
 - ``measured_profiles()``: the models inferplex's own benchmarks measured on this
-  machine's CPU (``bench/results/placement_eviction.md``, ``prediction_accuracy.csv``).
+  machine's CPU (``bench/results/sim_crosscheck.md``, ``placement_eviction.md``).
 - ``from_inferplex_profile``: a stored model version's profile, as
   ``GET /v2/models/{m}/profile`` answers it (or as the catalog stores it), so an
   operator simulates exactly the models they run.
@@ -168,13 +168,22 @@ V100_PROFILES = tuple(p for n, p in GPU_PROFILES.items() if n.endswith("-v100"))
 
 # --- measured here ----------------------------------------------------------------------
 #
-# bench/results/placement_eviction.md (issue 12, `python -m bench.placement_eviction
-# --minutes 2`, this machine: x86_64, 2 cores, workers pinned to one core with one
-# intra-op thread): per model type, the calibration service's profile through
-# GET /v2/models/{m}/profile: resident MiB as the worker accounts it, execute p99 at
-# batch 1, load cold and warm (p50). The types are dense stacks (ONNX or TorchScript, 256 /
-# 512 / 1024 wide) built by bench/_placement_setup.py. That table has batch 1 only, so
-# exec_at(b) is proportional to b for them (no batching gain assumed).
+# Two runs of inferplex's benchmarks on this machine (x86_64, 2 cores shared with other
+# work; one worker pinned to one core with one intra-op thread), models built by
+# bench/_placement_setup.py (dense stacks, ONNX or TorchScript, 256 / 512 / 1024 wide),
+# each read back through GET /v2/models/{m}/profile:
+# - with execute times per batch: bench/results/sim_crosscheck.md (`python -m
+#   bench.sim_crosscheck`, max_batch_size 4): resident MiB as the control plane accounts it,
+#   load cold and warm (p50), execute p50 at batch 1, 2, 4;
+# - batch 1 only: bench/results/placement_eviction.md (issue 12, type table): execute p99 at
+#   batch 1, so exec_at(b) is proportional to b for those (no batching gain assumed).
+_MEASURED_CURVES = (
+    # name, MiB, load cold ms, load warm ms, ((batch, execute p50 ms), ...)
+    ("onnx256", 17.0, 65, 57, ((1, 5.65), (2, 10.19), (4, 19.72))),
+    ("onnx1024", 34.4, 167, 144, ((1, 4.71), (2, 8.45), (4, 16.56))),
+    ("pt512", 17.5, 331, 68, ((1, 5.61), (2, 8.57), (4, 14.64))),
+    ("pt1024", 15.8, 119, 84, ((1, 7.27), (2, 9.80), (4, 16.23))),
+)
 _MEASURED_CPU = (
     # name, MiB, exec p99 ms (batch 1), load cold ms, load warm ms
     ("onnx256", 17.0, 8.89, 60, 56),
@@ -187,12 +196,19 @@ _MEASURED_CPU = (
 
 
 def measured_profiles() -> dict[str, Profile]:
-    """Profiles inferplex measured on this machine's CPU (see the table's comment)."""
-    src = ("measured here: bench/results/placement_eviction.md, type table (worker on one pinned "
+    """Profiles inferplex measured on this machine's CPU (see the tables' comment): the
+    four types with execute times per batch, the other two at batch 1."""
+    one = ("measured here: bench/results/placement_eviction.md, type table (worker on one pinned "
            "core, one intra-op thread); execute = p99 at batch 1")
-    return {name: Profile(name=name, bytes=int(mib * MiB), load_cold_s=cold / 1e3, load_warm_s=warm / 1e3,
-                          exec_s=((1, p99 / 1e3),), max_batch=16, source=src)
-            for name, mib, p99, cold, warm in _MEASURED_CPU}
+    out = {name: Profile(name=name, bytes=int(mib * MiB), load_cold_s=cold / 1e3, load_warm_s=warm / 1e3,
+                         exec_s=((1, p99 / 1e3),), max_batch=16, source=one)
+           for name, mib, p99, cold, warm in _MEASURED_CPU}
+    curves = ("measured here: bench/results/sim_crosscheck.md, profiles through GET /v2/models/{m}/profile "
+              "(worker on one pinned core, one intra-op thread); execute = p50 per batch")
+    for name, mib, cold, warm, points in _MEASURED_CURVES:
+        out[name] = Profile(name=name, bytes=int(mib * MiB), load_cold_s=cold / 1e3, load_warm_s=warm / 1e3,
+                            exec_s=tuple((b, ms / 1e3) for b, ms in points), max_batch=4, source=curves)
+    return out
 
 
 # --- a stored profile -------------------------------------------------------------------
