@@ -52,11 +52,12 @@ class Activity:
         self.arrived(model, now)
         self.in_flight[model] += 1
 
-    def end(self, model: str) -> None:
+    def end(self, model: str, now: float | None = None) -> None:
+        """``now``: the caller's clock (a simulator's virtual one); default monotonic seconds."""
         self.in_flight[model] -= 1
         if self.in_flight[model] <= 0:
             del self.in_flight[model]
-        self.last_used[model] = time.monotonic()
+        self.last_used[model] = time.monotonic() if now is None else now
 
     def dispatched(self, model: str, instance_id: str) -> None:
         self.executing[model, instance_id] += 1

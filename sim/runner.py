@@ -403,8 +403,7 @@ class Simulation:
 
     def _end(self, i: int) -> None:
         name = self.models[i].name
-        self.activity.end(name)
-        self.activity.last_used[name] = self.clock.now  # Activity.end stamps the wall clock
+        self.activity.end(name, self.clock.now)
 
     def _wake(self, _: Any = None) -> None:
         now = self.clock.now
