@@ -191,9 +191,7 @@ class ProfilingMixin:
             return None
         # the room is claimed before the first await: a concurrent plan sees it taken
         self._reserve(load.instance_id, size)
-        victims = [a for a in plan.unloads if a.instance_id == load.instance_id]
-        for v in victims:
-            self._actual.get(v.instance_id, {}).pop(v.model.partition("@")[0], None)
+        victims = self._take_victims(plan.unloads, load.instance_id)
         try:
             for v in victims:
                 await self._apply_unload(v)

@@ -18,7 +18,7 @@ import math
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -374,9 +374,7 @@ class PlacementService(ProfilingMixin):
             # victims gone
             pending = Pending(load.bytes, snap.now, load.ready_at)
             self._pending.setdefault(load.instance_id, {})[qualified] = pending
-            victims = [a for a in plan.unloads if a.instance_id == load.instance_id]
-            for v in victims:
-                self._actual.get(v.instance_id, {}).pop(v.model.partition("@")[0], None)
+            victims = self._take_victims(plan.unloads, load.instance_id)
             try:
                 for v in victims:
                     await self._apply_unload(v)
@@ -457,6 +455,14 @@ class PlacementService(ProfilingMixin):
                             other, exc.message)
         self._profile_new_class(record, inst.record.instance_class)
         return inst.driver
+
+    def _take_victims(self, unloads: Iterable[Unload], instance_id: str) -> list[Unload]:
+        """A plan's unloads on ``instance_id``, gone from actual state at once (before the
+        caller's first await): a concurrent plan sees the victims gone and does not pick them."""
+        victims = [a for a in unloads if a.instance_id == instance_id]
+        for v in victims:
+            self._actual.get(v.instance_id, {}).pop(v.model.partition("@")[0], None)
+        return victims
 
     async def _apply_unload(self, action: Unload) -> None:
         qualified = action.model.partition("@")[0]  # an old version's copy: "q@version"

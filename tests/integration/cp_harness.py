@@ -205,3 +205,31 @@ class OtherTenant:
     def __exit__(self, *_: object) -> None:
         self._stop.set()
         self._thread.join(timeout=60)
+
+
+@contextmanager
+def steady_traffic(cp: ControlPlane, key: str, model: str, x: np.ndarray, want: np.ndarray,
+                   callers: int = 2) -> Iterator[list[str]]:
+    """Closed-loop HTTP callers of ``model`` while the block runs: each answer is "ok" (the
+    right result) or the failure's repr and message, appended to the list yielded."""
+    answered: list[str] = []
+    stop = threading.Event()
+
+    def caller() -> None:
+        while not stop.is_set():
+            try:
+                out = http_infer(cp, key, model, x)
+                answered.append("ok" if np.allclose(out, want, rtol=1e-4, atol=1e-5) else "wrong")
+            except Exception as exc:  # every failure is collected and shown by the caller's assert
+                message = exc.message() if isinstance(exc, InferenceServerException) else ""
+                answered.append(f"{exc!r} {message}")
+
+    threads = [threading.Thread(target=caller, daemon=True) for _ in range(callers)]
+    for t in threads:
+        t.start()
+    try:
+        yield answered
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=30)

@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
-from tritonclient.utils import InferenceServerException
 
-from tests.integration.cp_harness import http_infer, running_up
+from tests.integration.cp_harness import http_infer, running_up, steady_traffic
 from tests.support.models import mlp_onnx, mlp_reference
 from tests.support.procs import wait_until
 
@@ -30,22 +28,7 @@ def test_a_drained_worker_s_model_moves_off_under_traffic_and_nothing_new_lands_
         (drained,) = cp.holders("acme__mlp")
         (other,) = [i["instance_id"] for i in cp.instances() if i["instance_id"] != drained]
 
-        answered: list[str] = []
-        stop = threading.Event()
-
-        def caller() -> None:
-            while not stop.is_set():
-                try:
-                    out = http_infer(cp, key, "mlp", x)
-                    answered.append("ok" if np.allclose(out, want, rtol=1e-4, atol=1e-5) else "wrong")
-                except Exception as exc:  # every failure is collected and shown by the assert
-                    message = exc.message() if isinstance(exc, InferenceServerException) else ""
-                    answered.append(f"{exc!r} {message}")
-
-        callers = [threading.Thread(target=caller, daemon=True) for _ in range(2)]
-        for t in callers:
-            t.start()
-        try:
+        with steady_traffic(cp, key, "mlp", x, want, callers=2) as answered:
             wait_until(lambda: len(answered) >= 20, 30, "traffic before the drain")
             with cp.admin() as c:
                 r = c.post(f"/admin/instances/{drained}/drain")
@@ -56,10 +39,6 @@ def test_a_drained_worker_s_model_moves_off_under_traffic_and_nothing_new_lands_
                        "the model to move off the drained worker")
             before = len(answered)
             wait_until(lambda: len(answered) >= before + 20, 30, "traffic after the move")
-        finally:
-            stop.set()
-            for t in callers:
-                t.join(timeout=30)
         failures = [a for a in answered if a != "ok"]
         assert not failures, f"{len(failures)} of {len(answered)} requests failed: {failures[:3]}"
         assert "is draining" in cp.proc.log()

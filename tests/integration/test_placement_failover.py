@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 from pathlib import Path
 
 import numpy as np
-from tritonclient.utils import InferenceServerException
 
-from tests.integration.cp_harness import http_infer, running_up
+from tests.integration.cp_harness import http_infer, running_up, steady_traffic
 from tests.support.models import mlp_onnx, mlp_reference
 from tests.support.procs import wait_until, worker_pid
 
@@ -28,22 +26,7 @@ def test_a_killed_worker_s_model_is_placed_again_and_its_requests_fail_over(tmp_
         np.testing.assert_allclose(http_infer(cp, key, "mlp", x), want, rtol=1e-4, atol=1e-5)
         (victim,) = cp.holders("acme__mlp")
 
-        answered: list[str] = []
-        stop = threading.Event()
-
-        def caller() -> None:
-            while not stop.is_set():
-                try:
-                    out = http_infer(cp, key, "mlp", x)
-                    answered.append("ok" if np.allclose(out, want, rtol=1e-4, atol=1e-5) else "wrong")
-                except Exception as exc:  # every failure is collected and shown by the assert
-                    message = exc.message() if isinstance(exc, InferenceServerException) else ""
-                    answered.append(f"{exc!r} {message}")
-
-        callers = [threading.Thread(target=caller, daemon=True) for _ in range(3)]
-        for t in callers:
-            t.start()
-        try:
+        with steady_traffic(cp, key, "mlp", x, want, callers=3) as answered:
             wait_until(lambda: len(answered) >= 20, 30, "traffic before the kill")
             pid = worker_pid(cp.proc.popen.pid, victim)
             assert pid is not None
@@ -53,10 +36,6 @@ def test_a_killed_worker_s_model_is_placed_again_and_its_requests_fail_over(tmp_
             wait_until(lambda: any(h != victim for h in cp.holders("acme__mlp")), 30,
                        "the model to be placed on another worker")
             wait_until(lambda: len(answered) >= before + 30, 60, "traffic after the kill")
-        finally:
-            stop.set()
-            for t in callers:
-                t.join(timeout=30)
         failures = [a for a in answered if a != "ok"]
         assert not failures, f"{len(failures)} of {len(answered)} requests failed: {failures[:3]}"
         assert "failing its requests over" in cp.proc.log()
