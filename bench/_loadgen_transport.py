@@ -37,6 +37,10 @@ class ClientKind(enum.Enum):
     # raw httpx POSTs of the body tritonclient.http would send; httpx costs far more CPU per
     # request (one pinned core: late past ~400 req/s, where tritonclient keeps 2,000 on time)
     HTTPX = "httpx"
+    # aiohttp POSTs of the single input tensor's raw bytes (float32, C order) to the URL's path,
+    # ``{model}`` replaced by the model's name there and in header values: the peers benchmark's
+    # client for systems that do not speak v2 (TorchServe's /predictions/{model}, a Ray Serve app)
+    BYTES = "bytes"
 
 
 def loopback_address(url: str) -> str:
@@ -180,10 +184,52 @@ class RawHttpx:
         await self._client.aclose()
 
 
+class RawBytes:
+    """aiohttp POSTs of one tensor's bytes to ``path`` (``{model}`` filled in per request):
+    aiohttp, as tritonclient.http.aio uses, keeps a pinned core's ceiling near tritonclient's."""
+
+    def __init__(self, address: str, max_in_flight: int, timeout_s: float, path: str = "/") -> None:
+        self._base = f"http://{address}"
+        self._path = path or "/"
+        self._limit, self._timeout_s = max_in_flight, timeout_s
+        self._session: Any = None
+
+    def prepare(self, model: str, inputs: Mapping[str, np.ndarray], headers: Mapping[str, str],
+                outputs: Sequence[str] | None) -> Any:
+        if len(inputs) != 1:
+            raise InvalidArgument(f"a raw-bytes request carries one tensor; {model!r} was given {len(inputs)}")
+        body = np.ascontiguousarray(next(iter(inputs.values())), dtype="<f4").tobytes()
+        sent = {k: v.replace("{model}", model) for k, v in headers.items()}
+        sent.setdefault("content-type", "application/octet-stream")
+        return self._base + self._path.replace("{model}", model), body, sent
+
+    async def send(self, prepared: Any) -> tuple[str, str]:
+        import aiohttp
+
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self._limit),
+                timeout=aiohttp.ClientTimeout(total=self._timeout_s))
+        url, body, headers = prepared
+        async with self._session.post(url, data=body, headers=headers) as response:
+            text = await response.read()
+            if response.status == 200:
+                return "200", ""
+            return str(response.status), _message(text.decode(errors="replace"))
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+
 _TRANSPORTS: dict[ClientKind, type[TritonHttp] | type[TritonGrpc] | type[RawHttpx]] = {
     ClientKind.HTTP: TritonHttp, ClientKind.GRPC: TritonGrpc, ClientKind.HTTPX: RawHttpx}
 
 
 def open_transport(protocol: ClientKind, url: str, max_in_flight: int, timeout_s: float) -> Transport:
-    """A client for one target; the address is checked to be loopback here too."""
-    return _TRANSPORTS[protocol](loopback_address(url), max_in_flight, timeout_s)
+    """A client for one target; the address is checked to be loopback here too. A BYTES
+    client posts to the URL's path (``127.0.0.1:8080/predictions/{model}``)."""
+    address = loopback_address(url)
+    if protocol is ClientKind.BYTES:
+        return RawBytes(address, max_in_flight, timeout_s, urlsplit(url if "://" in url else f"http://{url}").path)
+    return _TRANSPORTS[protocol](address, max_in_flight, timeout_s)
