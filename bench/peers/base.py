@@ -200,7 +200,10 @@ def tail(log: Path | None, lines: int = 40) -> str:
 
 
 def tree_rss_bytes(roots: Sequence[int]) -> int:
-    """Resident memory of ``roots`` and all their descendants, from /proc."""
+    """Memory of ``roots`` and all their descendants, from /proc: each process's PSS
+    (its private pages plus its share of pages mapped by several, so the runtime
+    libraries every model host maps count once in all), or its RSS where smaps cannot be
+    read."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -222,12 +225,23 @@ def tree_rss_bytes(roots: Sequence[int]) -> int:
             continue
         seen.add(pid)
         try:
-            with open(f"/proc/{pid}/statm") as f:
-                total += int(f.read().split()[1]) * page
+            total += _pss_bytes(pid)
         except OSError:
-            continue
+            try:
+                with open(f"/proc/{pid}/statm") as f:
+                    total += int(f.read().split()[1]) * page
+            except OSError:
+                continue
         todo.extend(children.get(pid, []))
     return total
+
+
+def _pss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    raise OSError(f"no Pss in /proc/{pid}/smaps_rollup")
 
 
 def raw_float32(x: np.ndarray) -> bytes:
