@@ -142,7 +142,8 @@ def targets(results: list[runner.SystemResult]) -> list[str]:
                                  for r in peers if knee(r) is not None))
     adm = [lv.admitted_attainment for lv in ours.levels if lv.admitted_attainment is not None]
     worst = min(adm, default=None)
-    lines.append(f"- attainment of admitted requests ≥ 99.9% at every load: worst {_pct(worst)}: "
+    lines.append(f"- attainment of admitted requests ≥ 99.9% at every load: worst "
+                 f"{'-' if worst is None else f'{100 * worst:.2f}%'}: "
                  f"**{'met' if worst is not None and worst >= 0.999 else 'missed'}**")
     light = ours.levels[0].summary["p50_ms"]
     best_light = min((r.levels[0].summary["p50_ms"] for r in peers if r.levels[0].summary["p50_ms"] is not None),
@@ -155,11 +156,12 @@ def targets(results: list[runner.SystemResult]) -> list[str]:
 
 def markdown(results: list[runner.SystemResult], spec: runner.Spec, models: list, ceiling: dict[str, float],
              command: str, started: str) -> str:
+    slos = [m.slo_ms for m in models] or [0.0]
     out = ["# inferplex against the systems users would pick instead", "",
            f"Run {started} on {platform.node()} ({os.cpu_count()} CPUs, {platform.platform()}), "
            f"Python {platform.python_version()}.", "", f"Command: `{command}`", "",
            f"{len(models)} models ({', '.join(sorted({m.kind for m in models}))}; ONNX and TorchScript twins of the "
-           f"same weights), SLOs {min(m.slo_ms for m in models):g}-{max(m.slo_ms for m in models):g} ms; "
+           f"same weights), SLOs {min(slos):g}-{max(slos):g} ms; "
            f"servers on CPU {spec.cpus} with {spec.threads} intra-op thread, driver on CPU {spec.driver_cpus}; "
            f"model memory {spec.model_memory_bytes / 2**20:.0f} MiB for every system (about a third of the models "
            f"fit); capacity {spec.capacity_rps:.0f} req/s (1 / mean execute time over the trace's mix); levels "
