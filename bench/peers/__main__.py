@@ -30,6 +30,7 @@ from bench._common import pyplot
 from bench.peers import registry, runner
 from bench.peers import workload as wl
 from bench.peers.base import CAPABILITIES, REPO, start, stop
+from tests.support.procs import free_port
 
 RESULTS = REPO / "bench" / "results"
 DEFAULT_LEVELS = (0.25, 0.5, 1.0, 1.5, 2.0)
@@ -50,18 +51,12 @@ web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def driver_ceiling(server_cpus: str, driver_cpus: str, rates: tuple[float, ...] = (500, 1000, 2000, 4000),
                    duration_s: float = 4.0) -> dict[str, float]:
     """The highest rate the driver sends on time (p99 lateness ≤ 5 ms, nothing unsent)
     to a stub that answers at once: the raw-bytes client, the one the peers without v2
     use (tritonclient.http.aio is measured the same way in the gateway overhead bench)."""
-    port = _free_port()
+    port = free_port()
     work = RESULTS.parent / ".peers" / "stub"
     proc = start(["taskset", "-c", server_cpus, sys.executable, "-c", _STUB, str(port)], work / "stub.log")
     out: dict[str, float] = {}
@@ -186,7 +181,7 @@ def markdown(results: list[runner.SystemResult], spec: runner.Spec, models: list
             out.append(f"| {r.label} | {lv.offered_rps:.0f} | {lv.goodput_rps:.1f} | {_pct(lv.attainment)} | "
                        f"{_pct(lv.admitted_attainment)} | {_ms(s['p50_ms'])} | {_ms(s['p99_ms'])} | "
                        f"{_ms(s['p999_ms'])} | {refused} | {errors} | {'-' if cold is None else f'{cold:.0f}'} | "
-                       f"{lv.peak_rss_bytes / 2**20:.0f} |")
+                       f"{lv.peak_memory_bytes / 2**20:.0f} |")
     out += ["", "## Targets", "", *targets(results), "", "## What each system can do", "",
             "| system | " + " | ".join(CAPABILITIES) + " |", "|---" * (len(CAPABILITIES) + 1) + "|"]
     for r in results:

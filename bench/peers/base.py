@@ -199,7 +199,7 @@ def tail(log: Path | None, lines: int = 40) -> str:
     return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
 
 
-def tree_rss_bytes(roots: Sequence[int]) -> int:
+def tree_memory_bytes(roots: Sequence[int]) -> int:
     """Memory of ``roots`` and all their descendants, from /proc: each process's PSS
     (its private pages plus its share of pages mapped by several, so the runtime
     libraries every model host maps count once in all), or its RSS where smaps cannot be

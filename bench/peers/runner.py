@@ -3,7 +3,7 @@
 The parent (``bench.peers``) builds the models and writes a spec; this process pins
 itself (the load driver) to the driver's CPUs, starts the system through its adapter,
 checks every model's answer against the reference, replays a warm-up and then every
-offered-load level of the trace, open-loop, sampling the system's memory (RSS of its
+offered-load level of the trace, open-loop, sampling the system's memory (PSS of its
 process trees) as it goes, and writes one JSON result. A system whose adapter asks for
 it runs, with this driver, inside ``unshare -n`` (a private network namespace with only
 loopback up), so nothing it opens is reachable from outside.
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -32,7 +33,7 @@ import numpy as np
 from bench import loadgen
 from bench.peers import registry
 from bench.peers import workload as wl
-from bench.peers.base import REPO, Budget, PeerModel, Running, tree_rss_bytes
+from bench.peers.base import REPO, Budget, PeerModel, Running, tree_memory_bytes
 
 MAX_IN_FLIGHT = 4000
 REQUEST_TIMEOUT_S = 10.0
@@ -99,7 +100,7 @@ def load_models(root: Path) -> list[PeerModel]:
 
 
 class MemorySampler:
-    """Peak RSS of the system's process trees, sampled every ``interval_s`` on a thread."""
+    """Peak memory (PSS) of the system's process trees, sampled every ``interval_s`` on a thread."""
 
     def __init__(self, running: Running, interval_s: float = 0.5) -> None:
         self._running, self._interval = running, interval_s
@@ -109,7 +110,7 @@ class MemorySampler:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, tree_rss_bytes(self._running.pids()))
+            self.peak = max(self.peak, tree_memory_bytes(self._running.pids()))
             self._stop.wait(self._interval)
 
     def __enter__(self) -> MemorySampler:
@@ -119,7 +120,7 @@ class MemorySampler:
     def __exit__(self, *_: object) -> None:
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, tree_rss_bytes(self._running.pids()))
+        self.peak = max(self.peak, tree_memory_bytes(self._running.pids()))
 
 
 @dataclass
@@ -131,7 +132,7 @@ class LevelResult:
     statuses: dict[str, int]  # non-OK answers by status, with an example message each
     examples: dict[str, str]
     counters: dict[str, float]  # what the system reports over the level (deltas)
-    peak_rss_bytes: int
+    peak_memory_bytes: int
     goodput_rps: float
     attainment: float | None  # within SLO / sent (refusals count as misses)
     admitted_attainment: float | None  # within SLO / admitted (refusals excluded)
@@ -215,7 +216,7 @@ def run_system(name: str, spec: Spec) -> SystemResult:
                     result.levels.append(res)
                 print(f"[{name}] level {frac:g} ({res.offered_rps:.0f} req/s): goodput {res.goodput_rps:.1f}/s, "
                       f"attainment {_pct(res.attainment)}, p99 {_ms(res.summary['p99_ms'])} ms, "
-                      f"peak RSS {mem.peak / 2**20:.0f} MiB", flush=True)
+                      f"peak memory {mem.peak / 2**20:.0f} MiB", flush=True)
     except Exception as exc:  # noqa: BLE001 - one system failing is a result, the others still run
         import traceback
 
@@ -239,14 +240,8 @@ def child_command(name: str, spec_path: Path, out: Path, netns: bool) -> list[st
     cmd = [sys.executable, "-m", "bench.peers.runner", "--system", name, "--spec", str(spec_path), "--out", str(out)]
     if not netns:
         return cmd
-    inner = "ip link set lo up && exec " + " ".join(_quote(c) for c in cmd)
+    inner = "ip link set lo up && exec " + shlex.join(cmd)
     return ["unshare", "--net", "--", "sh", "-c", inner]
-
-
-def _quote(s: str) -> str:
-    import shlex
-
-    return shlex.quote(s)
 
 
 def run_in_child(name: str, spec: Spec, out: Path, log: Path, timeout_s: float) -> SystemResult:
@@ -314,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
                               "levels": [{"offered": x.offered_rps, "goodput": x.goodput_rps,
                                           "attainment": x.attainment, "statuses": x.statuses,
                                           "examples": x.examples, "p50": x.summary["p50_ms"],
-                                          "p99": x.summary["p99_ms"], "rss_mib": x.peak_rss_bytes / 2**20}
+                                          "p99": x.summary["p99_ms"], "memory_mib": x.peak_memory_bytes / 2**20}
                                          for x in res.levels]}, indent=1))
             return 0 if res.error is None else 1
     if args.spec is None or args.out is None:
