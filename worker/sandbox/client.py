@@ -7,6 +7,15 @@ hit a recycled pid), the caller gets DeadlineExceeded, and the host is started a
 from its files in the background, so the worker goes on serving everyone else at once.
 A model whose executions are stopped ``quarantine_after`` times in a row is not started
 again: it stays unavailable with that reason until it is loaded anew.
+
+Loads run in the instance's spare CPU time: a host is loading (reading, verifying,
+deserialising and warming up its model, hundreds of milliseconds of CPU for a large
+TorchScript model) at the lowest priority (nice 19), and back at the worker's priority
+once ready. On a CPU worker the loads and the executions share the same cores, and a
+load at equal priority made every execution beside it take twice as long: the
+scheduler's predictions missed and its margin grew until it refused most requests.
+Only where the worker may raise a priority again (CAP_SYS_NICE, or an RLIMIT_NICE that
+allows it): elsewhere hosts load at the worker's priority, as before.
 """
 
 from __future__ import annotations
@@ -36,6 +45,38 @@ log = logging.getLogger(__name__)
 
 _ERRORS: dict[str, type[InferplexError]] = {"InvalidArgument": InvalidArgument, "Internal": Internal}
 _ZYGOTE_START_S = 120.0
+LOAD_NICE = 19  # a loading host's priority (the lowest)
+_CAP_SYS_NICE = 23
+
+
+def can_restore_priority() -> bool:
+    """Whether this process may lower a nice value again (what un-deprioritising a host
+    after its load needs): CAP_SYS_NICE, or an RLIMIT_NICE reaching its current nice."""
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_NICE)
+        if soft == resource.RLIM_INFINITY or 20 - soft <= os.getpriority(os.PRIO_PROCESS, 0):
+            return True
+        with open("/proc/self/status") as f:
+            caps = next((line.split()[1] for line in f if line.startswith("CapEff:")), "0")
+        return bool(int(caps, 16) >> _CAP_SYS_NICE & 1)
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _set_nice(pid: int, nice: int) -> None:
+    """Every thread of process ``pid`` (nice is per thread on Linux; a runtime's threads
+    started while loading inherited the loading priority)."""
+    try:
+        tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+    except OSError:
+        tids = [pid]
+    for tid in tids:
+        try:
+            os.setpriority(os.PRIO_PROCESS, tid, nice)
+        except OSError:  # a thread that ended, or a host already gone
+            pass
 
 
 class Zygote:
@@ -47,6 +88,9 @@ class Zygote:
         self._proc: subprocess.Popen[bytes] | None = None
         self._ctl: socket.socket | None = None
         self.landlock_abi = 0
+        # hosts load at LOAD_NICE and serve at this one, where the priority can come back
+        self.serve_nice = os.getpriority(os.PRIO_PROCESS, 0)
+        self.load_nice = LOAD_NICE if can_restore_priority() and self.serve_nice < LOAD_NICE else None
 
     def _ensure(self) -> socket.socket:
         if self._proc is not None and self._proc.poll() is None and self._ctl is not None:
@@ -100,7 +144,15 @@ class Zygote:
         if reply is None or pidfd is None:
             ours.close()
             raise Unavailable("the worker's model sandbox failed to start a model host")
-        return ours, pidfd, int(reply["pid"])
+        pid = int(reply["pid"])
+        if self.load_nice is not None:
+            _set_nice(pid, self.load_nice)  # just forked: its pid is still its own
+        return ours, pidfd, pid
+
+    def loaded(self, pid: int) -> None:
+        """A host spawned by ``spawn`` is ready: back to the worker's priority."""
+        if self.load_nice is not None:
+            _set_nice(pid, self.serve_nice)
 
     def _stop(self) -> None:
         if self._ctl is not None:
@@ -176,6 +228,7 @@ class ModelHost(Runtime):
             header, _ = wire.recv(sock, 0)
             if not header.get("ok"):
                 raise _ERRORS.get(str(header.get("status")), InvalidArgument)(str(header.get("error", "")))
+            self.zygote.loaded(pid)
         except wire.WireError as exc:
             _release(sock, pidfd)
             raise InvalidArgument(f"failed to load '{self.name}': the model host died while "
