@@ -84,11 +84,15 @@ class Planner:
         """Only step 2 (the wanted models), for a request path that must place a cold model
         now; the optional work (shrink, prefetch, replicas) is the periodic ``plan``'s.
         ``guarded``: the waiting request cannot meet its SLO through a cold load anyway, so the
-        model evicts only copies no dearer than itself (``wanted_evict_ratio``, 1 unless set):
-        a load that serves no one now must not push out a model in heavier use."""
+        load is optional work like a prefetch: the model evicts only copies ``evict_margin``
+        times cheaper than itself (``wanted_evict_ratio`` where set). A load that serves no one
+        now must not push out a model in heavier use, and two models of about the same worth
+        that do not fit together must not trade places on each other's every cold request:
+        each trade is a load, and on a CPU instance a load takes the cores the executions
+        need."""
         config = self.config
         if guarded and config.victim_order == "cost" and config.wanted_evict_ratio is None:
-            config = dataclasses.replace(config, wanted_evict_ratio=1.0)
+            config = dataclasses.replace(config, wanted_evict_ratio=1.0 / config.evict_margin)
         p = PlanningPass(snap, config)
         self._wanted(p)
         return Plan(snap.now, tuple(p.actions), tuple(p.refusals))

@@ -298,6 +298,18 @@ def test_place_for_a_request_a_cold_load_cannot_serve_in_time_evicts_only_cheape
     assert [a.model for a in lru.actions] == ["acme__hot", "globex__bert"]
 
 
+def test_a_cold_request_does_not_swap_models_of_about_the_same_worth() -> None:
+    """Guarded, a newcomer must be ``evict_margin`` (2) times denser than what it evicts: two
+    models that do not fit together would otherwise trade places on each other's cold
+    requests, a load each time."""
+    models = [spec("acme__a"), spec("globex__b")]
+    w1 = inst("w-1", 100, res("acme__a"))
+    for b_rate, evicts in ((1.5, False), (2.5, True)):
+        snap = snapshot(NOW, [w1], models, {"acme__a": rate(1), "globex__b": rate(b_rate)}, ("globex__b",))
+        plan = Planner().place(snap, guarded=True)
+        assert ([a.model for a in plan.actions] == ["acme__a", "globex__b"]) is evicts, (b_rate, plan)
+
+
 def test_after_a_popularity_shift_the_falling_model_is_the_one_evicted() -> None:
     models = [spec("acme__old"), spec("acme__steady"), spec("acme__new")]
     w1 = inst("w-1", 200, res("acme__old"), res("acme__steady"))
