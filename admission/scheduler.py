@@ -109,8 +109,14 @@ class Scheduler:
 
     def margin_s(self, now: float) -> float:
         """What admission adds to every prediction now (``admission.calibration``)."""
+        learned, external = self.margin_parts(now)
+        return learned + external
+
+    def margin_parts(self, now: float) -> tuple[float, float]:
+        """The margin's two parts: learned from admitted requests' lateness, and the shell's
+        measured delay (``set_external_delay``)."""
         learned = self._calibration.margin_s(now) if self.config.calibration_percentile > 0 else 0.0
-        return learned + self._external_s
+        return learned, self._external_s
 
     # ---- configuration --------------------------------------------------------------
 

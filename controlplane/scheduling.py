@@ -186,7 +186,20 @@ class ScheduledForwarding:
             "inferplex_scheduler_decisions_total",
             "Scheduler decisions by tenant, model (instance-level name@version) and reason: admitted, "
             "quota, infeasible, queue_full, dispatched, dropped, cancelled, completed, late, failed.",
-            {(("tenant", t), ("model", m), ("reason", r)): n for (t, m, r), n in self.core.decisions().items()})
+            {(("tenant", t), ("model", m), ("reason", r)): n for (t, m, r), n in self.core.decisions().items()}
+        ) + self._render_margin()
+
+    def _render_margin(self) -> str:
+        learned, external = self.core.margin_parts(time.monotonic())
+        name = "inferplex_admission_margin_seconds"
+        return (f"# HELP {name} What admission adds to every prediction now: learned (a high percentile of "
+                "admitted requests' recent lateness against plan) and shell (the event loop's measured delay).\n"
+                f"# TYPE {name} gauge\n"
+                f'{name}{{part="learned"}} {learned:.6f}\n{name}{{part="shell"}} {external:.6f}\n'
+                "# HELP inferplex_dispatch_overhead_seconds A dispatch's round trip beyond the compute its "
+                "instance reported, at the percentile the scheduler adds to execute times (all models).\n"
+                "# TYPE inferplex_dispatch_overhead_seconds gauge\n"
+                f"inferplex_dispatch_overhead_seconds {self.overhead.seconds(''):.6f}\n")
 
     # ---- arrival ------------------------------------------------------------------------
 

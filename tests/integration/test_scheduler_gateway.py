@@ -180,6 +180,12 @@ def test_every_scheduler_decision_is_counted_in_metrics(cp: ControlPlane, key: s
     text = cp.metrics()
     assert 'inferplex_scheduler_decisions_total{tenant="acme",model="acme__mlp@1",reason="completed"}' in text
     assert 'reason="infeasible"' in text  # the refusal of the test above
+    # what admission adds to every prediction, and the dispatch overhead it learned, as gauges
+    gauges = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+              if line.startswith(("inferplex_admission_margin_seconds", "inferplex_dispatch_overhead_seconds"))}
+    assert set(gauges) == {'inferplex_admission_margin_seconds{part="learned"}',
+                           'inferplex_admission_margin_seconds{part="shell"}', "inferplex_dispatch_overhead_seconds"}
+    assert all(v >= 0 for v in gauges.values()) and gauges["inferplex_dispatch_overhead_seconds"] > 0
 
 
 def test_a_caller_that_disconnects_leaves_the_queue(cp: ControlPlane, key: str) -> None:
