@@ -19,6 +19,10 @@ high percentile of the recent errors (never negative). Recent means both the las
 ``window`` errors and the last ``horizon_s`` seconds: a margin that made admission refuse
 everything would otherwise never see a new error and never shrink.
 
+The scheduler keeps one over every model's batches, for a request with work ahead of it,
+and one per model, for a request on an idle instance, where only its own batch can make
+it late.
+
 Pure: every call takes ``now``.
 """
 
@@ -52,6 +56,13 @@ class AdmissionCalibration:
         if len(self._errors) < self.min_samples:
             return 0.0
         return max(0.0, self._errors.value)
+
+    def settled(self, now: float) -> bool:
+        """Whether enough recent errors are known for ``margin_s`` to say something."""
+        if self._times and self._times[0] < now - self.horizon_s:
+            self._expire(now)
+            self._errors.refresh()
+        return len(self._errors) >= self.min_samples
 
     def _expire(self, now: float) -> None:
         while self._times and self._times[0] < now - self.horizon_s:

@@ -56,6 +56,9 @@ from kserve.errors import InvalidArgument
 DecisionKey = tuple[str, str, str]  # (tenant, model, reason)
 
 
+# errors kept per model for the idle-instance margin (the all-model one keeps 1,000)
+OWN_CALIBRATION_WINDOW = 200
+
 class Queued:
     """A request admitted and not yet dispatched (mutable bookkeeping around it)."""
 
@@ -97,6 +100,8 @@ class Scheduler:
         self._seq = 0
         self._batch_seq = 0
         self._calibration = AdmissionCalibration(percentile=self.config.calibration_percentile)
+        # each model's own batches' errors: what can make a request late on an idle instance
+        self._own_calibration: dict[str, AdmissionCalibration] = {}
         self._external_s = 0.0
 
     def set_external_delay(self, seconds: float) -> None:
@@ -111,6 +116,17 @@ class Scheduler:
         """What admission adds to every prediction now (``admission.calibration``)."""
         learned, external = self.margin_parts(now)
         return learned + external
+
+    def margin_for(self, model: str, now: float, idle: bool) -> float:
+        """The margin for a request of ``model``. With work ahead of it (a batch in flight
+        or queued before it), any of those batches running late makes it late: the margin
+        learned over every model's batches. On an idle instance only its own batch can:
+        the margin learned over that model's batches alone, once it has enough of them (a
+        small model is not refused for a large one's variance when nothing runs beside it)."""
+        own = self._own_calibration.get(model) if idle else None
+        if own is None or self.config.calibration_percentile <= 0 or not own.settled(now):
+            return self.margin_s(now)
+        return own.margin_s(now) + self._external_s
 
     def margin_parts(self, now: float) -> tuple[float, float]:
         """The margin's two parts: learned from admitted requests' lateness, and the shell's
@@ -194,7 +210,8 @@ class Scheduler:
                                     f"batch queue full: at most {cap} batch requests queued at once")
         else:
             p = self.predict(req, now)
-            p = Prediction(p.queue_s, p.load_s, p.exec_s, p.known, self.margin_s(now))
+            idle = p.queue_s <= 0.0 and p.load_s <= 0.0
+            p = Prediction(p.queue_s, p.load_s, p.exec_s, p.known, self.margin_for(req.model, now, idle))
             late = now > req.deadline_s or (p.known and now + p.total_s > req.deadline_s)
             if late:
                 quota.release()
@@ -358,6 +375,11 @@ class Scheduler:
                     # queued behind on that instance is late by as much (a batch that
                     # grew after admission is in the plan: it still meets its deadlines)
                     self._calibration.observe(now, now - batch.planned_end_s)
+                    own = self._own_calibration.get(e.req.model)
+                    if own is None:
+                        own = self._own_calibration[e.req.model] = AdmissionCalibration(
+                            window=OWN_CALIBRATION_WINDOW, percentile=self.config.calibration_percentile)
+                    own.observe(now, now - batch.planned_end_s)
         iq = self._instances.get(batch.instance_id)
         if iq is not None:
             iq.in_flight.pop(batch_id, None)

@@ -12,11 +12,11 @@ from tests.unit.test_admission_fakes import MS, make, req
 EXEC = 3 * MS  # the fake predictor's batch-1 execute time (base 2 ms + 1 ms per row)
 
 
-def run_late(s, n: int, late_s: float, start: float = 0.0) -> float:
+def run_late(s, n: int, late_s: float, start: float = 0.0, model: str = "m") -> float:
     """``n`` requests, one at a time, each answered ``late_s`` after its plan; the clock after."""
     now = start
     for i in range(n):
-        assert s.admit(req(f"r{start}-{i}", at=now, deadline=0.05), now) is None
+        assert s.admit(req(f"r{model}{start}-{i}", model=model, at=now, deadline=0.05), now) is None
         (d,) = [x for x in s.schedule(now) if isinstance(x, Dispatch)]
         now += d.predicted_s + late_s
         s.complete(d.batch_id, now, d.predicted_s)
@@ -55,6 +55,31 @@ def test_a_few_late_batches_do_not_move_the_margin_until_enough_are_known() -> N
     s = make({"m": 0})
     now = run_late(s, 10, 20 * MS)  # under min_samples
     assert s.margin_s(now) == 0.0
+
+
+def test_on_an_idle_instance_a_request_gets_its_own_models_margin() -> None:
+    """Nothing ahead of it: only its own batch can make it late, so a small model is not
+    refused for a large model's lateness; with work ahead, every model's errors count."""
+    s = make({"small": 0, "big": 0})
+    now = run_late(s, 100, 0.0, model="small")
+    now = run_late(s, 100, 10 * MS, start=now, model="big")
+    assert s.margin_s(now) == pytest.approx(10 * MS)  # over all models' batches
+    # the big model's own record on an idle instance is its own lateness
+    refusal = s.admit(req("big-idle", model="big", at=now, deadline=12 * MS), now)
+    assert refusal is not None and "margin 10 ms" in refusal.message
+    # idle: 3 ms of execute fits 4 ms by the small model's own record
+    assert s.admit(req("idle", model="small", at=now, deadline=4 * MS), now) is None
+    # behind it, the big model's lateness can reach this one too
+    refusal = s.admit(req("behind", model="small", at=now, deadline=12 * MS), now)
+    assert refusal is not None and "margin 10 ms" in refusal.message
+
+
+def test_a_model_with_few_batches_of_its_own_gets_every_models_margin() -> None:
+    s = make({"new": 0, "big": 0})
+    now = run_late(s, 10, 0.0, model="new")  # under min_samples of its own
+    now = run_late(s, 100, 10 * MS, start=now, model="big")
+    refusal = s.admit(req("idle-new", model="new", at=now, deadline=4 * MS), now)
+    assert refusal is not None and "margin 10 ms" in refusal.message
 
 
 def test_the_shells_measured_delay_adds_to_the_margin() -> None:
