@@ -72,8 +72,8 @@ def tenant_of(m: PeerModel) -> str:
 
 
 class Running:
-    def __init__(self, inference_url: str, proc: subprocess.Popen[bytes], frontend_pid: int) -> None:
-        self.inference_url, self.proc, self.frontend_pid = inference_url, proc, frontend_pid
+    def __init__(self, inference_url: str, frontend_pid: int) -> None:
+        self.inference_url, self.frontend_pid = inference_url, frontend_pid
 
     def stream(self, model: PeerModel, schedule: Sequence[float]) -> loadgen.Stream:
         return loadgen.Stream(tenant_of(model), model.name, schedule, {model.input_name: model.sample_input},
@@ -114,28 +114,28 @@ class TorchServe:
         workdir.mkdir(parents=True, exist_ok=True)
         store = workdir / "model_store"
         archive_all(py, workdir, store, models, budget)
-        tmp, own_tmp = _short_tmpdir(workdir)
-        perf_before = _hsperf_files()
-        ports = {k: free_port() for k in ("inference", "management", "metrics")}
+        ports = {k: free_port() for k in ("inference", "management", "metrics", "grpc_inference", "grpc_management")}
         config = workdir / "config.properties"
         config.write_text(config_properties(ports, store))
         log = workdir / "torchserve.log"
-        env = {**base.thread_env(budget.threads), "TMPDIR": str(tmp), "TEMP": str(tmp)}
         # not the bench's PYTHONPATH: the workers would import this repo's packages before their own
         cmd = base.pinned(["env", "-u", "PYTHONPATH", str(py.parent / "torchserve"), "--start", "--foreground",
                            "--ts-config", str(config), "--model-store", str(store), "--ncs"], budget.cpus)
-        proc = base.start(cmd, log, env=env, cwd=workdir)
-        frontend = None
+        tmp, own_tmp = _short_tmpdir(workdir)
+        perf_before = _hsperf_files()
+        proc = frontend = None
         try:
+            env = {**base.thread_env(budget.threads), "TMPDIR": str(tmp), "TEMP": str(tmp)}
+            proc = base.start(cmd, log, env=env, cwd=workdir)
             mgmt = f"http://127.0.0.1:{ports['management']}"
             base.wait_http(f"http://127.0.0.1:{ports['inference']}/ping", START_TIMEOUT_S, proc, log)
             frontend = _child_pid(proc.pid, "java") or proc.pid
             with_workers = {m.name for m in hosted(models, budget)}
             for m in models:
                 register(mgmt, m, workers=1 if m.name in with_workers else 0, log=log)
-            yield Running(f"127.0.0.1:{ports['inference']}", proc, frontend)
+            yield Running(f"127.0.0.1:{ports['inference']}", frontend)
         finally:
-            if frontend is not None and frontend != proc.pid:
+            if frontend is not None and proc is not None and frontend != proc.pid:
                 _terminate(frontend, 30.0)  # the JVM stops its workers on SIGTERM
             base.stop(proc)
             for f in _hsperf_files() - perf_before:  # the JVM's perf file, if it was killed
@@ -152,12 +152,12 @@ class TorchServe:
                         f"{base.ONNXRUNTIME_PIN}, OpenJDK {_java_version()}",
             "command": "torchserve --start --foreground --ts-config config.properties --model-store model_store --ncs "
                        f"(taskset -c {budget.cpus}; the workers inherit it)",
-            "config.properties": "inference/management/metrics on 127.0.0.1 free ports, "
-                                 "disable_token_authorization=true, enable_model_api=true, "
-                                 "default_workers_per_model=1, disable_system_metrics=true, async_logging=true; the rest "
-                                 "defaults (log4j INFO: ~20 log lines a request, "
-                                 "job_queue_size 100 per model, default_response_timeout 120 s, netty threads = "
-                                 "visible CPUs, JVM heap default)",
+            "config.properties": "REST inference/management/metrics and the (unused) gRPC servers on 127.0.0.1 "
+                                 "free ports, disable_token_authorization=true, enable_model_api=true, "
+                                 "default_workers_per_model=1, disable_system_metrics=true, async_logging=true",
+            "defaults kept": "log4j at INFO (~20 lines a request, written asynchronously), job_queue_size 100 per "
+                             "model (503 when full), default_response_timeout 120 s, netty threads = visible CPUs "
+                             "(1), JVM heap default (max 1/4 of RAM, grown lazily)",
             "archives": "one .mar per model (torch-model-archiver, default zip format): the model file as "
                         "serialized file, model.json (format, input shape, threads) as extra file, handler "
                         "bench/peers/torchserve_handler.py",
@@ -184,7 +184,8 @@ class TorchServe:
             "memory shares per tenant": "no",
             "eviction": "no: a model is served by the workers it was given; scaling is a manual API call",
             "batching across requests": "yes: per model, batch_size and max_batch_delay",
-            "protocol": "TorchServe REST /predictions (and gRPC), KServe v1/v2 only through a wrapper",
+            "protocol": "TorchServe REST /predictions/{model} and gRPC; KServe v1/v2 JSON through a request "
+                        "envelope (service_envelope), no v2 binary tensors",
         }
 
 
@@ -196,6 +197,11 @@ def config_properties(ports: Mapping[str, int], store: Path) -> str:
         f"inference_address=http://127.0.0.1:{ports['inference']}",
         f"management_address=http://127.0.0.1:{ports['management']}",
         f"metrics_address=http://127.0.0.1:{ports['metrics']}",
+        # gRPC is on too, by default on the fixed ports 7070/7071: unused here, moved to free ones
+        "grpc_inference_address=127.0.0.1",
+        f"grpc_inference_port={ports['grpc_inference']}",
+        "grpc_management_address=127.0.0.1",
+        f"grpc_management_port={ports['grpc_management']}",
         "disable_token_authorization=true",  # 0.12 requires a token on every API by default
         "enable_model_api=true",  # 0.12 refuses registration through the management API by default
         "default_workers_per_model=1",
@@ -256,16 +262,16 @@ def _child_pid(parent: int, name: str, timeout_s: float = 10.0) -> int | None:
     """The pid of ``parent``'s child whose command is ``name`` (the launcher starts the JVM)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        try:
-            kids = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
-        except OSError:
-            return None
-        for kid in kids:
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
             try:
-                if Path(f"/proc/{kid}/comm").read_text().strip() == name:
-                    return int(kid)
+                stat = Path(f"/proc/{entry}/stat").read_text()
             except OSError:
                 continue
+            comm, rest = stat[stat.index("(") + 1:stat.rindex(")")], stat.rsplit(")", 1)[1].split()
+            if comm == name and int(rest[1]) == parent:
+                return int(entry)
         time.sleep(0.05)  # polling /proc: the JVM is forked right after the launcher parses its args
     return None
 
