@@ -2,7 +2,7 @@
 
 How a model's bytes are measured: loads are serialized, so the process's
 resident set size (``/proc/self/statm``) read just before and just after a
-load (including one warm-up run, which is when ONNX Runtime's arena grows) is
+load (including the warm-up runs; the first is when ONNX Runtime's arena grows) is
 that load's cost. RSS is noisy (allocator reuse after an unload can make a
 delta near zero), so a model is charged ``max(measured delta, file bytes)``.
 Before loading, the file bytes are the estimate: if even that does not fit,
