@@ -31,7 +31,7 @@ def build_app(config: dict[str, Any]) -> Any:
     from starlette.requests import Request
     from starlette.responses import JSONResponse, Response
 
-    batch = config["batch"]
+    batch = config["batch"]  # None: unbatched
 
     @serve.deployment(name="models", num_replicas=1, max_ongoing_requests=config["max_ongoing_requests"],
                       max_queued_requests=config["max_queued_requests"],
@@ -61,12 +61,19 @@ def build_app(config: dict[str, Any]) -> Any:
                 return OnnxModel(self.ort, spec["path"], self.threads, self._evicted)
             return TorchModel(self.torch, spec["path"], self._evicted)
 
-        @serve.batch(max_batch_size=int(batch["max_batch_size"]), batch_wait_timeout_s=float(batch["wait_s"]))
-        async def predict(self, xs: list[Any]) -> list[Any]:
+        async def _run(self, xs: list[Any]) -> list[Any]:
             # a batch holds one model's requests: Ray splits batches by multiplexed model id
             model = await self.get_model(serve.get_multiplexed_model_id())
             y = model(self.np.concatenate(xs) if len(xs) > 1 else xs[0])
             return self.np.split(y, self.np.cumsum([len(x) for x in xs])[:-1])
+
+        if batch is None:  # unbatched: one request, one call
+            async def predict(self, x: Any) -> Any:
+                return (await self._run([x]))[0]
+        else:
+            @serve.batch(max_batch_size=int(batch["max_batch_size"]), batch_wait_timeout_s=float(batch["wait_s"]))
+            async def predict(self, xs: list[Any]) -> list[Any]:
+                return await self._run(xs)
 
         async def __call__(self, request: Request) -> Response:
             if request.url.path.rstrip("/").endswith("/stats"):

@@ -68,7 +68,7 @@ def tenant_of(m: PeerModel) -> str:
 
 
 class Running:
-    def __init__(self, head: subprocess.Popen[bytes], port: int, models: Sequence[PeerModel]) -> None:
+    def __init__(self, head: subprocess.Popen[bytes], port: int) -> None:
         self.head, self.port = head, port
         self._client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60.0)
 
@@ -90,7 +90,8 @@ class Running:
         return [self.head.pid]
 
     def counters(self) -> Mapping[str, float]:
-        """The multiplexed loader's own counts: every load is a cold start of its request."""
+        """The multiplexed loader's own counts (every load is a cold start of the request that
+        missed), asked through the proxy: under overload the answer waits in the replica's queue."""
         r = self._client.get("/stats", timeout=10.0)
         r.raise_for_status()
         stats = r.json()
@@ -102,8 +103,11 @@ class Running:
 
 class RayServe:
     name = "ray"
-    label = f"Ray Serve {RAY_VERSION} (multiplexed, @serve.batch)"
     needs_netns = True
+
+    def __init__(self, batching: bool = True) -> None:
+        self.batching = batching  # False: serve unbatched (for comparison; the bench batches)
+        self.label = f"Ray Serve {RAY_VERSION} (multiplexed{', @serve.batch' if batching else ', unbatched'})"
 
     def install(self) -> Path:
         return base.ensure_venv(self.name, REQUIREMENTS)
@@ -116,7 +120,7 @@ class RayServe:
             "replica_num_cpus": self.replica_num_cpus(budget),
             "max_ongoing_requests": MAX_ONGOING_REQUESTS,
             "max_queued_requests": MAX_QUEUED_REQUESTS,
-            "batch": {"max_batch_size": MAX_BATCH_SIZE, "wait_s": BATCH_WAIT_S},
+            "batch": {"max_batch_size": MAX_BATCH_SIZE, "wait_s": BATCH_WAIT_S} if self.batching else None,
             "models": {m.name: {"path": str(m.path), "format": m.format, "input_shape": list(m.input_shape)}
                        for m in models},
         }
@@ -161,7 +165,7 @@ class RayServe:
             finally:
                 base.stop(deploy)
             base.wait_http(f"http://127.0.0.1:{http_port}/stats", 60.0, head, workdir / "ray-head.log")
-            running = Running(head, http_port, models)
+            running = Running(head, http_port)
             yield running
         finally:
             if running is not None:
@@ -188,8 +192,9 @@ class RayServe:
             "memory": f"max_num_models_per_replica {slots}: the budget {budget.model_memory_bytes / 2**20:.0f} MiB "
                       "over the mean estimated resident size (1.3 x weights + 4 MiB); Ray counts models, not bytes",
             "eviction": "Ray's multiplexer: LRU on a cache miss; the request that misses waits for the load",
-            "batching": f"@serve.batch(max_batch_size={MAX_BATCH_SIZE}, batch_wait_timeout_s={BATCH_WAIT_S}); "
-                        "Ray splits each batch by multiplexed model id; max_concurrent_batches 1 (default)",
+            "batching": (f"@serve.batch(max_batch_size={MAX_BATCH_SIZE}, batch_wait_timeout_s={BATCH_WAIT_S}); "
+                         "Ray splits each batch by multiplexed model id; max_concurrent_batches 1 (default)")
+                        if self.batching else "none",
             "queues": f"max_ongoing_requests {MAX_ONGOING_REQUESTS} per replica (default 5 stalls the router), "
                       f"max_queued_requests {MAX_QUEUED_REQUESTS} (unbounded, Ray's default); "
                       "no request timeout at the proxy (default)",
