@@ -84,7 +84,7 @@ class Running:
         r = httpx.post(f"http://{self.inference_url}/predictions/{model.name}", content=base.raw_float32(x),
                        headers={"content-type": "application/octet-stream"}, timeout=60)
         if r.status_code != 200:
-            raise RuntimeError(f"{model.name}: {r.status_code} {r.text[:300]}")
+            raise RuntimeError(f"{r.status_code} {_message(r)}")
         kind = r.headers.get("content-type", "")
         if not kind.startswith("application/octet-stream"):
             raise RuntimeError(f"{model.name}: expected raw float32 bytes, got {kind!r}: {r.text[:200]}")
@@ -190,6 +190,14 @@ class TorchServe:
 
 
 # ---------------------------------------------------------------- pieces
+
+
+def _message(r: httpx.Response) -> str:
+    """TorchServe's error answer is JSON with a message; a handler's 400 is plain text."""
+    try:
+        return str(r.json().get("message", r.text))[:300]
+    except (ValueError, AttributeError):
+        return r.text[:300]
 
 
 def config_properties(ports: Mapping[str, int], store: Path) -> str:
