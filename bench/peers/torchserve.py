@@ -162,7 +162,8 @@ class TorchServe:
                         "serialized file, model.json (format, input shape, threads) as extra file, handler "
                         "bench/peers/torchserve_handler.py",
             "runtime": f"ONNX: onnxruntime InferenceSession, intra_op {budget.threads}, inter_op 1; TorchScript: "
-                       f"torch.jit.load, torch.set_num_threads({budget.threads}), inference_mode",
+                       f"torch.jit.load, torch.set_num_threads({budget.threads}), inference_mode; 3 warm-up runs at "
+                       "batch 1 when a worker loads its model (as inferplex's model host)",
             "batching": f"TorchServe's batcher: batch_size {BATCH_SIZE}, max_batch_delay {MAX_BATCH_DELAY_MS} ms "
                         "(set on registration); the handler runs a batch as one call",
             "slots": f"{len(chosen)} of {len(models)} models get 1 worker: the first in the order the runner gives "
