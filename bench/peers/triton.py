@@ -5,8 +5,9 @@ The server is the one ``scripts/ensure-triton`` builds under build/triton (trito
 tests/support/triton.py starts it (127.0.0.1, free ports, ``--model-control-mode
 explicit``) under ``taskset``. With no onnxruntime or libtorch backend, every model is a
 Python-backend model: ONNX through inferplex's adapter (placement/triton_python_adapter,
-ONNX Runtime in the stub, as inferplex's worker runs ONNX on this Triton), TorchScript
-through ``triton_model.py`` (torch.jit in the stub). The stubs run in this peer's own venv
+ONNX Runtime in the stub, as inferplex's worker runs ONNX on this Triton; it runs a
+dynamic batch's requests one by one), TorchScript through ``triton_model.py`` (torch.jit in
+the stub, one call per batch; ``ONNX_MODEL = "peer"`` serves ONNX through it too). The stubs run in this peer's own venv
 (numpy 1.26.4 for the stub's ABI, onnxruntime and the CPU torch): the tests' stub venv has
 no torch.
 
@@ -37,9 +38,13 @@ from tests.support.procs import free_port
 
 STUB_REQUIREMENTS = ["numpy==1.26.4", base.ONNXRUNTIME_PIN, base.TORCH_PIN]  # the stub needs numpy < 2
 ONNX_ADAPTER = base.REPO / "placement" / "triton_python_adapter" / "model.py"
-TORCH_MODEL = Path(__file__).with_name("triton_model.py")
+PEER_MODEL = Path(__file__).with_name("triton_model.py")
 MAX_BATCH_SIZE = 8
 QUEUE_DELAY_US = 2000
+# which model.py serves ONNX: "inferplex-adapter" (placement/triton_python_adapter, as inferplex's
+# worker runs ONNX on this Triton: a batch's requests one by one) or "peer" (triton_model.py: one
+# ONNX Runtime call per batch, as TorchScript runs here)
+ONNX_MODEL = "inferplex-adapter"
 START_TIMEOUT_S = 120.0
 LOAD_TIMEOUT_S = 180.0
 TENANTS = 3  # labels only, as inferplex's adapter names them: Triton has no tenants
@@ -63,7 +68,7 @@ def model_config(m: PeerModel, budget: Budget) -> str:
     """config.pbtxt: a Python-backend model, the dynamic batcher, one CPU instance."""
     dims = ", ".join(str(d) for d in m.input_shape)
     out_dim = int(m.sample_output.shape[1])
-    if m.format == "onnx":
+    if m.format == "onnx" and ONNX_MODEL == "inferplex-adapter":
         params = {"inferplex_onnx_file": m.path.name, "inferplex_threads": str(budget.threads)}
     else:
         params = {"peer_model_file": m.path.name, "peer_threads": str(budget.threads)}
@@ -87,7 +92,8 @@ def write_repository(root: Path, models: Sequence[PeerModel], budget: Budget) ->
         version.mkdir(parents=True)
         (root / m.name / "config.pbtxt").write_text(model_config(m, budget))
         os.symlink(m.path.resolve(), version / m.path.name)
-        shutil.copy(ONNX_ADAPTER if m.format == "onnx" else TORCH_MODEL, version / "model.py")
+        adapter = m.format == "onnx" and ONNX_MODEL == "inferplex-adapter"
+        shutil.copy(ONNX_ADAPTER if adapter else PEER_MODEL, version / "model.py")
 
 
 class Running:
@@ -168,15 +174,17 @@ class StandaloneTriton:
 
     def settings(self, models: Sequence[PeerModel], budget: Budget) -> dict[str, str]:
         loaded = loaded_models(models, budget)
+        onnx_runtime = ("inferplex's Python-backend adapter (ONNX Runtime, a batch's requests run one by one)"
+                        if ONNX_MODEL == "inferplex-adapter" else
+                        "bench/peers/triton_model.py (ONNX Runtime, one call per batch)")
         return {
             "version": f"tritonserver {triton_support.TRITON_VERSION} (nvidia-pytriton 0.7.0 wheel), Python backend "
                        f"only; stub venv numpy 1.26.4, {base.ONNXRUNTIME_PIN}, {base.TORCH_PIN}",
             "command": f"taskset -c {budget.cpus} tritonserver --model-control-mode explicit (127.0.0.1, "
                        "--exit-timeout-secs 2)",
             "processes": "tritonserver + one Python-backend stub process per loaded model, all pinned",
-            "runtime": f"ONNX: inferplex's Python-backend adapter (ONNX Runtime, runs a batch's requests one by "
-                       f"one); TorchScript: bench/peers/triton_model.py (torch.jit, one call per batch); "
-                       f"{budget.threads} intra-op thread(s)",
+            "runtime": f"ONNX: {onnx_runtime}; TorchScript: bench/peers/triton_model.py (torch.jit, one call "
+                       f"per batch); {budget.threads} intra-op thread(s)",
             "memory": f"{len(loaded)} of {len(models)} models loaded (slots by 1.3 x weights + 4 MiB per model "
                       f"in {budget.model_memory_bytes / 2**20:.0f} MiB); the first {len(loaded)} in the given order",
             "many models": "explicit model control, the repository API loads the slots' models at start; Triton "

@@ -5,8 +5,9 @@ libtorch backend), so a TorchScript model is served by this ``model.py``: it loa
 version folder's ``model.pt`` with ``torch.jit`` (``peer_threads`` intra-op threads), and
 runs each batch the dynamic batcher hands it as one call: the requests' inputs
 concatenated along the batch axis, the output split back by each request's row count.
-ONNX models go through inferplex's own adapter (placement/triton_python_adapter), as
-inferplex's worker runs them on this Triton.
+It serves a ``model.onnx`` the same way under ONNX Runtime, but by default ONNX models go
+through inferplex's own adapter (placement/triton_python_adapter), as inferplex's worker
+runs them on this Triton (``triton.ONNX_MODEL`` chooses).
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import os
 from typing import Any
 
 import numpy as np
-import torch
 import triton_python_backend_utils as pb_utils  # provided by the Python backend's stub
 
 MODEL_FILE_PARAMETER = "peer_model_file"
@@ -27,18 +27,35 @@ class TritonPythonModel:
     def initialize(self, args: dict[str, Any]) -> None:
         config = json.loads(args["model_config"])
         parameters = {k: v.get("string_value", "") for k, v in (config.get("parameters") or {}).items()}
-        torch.set_num_threads(int(parameters.get(THREADS_PARAMETER) or 1))
+        threads = int(parameters.get(THREADS_PARAMETER) or 1)
         path = os.path.join(args["model_repository"], args["model_version"],
                             parameters.get(MODEL_FILE_PARAMETER) or "model.pt")
-        self.module = torch.jit.load(path, map_location="cpu").eval()
         self.input_name = config["input"][0]["name"]
         self.output_name = config["output"][0]["name"]
+        if path.endswith(".onnx"):
+            import onnxruntime as ort
+
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = threads
+            opts.inter_op_num_threads = 1
+            session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+            self.run = lambda x: session.run(None, {self.input_name: x})[0]
+        else:
+            import torch
+
+            torch.set_num_threads(threads)
+            module = torch.jit.load(path, map_location="cpu").eval()
+
+            def run(x: np.ndarray) -> np.ndarray:
+                with torch.inference_mode():
+                    return module(torch.from_numpy(x)).numpy()
+
+            self.run = run
 
     def execute(self, requests: list[Any]) -> list[Any]:
         try:
             parts = [pb_utils.get_input_tensor_by_name(r, self.input_name).as_numpy() for r in requests]
-            with torch.inference_mode():
-                y = self.module(torch.from_numpy(np.concatenate(parts, axis=0))).numpy()
+            y = self.run(np.concatenate(parts, axis=0))
         except Exception as exc:  # the model failed on this batch: every caller in it is told why
             error = pb_utils.TritonError(f"the model failed: {exc}")
             return [pb_utils.InferenceResponse(output_tensors=[], error=error) for _ in requests]
@@ -50,4 +67,4 @@ class TritonPythonModel:
         return out
 
     def finalize(self) -> None:
-        self.module = None
+        self.run = None
