@@ -105,12 +105,18 @@ class RayServe:
     name = "ray"
     needs_netns = True
 
-    def __init__(self, batching: bool = True) -> None:
+    def __init__(self, batching: bool = True, direct_ingress: bool = False) -> None:
         self.batching = batching  # False: serve unbatched (for comparison; the bench batches)
-        self.label = f"Ray Serve {RAY_VERSION} (multiplexed{', @serve.batch' if batching else ', unbatched'})"
+        # True: Ray 2.56+'s documented high-throughput mode (RAY_SERVE_THROUGHPUT_OPTIMIZED=1), and
+        # requests go to the ingress replica's own HTTP server instead of the proxy
+        self.direct_ingress = direct_ingress
+        mode = ", @serve.batch" if batching else ", unbatched"
+        if direct_ingress:
+            mode += ", throughput-optimized, direct ingress"
+        self.label = f"Ray Serve {RAY_VERSION} (multiplexed{mode})"
 
     def install(self) -> Path:
-        return base.ensure_venv(self.name, REQUIREMENTS)
+        return base.ensure_venv("ray", REQUIREMENTS)  # one venv for both modes
 
     def app_config(self, models: Sequence[PeerModel], budget: Budget, http_port: int) -> dict:
         return {
@@ -147,6 +153,14 @@ class RayServe:
         config = self.app_config(models, budget, http_port)
         (workdir / "app.json").write_text(json.dumps(config, indent=1))
         env = {**base.thread_env(budget.threads), "RAY_USAGE_STATS_ENABLED": "0"}
+        http_direct = 0
+        if self.direct_ingress:  # the replica's own servers: one free port each, as Ray's range
+            http_direct, grpc_direct = free_port(), free_port()
+            env.update({"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+                        "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(http_direct),
+                        "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(http_direct + 1),  # exclusive
+                        "RAY_SERVE_DIRECT_INGRESS_MIN_GRPC_PORT": str(grpc_direct),
+                        "RAY_SERVE_DIRECT_INGRESS_MAX_GRPC_PORT": str(grpc_direct + 1)})
         head_cmd = [str(bindir / "ray"), "start", "--head", "--block", "--num-cpus", str(cpu_count(budget.cpus)),
                     "--node-ip-address", "127.0.0.1", "--port", str(gcs_port), "--temp-dir", str(temp_dir),
                     "--include-dashboard", "false", "--disable-usage-stats",
@@ -164,8 +178,9 @@ class RayServe:
                 _wait_exit(deploy, head, START_TIMEOUT_S, workdir / "deploy.log")
             finally:
                 base.stop(deploy)
-            base.wait_http(f"http://127.0.0.1:{http_port}/stats", 60.0, head, workdir / "ray-head.log")
-            running = Running(head, http_port)
+            port = http_direct if self.direct_ingress else http_port
+            base.wait_http(f"http://127.0.0.1:{port}/stats", 60.0, head, workdir / "ray-head.log")
+            running = Running(head, port)
             yield running
         finally:
             if running is not None:
@@ -200,7 +215,10 @@ class RayServe:
                       "no request timeout at the proxy (default)",
             "runtimes": f"onnxruntime CPU, intra-op {budget.threads} thread(s), sequential; "
                         f"torch.jit, {budget.threads} thread(s), 1 inter-op; inference in the replica's event loop",
-            "protocol": "HTTP POST of raw float32 bytes, header serve_multiplexed_model_id (aiohttp client)",
+            "protocol": "HTTP POST of raw float32 bytes, header serve_multiplexed_model_id (aiohttp client), "
+                        + ("to the replica's direct-ingress port (RAY_SERVE_THROUGHPUT_OPTIMIZED=1: no proxy hop, "
+                           "user code on the replica's loop, buffered request logs, gRPC between actors)"
+                           if self.direct_ingress else "through Serve's HTTP proxy (default mode)"),
             "network": "private network namespace, loopback only (Ray binds its internal servers itself)",
         }
 
@@ -249,3 +267,12 @@ def _kill_leftovers(temp_dir: Path) -> None:
             except (ProcessLookupError, PermissionError):
                 pass
 
+
+
+class RayServeDirect(RayServe):
+    """The same app in Ray's throughput-optimized mode, requests straight to the replica."""
+
+    name = "ray_direct"
+
+    def __init__(self) -> None:
+        super().__init__(direct_ingress=True)
