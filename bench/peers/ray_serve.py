@@ -6,7 +6,10 @@ venv deploys the app (see that file): one replica whose ``@serve.multiplexed`` l
 holds at most ``slots`` models (a count: Ray cannot be told bytes), LRU eviction, and
 ``@serve.batch`` (max 8, 2 ms; Ray splits batches by model id). Requests are raw float32
 bodies to Serve's HTTP proxy on 127.0.0.1 with the ``serve_multiplexed_model_id`` header
-(the load driver's BYTES client).
+(the load driver's BYTES client). ``RayServeDirect`` is the same app in Ray 2.56+'s
+documented high-throughput mode (``RAY_SERVE_THROUGHPUT_OPTIMIZED=1``), requests sent to the
+replica's own direct-ingress HTTP port: ~1 ms of Ray's CPU per request against ~8 ms
+through the proxy (see notes/ray.md).
 
 Ray starts internal servers (GCS, raylet, agents, its client server) that this adapter
 cannot keep off other interfaces, so it runs inside a private network namespace
