@@ -20,8 +20,11 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 
 def build_app(config: dict[str, Any]) -> Any:
@@ -38,11 +41,8 @@ def build_app(config: dict[str, Any]) -> Any:
                       ray_actor_options={"num_cpus": config["replica_num_cpus"]})
     class Models:
         def __init__(self) -> None:
-            import numpy as np
-            import onnxruntime as ort
             import torch
 
-            self.np, self.ort, self.torch = np, ort, torch
             self.threads = int(config["threads"])
             torch.set_num_threads(self.threads)
             torch.set_num_interop_threads(1)
@@ -55,17 +55,12 @@ def build_app(config: dict[str, Any]) -> Any:
 
         @serve.multiplexed(max_num_models_per_replica=int(config["slots"]))
         async def get_model(self, model_id: str) -> Any:
-            spec = self.specs[model_id]
             self.loads += 1
-            if spec["format"] == "onnx":
-                return OnnxModel(self.ort, spec["path"], self.threads, self._evicted)
-            return TorchModel(self.torch, spec["path"], self._evicted)
+            return load_model(self.specs[model_id], self.threads, self._evicted)
 
         async def _run(self, xs: list[Any]) -> list[Any]:
             # a batch holds one model's requests: Ray splits batches by multiplexed model id
-            model = await self.get_model(serve.get_multiplexed_model_id())
-            y = model(self.np.concatenate(xs) if len(xs) > 1 else xs[0])
-            return self.np.split(y, self.np.cumsum([len(x) for x in xs])[:-1])
+            return run_batch(await self.get_model(serve.get_multiplexed_model_id()), xs)
 
         if batch is None:  # unbatched: one request, one call
             async def predict(self, x: Any) -> Any:
@@ -85,48 +80,82 @@ def build_app(config: dict[str, Any]) -> Any:
                                 "to one of the app's models", status_code=404)
             body = await request.body()
             try:
-                x = self.np.frombuffer(body, dtype="<f4").reshape(-1, *spec["input_shape"])
-            except ValueError:
-                return Response(f"the body ({len(body)} bytes) is not a float32 batch of shape "
-                                f"[-1, {', '.join(map(str, spec['input_shape']))}]", status_code=400)
-            y = self.np.ascontiguousarray(await self.predict(x), dtype="<f4")
+                x = decode(body, spec["input_shape"])
+            except ValueError as exc:
+                return Response(str(exc), status_code=400)
+            y = np.ascontiguousarray(await self.predict(x), dtype="<f4")
             return Response(y.tobytes(), media_type="application/octet-stream",
                             headers={"x-shape": ",".join(map(str, y.shape))})
 
-    class OnnxModel:
-        def __init__(self, ort: Any, path: str, threads: int, on_evict: Any) -> None:
-            opts = ort.SessionOptions()
-            opts.intra_op_num_threads = threads
-            opts.inter_op_num_threads = 1
-            opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-            self.session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
-            self.input = self.session.get_inputs()[0].name
-            self._on_evict = on_evict
-
-        def __call__(self, x: Any) -> Any:
-            return self.session.run(None, {self.input: x})[0]
-
-        def __del__(self) -> None:  # Ray calls it on eviction (then the collector may again)
-            if self._on_evict is not None:
-                self._on_evict()
-                self._on_evict, self.session = None, None
-
-    class TorchModel:
-        def __init__(self, torch: Any, path: str, on_evict: Any) -> None:
-            self.torch = torch
-            self.module = torch.jit.load(path, map_location="cpu").eval()
-            self._on_evict = on_evict
-
-        def __call__(self, x: Any) -> Any:
-            with self.torch.inference_mode():
-                return self.module(self.torch.from_numpy(x.copy())).numpy()
-
-        def __del__(self) -> None:
-            if self._on_evict is not None:
-                self._on_evict()
-                self._on_evict, self.module = None, None
-
     return Models.bind()
+
+
+# ---------------------------------------------------------------- the runtime code (no Ray here)
+
+
+class OnnxModel:
+    """An ONNX model in onnxruntime: ``intra_op`` threads, one inter-op, sequential."""
+
+    def __init__(self, path: str, threads: int, on_evict: Callable[[], None] | None = None) -> None:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        self.session: Any = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+        self.input = self.session.get_inputs()[0].name
+        self._on_evict = on_evict
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input: x})[0]
+
+    def __del__(self) -> None:  # Ray calls it on eviction, then the collector may again: once
+        if getattr(self, "_on_evict", None) is not None:
+            self._on_evict()
+        self._on_evict, self.session = None, None
+
+
+class TorchModel:
+    """A TorchScript module (torch's thread counts are the process's: set by the replica)."""
+
+    def __init__(self, path: str, on_evict: Callable[[], None] | None = None) -> None:
+        import torch
+
+        self.torch = torch
+        self.module: Any = torch.jit.load(path, map_location="cpu").eval()
+        self._on_evict = on_evict
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        with self.torch.inference_mode():
+            return self.module(self.torch.from_numpy(np.array(x))).numpy()
+
+    def __del__(self) -> None:
+        if getattr(self, "_on_evict", None) is not None:
+            self._on_evict()
+        self._on_evict, self.module = None, None
+
+
+def load_model(spec: dict[str, Any], threads: int, on_evict: Callable[[], None] | None = None) -> Any:
+    """The model ``spec`` names (``path``, ``format``: onnx | torchscript)."""
+    if spec["format"] == "onnx":
+        return OnnxModel(spec["path"], threads, on_evict)
+    return TorchModel(spec["path"], on_evict)
+
+
+def decode(body: bytes, input_shape: list[int]) -> np.ndarray:
+    """A request's raw float32 body as ``[-1, *input_shape]``; ValueError says what is wrong."""
+    row = 4 * int(np.prod(input_shape))
+    if not body or len(body) % row:
+        raise ValueError(f"the body ({len(body)} bytes) is not a float32 batch of shape "
+                         f"[-1, {', '.join(map(str, input_shape))}]")
+    return np.frombuffer(body, dtype="<f4").reshape(-1, *input_shape)
+
+
+def run_batch(model: Callable[[np.ndarray], np.ndarray], xs: list[np.ndarray]) -> list[np.ndarray]:
+    """One runtime call for a batch of requests (each ``[rows, ...]``); each gets its rows back."""
+    y = model(np.concatenate(xs) if len(xs) > 1 else xs[0])
+    return np.split(y, np.cumsum([len(x) for x in xs])[:-1])
 
 
 def main() -> int:
