@@ -116,7 +116,7 @@ class MLServer:
             "max_batch_time": MAX_BATCH_TIME_S,
             "parameters": {"uri": str(m.path.resolve()),
                            "extra": {"threads": budget.threads, "input_name": m.input_name,
-                                     "output_name": m.output_name}},
+                                     "output_name": m.output_name, "input_shape": list(m.input_shape)}},
         }
 
     @contextmanager
@@ -164,7 +164,7 @@ class MLServer:
             "processes": f"front-end (REST + gRPC + adaptive batcher) + parallel_workers={PARALLEL_WORKERS} "
                          "inference worker (every loaded model in it), all pinned",
             "runtime": f"custom MLModel (bench/peers/mlserver_runtime.py): ONNX Runtime / torch.jit, "
-                       f"{budget.threads} intra-op thread(s)",
+                       f"{budget.threads} intra-op thread(s), 3 warm-up runs at load",
             "memory": f"{len(loaded)} of {len(models)} models loaded (slots by 1.3 x weights + 4 MiB per model "
                       f"in {budget.model_memory_bytes / 2**20:.0f} MiB); the first {len(loaded)} in the given order",
             "many models": "load_models_at_startup=false, the repository API loads the slots' models at start; "

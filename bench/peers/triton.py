@@ -184,7 +184,7 @@ class StandaloneTriton:
                        "--exit-timeout-secs 2)",
             "processes": "tritonserver + one Python-backend stub process per loaded model, all pinned",
             "runtime": f"ONNX: {onnx_runtime}; TorchScript: bench/peers/triton_model.py (torch.jit, one call "
-                       f"per batch); {budget.threads} intra-op thread(s)",
+                       f"per batch, 3 warm-up runs at load); {budget.threads} intra-op thread(s)",
             "memory": f"{len(loaded)} of {len(models)} models loaded (slots by 1.3 x weights + 4 MiB per model "
                       f"in {budget.model_memory_bytes / 2**20:.0f} MiB); the first {len(loaded)} in the given order",
             "many models": "explicit model control, the repository API loads the slots' models at start; Triton "

@@ -2,9 +2,10 @@
 
 The nvidia-pytriton wheel's tritonserver has the Python backend only (no onnxruntime or
 libtorch backend), so a TorchScript model is served by this ``model.py``: it loads the
-version folder's ``model.pt`` with ``torch.jit`` (``peer_threads`` intra-op threads), and
-runs each batch the dynamic batcher hands it as one call: the requests' inputs
-concatenated along the batch axis, the output split back by each request's row count.
+version folder's ``model.pt`` with ``torch.jit`` (``peer_threads`` intra-op threads), runs
+it 3 times on zeros (as inferplex's model host warms a model up), and runs each batch the
+dynamic batcher hands it as one call: the requests' inputs concatenated along the batch
+axis, the output split back by each request's row count.
 It serves a ``model.onnx`` the same way under ONNX Runtime, but by default ONNX models go
 through inferplex's own adapter (placement/triton_python_adapter), as inferplex's worker
 runs them on this Triton (``triton.ONNX_MODEL`` chooses).
@@ -19,6 +20,7 @@ from typing import Any
 import numpy as np
 import triton_python_backend_utils as pb_utils  # provided by the Python backend's stub
 
+WARMUP_RUNS = 3
 MODEL_FILE_PARAMETER = "peer_model_file"
 THREADS_PARAMETER = "peer_threads"
 
@@ -51,6 +53,13 @@ class TritonPythonModel:
                     return module(torch.from_numpy(x)).numpy()
 
             self.run = run
+        # 3 runs before the first request, as inferplex's model host does: TorchScript's profiling
+        # executor profiles the first run and optimises the second
+        dims = config["input"][0].get("dims")
+        if dims:
+            warm = np.zeros((1, *(int(d) for d in dims)), np.float32)
+            for _ in range(WARMUP_RUNS):
+                self.run(warm)
 
     def execute(self, requests: list[Any]) -> list[Any]:
         try:

@@ -49,7 +49,7 @@ def test_mlserver_binds_loopback_loads_nothing_itself_and_batches_each_model(mod
         assert ms["implementation"] == "mlserver_runtime.PeerModelRuntime"
         assert Path(ms["parameters"]["uri"]) == m.path.resolve()
         assert ms["parameters"]["extra"] == {"threads": 3, "input_name": m.input_name,
-                                             "output_name": m.output_name}
+                                             "output_name": m.output_name, "input_shape": list(m.input_shape)}
 
 
 def test_triton_configs_parse_and_ask_for_the_batcher_one_cpu_instance_and_the_file(models: list) -> None:
