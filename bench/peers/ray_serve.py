@@ -93,12 +93,13 @@ class Running:
         return [self.head.pid]
 
     def counters(self) -> Mapping[str, float]:
-        """The multiplexed loader's own counts (every load is a cold start of the request that
-        missed), asked through the proxy: under overload the answer waits in the replica's queue."""
+        """The multiplexed loader's own counts; every load is a cold start (the request that
+        missed waits for it). Asked like any request: under overload it waits in the replica's queue."""
         r = self._client.get("/stats", timeout=10.0)
         r.raise_for_status()
         stats = r.json()
-        return {"loads": float(stats["loads"]), "evictions": float(stats["evictions"])}
+        loads = float(stats["loads"])
+        return {"loads": loads, "evictions": float(stats["evictions"]), "cold starts": loads}
 
     def close(self) -> None:
         self._client.close()
