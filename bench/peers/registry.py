@@ -10,6 +10,8 @@ from bench.peers.base import Peer
 SYSTEMS: dict[str, str] = {
     "inferplex": "bench.peers.inferplex:Inferplex",
     "ray": "bench.peers.ray_serve:RayServe",
+    # Ray's documented throughput-optimised mode, requests straight to the replica's port
+    "ray_direct": "bench.peers.ray_serve:RayServeDirect",
     "torchserve": "bench.peers.torchserve:TorchServe",
     "mlserver": "bench.peers.mlserver:MLServer",
     "triton": "bench.peers.triton:StandaloneTriton",

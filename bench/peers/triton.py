@@ -44,15 +44,20 @@ QUEUE_DELAY_US = 2000
 # which model.py serves ONNX: "inferplex-adapter" (placement/triton_python_adapter, as inferplex's
 # worker runs ONNX on this Triton: a batch's requests one by one) or "peer" (triton_model.py: one
 # ONNX Runtime call per batch, as TorchScript runs here)
-ONNX_MODEL = "inferplex-adapter"
+ONNX_MODEL = "peer"
 START_TIMEOUT_S = 120.0
 LOAD_TIMEOUT_S = 180.0
 TENANTS = 3  # labels only, as inferplex's adapter names them: Triton has no tenants
 
 
+# what one model's Python-backend stub process costs before its weights, measured (PSS) here:
+# each stub imports its runtime (torch: ~150 MiB; onnxruntime: ~40 MiB)
+STUB_BASE_BYTES = {"torchscript": 150 * 2**20, "onnx": 40 * 2**20}
+
+
 def resident_bytes(m: PeerModel) -> int:
-    """A model's resident size, estimated: 1.3x its weights plus 4 MiB."""
-    return int(1.3 * m.weight_bytes) + 4 * 2**20
+    """A model's resident size: its stub process (measured, by runtime) plus 1.3x its weights."""
+    return STUB_BASE_BYTES[m.format] + int(1.3 * m.weight_bytes)
 
 
 def tenant_of(m: PeerModel) -> str:
@@ -185,7 +190,7 @@ class StandaloneTriton:
             "processes": "tritonserver + one Python-backend stub process per loaded model, all pinned",
             "runtime": f"ONNX: {onnx_runtime}; TorchScript: bench/peers/triton_model.py (torch.jit, one call "
                        f"per batch, 3 warm-up runs at load); {budget.threads} intra-op thread(s)",
-            "memory": f"{len(loaded)} of {len(models)} models loaded (slots by 1.3 x weights + 4 MiB per model "
+            "memory": f"{len(loaded)} of {len(models)} models loaded (slots by a stub process per model, 150 MiB with torch / 40 MiB with onnxruntime, + 1.3 x weights "
                       f"in {budget.model_memory_bytes / 2**20:.0f} MiB); the first {len(loaded)} in the given order",
             "many models": "explicit model control, the repository API loads the slots' models at start; Triton "
                            "neither loads on demand nor evicts: requests to the rest get 404 ('Request for unknown "
