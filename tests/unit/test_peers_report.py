@@ -43,7 +43,13 @@ def test_targets_met_and_missed() -> None:
 
     slow = _system("inferplex", [_level(100, 90, 0.9, 0.99, 6)])
     lines = "\n".join(targets([slow, peer]))
-    assert "0.00x: **missed**" in lines and "worst 99.00%: **missed**" in lines and "6.0 ms, best peer 5.0 ms: **missed**" in lines
+    assert "inferplex serves no level ≥ 99% within SLO" in lines and "**missed**" in lines
+    assert "worst 99.00%: **missed**" in lines and "6.0 ms, best peer 5.0 ms: **missed**" in lines
+    # nobody sustains 99% (most models cold): the target is missed, not met by 0/0; peak goodput compared
+    never = _system("ray", [_level(100, 60, 0.6, 0.6, 5), _level(400, 30, 0.075, 0.075, 90)])
+    lines = "\n".join(targets([slow, never]))
+    assert "inferplex serves no level ≥ 99% within SLO (best peer ray label: 0 req/s): **missed**" in lines
+    assert "peak goodput: inferplex 90.0 req/s at 100 offered, best peer ray label 60.0 req/s at 100 offered -> 1.50x" in lines
 
 
 def test_a_failed_peer_is_a_row_and_no_comparison_is_made_without_one() -> None:
