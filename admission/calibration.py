@@ -17,7 +17,11 @@ not foresee: a longer execute time or round trip, or the shell's own delay, by w
 everything queued behind on that instance is late too. The margin admission adds is a
 high percentile of the recent errors (never negative). Recent means both the last
 ``window`` errors and the last ``horizon_s`` seconds: a margin that made admission refuse
-everything would otherwise never see a new error and never shrink.
+everything would otherwise never see a new error and never shrink. Once too few recent
+errors are left to say anything, the last margin decays (halving every ``half_life_s``)
+instead of dropping to zero: after an overload a margin that fell to zero at once let a
+burst in that overloaded the instance again, and one that stood for the whole horizon
+refused nearly everything (at 1x capacity on one shared core: a 106 ms margin for 10 s).
 
 The scheduler keeps one over every model's batches, for a request with work ahead of it,
 and one per model, for a request on an idle instance, where only its own batch can make
@@ -34,11 +38,12 @@ from admission.overhead import RollingPercentile
 
 
 class AdmissionCalibration:
-    def __init__(self, window: int = 1000, percentile: float = 99.0, horizon_s: float = 10.0,
-                 min_samples: int = 50, refresh_every: int = 25) -> None:
-        if horizon_s <= 0 or min_samples < 1:
-            raise ValueError("horizon_s must be > 0 and min_samples >= 1")
-        self.horizon_s, self.min_samples = horizon_s, min_samples
+    def __init__(self, window: int = 1000, percentile: float = 99.0, horizon_s: float = 3.0,
+                 min_samples: int = 50, refresh_every: int = 25, half_life_s: float = 1.0) -> None:
+        if horizon_s <= 0 or min_samples < 1 or half_life_s <= 0:
+            raise ValueError("horizon_s and half_life_s must be > 0 and min_samples >= 1")
+        self.horizon_s, self.min_samples, self.half_life_s = horizon_s, min_samples, half_life_s
+        self._last = (0.0, 0.0)  # (when, margin) the last margin read from enough errors
         self._errors = RollingPercentile(window, percentile, refresh_every)
         self._times: deque[float] = deque(maxlen=window)  # when each error was seen, oldest first
 
@@ -54,8 +59,11 @@ class AdmissionCalibration:
             self._expire(now)
             self._errors.refresh()
         if len(self._errors) < self.min_samples:
-            return 0.0
-        return max(0.0, self._errors.value)
+            when, margin = self._last
+            return margin * 0.5 ** (max(0.0, now - when) / self.half_life_s) if margin > 0 else 0.0
+        margin = max(0.0, self._errors.value)
+        self._last = (now, margin)
+        return margin
 
     def settled(self, now: float) -> bool:
         """Whether enough recent errors are known for ``margin_s`` to say something."""

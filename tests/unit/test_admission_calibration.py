@@ -51,6 +51,20 @@ def test_the_margin_is_forgotten_once_its_errors_are_old() -> None:
     assert s.admit(req("after", at=later, deadline=5 * MS), later) is None
 
 
+def test_once_its_errors_are_too_few_the_margin_decays_instead_of_dropping_to_zero() -> None:
+    """After an overload a margin that fell to zero at once let a burst in that overloaded the
+    instance again; one that stood for the whole horizon refused nearly everything."""
+    c = AdmissionCalibration(min_samples=10, refresh_every=1, horizon_s=3.0, half_life_s=1.0)
+    for i in range(20):
+        c.observe(i * 0.01, 0.1)  # 100 ms late, in a burst at t = 0..0.19
+    assert c.margin_s(0.2) == pytest.approx(0.1)
+    assert c.margin_s(3.5) == pytest.approx(0.1 * 0.5 ** 3.3)  # the burst expired: 1 s half-life from t=0.2
+    assert c.margin_s(20.0) < 1e-6
+    for i in range(20):  # on plan again: the percentile of the new errors, not the decayed value
+        c.observe(21.0 + i * 0.01, 0.0)
+    assert c.margin_s(21.3) == 0.0
+
+
 def test_a_few_late_batches_do_not_move_the_margin_until_enough_are_known() -> None:
     s = make({"m": 0})
     now = run_late(s, 10, 20 * MS)  # under min_samples
@@ -92,7 +106,7 @@ def test_the_shells_measured_delay_adds_to_the_margin() -> None:
 
 
 def test_calibration_percentile_over_a_window() -> None:
-    c = AdmissionCalibration(window=100, percentile=99.0, min_samples=10, refresh_every=1)
+    c = AdmissionCalibration(window=100, percentile=99.0, min_samples=10, refresh_every=1, horizon_s=1000.0)
     for i in range(100):
         c.observe(float(i), 0.001 * (i % 10))  # 0..9 ms, 10 of each
     assert c.margin_s(99.0) == pytest.approx(0.009)
