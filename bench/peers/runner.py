@@ -64,8 +64,11 @@ class Spec:
         return Budget(self.cpus, self.threads, self.model_memory_bytes)
 
     def trace(self, models: Sequence[PeerModel]) -> tuple[wl.Level, list[wl.Level]]:
-        warm = wl.level(models, self.warmup_level * self.capacity_rps, self.warmup_s, self.seed, self.zipf_s)
-        levels = [wl.level(models, f * self.capacity_rps, self.level_s, self.seed + 1 + i, self.zipf_s)
+        # one popularity ranking for the warm-up and every level; arrivals seeded per level
+        warm = wl.level(models, self.warmup_level * self.capacity_rps, self.warmup_s, self.seed, self.zipf_s,
+                        popularity_seed=self.seed)
+        levels = [wl.level(models, f * self.capacity_rps, self.level_s, self.seed + 1 + i, self.zipf_s,
+                           popularity_seed=self.seed)
                   for i, f in enumerate(self.levels)]
         return warm, levels
 

@@ -271,13 +271,18 @@ class Level:
         return sum(len(s) for s in self.schedules.values())
 
 
-def level(models: Sequence[PeerModel], rate_rps: float, duration_s: float, seed: int, s: float = 1.0) -> Level:
+def level(models: Sequence[PeerModel], rate_rps: float, duration_s: float, seed: int, s: float = 1.0,
+          popularity_seed: int | None = None) -> Level:
     """Zipf(``s``) popularity over a seeded permutation, a new one half-way; Poisson arrivals,
-    on/off bursts (the same mean rate) for every third model of the permutation."""
+    on/off bursts (the same mean rate) for every third model of the permutation. The two
+    permutations come from ``popularity_seed`` (default ``seed``), the arrivals from ``seed``:
+    levels that share a popularity seed rank the models alike, so a system that hosts a
+    fixed set is not luckier at one offered load than at the next."""
     n = len(models)
     rng = np.random.default_rng(seed)
+    ranking = np.random.default_rng(seed if popularity_seed is None else popularity_seed)
     pop = zipf(n, s)
-    halves = [rng.permutation(n), rng.permutation(n)]
+    halves = [ranking.permutation(n), ranking.permutation(n)]
     half = duration_s / 2
     schedules: dict[str, list[float]] = {m.name: [] for m in models}
     for h, perm in enumerate(halves):
