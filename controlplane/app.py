@@ -130,13 +130,20 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.openapi = openapi  # type: ignore[method-assign]
 
     from controlplane.routes import include_routers
-    from controlplane.routes.v2 import InferFastPath
 
     include_routers(app)
     console.mount(app)  # /console and /admin/console/...
     # before FastAPI reads any other body (it does so ahead of authentication)
     app.add_middleware(RestBodyLimit)
-    # v2 infer is served before routing: the router alone costs more than the gateway's budget
-    app.add_middleware(InferFastPath)
-    app.add_middleware(RequestIdMiddleware)  # outermost: the fast path's answers carry it too
     return app
+
+
+def served(app: FastAPI) -> Any:
+    """The ASGI application the control plane's HTTP server runs: a request id on every
+    request, then v2 infer answered before FastAPI is entered at all (its router matches
+    every route and its middleware stack wraps every call: together more than the gateway's
+    whole budget, paid by every request and every refusal under a flood); everything else
+    goes to ``app``, whose route for infer serves the same requests when called directly."""
+    from controlplane.routes.v2 import InferFastPath
+
+    return RequestIdMiddleware(InferFastPath(app, owner=app))

@@ -61,7 +61,9 @@ def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 def http_server(app: object, host: str, port: int, settings: Settings) -> uvicorn.Server:
     """The REST API + v2 HTTP server of the control plane (``up`` and ``controlplane``)."""
-    return uvicorn.Server(BoundedConfig(app, host=host, port=port, log_level="warning",
+    from controlplane.app import served
+
+    return uvicorn.Server(BoundedConfig(served(app), host=host, port=port, log_level="warning",
                                         access_log=False, lifespan="on",
                                         header_timeout_s=settings.header_timeout_s,
                                         max_header_bytes=settings.max_header_bytes))

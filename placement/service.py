@@ -54,6 +54,8 @@ CACHE_READ_S = 5.0  # how often the leader asks the workers what their artifact 
 PLACEMENT_PREFIX = keys.PLACEMENT
 # how a model's status reason starts while its last load failed (cleared by the next success)
 LOAD_FAILED = "the last load failed: "
+# how long the planner's "no room" for a model is reused while nothing changed here
+REFUSAL_HOLD_S = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +68,15 @@ class Placed:
     def parse(cls, value: Any) -> Placed:
         """A stored placement value (JSON object); KeyError, TypeError or ValueError if unreadable."""
         return cls(str(value["version"]), int(value["bytes"]), float(value["loaded_at"]))
+
+
+@dataclass(frozen=True, slots=True)
+class _ReadyEstimate:
+    """When a cold model could answer a batch of one: ready at (monotonic), then executing."""
+
+    ready_at: float
+    exec_s: float
+    slo_ms: float
 
 
 class PlacementLost(Exception):
@@ -86,6 +97,16 @@ class PlacementService(ProfilingMixin):
         self._actual: dict[str, dict[str, Placed]] = {}
         # one load per model at a time: concurrent cold requests wait for the same load
         self._loading: dict[str, asyncio.Task[TritonDriver]] = {}
+        # Under a flood of requests for a model that cannot load (or not in time), the
+        # answer is the same for every one of them: each would otherwise build a cluster
+        # snapshot and plan again, and those refusals take the CPU the loaded models run on.
+        # ``_changes`` counts what changes a plan's answer here (placements, loads, evictions,
+        # instances resynced); a refusal is reused while it is unchanged, for at most
+        # REFUSAL_HOLD_S (demand and other replicas move the answer too), and a cold
+        # request's "ready at" is reused while the same load is in flight.
+        self._changes = 0
+        self._refused: dict[str, tuple[float, int, str]] = {}  # qualified -> (until, changes, reason)
+        self._ready: dict[str, tuple[asyncio.Task[TritonDriver], _ReadyEstimate | None]] = {}
         # memory held for profiles in flight, so a load does not take the room a profile uses
         self._reserved: dict[str, int] = {}
         # loads in flight (LOADING in the planner's snapshot), so two cold models don't both
@@ -169,6 +190,7 @@ class PlacementService(ProfilingMixin):
                                               else estimate_model_bytes(0))
                 actual[model.name] = Placed(model.version, size, time.time())
             self._actual[iid] = actual
+            self._changes += 1
             inst.needs_resync = False
             await self._mirror(iid, actual)
             log.info("instance %s holds %d models: %s", iid, len(actual), sorted(actual))
@@ -186,6 +208,7 @@ class PlacementService(ProfilingMixin):
 
     def forget(self, iid: str, qualified: str) -> None:
         """The instance no longer holds ``qualified``: route nothing there for it."""
+        self._changes += 1
         self._actual.get(iid, {}).pop(qualified, None)
 
     def unreachable(self, iid: str) -> None:
@@ -209,6 +232,7 @@ class PlacementService(ProfilingMixin):
         await self.store.put(keys.placement(iid, qualified), json.dumps(value, sort_keys=True).encode())
 
     def _placement_changed(self, key: str, value: Any | None, _revision: int) -> None:
+        self._changes += 1
         iid, _, qualified = key.removeprefix(PLACEMENT_PREFIX).partition("/")
         if value is None:
             self._actual.get(iid, {}).pop(qualified, None)
@@ -275,8 +299,9 @@ class PlacementService(ProfilingMixin):
         driver = self.find_loaded(record.qualified_name, version)
         if driver is not None:
             return driver
-        late = None if deadline is None else self._too_late_by(record, deadline)
+        self._refuse_as_before(record)
         task = self._loading.get(record.qualified_name)
+        late = None if deadline is None else self._too_late_by(record, deadline, task)
         if task is None:
             task = asyncio.create_task(self._load(record), name=f"load-{record.qualified_name}")
             self._loading[record.qualified_name] = task
@@ -313,13 +338,52 @@ class PlacementService(ProfilingMixin):
             return await self.ensure_loaded(record)
         return driver
 
-    def _too_late_by(self, record: ModelRecord, deadline: float) -> tuple[float, float, float, float] | None:
+    def _refuse_as_before(self, record: ModelRecord) -> None:
+        """Refuse at once, as the planner last did, while nothing it decides on changed here
+        (and for at most REFUSAL_HOLD_S)."""
+        held = self._refused.get(record.qualified_name)
+        if held is None:
+            return
+        until, changes, reason = held
+        if changes != self._changes or time.monotonic() >= until:
+            del self._refused[record.qualified_name]
+            return
+        self.metrics.error(record.tenant, record.name, "no_capacity")
+        raise Unavailable(f"cannot load model '{record.name}': {reason}", retry_after_s=5)
+
+    def _too_late_by(self, record: ModelRecord, deadline: float,
+                     loading: asyncio.Task[TritonDriver] | None = None) -> tuple[float, float, float, float] | None:
         """(seconds until it could answer, of them loading, executing; SLO ms) when the
         planner's "ready at" (the load in progress, else the one it would plan, after the loads
         queued there) plus a batch of one ends after ``deadline``; None when it can make it or
         nothing is measured. Its own load and execution count at their median, not the p99 the
         planner plans with: a request is refused before its load only when even a typical load
-        makes it late (one that waits and still runs late is refused by admission after it)."""
+        makes it late (one that waits and still runs late is refused by admission after it).
+        The estimate is made once per load in flight (``loading``), not once per request."""
+        q = record.qualified_name
+        held = self._ready.get(q)
+        if loading is not None and held is not None and held[0] is loading:
+            estimate = held[1]
+        else:
+            estimate = self._ready_estimate(record)
+            if loading is not None:
+                self._ready[q] = (loading, estimate)
+                loading.add_done_callback(lambda done, q=q: self._forget_ready(q, done))
+        if estimate is None:
+            return None
+        now = time.monotonic()
+        ready_s = max(0.0, estimate.ready_at - now)
+        if now + ready_s + estimate.exec_s <= deadline:
+            return None
+        return ready_s + estimate.exec_s, ready_s, estimate.exec_s, estimate.slo_ms
+
+    def _forget_ready(self, qualified: str, load: asyncio.Task[TritonDriver]) -> None:
+        held = self._ready.get(qualified)
+        if held is not None and held[0] is load:
+            del self._ready[qualified]
+
+    def _ready_estimate(self, record: ModelRecord) -> _ReadyEstimate | None:
+        """``_too_late_by``'s estimate from a cluster snapshot; None when nothing is measured."""
         q = record.qualified_name
         snap = self.cluster((q,))
         spec = snap.models.get(q)
@@ -338,9 +402,7 @@ class PlacementService(ProfilingMixin):
         if exec_s is None:
             exec_s = min(costs.exec_s.values(), default=0.0)
         ready_s = max(0.0, ready.at - costs.load_s(warm) + typical - snap.now)
-        if snap.now + ready_s + exec_s <= deadline:
-            return None
-        return ready_s + exec_s, ready_s, exec_s, spec.slo_s * 1e3
+        return _ReadyEstimate(snap.now + ready_s, exec_s, spec.slo_s * 1e3)
 
     async def _load(self, record: ModelRecord) -> TritonDriver:
         """Place a cold model by the planner: on an instance with room, else after evicting
@@ -365,6 +427,7 @@ class PlacementService(ProfilingMixin):
                 if last_reason:  # the instance's own words stay in the log
                     reason = f"{reason} (an instance had less memory free than planned)"
                 self.metrics.error(record.tenant, record.name, "no_capacity")
+                self._refused[qualified] = (time.monotonic() + REFUSAL_HOLD_S, self._changes, reason)
                 raise Unavailable(f"cannot load model '{record.name}': {reason}", retry_after_s=5)
             inst = self.instances.get(load.instance_id)
             if inst is None:
@@ -437,6 +500,7 @@ class PlacementService(ProfilingMixin):
         self._sizes[f"{qualified}@{version}"] = size
         placed = Placed(version, size, time.time())
         self._actual.setdefault(iid, {})[qualified] = placed
+        self._changes += 1
         await self._record(iid, qualified, placed)
         self.metrics.load(qualified, seconds, True)
         self.metrics.loaded_bytes(record.tenant, record.name, record.size_bytes)
@@ -460,6 +524,7 @@ class PlacementService(ProfilingMixin):
         """A plan's unloads on ``instance_id``, gone from actual state at once (before the
         caller's first await): a concurrent plan sees the victims gone and does not pick them."""
         victims = [a for a in unloads if a.instance_id == instance_id]
+        self._changes += bool(victims)
         for v in victims:
             self._actual.get(v.instance_id, {}).pop(v.model.partition("@")[0], None)
         return victims

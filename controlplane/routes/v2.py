@@ -223,8 +223,11 @@ class InferFastPath:
     above stays registered: it documents the endpoint in OpenAPI and serves the same
     requests when this middleware is not installed."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, owner: Any = None) -> None:
         self.app = app
+        # the FastAPI app whose state holds the services: given when this runs outside it
+        # (``controlplane.app.served``), else the one Starlette puts in the scope
+        self.owner = owner
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["method"] != "POST" or not scope["path"].endswith("/infer"):
@@ -240,7 +243,7 @@ class InferFastPath:
         except CallerGone:
             return
         except InferplexError as exc:
-            exc = scope["app"].state.services.gateway.redact.error(exc, keep=(m.group("model"),))
+            exc = (self.owner or scope["app"]).state.services.gateway.redact.error(exc, keep=(m.group("model"),))
             status, body = exc.http_status, json.dumps(exc.to_json()).encode()
             out_headers = {"content-type": "application/json"}
             retry_after = exc.retry_after_header()
@@ -254,5 +257,5 @@ class InferFastPath:
     async def _infer(self, scope: dict[str, Any], receive: Any, headers: dict[str, str],
                      m: re.Match[str]) -> tuple[int, bytes, dict[str, str]]:
         authorizations = [v.decode("latin-1") for k, v in scope["headers"] if k.lower() == b"authorization"]
-        return await _serve_infer(scope["app"].state.services, receive, headers, authorizations,
+        return await _serve_infer((self.owner or scope["app"]).state.services, receive, headers, authorizations,
                                   m.group("model"), m.group("version"))

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 
-from controlplane.app import create_app
+from controlplane.app import create_app, served
 from controlplane.settings import Settings
 from tests.support.models import TEST_SLO_MS
 from tests.support.procs import eventually, free_port
@@ -58,7 +58,7 @@ def settings_for(data_dir: Path, **overrides: Any) -> Settings:
 async def running_app(settings: Settings) -> AsyncIterator[RunningApp]:
     app = create_app(settings)
     async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
+        transport = httpx.ASGITransport(app=served(app))
         async with httpx.AsyncClient(transport=transport, base_url="http://cp") as client:
             yield RunningApp(app, client, settings)
 

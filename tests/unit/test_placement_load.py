@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from types import SimpleNamespace
 from typing import Any, cast
@@ -264,3 +265,86 @@ async def test_a_cold_request_is_refused_early_only_when_a_typical_load_is_too_s
         svc.predictor.observe_load(Q, "cpu", s)
     # a typical load meets the 100 ms SLO: the request waits for it rather than being refused
     assert await svc.ensure_loaded(rec, deadline=time.monotonic() + 0.1) is instances.get("w1").driver
+
+
+def _counting_snapshots(svc: PlacementService) -> list[int]:
+    calls: list[int] = []
+    cluster = svc.cluster
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return cluster(*args, **kwargs)
+
+    svc.cluster = counted  # type: ignore[method-assign]
+    return calls
+
+
+async def test_a_model_with_no_room_is_refused_again_without_planning_until_placements_change() -> None:
+    instances = Instances("w1")
+    instances.get("w1").record.memory_bytes = 1  # nothing fits
+    svc = _service(instances)
+    rec = _record(1)
+    svc.catalog.latest = rec  # type: ignore[attr-defined]
+    snapshots = _counting_snapshots(svc)
+    with pytest.raises(Unavailable) as first:
+        await svc.ensure_loaded(rec)
+    planned = len(snapshots)
+    assert planned >= 1 and first.value.message.startswith("cannot load model 'm': ")
+    for _ in range(50):  # a flood of requests for it: the same answer, no plan made again
+        with pytest.raises(Unavailable) as again:
+            await svc.ensure_loaded(rec)
+        assert again.value.message == first.value.message and again.value.retry_after_s == 5
+    assert len(snapshots) == planned
+    assert instances.get("w1").driver.loads == []
+    # an eviction or a load elsewhere (here: another replica's, seen by the watch) may make
+    # room: the next request plans again
+    svc._placement_changed("w1/acme__other", None, 0)
+    with pytest.raises(Unavailable):
+        await svc.ensure_loaded(rec)
+    assert len(snapshots) > planned
+
+
+async def test_a_held_refusal_expires(monkeypatch: pytest.MonkeyPatch) -> None:
+    import placement.service as service
+
+    instances = Instances("w1")
+    instances.get("w1").record.memory_bytes = 1
+    svc = _service(instances)
+    rec = _record(1)
+    svc.catalog.latest = rec  # type: ignore[attr-defined]
+    monkeypatch.setattr(service, "REFUSAL_HOLD_S", 0.0)  # held for no time at all
+    snapshots = _counting_snapshots(svc)
+    with pytest.raises(Unavailable):
+        await svc.ensure_loaded(rec)
+    planned = len(snapshots)
+    with pytest.raises(Unavailable):
+        await svc.ensure_loaded(rec)
+    assert len(snapshots) > planned
+
+
+async def test_cold_requests_during_one_load_share_its_ready_estimate() -> None:
+    instances = Instances("w1")
+    driver = instances.get("w1").driver = GatedDriver()
+    svc = _service(instances)
+    rec = _record(1)
+    svc.catalog.latest = rec  # type: ignore[attr-defined]
+    svc.predictor.observe_load(Q, "cpu", 2.0)
+    with pytest.raises(Unavailable):
+        await svc.ensure_loaded(rec, deadline=time.monotonic() + 0.1)
+    await _until(lambda: driver.loads == [Q])
+    snapshots = _counting_snapshots(svc)
+    messages = []
+    for _ in range(20):
+        with pytest.raises(Unavailable) as info:
+            await svc.ensure_loaded(rec, deadline=time.monotonic() + 0.1)
+        messages.append(info.value.message)
+    assert len(snapshots) == 1  # one estimate for the load in flight, not one per request
+    # counted down from the load's own ready time: never later, as the load goes on
+    predicted = [int(re.search(r"predicted (\d+) ms", m).group(1)) for m in messages]  # type: ignore[union-attr]
+    assert all(m.startswith("cannot meet the 100 ms SLO of model 'm'") for m in messages)
+    assert 1000 < predicted[0] <= 2010 and predicted == sorted(predicted, reverse=True)
+    # a request with time to spare still waits for the same load and is served
+    waiting = asyncio.create_task(svc.ensure_loaded(rec, deadline=time.monotonic() + 60))
+    driver.gate.set()
+    assert await waiting is driver and driver.loads == [Q]
+    assert svc._ready == {}  # the load is over: its estimate is gone with it

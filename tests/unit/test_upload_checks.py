@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 import controlplane.routes.models as model_routes
-from controlplane.app import create_app
+from controlplane.app import create_app, served
 from controlplane.catalog import MAX_VERSION
 from controlplane.gateway import UNKNOWN_MODEL_LABEL
 from controlplane.services import Services, build_services, close_services
@@ -33,7 +33,7 @@ async def services(tmp_path: Path) -> AsyncIterator[Services]:
 async def client(services: Services) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(services.settings, services)
     app.state.services = services  # what the lifespan would set
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://cp",
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=served(app)), base_url="http://cp",
                                  headers={"Authorization": f"Bearer {ADMIN}"}) as c:
         assert (await c.post("/admin/tenants", json={"name": "acme"})).status_code == 201
         yield c
