@@ -9,13 +9,18 @@ misses its deadline, and leave the instance idle between them. So every complete
 dispatch's round trip minus its reported compute is kept per model (its tensors' size
 is part of the cost), and the core's execute times are the predictor's plus this
 overhead at a high percentile. A model never dispatched yet gets the overhead seen on
-all models.
+all models, and so does one whose own newest dispatch is older than ``stale_s``: a model
+that admission keeps refusing is never dispatched, so its own numbers (say, the slow first
+dispatches after its cold load, or a burst of contention) would otherwise stand for good
+and refuse it for good.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections import deque
+from collections.abc import Callable
 
 
 class RollingPercentile:
@@ -55,11 +60,15 @@ class RollingPercentile:
 
 
 class DispatchOverhead:
-    """Per-model round trip minus compute, at ``percentile`` over the last ``window``."""
+    """Per-model round trip minus compute, at ``percentile`` over the last ``window``;
+    all models' while a model's own are missing or older than ``stale_s`` (``clock``)."""
 
-    def __init__(self, window: int = 200, percentile: float = 95.0, refresh_every: int = 16) -> None:
+    def __init__(self, window: int = 200, percentile: float = 95.0, refresh_every: int = 16,
+                 stale_s: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.window, self.pct, self.refresh_every = window, percentile, refresh_every
+        self.stale_s, self.clock = stale_s, clock
         self._models: dict[str, RollingPercentile] = {}
+        self._last: dict[str, float] = {}  # model -> when its newest dispatch was learned
         self._all = RollingPercentile(window, percentile, refresh_every)
 
     def observe(self, model: str, round_trip_s: float, compute_s: float | None) -> None:
@@ -71,8 +80,11 @@ class DispatchOverhead:
         if s is None:
             s = self._models[model] = RollingPercentile(self.window, self.pct, self.refresh_every)
         s.add(extra)
+        self._last[model] = self.clock()
         self._all.add(extra)
 
     def seconds(self, model: str) -> float:
         s = self._models.get(model)
-        return self._all.value if s is None or not len(s) else s.value
+        if s is None or not len(s) or self.clock() - self._last[model] > self.stale_s:
+            return self._all.value
+        return s.value

@@ -45,3 +45,19 @@ def test_bad_settings_are_refused() -> None:
         DispatchOverhead(window=0)
     with pytest.raises(ValueError):
         DispatchOverhead(percentile=101)
+
+
+def test_a_model_whose_own_dispatches_are_stale_gets_what_all_models_cost_now() -> None:
+    """A model admission keeps refusing is never dispatched: its slow first dispatches after
+    a cold load must not stand for good (and refuse it for good)."""
+    now = [0.0]
+    o = DispatchOverhead(window=10, percentile=50.0, refresh_every=1, stale_s=10.0, clock=lambda: now[0])
+    o.observe("cold", 0.028, 0.001)  # 27 ms: its first dispatch, right after its load
+    for _ in range(5):
+        now[0] += 2.0
+        o.observe("busy", 0.003, 0.001)
+        assert o.seconds("cold") == pytest.approx(0.027)  # its own, while it is recent
+    now[0] += 1.0  # 11 s since its own last dispatch
+    assert o.seconds("cold") == pytest.approx(0.002)  # the median of all models': the busy one's
+    o.observe("cold", 0.030, 0.001)  # dispatched again: its own numbers count again
+    assert o.seconds("cold") == pytest.approx(0.027)  # the median of its 27 and 29 ms (nearest rank)
