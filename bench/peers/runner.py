@@ -64,11 +64,12 @@ class Spec:
         return Budget(self.cpus, self.threads, self.model_memory_bytes)
 
     def trace(self, models: Sequence[PeerModel]) -> tuple[wl.Level, list[wl.Level]]:
-        # one popularity ranking for the warm-up and every level; arrivals seeded per level
+        # one pair of popularity rankings (A, B) for the warm-up and every level, arrivals
+        # seeded per level; each level begins where the one before ended: A->B, B->A, A->B, ...
         warm = wl.level(models, self.warmup_level * self.capacity_rps, self.warmup_s, self.seed, self.zipf_s,
                         popularity_seed=self.seed)
         levels = [wl.level(models, f * self.capacity_rps, self.level_s, self.seed + 1 + i, self.zipf_s,
-                           popularity_seed=self.seed)
+                           popularity_seed=self.seed, shifted_first=i % 2 == 0)
                   for i, f in enumerate(self.levels)]
         return warm, levels
 

@@ -7,7 +7,9 @@ twins compute the same function; ``build_models`` checks it), a few seeded copie
 comes from its execute time measured here, on the servers' CPU with one thread.
 
 Trace: per offered-load level, Zipf(s) popularity over a seeded permutation of the
-models and a new permutation half-way (the popularity shift); each model's arrivals are
+models and a new permutation half-way (the popularity shift); every level uses the same two
+permutations, each beginning with the one the level before ended with (the runner's
+``Spec.trace``), and only the arrivals are drawn per level; each model's arrivals are
 Poisson, or bursty on/off (on ``BURST_ON_S``, off ``BURST_OFF_S``, the same mean rate)
 for every third model. Everything is seeded: ``trace_digest`` proves two runs replayed
 the same requests.
@@ -272,17 +274,21 @@ class Level:
 
 
 def level(models: Sequence[PeerModel], rate_rps: float, duration_s: float, seed: int, s: float = 1.0,
-          popularity_seed: int | None = None) -> Level:
+          popularity_seed: int | None = None, shifted_first: bool = False) -> Level:
     """Zipf(``s``) popularity over a seeded permutation, a new one half-way; Poisson arrivals,
     on/off bursts (the same mean rate) for every third model of the permutation. The two
     permutations come from ``popularity_seed`` (default ``seed``), the arrivals from ``seed``:
     levels that share a popularity seed rank the models alike, so a system that hosts a
-    fixed set is not luckier at one offered load than at the next."""
+    fixed set is not luckier at one offered load than at the next. ``shifted_first``: the
+    second permutation comes first, so a level can begin with the popularity the previous
+    one ended with (one shift per level, half-way, and none between levels)."""
     n = len(models)
     rng = np.random.default_rng(seed)
     ranking = np.random.default_rng(seed if popularity_seed is None else popularity_seed)
     pop = zipf(n, s)
     halves = [ranking.permutation(n), ranking.permutation(n)]
+    if shifted_first:
+        halves.reverse()
     half = duration_s / 2
     schedules: dict[str, list[float]] = {m.name: [] for m in models}
     for h, perm in enumerate(halves):

@@ -34,7 +34,11 @@ def test_the_runner_gives_the_warm_up_and_every_level_one_ranking(tmp_path) -> N
     from bench.peers import runner
     spec = runner.Spec(models_dir=str(tmp_path), cpus="1", threads=1, model_memory_bytes=1, driver_cpus="0",
                        capacity_rps=500.0, levels=[0.5, 1.0, 2.0], level_s=20.0, warmup_s=20.0,
-                       warmup_level=0.5, seed=7, zipf_s=1.0, workdir=str(tmp_path))
+                       warmup_level=0.5, seed=8, zipf_s=1.0, workdir=str(tmp_path))
     warm, levels = spec.trace(MODELS)  # type: ignore[arg-type]
-    for half in (0, 1):
-        assert len({_hottest(lv, half) for lv in (warm, *levels)}) == 1
+    a, b = _hottest(warm, 0), _hottest(warm, 1)
+    assert a != b  # the popularity shifts half-way
+    trace = [warm, *levels]
+    for before, after in zip(trace, trace[1:], strict=False):
+        # each level begins with the ranking the one before ended with, and shifts half-way
+        assert _hottest(after, 0) == _hottest(before, 1) and {_hottest(after, 0), _hottest(after, 1)} == {a, b}
