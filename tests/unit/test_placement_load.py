@@ -214,13 +214,19 @@ class GatedDriver(Driver):
         return 0.0
 
 
-async def test_a_cold_request_that_the_load_would_make_late_is_refused_at_once_and_the_load_goes_on() -> None:
+def _slow_loading() -> tuple[PlacementService, GatedDriver, Any]:
+    """One instance whose load waits for its gate; a load measured at 2 s, the SLO 100 ms."""
     instances = Instances("w1")
     driver = instances.get("w1").driver = GatedDriver()
     svc = _service(instances)
     rec = _record(1)
     svc.catalog.latest = rec  # type: ignore[attr-defined]
-    svc.predictor.observe_load(Q, "cpu", 2.0)  # measured: a load takes 2 s; the SLO is 100 ms
+    svc.predictor.observe_load(Q, "cpu", 2.0)
+    return svc, driver, rec
+
+
+async def test_a_cold_request_that_the_load_would_make_late_is_refused_at_once_and_the_load_goes_on() -> None:
+    svc, driver, rec = _slow_loading()
     with pytest.raises(Unavailable) as info:
         await svc.ensure_loaded(rec, deadline=time.monotonic() + rec.slo_ms / 1e3)
     msg = info.value.message
@@ -279,12 +285,18 @@ def _counting_snapshots(svc: PlacementService) -> list[int]:
     return calls
 
 
-async def test_a_model_with_no_room_is_refused_again_without_planning_until_placements_change() -> None:
+def _full() -> tuple[PlacementService, Instances, Any]:
+    """One instance where nothing fits."""
     instances = Instances("w1")
-    instances.get("w1").record.memory_bytes = 1  # nothing fits
+    instances.get("w1").record.memory_bytes = 1
     svc = _service(instances)
     rec = _record(1)
     svc.catalog.latest = rec  # type: ignore[attr-defined]
+    return svc, instances, rec
+
+
+async def test_a_model_with_no_room_is_refused_again_without_planning_until_placements_change() -> None:
+    svc, instances, rec = _full()
     snapshots = _counting_snapshots(svc)
     with pytest.raises(Unavailable) as first:
         await svc.ensure_loaded(rec)
@@ -307,11 +319,7 @@ async def test_a_model_with_no_room_is_refused_again_without_planning_until_plac
 async def test_a_held_refusal_expires(monkeypatch: pytest.MonkeyPatch) -> None:
     import placement.service as service
 
-    instances = Instances("w1")
-    instances.get("w1").record.memory_bytes = 1
-    svc = _service(instances)
-    rec = _record(1)
-    svc.catalog.latest = rec  # type: ignore[attr-defined]
+    svc, instances, rec = _full()
     monkeypatch.setattr(service, "REFUSAL_HOLD_S", 0.0)  # held for no time at all
     snapshots = _counting_snapshots(svc)
     with pytest.raises(Unavailable):
@@ -323,12 +331,7 @@ async def test_a_held_refusal_expires(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 async def test_cold_requests_during_one_load_share_its_ready_estimate() -> None:
-    instances = Instances("w1")
-    driver = instances.get("w1").driver = GatedDriver()
-    svc = _service(instances)
-    rec = _record(1)
-    svc.catalog.latest = rec  # type: ignore[attr-defined]
-    svc.predictor.observe_load(Q, "cpu", 2.0)
+    svc, driver, rec = _slow_loading()
     with pytest.raises(Unavailable):
         await svc.ensure_loaded(rec, deadline=time.monotonic() + 0.1)
     await _until(lambda: driver.loads == [Q])
