@@ -58,27 +58,29 @@ class PredictorConfig:
 
 
 class _Window:
-    """Recent samples with a lazily sorted copy, rebuilt only after a change."""
+    """Recent samples and a sorted copy kept in step (one insertion and one removal per
+    sample), so a percentile is a lookup: a busy model's window changes on every execution."""
 
     __slots__ = ("_values", "_sorted", "total", "conservative")
 
     def __init__(self, size: int, conservative: bool = True) -> None:
         self._values: deque[float] = deque(maxlen=size)
-        self._sorted: list[float] | None = None
+        self._sorted: list[float] = []
         self.total = 0  # all-time count, for the API's "observations"
         self.conservative = conservative
 
     def add(self, value: float) -> None:
-        self._values.append(value)
-        self._sorted = None
+        values, ordered = self._values, self._sorted
+        if len(values) == values.maxlen:
+            del ordered[bisect.bisect_left(ordered, values[0])]
+        values.append(value)
+        bisect.insort(ordered, value)
         self.total += 1
 
     def __len__(self) -> int:
         return len(self._values)
 
     def percentile(self, pct: float) -> float:
-        if self._sorted is None:
-            self._sorted = sorted(self._values)
         if self.conservative and pct > 50.0:
             return percentile_upper(self._sorted, pct)
         return percentile(self._sorted, pct)
@@ -129,9 +131,10 @@ class _ClassState:
     warm_live: _Window | None = None  # loads from the instance's own artifact cache
     last_observed_at: float = 0.0
     size_live: dict[int, _SizeWindow] = field(default_factory=dict)  # by bucket floor
-    # percentile -> (sorted batch sizes, non-decreasing seconds); dropped on every change
-    curves: dict[float, tuple[list[int], list[float]]] = field(default_factory=dict)
-    size_curves: dict[float, SizeCurve] = field(default_factory=dict)  # likewise
+    # percentile -> (sorted batch sizes, non-decreasing seconds, each batch's own point);
+    # dropped when a point it was built from moves
+    curves: dict[float, tuple[list[int], list[float], dict[int, float]]] = field(default_factory=dict)
+    size_curves: dict[float, SizeCurve] = field(default_factory=dict)  # dropped on every sized change
 
     def changed(self) -> None:
         self.curves.clear()
@@ -190,7 +193,11 @@ class LatencyPredictor:
                 sized = st.size_live[bucket[0]] = _SizeWindow(self.config.window, bucket,
                                                               self.config.conservative_tail)
             sized.add_sized(seconds, e)
-        st.changed()
+            st.size_curves.clear()
+        # a p99 over 50 samples moves only when a new maximum arrives or the old one leaves
+        # the window: a curve whose point for this batch stands is kept
+        for pct in [q for q, curve in st.curves.items() if curve[2].get(batch) != self._point(st, batch, q)]:
+            del st.curves[pct]
         if at is not None:
             st.last_observed_at = max(st.last_observed_at, at)
 
@@ -238,7 +245,7 @@ class LatencyPredictor:
         curve = st.curves.get(pct)
         if curve is None:
             curve = st.curves[pct] = self._build_curve(st, pct)
-        batches, values = curve
+        batches, values, _points = curve
         if not batches:
             return None
         i = bisect.bisect_left(batches, batch)
@@ -360,14 +367,21 @@ class LatencyPredictor:
         out.extend((p.elements, p.batch, p.stats) for p in seed)
         return out  # unordered: SizeCurve and ClassProfile.sizes sort
 
-    def _build_curve(self, st: _ClassState, pct: float) -> tuple[list[int], list[float]]:
+    def _point(self, st: _ClassState, batch: int, pct: float) -> float | None:
+        """The batch's own point on the curve (before the running maximum): its live window's
+        once it holds enough, else the profile's, else the thinner window's."""
+        win = st.exec_live.get(batch)
+        seed = st.seed.exec.get(batch) if st.seed is not None else None
+        if win is not None and (len(win) >= self.config.min_live_observations or seed is None):
+            return win.percentile(pct)
+        return _seed_value(seed, pct) if seed is not None else None
+
+    def _build_curve(self, st: _ClassState, pct: float) -> tuple[list[int], list[float], dict[int, float]]:
         points: dict[int, float] = {}
-        if st.seed is not None:
-            for batch, stats in st.seed.exec.items():
-                points[batch] = _seed_value(stats, pct)
-        for batch, win in st.exec_live.items():
-            if len(win) >= self.config.min_live_observations or batch not in points:
-                points[batch] = win.percentile(pct)
+        for batch in {*(st.seed.exec if st.seed is not None else ()), *st.exec_live}:
+            v = self._point(st, batch, pct)
+            if v is not None:
+                points[batch] = v
         batches = sorted(points)
         values: list[float] = []
         running = 0.0
@@ -376,7 +390,7 @@ class LatencyPredictor:
             # admission decision must not pick a bigger batch because of noise.
             running = max(running, points[b])
             values.append(running)
-        return batches, values
+        return batches, values, points
 
 
 def _extrapolate(batches: list[int], values: list[float], batch: int) -> float:

@@ -265,3 +265,34 @@ def test_warm_loads_are_kept_apart_from_cold_ones() -> None:
         seeded.observe_load("m", "cpu", 0.2, warm=True)
     assert seeded.load_time("m", "cpu", warm=True) == pytest.approx(0.2)
     assert seeded.load_time("m", "cpu") == pytest.approx(3.0)
+
+
+def test_sliding_window_answers_as_a_fresh_sort_at_every_step() -> None:
+    """The window keeps its sorted copy in step with each sample in and each sample out:
+    its percentiles, and the curves kept between observations, must equal those of a fresh
+    sort of the last ``window`` samples after every single observation."""
+    rng = np.random.default_rng(3)
+    cfg = PredictorConfig(window=20, min_live_observations=5)
+    p = LatencyPredictor(cfg)
+    p.seed_from_profile("m", "cpu", ClassProfile(exec={1: _stats(0.004, 0.005), 4: _stats(0.010, 0.012)}))
+    seen: dict[int, list[float]] = {1: [], 4: []}
+    for i in range(400):
+        batch = 1 if i % 3 else 4
+        # heavy ties and a rising then falling level: maxima arrive and leave the window
+        x = round(float(rng.exponential(0.003)) + 0.002 * (1 + np.sin(i / 40)), 4)
+        p.observe_exec("m", "cpu", batch, x)
+        seen[batch].append(x)
+        for b, xs in seen.items():
+            tail = sorted(xs[-20:])
+            if len(tail) >= 5:
+                want99 = tail[min(len(tail) - 1, int(np.ceil((len(tail) - 1) * 0.99 - 1e-12)))]
+                own = want99
+            else:
+                own = {1: 0.005, 4: 0.012}[b]
+            seen_point = p._point(p._state["m", "cpu"], b, 99.0)
+            assert seen_point == pytest.approx(own)
+        one, four = p.exec_time("m", "cpu", 1), p.exec_time("m", "cpu", 4)
+        assert one == pytest.approx(p._point(p._state["m", "cpu"], 1, 99.0))
+        assert four == pytest.approx(max(one, p._point(p._state["m", "cpu"], 4, 99.0)))
+        assert p.exec_time("m", "cpu", 1, 50.0) == pytest.approx(np.percentile(seen[1][-20:], 50.0)
+                                                                 if len(seen[1]) >= 5 else 0.004)
