@@ -145,8 +145,26 @@ class InstanceView:
     """The operator is taking it out of service: nothing new is loaded on it, and its copies
     move off (a copy with demand stays until another copy is ready elsewhere)."""
 
+    _tally: list[tuple[int, int, int, tuple[ResidentModel, ...]]] = field(
+        default_factory=list, init=False, repr=False, compare=False)
+    """``tally()``, once computed: a shell may hand the same view to many passes."""
+
     def serves(self, platform: str | None) -> bool:
         return platform is None or self.platforms is None or platform in self.platforms
+
+    def tally(self) -> tuple[int, int, int, tuple[ResidentModel, ...]]:
+        """(bytes used, bytes of evictable copies, copies that may not go, the LOADING ones)."""
+        if not self._tally:
+            used = evictable = busy = 0
+            for r in self.residents:
+                used += r.bytes
+                if r.evictable:
+                    evictable += r.bytes
+                else:
+                    busy += 1
+            self._tally.append((used, evictable, busy,
+                                tuple(r for r in self.residents if r.state is LoadState.LOADING)))
+        return self._tally[0]
 
     @property
     def used_bytes(self) -> int:

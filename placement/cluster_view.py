@@ -42,10 +42,15 @@ class Activity:
         # batches executing on each copy, (model, instance id): a draining instance's copy
         # goes when none runs there, whatever the model's other copies serve
         self.executing: Counter[tuple[str, str]] = Counter()
+        self.touched: set[str] | None = None
+        """Models whose in-flight count or last use changed since a ``SnapshotViews`` last
+        looked (None: nobody keeps views, nothing is recorded)."""
 
     def arrived(self, model: str, now: float) -> None:
         self.demand.observe(model, now)
         self.last_used[model] = now
+        if self.touched is not None:
+            self.touched.add(model)
 
     def begin(self, model: str, now: float) -> None:
         """A request for ``model`` arrived and is being served (``end`` when it is answered)."""
@@ -58,6 +63,8 @@ class Activity:
         if self.in_flight[model] <= 0:
             del self.in_flight[model]
         self.last_used[model] = time.monotonic() if now is None else now
+        if self.touched is not None:
+            self.touched.add(model)
 
     def dispatched(self, model: str, instance_id: str) -> None:
         self.executing[model, instance_id] += 1
@@ -137,38 +144,83 @@ def model_spec(record: Any, classes: Iterable[str], timings: Timings, memory_byt
                      platform=record.platform, load_failure=failure)
 
 
+def instance_view(inst: InstanceState, specs: Mapping[str, ModelSpec], activity: Activity, now: float,
+                  wall: float) -> InstanceView:
+    """One instance as the planner sees it (``cluster_snapshot``'s part per instance)."""
+    residents = []
+    for name, (size, loaded_at) in inst.resident.items():
+        if name in inst.pending:
+            continue
+        spec = specs.get(name)
+        # a draining instance serves a model's requests only until a copy is ready elsewhere
+        # (the scheduler then routes them there): what runs on this copy is what counts
+        busy = (activity.executing.get((name.partition("@")[0], inst.instance_id), 0) if inst.draining
+                else activity.in_flight.get(name, 0))
+        # one clock (a simulator's): the load time as it is, not shifted through the other
+        since = min(loaded_at, now) if wall == now else now - max(0.0, wall - loaded_at)
+        residents.append(ResidentModel(
+            name, spec.tenant if spec else "", size, LoadState.READY,
+            in_flight=busy,
+            last_used=activity.last_used.get(name, loaded_at if wall == now else now - (wall - loaded_at)),
+            resident_since=since))
+    for name, p in inst.pending.items():
+        spec = specs.get(name)
+        residents.append(ResidentModel(name, spec.tenant if spec else "", p.bytes, LoadState.LOADING,
+                                       resident_since=p.started, ready_at=p.ready_at))
+    return InstanceView(inst.instance_id, inst.instance_class,
+                        max(0, inst.budget_bytes - inst.reserved_bytes), tuple(residents),
+                        healthy=inst.healthy, platforms=inst.platforms, draining=inst.draining,
+                        cached=inst.cached)
+
+
+class SnapshotViews:
+    """Instance views kept between snapshots and rebuilt only where something they show
+    changed: the instance's state is another object, or a model on it was used (``Activity``
+    records which) since. For a shell whose clocks are one (``now`` is ``wall_now``, as a
+    simulator's virtual clock), whose ``InstanceState`` objects are replaced on every change
+    to them, and whose models keep their tenant: the views are then the ones
+    ``cluster_snapshot`` would build, for the price of the instances that changed. Draining
+    instances are always rebuilt (their copies' work is counted per dispatch)."""
+
+    def __init__(self, activity: Activity) -> None:
+        self.activity = activity
+        activity.touched = set()
+        self._views: dict[str, tuple[InstanceState, InstanceView]] = {}
+        self.rebuilt = 0
+
+    def views(self, instances: Iterable[InstanceState], specs: Mapping[str, ModelSpec], now: float,
+              wall: float) -> list[InstanceView]:
+        touched = self.activity.touched or set()
+        self.activity.touched = set()
+        out = []
+        for inst in instances:
+            kept = self._views.get(inst.instance_id)
+            if (kept is None or kept[0] is not inst or inst.draining
+                    or (touched and not touched.isdisjoint(inst.resident))):
+                kept = self._views[inst.instance_id] = (inst, instance_view(inst, specs, self.activity, now, wall))
+                self.rebuilt += 1
+            out.append(kept[1])
+        return out
+
+
 def cluster_snapshot(now: float, instances: Iterable[InstanceState], specs: Mapping[str, ModelSpec],
                      activity: Activity, shares: Mapping[str, TenantShare],
                      wanted: tuple[str, ...] = (), wall_now: float | None = None,
-                     peer_demand: Mapping[str, Demand] | None = None) -> ClusterSnapshot:
+                     peer_demand: Mapping[str, Demand] | None = None,
+                     views: SnapshotViews | None = None) -> ClusterSnapshot:
     """``specs``: every model the plan may touch (residents, wanted, those with demand).
     ``wall_now``: epoch seconds now, to turn load times into ages (default time.time()).
-    ``peer_demand``: the other replicas' demand, added to this one's."""
+    ``peer_demand``: the other replicas' demand, added to this one's.
+    ``views``: reuse the instance views that did not change (see ``SnapshotViews``); demand
+    is then computed per model as the planner asks (``DemandTracker.view``), so the snapshot
+    is good for the synchronous planner call it is built for."""
     wall = time.time() if wall_now is None else wall_now
-    views = []
-    for inst in instances:
-        residents = []
-        for name, (size, loaded_at) in inst.resident.items():
-            if name in inst.pending:
-                continue
-            spec = specs.get(name)
-            # a draining instance serves a model's requests only until a copy is ready elsewhere
-            # (the scheduler then routes them there): what runs on this copy is what counts
-            busy = (activity.executing.get((name.partition("@")[0], inst.instance_id), 0) if inst.draining
-                    else activity.in_flight.get(name, 0))
-            residents.append(ResidentModel(
-                name, spec.tenant if spec else "", size, LoadState.READY,
-                in_flight=busy,
-                last_used=activity.last_used.get(name, now - (wall - loaded_at)),
-                resident_since=now - max(0.0, wall - loaded_at)))
-        for name, p in inst.pending.items():
-            spec = specs.get(name)
-            residents.append(ResidentModel(name, spec.tenant if spec else "", p.bytes, LoadState.LOADING,
-                                           resident_since=p.started, ready_at=p.ready_at))
-        views.append(InstanceView(inst.instance_id, inst.instance_class,
-                                  max(0, inst.budget_bytes - inst.reserved_bytes), tuple(residents),
-                                  healthy=inst.healthy, platforms=inst.platforms, draining=inst.draining,
-                                  cached=inst.cached))
+    if views is not None:
+        built = views.views(instances, specs, now, wall)
+        demand: Mapping[str, Demand] = (activity.demand.view(now, specs) if not peer_demand else
+                                        {m: d for m, d in merged(activity.demand.snapshot(now), peer_demand).items()
+                                         if m in specs})
+        return ClusterSnapshot(now, tuple(built), specs, demand, shares, wanted)
+    built = [instance_view(inst, specs, activity, now, wall) for inst in instances]
     demand = {m: d for m, d in merged(activity.demand.snapshot(now), peer_demand or {}).items() if m in specs}
-    return ClusterSnapshot(now, tuple(views), specs, demand, shares, wanted)
-
+    return ClusterSnapshot(now, tuple(built), specs, demand, shares, wanted)

@@ -15,7 +15,7 @@ Pure: no time is read here; the caller says when each arrival happened and when 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 
@@ -122,9 +122,62 @@ class DemandTracker:
             del self._rates[model]
         return out
 
+    def view(self, now: float, only: Mapping[str, object] | None = None) -> DemandView:
+        """``snapshot(now)`` computed per model when asked (restricted to ``only``'s keys):
+        a pass that reads a few models' demand does not pay for every model's. Valid while
+        no arrival is observed (a synchronous planner call)."""
+        return DemandView(self, now, only)
+
     def forget(self, model: str) -> None:
         """A deleted model."""
         self._rates.pop(model, None)
+
+
+class DemandView(Mapping[str, Demand]):
+    """What ``DemandTracker.snapshot`` would answer, one model at a time (memoised)."""
+
+    def __init__(self, tracker: DemandTracker, now: float, only: Mapping[str, object] | None) -> None:
+        self._tracker, self._now, self._only = tracker, now, only
+        self._memo: dict[str, Demand | None] = {}
+        self._all: dict[str, Demand] | None = None
+
+    def _one(self, model: str) -> Demand | None:
+        if model in self._memo:
+            return self._memo[model]
+        d = None
+        r = self._tracker._rates.get(model)
+        if r is not None and (self._only is None or model in self._only):
+            t = self._tracker
+            dt = self._now - r.at if self._now > r.at else 0.0
+            short, long = r.short * math.exp(-dt / t.short_tau_s), r.long * math.exp(-dt / t.long_tau_s)
+            if short >= t.forget_below_per_s or long >= t.forget_below_per_s:
+                d = Demand(long, short, t.rising_ratio)
+        self._memo[model] = d
+        return d
+
+    def __getitem__(self, model: str) -> Demand:
+        d = self._one(model)
+        if d is None:
+            raise KeyError(model)
+        return d
+
+    def get(self, model: str, default: Demand | None = None) -> Demand | None:  # type: ignore[override]
+        d = self._one(model)
+        return default if d is None else d
+
+    def __contains__(self, model: object) -> bool:
+        return isinstance(model, str) and self._one(model) is not None
+
+    def _every(self) -> dict[str, Demand]:
+        if self._all is None:
+            self._all = {m: d for m in list(self._tracker._rates) if (d := self._one(m)) is not None}
+        return self._all
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._every())
+
+    def __len__(self) -> int:
+        return len(self._every())
 
 
 def decayed(d: Demand, dt_s: float, short_tau_s: float, long_tau_s: float) -> Demand:

@@ -52,18 +52,24 @@ class PlanningPass:
                                config.victim_order)
         self.actions: list[Action] = []
         self.refusals: list[Refusal] = []
-        # _copy_util for every copy, inlined: a pass starts by reading every copy in the cluster
-        models, demand, copies = snap.models, snap.demand, self.copies
-        for slot in self.slots:
+        self._start_copies = {m: len(cs) for m, cs in self.copies.items()}
+
+    def util(self, slot: Slot) -> float:
+        """How loaded the slot's copies are (demand over what each serves within its SLO),
+        summed over the copies the snapshot had, computed the first time a pass asks (a place
+        with room on a few instances never reads the rest), plus what the pass changed since."""
+        if slot.utilization_base is None:
+            models, demand, copies = self.snap.models, self.snap.demand, self._start_copies
             cls, total = slot.cls, 0.0
-            for name in slot.copies:
-                spec = models.get(name)
+            for r in slot.view.residents:
+                spec = models.get(r.name)
                 costs = spec.costs.get(cls) if spec is not None else None
                 cap = costs.capacity_per_s(spec.slo_s) if costs is not None and spec is not None else 0.0
                 if cap > 0:
-                    d = demand.get(name)
-                    total += (d.sustained if d is not None else 0.0) / max(1, len(copies.get(name, ()))) / cap
-            slot.utilization = total
+                    d = demand.get(r.name)
+                    total += (d.sustained if d is not None else 0.0) / max(1, copies.get(r.name, 1)) / cap
+            slot.utilization_base = total
+        return slot.utilization_base + slot.utilization
 
     # ---- numbers ---------------------------------------------------------------------------
 
@@ -105,16 +111,19 @@ class PlanningPass:
         candidates = self.eligible(spec, optional)
         roomy = [(s, c) for s, c in candidates if s.free >= c.memory_bytes]
         if roomy:
-            # utilisation in steps of 1%: below that it is noise, and the most room left decides
-            s, c = min(roomy, key=lambda sc: (self.start_at(sc[0]) + sc[1].load_s(spec.name in sc[0].view.cached),
-                                              round(sc[0].utilization, 2), sc[1].memory_bytes - sc[0].free))
+            # earliest ready; then utilisation in steps of 1% (below that it is noise), read only
+            # for the instances tied on readiness; then the most room left
+            ready = [self.start_at(s) + c.load_s(spec.name in s.view.cached) for s, c in roomy]
+            first = min(ready)
+            s, c = min((sc for sc, at in zip(roomy, ready, strict=True) if at == first),
+                       key=lambda sc: (round(self.util(sc[0]), 2), sc[1].memory_bytes - sc[0].free))
             return s, c, Victims((), 0.0)
         best: tuple[tuple[float, float, float], Slot, ModelCosts, Victims] | None = None
         for s, c in candidates:
             v = choose_victims(s, c.memory_bytes, spec.tenant, self.ledger, self.costs, below, blocked)
             if v is None:
                 continue
-            key = (v.cost, self.start_at(s) + c.load_s(spec.name in s.view.cached), s.utilization)
+            key = (v.cost, self.start_at(s) + c.load_s(spec.name in s.view.cached), self.util(s))
             if best is None or key < best[0]:
                 best = (key, s, c, v)
         return None if best is None else best[1:]

@@ -77,6 +77,9 @@ class Slot:
     load_free_at: float
     pending_loads: int
     utilization: float = 0.0
+    """What the pass's own loads and unloads changed of ``PlanningPass.util``."""
+    utilization_base: float | None = None
+    """The snapshot's copies' utilisation, once a pass asked for it."""
     copies: dict[str, Copy] = field(default_factory=dict)
     ready: dict[str, float] = field(default_factory=dict)
     """When each LOADING copy here is ready."""
@@ -232,13 +235,17 @@ def choose_victims(slot: Slot, need: int, requester: str, ledger: SharesLedger, 
     return None
 
 
-def load_queue(view: InstanceView, models: Mapping[str, ModelSpec]) -> dict[str, float]:
+def load_queue(view: InstanceView, models: Mapping[str, ModelSpec],
+               loading: tuple[ResidentModel, ...] | None = None) -> dict[str, float]:
     """When each LOADING copy on ``view`` is ready: its ``ready_at`` where the snapshot has one;
     else its load runs after those asked for before it, one at a time, for its predicted load
     time (warm where the instance caches it)."""
     out: dict[str, float] = {}
     end = -math.inf
-    loading = [r for r in view.residents if r.state is LoadState.LOADING]
+    if loading is None:
+        loading = tuple(r for r in view.residents if r.state is LoadState.LOADING)
+    if not loading:
+        return out
     for r in sorted(loading, key=lambda r: (r.ready_at is None, r.resident_since)):
         if r.ready_at is not None:
             out[r.name] = r.ready_at
@@ -258,18 +265,18 @@ def build_slots(snap: ClusterSnapshot) -> tuple[list[Slot], dict[str, list[Copy]
     for view in snap.instances:
         if not view.healthy:
             continue
-        ready = load_queue(view, snap.models)
-        slot = Slot(view, 0, max([snap.now, *ready.values()]), len(ready), ready=ready)
-        used = evictable = busy = 0
+        used, evictable, busy, loading = view.tally()
+        ready = load_queue(view, snap.models, loading)
+        slot = Slot(view, view.budget_bytes - used, max([snap.now, *ready.values()]), len(ready), ready=ready,
+                    evictable_bytes=evictable, busy=busy)
+        own = slot.copies
         for r in view.residents:  # one walk over the residents: a cluster holds thousands
-            used += r.bytes
-            if r.evictable:
-                evictable += r.bytes
-            else:
-                busy += 1
             c = Copy(r, slot)
-            slot.copies[r.name] = c
-            copies.setdefault(r.name, []).append(c)
-        slot.free, slot.evictable_bytes, slot.busy = view.budget_bytes - used, evictable, busy
+            own[r.name] = c
+            held = copies.get(r.name)
+            if held is None:
+                copies[r.name] = [c]
+            else:
+                held.append(c)
         slots.append(slot)
     return slots, copies

@@ -55,6 +55,9 @@ class ArtifactCache:
     def __contains__(self, model: str) -> bool:
         return model in self._items
 
+    def models(self) -> list[str]:
+        return list(self._items)
+
     def touch(self, model: str, size: int) -> None:
         """The artifact was fetched or used: keep it, evicting the oldest past the budget."""
         if model in self._items:
@@ -83,6 +86,9 @@ class SimInstance:
     """When the pipe (loads and executions, one at a time) is free."""
     busy_s: float = 0.0
     """Seconds of executions run, for utilisation."""
+    _state: InstanceState | None = field(default=None, repr=False)
+    """``state()`` until the next load, unload or ready copy (a new object after each, so a
+    ``SnapshotViews`` sees the change by identity)."""
 
     @property
     def used_bytes(self) -> int:
@@ -97,14 +103,17 @@ class SimInstance:
         self.free_at = start + seconds
         self.pending[model] = Pending(size, now, predicted_ready)
         self.cache.touch(model, size)
+        self._state = None
         return self.free_at, warm
 
     def finish_load(self, model: str, now: float) -> None:
         p = self.pending.pop(model)
         self.resident[model] = (p.bytes, now)
+        self._state = None
 
     def unload(self, model: str) -> int:
         size, _ = self.resident.pop(model)
+        self._state = None
         return size
 
     def execute(self, now: float, seconds: float) -> tuple[float, float]:
@@ -115,6 +124,10 @@ class SimInstance:
         return start, self.free_at
 
     def state(self) -> InstanceState:
-        """As ``placement.cluster_view`` takes it (times are virtual on both sides)."""
-        return InstanceState(self.instance_id, self.instance_class, self.budget_bytes, True, None,
-                             self.resident, self.pending)
+        """As ``placement.cluster_view`` takes it (times are virtual on both sides), with the
+        artifacts its cache holds (their loads are warm)."""
+        if self._state is None:
+            self._state = InstanceState(self.instance_id, self.instance_class, self.budget_bytes, True, None,
+                                        dict(self.resident), dict(self.pending),
+                                        cached=frozenset(self.cache.models()))
+        return self._state

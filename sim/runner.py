@@ -37,7 +37,7 @@ from admission.model import (
 )
 from admission.scheduler import Scheduler
 from placement.cluster import ClusterSnapshot, LoadFailure, ModelSpec, Plan, PlannerConfig
-from placement.cluster_view import Activity, cluster_snapshot, model_spec
+from placement.cluster_view import Activity, SnapshotViews, cluster_snapshot, model_spec
 from placement.planner import Planner
 from profiler.predictor import LatencyPredictor
 from profiler.profile import ClassProfile, LatencyStats
@@ -115,6 +115,7 @@ class Simulation:
                                    scheduler_config or SchedulerConfig(default_exec_s=0.0))
         self.planner = Planner(PlannerConfig.policy(POLICIES[policy]))
         self.activity = Activity()
+        self.views = SnapshotViews(self.activity)  # the views of instances unchanged since the last snapshot
         cache = 4 * instance_memory if cache_bytes is None else cache_bytes
         self.instances = {f"gpu-{i:03d}": SimInstance(f"gpu-{i:03d}", INSTANCE_CLASS, instance_memory,
                                                       ArtifactCache(cache)) for i in range(instances)}
@@ -255,7 +256,7 @@ class Simulation:
         for name in [n for n in self._stale if now - self._specs[n][0] >= self.spec_refresh_s]:
             self._spec(self.by_name[name], now)
         return cluster_snapshot(now, (i.state() for i in self.instances.values()), self._all_specs,
-                                self.activity, {}, wanted, wall_now=now)
+                                self.activity, {}, wanted, wall_now=now, views=self.views)
 
     def _cold(self, m: SimModel, req: _Request) -> None:
         from placement.service import PlacementService
