@@ -154,6 +154,9 @@ async def drive(streams: Sequence[Stream], *, duration_s: float | None = None, m
              for i, s in enumerate(streams)]
     records: list[Record | None] = [None] * len(entries)
     in_flight = peak = 0
+    # a full collection over everything the caller made before is a pause in the schedule
+    gc.collect()
+    gc.freeze()
     t0 = clock() + start_delay_s
 
     async def one(idx: int, stream: Stream, client: Transport, prepared: Any, scheduled: float) -> None:
@@ -201,6 +204,7 @@ async def drive(streams: Sequence[Stream], *, duration_s: float | None = None, m
             task.cancel()
         for transport in transports.values():
             await transport.close()
+        gc.unfreeze()
     return Run([r for r in records if r is not None], window, max_in_flight, peak)
 
 
@@ -210,16 +214,11 @@ def run(streams: Sequence[Stream], **kwargs: Any) -> Run:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency; plain asyncio works too
         uvloop = None
-    # objects made while preparing are not collected mid-run: a full collection is a pause
-    gc.collect()
-    gc.freeze()
-    try:
-        if uvloop is not None:
-            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-                return runner.run(drive(streams, **kwargs))
-        return asyncio.run(drive(streams, **kwargs))
-    finally:
-        gc.unfreeze()
+    # drive() keeps what was made before its schedule starts out of the collector's walks
+    if uvloop is not None:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return runner.run(drive(streams, **kwargs))
+    return asyncio.run(drive(streams, **kwargs))
 
 
 def pin_driver(cpus: str) -> None:
