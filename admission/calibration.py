@@ -75,4 +75,4 @@ class AdmissionCalibration:
     def _expire(self, now: float) -> None:
         while self._times and self._times[0] < now - self.horizon_s:
             self._times.popleft()
-            self._errors.values.popleft()
+            self._errors.drop_oldest()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from admission.overhead import DispatchOverhead
+from admission.overhead import DispatchOverhead, RollingPercentile
 
 
 def test_overhead_is_round_trip_minus_compute_at_the_percentile_per_model() -> None:
@@ -61,3 +61,25 @@ def test_a_model_whose_own_dispatches_are_stale_gets_what_all_models_cost_now() 
     assert o.seconds("cold") == pytest.approx(0.002)  # the median of all models': the busy one's
     o.observe("cold", 0.030, 0.001)  # dispatched again: its own numbers count again
     assert o.seconds("cold") == pytest.approx(0.027)  # the median of its 27 and 29 ms (nearest rank)
+
+
+def test_rolling_percentile_reads_as_a_fresh_sort_after_every_add_and_drop() -> None:
+    """Its sorted copy is kept in step with the window: after values enter, the window
+    slides and a horizon drops the oldest, each re-read equals the nearest rank of a fresh
+    sort of what the window holds."""
+    import math
+    import random
+
+    rng = random.Random(11)
+    rp = RollingPercentile(window=30, percentile=95.0, refresh_every=1)
+    for i in range(2000):
+        if len(rp) and rng.random() < 0.3:
+            rp.drop_oldest()
+            rp.refresh()
+        else:
+            rp.add(round(rng.gauss(0.0, 1.0), 2))  # ties, and negatives as calibration has
+        held = sorted(rp.values)
+        want = held[max(1, math.ceil(0.95 * len(held))) - 1] if held else 0.0
+        assert rp.value == want, i
+    with pytest.raises(ValueError):
+        rp.add(float("nan"))
