@@ -17,57 +17,40 @@ and refuse it for good.
 
 from __future__ import annotations
 
-import bisect
 import math
 import time
-from collections import deque
 from collections.abc import Callable
 
+from profiler.window import SortedWindow
 
-class RollingPercentile:
+
+class RollingPercentile(SortedWindow):
     """The ``percentile`` of the last ``window`` values (nearest rank: a small window's
     answer is one of its values, never below the rank), re-read every ``refresh_every``
     values (at once while the window is short): readers ask far more often than values
-    arrive. A sorted copy is kept in step with the window (one insertion, one removal per
-    value), so a re-read is a lookup, not a sort of the window."""
+    arrive. A re-read is a lookup in the sorted copy (``SortedWindow``)."""
 
-    __slots__ = ("values", "_sorted", "pct", "refresh_every", "value", "_since")
+    __slots__ = ("pct", "refresh_every", "value", "_since")
 
     def __init__(self, window: int, percentile: float, refresh_every: int = 16) -> None:
         if window < 1 or refresh_every < 1:
             raise ValueError("window and refresh_every must be >= 1")
         if not 0.0 <= percentile <= 100.0:
             raise ValueError(f"percentile must be in [0, 100], got {percentile}")
-        self.values: deque[float] = deque(maxlen=window)
-        self._sorted: list[float] = []
+        super().__init__(window)
         self.pct, self.refresh_every = percentile, refresh_every
         self.value = 0.0  # the percentile as last read (0 while empty)
         self._since = 0
 
-    def __len__(self) -> int:
-        return len(self.values)
-
     def add(self, v: float) -> None:
-        if v != v:
-            raise ValueError("a rolling percentile takes numbers, got NaN")
-        if len(self.values) == self.values.maxlen:
-            self._forget(self.values[0])
-        self.values.append(v)
-        bisect.insort(self._sorted, v)
+        super().add(v)
         self._since += 1
         if self._since >= self.refresh_every or len(self.values) < self.refresh_every:
             self.refresh()
 
-    def drop_oldest(self) -> None:
-        """The oldest value leaves the window (a time horizon passed it); read on refresh."""
-        self._forget(self.values.popleft())
-
-    def _forget(self, v: float) -> None:
-        del self._sorted[bisect.bisect_left(self._sorted, v)]
-
     def refresh(self) -> None:
         self._since = 0
-        ordered = self._sorted
+        ordered = self.ordered
         if not ordered:
             self.value = 0.0
             return

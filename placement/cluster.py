@@ -168,7 +168,7 @@ class InstanceView:
 
     @property
     def used_bytes(self) -> int:
-        return sum(r.bytes for r in self.residents)
+        return self.tally()[0]
 
 
 @dataclass(frozen=True, slots=True)

@@ -217,10 +217,11 @@ def cluster_snapshot(now: float, instances: Iterable[InstanceState], specs: Mapp
     wall = time.time() if wall_now is None else wall_now
     if views is not None:
         built = views.views(instances, specs, now, wall)
-        demand: Mapping[str, Demand] = (activity.demand.view(now, specs) if not peer_demand else
-                                        {m: d for m, d in merged(activity.demand.snapshot(now), peer_demand).items()
-                                         if m in specs})
-        return ClusterSnapshot(now, tuple(built), specs, demand, shares, wanted)
-    built = [instance_view(inst, specs, activity, now, wall) for inst in instances]
-    demand = {m: d for m, d in merged(activity.demand.snapshot(now), peer_demand or {}).items() if m in specs}
+    else:
+        built = [instance_view(inst, specs, activity, now, wall) for inst in instances]
+    demand: Mapping[str, Demand]
+    if views is not None and not peer_demand:
+        demand = activity.demand.view(now, specs)
+    else:
+        demand = {m: d for m, d in merged(activity.demand.snapshot(now), peer_demand or {}).items() if m in specs}
     return ClusterSnapshot(now, tuple(built), specs, demand, shares, wanted)

@@ -148,8 +148,7 @@ class DemandView(Mapping[str, Demand]):
         r = self._tracker._rates.get(model)
         if r is not None and (self._only is None or model in self._only):
             t = self._tracker
-            dt = self._now - r.at if self._now > r.at else 0.0
-            short, long = r.short * math.exp(-dt / t.short_tau_s), r.long * math.exp(-dt / t.long_tau_s)
+            short, long = t._decayed(r, self._now)
             if short >= t.forget_below_per_s or long >= t.forget_below_per_s:
                 d = Demand(long, short, t.rising_ratio)
         self._memo[model] = d

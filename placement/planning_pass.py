@@ -52,14 +52,13 @@ class PlanningPass:
                                config.victim_order)
         self.actions: list[Action] = []
         self.refusals: list[Refusal] = []
-        self._start_copies = {m: len(cs) for m, cs in self.copies.items()}
 
     def util(self, slot: Slot) -> float:
         """How loaded the slot's copies are (demand over what each serves within its SLO),
         summed over the copies the snapshot had, computed the first time a pass asks (a place
         with room on a few instances never reads the rest), plus what the pass changed since."""
         if slot.utilization_base is None:
-            models, demand, copies = self.snap.models, self.snap.demand, self._start_copies
+            models, demand, copies = self.snap.models, self.snap.demand, self.costs.copies
             cls, total = slot.cls, 0.0
             for r in slot.view.residents:
                 spec = models.get(r.name)

@@ -29,6 +29,7 @@ from profiler.profile import (
     percentile,
     percentile_upper,
 )
+from profiler.window import SortedWindow
 
 ClassKey = tuple[str, str]  # (model, instance_class)
 
@@ -57,33 +58,25 @@ class PredictorConfig:
             raise ValueError(f"min_live_observations must be >= 1, got {self.min_live_observations}")
 
 
-class _Window:
-    """Recent samples and a sorted copy kept in step (one insertion and one removal per
-    sample), so a percentile is a lookup: a busy model's window changes on every execution."""
+class _Window(SortedWindow):
+    """Recent samples (``SortedWindow``: a percentile is a lookup, and a busy model's window
+    changes on every execution) and how many were ever seen."""
 
-    __slots__ = ("_values", "_sorted", "total", "conservative")
+    __slots__ = ("total", "conservative")
 
     def __init__(self, size: int, conservative: bool = True) -> None:
-        self._values: deque[float] = deque(maxlen=size)
-        self._sorted: list[float] = []
+        super().__init__(size)
         self.total = 0  # all-time count, for the API's "observations"
         self.conservative = conservative
 
     def add(self, value: float) -> None:
-        values, ordered = self._values, self._sorted
-        if len(values) == values.maxlen:
-            del ordered[bisect.bisect_left(ordered, values[0])]
-        values.append(value)
-        bisect.insort(ordered, value)
+        super().add(value)
         self.total += 1
-
-    def __len__(self) -> int:
-        return len(self._values)
 
     def percentile(self, pct: float) -> float:
         if self.conservative and pct > 50.0:
-            return percentile_upper(self._sorted, pct)
-        return percentile(self._sorted, pct)
+            return percentile_upper(self.ordered, pct)
+        return percentile(self.ordered, pct)
 
     def stats(self) -> LatencyStats:
         return LatencyStats(p50_s=self.percentile(50.0), p99_s=self.percentile(99.0), n=len(self))
