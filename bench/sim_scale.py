@@ -25,7 +25,7 @@ from pathlib import Path
 
 from bench._common import pyplot
 from sim import report
-from sim.cli import POLICY_NAMES, ProgressBar, parse_duration, parse_size
+from sim.cli import POLICY_NAMES, ProgressBar, evict_margin, parse_duration, parse_size
 from sim.metrics import SimResult
 from sim.profiles import GPU_PROFILES
 from sim.runner import run
@@ -58,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--instance-memory", type=parse_size, default=None,
                    help="per GPU (default 32GiB; quick 4GiB, so that memory is scarce within a minute)")
     p.add_argument("--policies", default=",".join(POLICY_NAMES))
+    p.add_argument("--evict-margin", type=evict_margin, default=2.0,
+                   help="policy inferplex's PlannerConfig.evict_margin (a number >= 1, or none; default 2)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
@@ -75,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         for policy in policies:
             w = azure_like(models, own or duration, rate, args.seed, profiles=profiles)
             r = run(w, instances=gpus, instance_memory=args.instance_memory, policy=policy, seed=args.seed,
+                    evict_margin=args.evict_margin,
                     progress=ProgressBar(f"{models}x{gpus} {policy}", width=20))
             runs.setdefault((models, gpus), []).append(r)
             print(f"{models} models x {gpus} GPUs, {policy}: SLO admitted {_pct(r.slo_admitted)}, all "

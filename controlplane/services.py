@@ -52,6 +52,7 @@ def placement_settings(settings: Settings) -> PlacementSettings:
                              profile_exec_timeout_s=settings.profile_exec_timeout_s,
                              stats_poll_interval_s=settings.stats_poll_interval_s,
                              placement_policy=settings.placement_policy,
+                             placement_evict_margin=settings.placement_evict_margin,
                              replica_id=settings.replica_id)
 
 

@@ -74,6 +74,12 @@ class Settings(BaseSettings):
         "(request rate x reload time per byte), never busy ones, honour tenants' memory shares, "
         "prefetch rising models and replicate hot ones. lru and static are baselines kept for "
         "benchmarks: lru evicts the least recently used copy, static loads what fits and never evicts.")
+    placement_evict_margin: float | None = Field(
+        2.0, ge=1.0, description="Under the cost policy, optional loads (prefetch, replicas, and a cold "
+        "load no waiting request can use within its SLO) evict only copies this many times cheaper "
+        "(request rate x reload time per byte) than the newcomer; unset (null): they take only free "
+        "memory. Higher keeps the resident set steadier under memory pressure, at the price of "
+        "refusing more cold models; try a value first with `inferplex sim --evict-margin`.")
     scheduler: bool = Field(
         True, description="Admission, deadline-ordered queues and cross-request batching in the "
         "control plane (admission/). false: forward each request as it comes (pass-through, kept to "

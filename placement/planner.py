@@ -40,8 +40,10 @@ A pass, in order:
    copies on other instances.
 
 Steps 3 and 4 are optional work: they respect ``max_queued_loads`` per instance and evict only
-copies whose cost density is ``evict_margin`` times below the newcomer's (its sustained rate's),
-so two models that do not fit together never trade places on every pass. A copy is added above
+copies whose cost density is ``evict_margin`` (2) times below the newcomer's (its sustained
+rate's; None: they take only free memory): a load holds its instance's pipe and the requests of
+the models already there pay for it, and two models that do not fit together never trade places
+on every pass. A copy is added above
 ``add_at`` (80%) of what the copies serve and removed only when the rest would run below
 ``remove_below`` (40%): between the two, nothing changes, so no add/remove ping-pong.
 
@@ -84,16 +86,22 @@ class Planner:
         """Only step 2 (the wanted models), for a request path that must place a cold model
         now; the optional work (shrink, prefetch, replicas) is the periodic ``plan``'s.
         ``guarded``: the waiting request cannot meet its SLO through a cold load anyway, so the
-        load is optional work like a prefetch: the model evicts only copies ``evict_margin``
-        times cheaper than itself (``wanted_evict_ratio`` where set). A load that serves no one
+        load is optional work like a prefetch: it evicts only copies ``evict_margin`` times
+        cheaper than itself (``wanted_evict_ratio`` where set; with neither, it takes only free
+        memory). A tenant within its memory share still evicts. A load that serves no one
         now must not push out a model in heavier use, and two models of about the same worth
         that do not fit together must not trade places on each other's every cold request:
         each trade is a load, and on a CPU instance a load takes the cores the executions
         need."""
         config = self.config
+        free_only = False
         if guarded and config.victim_order == "cost" and config.wanted_evict_ratio is None:
-            config = dataclasses.replace(config, wanted_evict_ratio=1.0 / config.evict_margin)
+            if config.evict_margin is None:
+                free_only = True  # like all optional work: free memory only
+            else:
+                config = dataclasses.replace(config, wanted_evict_ratio=1.0 / config.evict_margin)
         p = PlanningPass(snap, config)
+        p.wanted_free_only = free_only
         self._wanted(p)
         return Plan(snap.now, tuple(p.actions), tuple(p.refusals))
 

@@ -52,6 +52,8 @@ class PlanningPass:
                                config.victim_order)
         self.actions: list[Action] = []
         self.refusals: list[Refusal] = []
+        self.wanted_free_only = False
+        """A wanted model takes only free memory (``Planner.place`` guarded, no ``evict_margin``)."""
 
     def util(self, slot: Slot) -> float:
         """How loaded the slot's copies are (demand over what each serves within its SLO),
@@ -204,13 +206,16 @@ class PlanningPass:
         """Place one copy. ``value_density`` None: requests wait for it (refused with a reason
         when impossible; evicting copies up to ``wanted_evict_ratio`` times dearer than it, or any
         while its tenant stays within its share); else optional work, evicting only copies
-        ``evict_margin`` times cheaper than that density."""
+        ``evict_margin`` times cheaper than that density (none where it is None)."""
         optional = value_density is not None
         cfg = self.config
         if optional:
-            below: float | None = value_density / cfg.evict_margin
-        elif cfg.wanted_evict_ratio is None or self.within_share(spec):
+            # -1: below every density, so nothing is evicted (free memory only)
+            below: float | None = -1.0 if cfg.evict_margin is None else value_density / cfg.evict_margin
+        elif self.within_share(spec) or (cfg.wanted_evict_ratio is None and not self.wanted_free_only):
             below = None
+        elif self.wanted_free_only:
+            below = -1.0
         else:
             rate = max(self.demand(spec.name).sustained, cfg.wanted_floor_rate_per_s)
             below = self.value_density(spec, rate) * cfg.wanted_evict_ratio

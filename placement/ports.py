@@ -22,6 +22,7 @@ class PlacementSettings:
     profile_exec_timeout_s: float
     stats_poll_interval_s: float
     placement_policy: str = "cost"
+    placement_evict_margin: float | None = 2.0
     replica_id: str = ""
     """This replica's name: its demand is published under it for the leader (empty: not
     published)."""

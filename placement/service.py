@@ -113,7 +113,7 @@ class PlacementService(ProfilingMixin):
         # take the last room: instance id -> qualified -> the load
         self._pending: dict[str, dict[str, Pending]] = {}
         # the pure planner (placement/planner.py): where a cold model goes, what is evicted
-        self.planner = Planner(PlannerConfig.policy(settings.placement_policy))
+        self.planner = Planner(PlannerConfig.policy(settings.placement_policy, settings.placement_evict_margin))
         self.activity = Activity()  # requests in flight, last use, demand per model
         # this replica's demand published for the leader; the others' read back by its pass
         self.demand_share = (DemandShare(store, settings.replica_id, self.activity.demand)

@@ -15,7 +15,8 @@ by itself, instead of GDSF's inflation clock.
 
 Admission. Evicting is worth it only when the newcomer is worth more: a model requests wait
 for takes only copies no dearer than itself (``PlannerConfig.wanted_evict_ratio``), and
-prefetch and replication only copies ``evict_margin`` times cheaper, as TinyLFU admits a
+prefetch and replication only copies ``evict_margin`` (2) times cheaper (none where it is
+None), as TinyLFU admits a
 newcomer only over a less frequent victim; without it one request for a rarely used model would
 push out a hot one, and a skewed workload would thrash.
 

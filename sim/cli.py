@@ -50,6 +50,19 @@ def parse_duration(text: str) -> float:
     return s
 
 
+def evict_margin(text: str) -> float | None:
+    """``none``, or a number >= 1 (``PlannerConfig.evict_margin``)."""
+    if text.lower() == "none":
+        return None
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: write a number >= 1, or none") from None
+    if not v >= 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be at least 1 (or none)")
+    return v
+
+
 def _positive(kind: type) -> Any:
     def parse(text: str) -> Any:
         try:
@@ -98,6 +111,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the Azure Functions 2019 trace's CSV files (sim/TRACE.md); replaces --workload")
     p.add_argument("--noise-cv", type=float, default=0.05,
                    help="execute and load time noise, coefficient of variation (default 0.05)")
+    p.add_argument("--evict-margin", type=evict_margin, default=2.0,
+                   help="policy inferplex: optional loads evict only copies this many times cheaper than "
+                        "the newcomer; none: only free memory (INFERPLEX_PLACEMENT_EVICT_MARGIN; default 2)")
     p.add_argument("--out", type=Path, required=True, help="results folder (created)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -183,7 +199,8 @@ def main(args: argparse.Namespace) -> int:
         w = workload(args)  # a fresh generator per policy: the same seed, the same requests
         bar = None if args.quiet else ProgressBar(policy)
         results.append(run(w, instances=args.instances, instance_memory=args.instance_memory, policy=policy,
-                           seed=args.seed, cache_bytes=args.cache, noise_cv=args.noise_cv, progress=bar))
+                           seed=args.seed, cache_bytes=args.cache, noise_cv=args.noise_cv,
+                           evict_margin=args.evict_margin, progress=bar))
     written = report.write(results, args.out)
     print(report.table(results))
     print(f"wrote {', '.join(str(p) for p in written)}")

@@ -99,7 +99,7 @@ class Simulation:
                  seed: int = 1, cache_bytes: int | None = None, noise_cv: float = 0.05,
                  plan_interval_s: float = PLAN_INTERVAL_S, sample_s: float = 10.0,
                  spec_refresh_s: float = 5.0, scheduler_config: SchedulerConfig | None = None,
-                 progress: Any = None) -> None:
+                 evict_margin: float | None = 2.0, progress: Any = None) -> None:
         if policy not in POLICIES:
             raise ValueError(f"unknown policy {policy!r}: use one of {', '.join(POLICIES)}")
         if instances < 1 or instance_memory < 1:
@@ -113,7 +113,8 @@ class Simulation:
         # the gateway's default: an execute time nobody measured counts as nothing ahead
         self.scheduler = Scheduler(CorePredictor(self.predictor),
                                    scheduler_config or SchedulerConfig(default_exec_s=0.0))
-        self.planner = Planner(PlannerConfig.policy(POLICIES[policy]))
+        # INFERPLEX_PLACEMENT_EVICT_MARGIN's default unless told otherwise
+        self.planner = Planner(PlannerConfig.policy(POLICIES[policy], evict_margin))
         self.activity = Activity()
         self.views = SnapshotViews(self.activity)  # the views of instances unchanged since the last snapshot
         cache = 4 * instance_memory if cache_bytes is None else cache_bytes

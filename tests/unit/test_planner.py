@@ -299,15 +299,28 @@ def test_place_for_a_request_a_cold_load_cannot_serve_in_time_evicts_only_cheape
 
 
 def test_a_cold_request_does_not_swap_models_of_about_the_same_worth() -> None:
-    """Guarded, a newcomer must be ``evict_margin`` (2) times denser than what it evicts: two
-    models that do not fit together would otherwise trade places on each other's cold
-    requests, a load each time."""
+    """Guarded, with ``evict_margin`` set (2), a newcomer must be that many times denser than
+    what it evicts: two models that do not fit together would otherwise trade places on each
+    other's cold requests, a load each time. With 16 it must be 16 times denser; with
+    no margin (None) a guarded load takes only free memory; an unguarded one still evicts."""
     models = [spec("acme__a"), spec("globex__b")]
     w1 = inst("w-1", 100, res("acme__a"))
-    for b_rate, evicts in ((1.5, False), (2.5, True)):
+    swap = ["acme__a", "globex__b"]
+    for b_rate, evicts in ((1.5, False), (2.5, True), (50.0, True)):
         snap = snapshot(NOW, [w1], models, {"acme__a": rate(1), "globex__b": rate(b_rate)}, ("globex__b",))
-        plan = Planner().place(snap, guarded=True)
-        assert ([a.model for a in plan.actions] == ["acme__a", "globex__b"]) is evicts, (b_rate, plan)
+        plan = Planner(PlannerConfig(evict_margin=2.0)).place(snap, guarded=True)
+        assert ([a.model for a in plan.actions] == swap) is evicts, (b_rate, plan)
+        assert ([a.model for a in Planner().place(snap, guarded=True).actions] == swap) is evicts  # default 2
+        sixteen = Planner(PlannerConfig(evict_margin=16.0)).place(snap, guarded=True)
+        assert ([a.model for a in sixteen.actions] == swap) is (b_rate > 16), (b_rate, sixteen)
+        free_only = Planner(PlannerConfig(evict_margin=None)).place(snap, guarded=True)
+        assert free_only.actions == () and len(free_only.refusals) == 1, (b_rate, free_only)
+        assert [a.model for a in Planner().place(snap).actions] == swap
+    # free memory is still taken
+    roomy = snapshot(NOW, [inst("w-1", 200, res("acme__a"))], models,
+                     {"acme__a": rate(1), "globex__b": rate(0.01)}, ("globex__b",))
+    assert [a.model for a in Planner(PlannerConfig(evict_margin=None)).place(roomy, guarded=True).actions] \
+        == ["globex__b"]
 
 
 def test_after_a_popularity_shift_the_falling_model_is_the_one_evicted() -> None:

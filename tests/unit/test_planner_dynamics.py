@@ -172,13 +172,23 @@ def test_rising_demand_loads_a_copy_before_any_request_waits_for_it() -> None:
 
 
 def test_rising_demand_evicts_only_a_much_cheaper_model() -> None:
+    """``evict_margin`` 2 (the default); with 16 a 4x denser prefetch evicts nothing, and with
+    None nothing ever (free memory only)."""
     models = [spec("acme__a"), spec("globex__bert")]
     w1 = inst("w-1", 100, res("acme__a"))
     rising = Demand(1.0, 4.0)
-    plan = Planner().plan(snapshot(NOW, [w1], models, {"acme__a": rate(1.0), "globex__bert": rising}))
-    assert [a.model for a in plan.actions] == ["acme__a", "globex__bert"]  # 4 req/s vs 1: it goes
-    plan = Planner().plan(snapshot(NOW, [w1], models, {"acme__a": rate(3.0), "globex__bert": rising}))
+    margin = PlannerConfig(evict_margin=2.0)
+    snap = snapshot(NOW, [w1], models, {"acme__a": rate(1.0), "globex__bert": rising})
+    assert [a.model for a in Planner(margin).plan(snap).actions] == ["acme__a", "globex__bert"]  # 4 vs 1: it goes
+    sixteen = Planner(PlannerConfig(evict_margin=16.0))
+    assert sixteen.plan(snap).actions == ()  # 4 vs 1 is under 16
+    hot = snapshot(NOW, [w1], models, {"acme__a": rate(0.1), "globex__bert": rising})
+    assert [a.model for a in sixteen.plan(hot).actions] == ["acme__a", "globex__bert"]  # 40x: it goes
+    assert Planner(PlannerConfig(evict_margin=None)).plan(hot).actions == ()  # None: free memory only
+    plan = Planner(margin).plan(snapshot(NOW, [w1], models, {"acme__a": rate(3.0), "globex__bert": rising}))
     assert plan.actions == ()  # 4 vs 3: it stays
+    roomy = snapshot(NOW, [inst("w-1", 200, res("acme__a"))], models, {"acme__a": rate(3.0), "globex__bert": rising})
+    assert [a.model for a in Planner(PlannerConfig(evict_margin=None)).plan(roomy).actions] == ["globex__bert"]
 
 
 def test_trickle_of_demand_prefetches_nothing_and_a_lost_model_is_placed_again() -> None:

@@ -91,3 +91,14 @@ def test_trace_dir_runs_the_real_trace_format_and_an_empty_one_says_what_to_poin
                  "--out", str(out), "--quiet"]) == 0
     md = (out / "results.md").read_text()
     assert "| requests | 144 |" in md  # every invocation of the three minutes, none lost
+
+
+def test_evict_margin_takes_a_number_or_none_and_refuses_below_one(capsys: pytest.CaptureFixture[str]) -> None:
+    assert _parser().parse_args(["--out", "x"]).evict_margin == 2.0
+    assert _parser().parse_args(["--out", "x", "--evict-margin", "16"]).evict_margin == 16.0
+    assert _parser().parse_args(["--out", "x", "--evict-margin", "None"]).evict_margin is None
+    for bad in ("0.5", "lots"):
+        with pytest.raises(SystemExit):
+            _parser().parse_args(["--out", "x", "--evict-margin", bad])
+    err = capsys.readouterr().err
+    assert "must be at least 1 (or none)" in err and "write a number >= 1, or none" in err

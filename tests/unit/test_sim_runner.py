@@ -107,3 +107,18 @@ def test_events_run_in_time_order_and_ties_in_the_order_scheduled() -> None:
     assert seen == [(0.5, "earliest"), (1.0, "first"), (1.0, "second")] and e.now == 1.5
     e.run_until(3.0)
     assert seen[-1] == (2.0, "late") and e.events == 4
+
+
+def test_the_evict_margin_reaches_the_planner_and_none_makes_optional_loads_take_only_free_room() -> None:
+    from sim.runner import Simulation
+    w = uniform_poisson(30, 30.0, 150, seed=2, load_cold_s=0.05)
+    assert Simulation(w, instances=2, instance_memory=GB, evict_margin=None).planner.config.evict_margin is None
+    assert Simulation(w, instances=2, instance_memory=GB).planner.config.evict_margin == 2.0
+    # lru ignores it (no optional work)
+    assert Simulation(w, instances=2, instance_memory=GB, policy="lru", evict_margin=None).planner.config.victim_order == "lru"
+    loose = run(uniform_poisson(30, 30.0, 150, seed=2, load_cold_s=0.05), instances=2, instance_memory=GB, seed=2)
+    free_only = run(uniform_poisson(30, 30.0, 150, seed=2, load_cold_s=0.05), instances=2, instance_memory=GB,
+                    seed=2, evict_margin=None)
+    assert _accounted(loose) and _accounted(free_only)
+    # waiting requests still evict; only optional loads stop doing so
+    assert free_only.evictions.get("room", 0) > 0 and free_only.loads <= loose.loads
