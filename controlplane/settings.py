@@ -105,6 +105,12 @@ class Settings(BaseSettings):
         "instances are called without it. 'inferplex up' keeps one in data_dir/instance.key.",
     )
 
+    @field_validator("placement_evict_margin", mode="before")
+    @classmethod
+    def _margin(cls, value: object) -> object:
+        # the environment writes "no margin" as null or none
+        return None if isinstance(value, str) and value.strip().lower() in ("null", "none") else value
+
     @field_validator("instance_restricted_key")
     @classmethod
     def _key(cls, value: str) -> str:

@@ -23,6 +23,22 @@ async def test_predictor_and_feed_take_their_settings(tmp_path: Path) -> None:
         await close_services(services)
 
 
+async def test_the_evict_margin_reaches_the_planner_and_null_means_free_memory_only(monkeypatch, tmp_path: Path) -> None:
+    import pydantic
+    import pytest
+    for text, want in (("16", 16.0), ("null", None), ("none", None)):
+        monkeypatch.setenv("INFERPLEX_PLACEMENT_EVICT_MARGIN", text)
+        assert Settings().placement_evict_margin == want
+    monkeypatch.setenv("INFERPLEX_PLACEMENT_EVICT_MARGIN", "0.5")
+    with pytest.raises(pydantic.ValidationError, match="greater than or equal to 1"):
+        Settings()
+    services = await build_services(Settings(data_dir=tmp_path, placement_evict_margin=None))
+    try:
+        assert services.placement.planner.config.evict_margin is None
+    finally:
+        await close_services(services)
+
+
 def test_settings_come_from_inferplex_environment(monkeypatch, tmp_path: Path) -> None:
     monkeypatch.setenv("INFERPLEX_PREDICTOR_WINDOW", "20")
     monkeypatch.setenv("INFERPLEX_DATA_DIR", str(tmp_path))
