@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from bench._common import pyplot
+from placement.cluster import DEFAULT_EVICT_MARGIN
 from sim import report
 from sim.cli import POLICY_NAMES, ProgressBar, evict_margin, parse_duration, parse_size
 from sim.metrics import SimResult
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--instance-memory", type=parse_size, default=None,
                    help="per GPU (default 32GiB; quick 4GiB, so that memory is scarce within a minute)")
     p.add_argument("--policies", default=",".join(POLICY_NAMES))
-    p.add_argument("--evict-margin", type=evict_margin, default=2.0,
+    p.add_argument("--evict-margin", type=evict_margin, default=DEFAULT_EVICT_MARGIN,
                    help="policy inferplex's PlannerConfig.evict_margin (a number >= 1, or none; default 2)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--out", type=Path, default=None)

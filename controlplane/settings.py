@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from kserve.http_connections import DEFAULT_HEADER_TIMEOUT_S, DEFAULT_MAX_HEADER_BYTES
 from kserve.jsonbody import MAX_JSON_VALUES
 from kserve.restricted import DEFAULT_KEY, InstanceCredential, check_key, check_value
+from placement.cluster import DEFAULT_EVICT_MARGIN
 
 
 class Settings(BaseSettings):
@@ -75,7 +76,7 @@ class Settings(BaseSettings):
         "prefetch rising models and replicate hot ones. lru and static are baselines kept for "
         "benchmarks: lru evicts the least recently used copy, static loads what fits and never evicts.")
     placement_evict_margin: float | None = Field(
-        2.0, ge=1.0, description="Under the cost policy, optional loads (prefetch, replicas, and a cold "
+        DEFAULT_EVICT_MARGIN, ge=1.0, description="Under the cost policy, optional loads (prefetch, replicas, and a cold "
         "load no waiting request can use within its SLO) evict only copies this many times cheaper "
         "(request rate x reload time per byte) than the newcomer; unset (null): they take only free "
         "memory. Higher keeps the resident set steadier under memory pressure, at the price of "

@@ -202,6 +202,10 @@ class ClusterSnapshot:
     the planner places each one, evicting what it must, or refuses it with a reason."""
 
 
+DEFAULT_EVICT_MARGIN = 2.0
+"""``PlannerConfig.evict_margin``'s default (and ``INFERPLEX_PLACEMENT_EVICT_MARGIN``'s)."""
+
+
 @dataclass(frozen=True, slots=True)
 class PlannerConfig:
     add_at: float = 0.8
@@ -214,7 +218,7 @@ class PlannerConfig:
     """Loads an instance may have queued before prefetch and replication pass it by."""
     place_min_rate_per_s: float = 0.05
     """Demand a model with no copy needs before it is loaded ahead of a request."""
-    evict_margin: float | None = 2.0
+    evict_margin: float | None = DEFAULT_EVICT_MARGIN
     """Optional work (prefetch, replication, and a cold load no waiting request can use in
     time) evicts only copies this many times cheaper (by cost density) than the newcomer; None:
     never, it takes only free memory (a model whose SLO is shorter than its load time then never
@@ -240,7 +244,7 @@ class PlannerConfig:
     control plane). Benchmarks compare the three (``PlannerConfig.policy``)."""
 
     @classmethod
-    def policy(cls, name: str, evict_margin: float | None = 2.0) -> PlannerConfig:
+    def policy(cls, name: str, evict_margin: float | None = DEFAULT_EVICT_MARGIN) -> PlannerConfig:
         """``cost`` (the default), or a baseline: ``lru`` evicts the least recently used copy
         for a waiting model and does nothing else (no prefetch, no replicas, no admission
         guard); ``static`` loads what fits on first use and never evicts. ``evict_margin``

@@ -100,8 +100,7 @@ class Planner:
                 free_only = True  # like all optional work: free memory only
             else:
                 config = dataclasses.replace(config, wanted_evict_ratio=1.0 / config.evict_margin)
-        p = PlanningPass(snap, config)
-        p.wanted_free_only = free_only
+        p = PlanningPass(snap, config, wanted_free_only=free_only)
         self._wanted(p)
         return Plan(snap.now, tuple(p.actions), tuple(p.refusals))
 

@@ -38,11 +38,15 @@ from placement.victims import (
 _NO_DEMAND = Demand()
 
 
+_EVICT_NOTHING = -1.0
+"""A cost density below every copy's: with it as the bound, nothing is evicted (free memory only)."""
+
+
 class PlanningPass:
     """The working state of one ``Planner.plan`` call: the slots as the actions planned so far
     leave them, where a model would go, and the doing (which records the actions)."""
 
-    def __init__(self, snap: ClusterSnapshot, config: PlannerConfig) -> None:
+    def __init__(self, snap: ClusterSnapshot, config: PlannerConfig, *, wanted_free_only: bool = False) -> None:
         self.snap = snap
         self.config = config
         self.now = snap.now
@@ -52,7 +56,7 @@ class PlanningPass:
                                config.victim_order)
         self.actions: list[Action] = []
         self.refusals: list[Refusal] = []
-        self.wanted_free_only = False
+        self.wanted_free_only = wanted_free_only
         """A wanted model takes only free memory (``Planner.place`` guarded, no ``evict_margin``)."""
 
     def util(self, slot: Slot) -> float:
@@ -210,12 +214,12 @@ class PlanningPass:
         optional = value_density is not None
         cfg = self.config
         if optional:
-            # -1: below every density, so nothing is evicted (free memory only)
-            below: float | None = -1.0 if cfg.evict_margin is None else value_density / cfg.evict_margin
+            below: float | None = (_EVICT_NOTHING if cfg.evict_margin is None
+                                   else value_density / cfg.evict_margin)
         elif self.within_share(spec) or (cfg.wanted_evict_ratio is None and not self.wanted_free_only):
             below = None
         elif self.wanted_free_only:
-            below = -1.0
+            below = _EVICT_NOTHING
         else:
             rate = max(self.demand(spec.name).sustained, cfg.wanted_floor_rate_per_s)
             below = self.value_density(spec, rate) * cfg.wanted_evict_ratio

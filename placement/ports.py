@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+from placement.cluster import DEFAULT_EVICT_MARGIN
+
 Status = Literal["profiling", "ready", "failed", "loading"]
 
 
@@ -22,7 +24,7 @@ class PlacementSettings:
     profile_exec_timeout_s: float
     stats_poll_interval_s: float
     placement_policy: str = "cost"
-    placement_evict_margin: float | None = 2.0
+    placement_evict_margin: float | None = DEFAULT_EVICT_MARGIN
     replica_id: str = ""
     """This replica's name: its demand is published under it for the leader (empty: not
     published)."""

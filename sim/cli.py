@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from placement.cluster import DEFAULT_EVICT_MARGIN
+
 POLICY_NAMES = ("inferplex", "lru", "static")
 WORKLOADS = ("azure", "poisson", "gamma")
 PROFILE_SETS = ("v100", "a100", "gpu", "measured")
@@ -111,7 +113,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the Azure Functions 2019 trace's CSV files (sim/TRACE.md); replaces --workload")
     p.add_argument("--noise-cv", type=float, default=0.05,
                    help="execute and load time noise, coefficient of variation (default 0.05)")
-    p.add_argument("--evict-margin", type=evict_margin, default=2.0,
+    p.add_argument("--evict-margin", type=evict_margin, default=DEFAULT_EVICT_MARGIN,
                    help="policy inferplex: optional loads evict only copies this many times cheaper than "
                         "the newcomer; none: only free memory (INFERPLEX_PLACEMENT_EVICT_MARGIN; default 2)")
     p.add_argument("--out", type=Path, required=True, help="results folder (created)")

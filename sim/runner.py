@@ -36,7 +36,14 @@ from admission.model import (
     SchedulerConfig,
 )
 from admission.scheduler import Scheduler
-from placement.cluster import ClusterSnapshot, LoadFailure, ModelSpec, Plan, PlannerConfig
+from placement.cluster import (
+    DEFAULT_EVICT_MARGIN,
+    ClusterSnapshot,
+    LoadFailure,
+    ModelSpec,
+    Plan,
+    PlannerConfig,
+)
 from placement.cluster_view import Activity, SnapshotViews, cluster_snapshot, model_spec
 from placement.planner import Planner
 from profiler.predictor import LatencyPredictor
@@ -99,7 +106,7 @@ class Simulation:
                  seed: int = 1, cache_bytes: int | None = None, noise_cv: float = 0.05,
                  plan_interval_s: float = PLAN_INTERVAL_S, sample_s: float = 10.0,
                  spec_refresh_s: float = 5.0, scheduler_config: SchedulerConfig | None = None,
-                 evict_margin: float | None = 2.0, progress: Any = None) -> None:
+                 evict_margin: float | None = DEFAULT_EVICT_MARGIN, progress: Any = None) -> None:
         if policy not in POLICIES:
             raise ValueError(f"unknown policy {policy!r}: use one of {', '.join(POLICIES)}")
         if instances < 1 or instance_memory < 1:
