@@ -95,6 +95,9 @@ class Scheduler:
         self._batch_queued: Counter[str] = Counter()  # tenant -> batch-class requests queued
         self._expiry: list[tuple[float, int, str]] = []  # heap of latest starts
         self._ready: dict[str, None] = {}  # instances that may have a free slot and work
+        # instances left idle because their head request can only run in time elsewhere:
+        # looked at again when placement changes (the instance it waits for may be gone)
+        self._deferred: set[str] = set()
         self._batches: dict[str, _Batch] = {}
         self._decisions: Counter[DecisionKey] = Counter()
         self._seq = 0
@@ -151,9 +154,16 @@ class Scheduler:
         Only the models of instances that changed are looked at: a cluster of thousands of
         models changes a few at a time (a load, an eviction)."""
         new = {s.instance_id: s for s in slots}
+        # what to look at again: new instances, changed ones, the ones that deferred; one
+        # unchanged with nothing it can run stays out (at 100 instances, every schedule
+        # call would walk them all)
+        poke = set(self._deferred)
+        self._deferred.clear()
         touched: set[str] = set()  # models whose holders may change
         for iid, iq in self._instances.items():
             slot = new.get(iid)
+            if slot is not None and slot is not iq.slot and slot != iq.slot:
+                poke.add(iid)
             if slot is None or slot.instance_class != iq.slot.instance_class:
                 touched |= iq.slot.models
                 if slot is not None:
@@ -163,6 +173,7 @@ class Scheduler:
         for iid, slot in new.items():
             if iid not in self._instances:
                 touched |= slot.models
+                poke.add(iid)
         before = {m: [(q.instance_id, q.slot.instance_class) for q in self._holders.get(m, ())] for m in touched}
         for iid in [i for i in self._instances if i not in new]:
             del self._instances[iid]
@@ -183,7 +194,7 @@ class Scheduler:
                 self._holders.pop(model, None)
             if before[model] != [(q.instance_id, q.slot.instance_class) for q in holders]:
                 self._reattribute(model)
-        self._ready = dict.fromkeys(sorted(self._instances))
+        self._ready = dict.fromkeys(sorted(i for i in poke.union(self._ready) if i in self._instances))
 
     # ---- admission ------------------------------------------------------------------
 
@@ -330,6 +341,7 @@ class Scheduler:
                           + self._exec_bound(req.model, q.slot.instance_class, req.rows, req.work)
                           for q in self._holders[req.model])
             if soonest <= req.deadline_s:
+                self._deferred.add(iq.instance_id)
                 return None  # another instance holding the model can still run it in time
             out.append(self._drop(head, soonest - req.deadline_s))
         return None

@@ -291,3 +291,33 @@ def test_work_moves_to_a_new_instance_that_holds_the_model() -> None:
     (d,) = dispatches(s.schedule(0.3))
     assert d.instance_id == "i2" and d.request_ids == ("r",)
     assert re.fullmatch(r"b\d+", d.batch_id)
+
+
+def _deferring_pair():
+    """i1 runs 'first' until 3 ms; i2 is loading until 50 ms: 'r' (due at 10 ms) can only
+    run in time on i1, so i2, free, leaves it there."""
+    s = make({"m": 0}, instances={"i1": {"m"}, "i2": {"m"}})
+    i1 = InstanceSlot("i1", "cpu", frozenset({"m"}))
+    s.set_instances([i1, InstanceSlot("i2", "cpu", frozenset({"m"}), loading_until_s=0.050)])
+    assert s.admit(req("first", deadline=0.1), 0.0) is None
+    (d,) = dispatches(s.schedule(0.0))
+    assert d.instance_id == "i1"
+    assert s.admit(req("r", deadline=0.010), 0.0) is None
+    assert s.schedule(0.0) == []
+    return s, d
+
+
+def test_a_free_instance_that_cannot_run_a_request_in_time_leaves_it_to_one_that_can() -> None:
+    s, first = _deferring_pair()
+    s.complete(first.batch_id, 0.003, 0.003)
+    (d,) = dispatches(s.schedule(0.003))
+    assert d.instance_id == "i1" and d.request_ids == ("r",)
+
+
+def test_when_the_instance_it_waited_for_goes_the_request_is_dropped_at_once() -> None:
+    s, _first = _deferring_pair()
+    # i2 itself is unchanged; only the instance the request was left to went away
+    s.set_instances([InstanceSlot("i2", "cpu", frozenset({"m"}), loading_until_s=0.050)])
+    (drop,) = s.schedule(0.001)
+    assert isinstance(drop, Drop) and drop.request_id == "r"
+    assert drop.late_by_s == pytest.approx(0.043)
