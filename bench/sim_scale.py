@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="per GPU (default 32GiB; quick 4GiB, so that memory is scarce within a minute)")
     p.add_argument("--policies", default=",".join(POLICY_NAMES))
     p.add_argument("--evict-margin", type=evict_margin, default=DEFAULT_EVICT_MARGIN,
-                   help="policy inferplex's PlannerConfig.evict_margin (a number >= 1, or none; default 2)")
+                   help=f"policy inferplex's PlannerConfig.evict_margin (a number >= 1, or none; default {DEFAULT_EVICT_MARGIN:g})")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)

@@ -115,7 +115,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="execute and load time noise, coefficient of variation (default 0.05)")
     p.add_argument("--evict-margin", type=evict_margin, default=DEFAULT_EVICT_MARGIN,
                    help="policy inferplex: optional loads evict only copies this many times cheaper than "
-                        "the newcomer; none: only free memory (INFERPLEX_PLACEMENT_EVICT_MARGIN; default 2)")
+                        f"the newcomer; none: only free memory (INFERPLEX_PLACEMENT_EVICT_MARGIN; default {DEFAULT_EVICT_MARGIN:g})")
     p.add_argument("--out", type=Path, required=True, help="results folder (created)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
