@@ -128,7 +128,7 @@ class InstanceQueue:
     def floor(self) -> float:
         if not self.lanes:
             return self._vclock
-        return min(self.vt[t] for t in self.lanes)
+        return min(map(self.vt.__getitem__, self.lanes))
 
     def within_share(self, tenant: str, floor: float, slack: float) -> bool:
         return self.vt.get(tenant, floor) <= floor + slack

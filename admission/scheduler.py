@@ -106,6 +106,10 @@ class Scheduler:
         # each model's own batches' errors: what can make a request late on an idle instance
         self._own_calibration: dict[str, AdmissionCalibration] = {}
         self._external_s = 0.0
+        # predictions asked within one call: the predictor does not change during a call
+        # (the shell feeds it between calls), and one admit asks the same one up to 4 times
+        self._class_list: list[str] | None = None  # _classes(), rebuilt after set_instances
+        self._memo: dict[tuple[str, str, int, int], float | None] = {}
 
     def set_external_delay(self, seconds: float) -> None:
         """What a request spends in the shell outside the core's view (waiting for the
@@ -126,10 +130,11 @@ class Scheduler:
         learned over every model's batches. On an idle instance only its own batch can:
         the margin learned over that model's batches alone, once it has enough of them (a
         small model is not refused for a large one's variance when nothing runs beside it)."""
+        if self.config.calibration_percentile <= 0:
+            return self._external_s
         own = self._own_calibration.get(model) if idle else None
-        if own is None or self.config.calibration_percentile <= 0 or not own.settled(now):
-            return self.margin_s(now)
-        return own.margin_s(now) + self._external_s
+        cal = own if own is not None and own.settled(now) else self._calibration
+        return cal.margin_s(now) + self._external_s
 
     def margin_parts(self, now: float) -> tuple[float, float]:
         """The margin's two parts: learned from admitted requests' lateness, and the shell's
@@ -153,6 +158,7 @@ class Scheduler:
         changed are re-attributed; batches in flight on a removed instance still complete.
         Only the models of instances that changed are looked at: a cluster of thousands of
         models changes a few at a time (a load, an eviction)."""
+        self._memo.clear()
         new = {s.instance_id: s for s in slots}
         # what to look at again: new instances, changed ones, the ones that deferred; one
         # unchanged with nothing it can run stays out (at 100 instances, every schedule
@@ -185,6 +191,7 @@ class Scheduler:
                 iq.busy_until_s = max(iq.busy_until_s, slot.loading_until_s)
             else:
                 self._instances[iid] = InstanceQueue(slot)
+        self._class_list = None
         order = sorted(self._instances)
         for model in sorted(touched):
             holders = [self._instances[iid] for iid in order if model in self._instances[iid].slot.models]
@@ -202,6 +209,7 @@ class Scheduler:
         """None: admitted and queued (answered later by a Dispatch or a Drop)."""
         if req.id in self._queued:
             raise ValueError(f"request {req.id} is already queued")
+        self._memo.clear()
         info = self._models.get(req.model)
         if info is None:
             raise ValueError(f"unknown model {req.model}: call set_model first")
@@ -220,12 +228,11 @@ class Scheduler:
                 return self._refuse(req, "queue_full",
                                     f"batch queue full: at most {cap} batch requests queued at once")
         else:
-            p = self.predict(req, now)
-            idle = p.queue_s <= 0.0 and p.load_s <= 0.0
-            p = Prediction(p.queue_s, p.load_s, p.exec_s, p.known, self.margin_for(req.model, now, idle))
-            late = now > req.deadline_s or (p.known and now + p.total_s > req.deadline_s)
-            if late:
+            queue, load, ex, known = self._predict(req, now)
+            margin = self.margin_for(req.model, now, queue <= 0.0 and load <= 0.0)
+            if now > req.deadline_s or (known and now + (queue + load + ex + margin) > req.deadline_s):
                 quota.release()
+                p = Prediction(queue, load, ex, known, margin)
                 return self._refuse(req, "infeasible", *infeasible(req, p, now))
             broken = self._breaks_commitments(req, now)
             if broken is not None:
@@ -250,29 +257,38 @@ class Scheduler:
     def predict(self, req: PendingRequest, now: float) -> Prediction:
         """Predicted wait, load and execute time of a new interactive request (the best
         instance holding its model; the best instance class when none does)."""
+        self._memo.clear()
+        return Prediction(*self._predict(req, now))
+
+    def _predict(self, req: PendingRequest, now: float) -> tuple[float, float, float, bool]:
+        """``predict``'s (queue, load, execute, known), without building a Prediction."""
         assert req.deadline_s is not None
-        best: Prediction | None = None
+        best: tuple[float, float, float, bool] | None = None
+        best_total = math.inf
         holders = self._holders.get(req.model)
         if holders:
+            cfg = self.config
             for iq in holders:
                 ex, known = self._exec(req.model, iq.slot.instance_class, req.rows, req.work)
                 wait = iq.wait_s(now) + iq.work_ahead(
-                    req.tenant, req.deadline_s, self._weight, self.config.fair_slack_s,
-                    self.config.idle_credit_s)
-                p = Prediction(wait, 0.0, ex, known)
-                if best is None or p.total_s < best.total_s:
-                    best = p
+                    req.tenant, req.deadline_s, self._weight, cfg.fair_slack_s, cfg.idle_credit_s)
+                if best is None or wait + ex < best_total:
+                    best, best_total = (wait, 0.0, ex, known), wait + ex
         else:
-            classes = sorted({q.slot.instance_class for q in self._instances.values()}) or [""]
-            for cls in classes:
+            for cls in self._classes():
                 load = self.predictor.load_s(req.model, cls)
                 ex, known = self._exec(req.model, cls, req.rows, req.work)
-                p = Prediction(0.0, self.config.default_load_s if load is None else load, ex,
-                               known and load is not None)
-                if best is None or p.total_s < best.total_s:
-                    best = p
+                load_s = self.config.default_load_s if load is None else load
+                if best is None or load_s + ex < best_total:
+                    best, best_total = (0.0, load_s, ex, known and load is not None), load_s + ex
         assert best is not None
         return best
+
+    def _classes(self) -> list[str]:
+        """The instance classes there are, sorted ([""] when there are no instances)."""
+        if self._class_list is None:
+            self._class_list = sorted({q.slot.instance_class for q in self._instances.values()}) or [""]
+        return self._class_list
 
     def _breaks_commitments(self, req: PendingRequest, now: float) -> float | None:
         """Admitting ``req`` ahead of the requests due after it must not make one of them
@@ -310,6 +326,7 @@ class Scheduler:
 
     def schedule(self, now: float) -> list[Decision]:
         """Fill every free slot; drop what can no longer meet its deadline."""
+        self._memo.clear()
         out: list[Decision] = []
         self._expire(now, out)
         for iid in list(self._ready):
@@ -367,7 +384,7 @@ class Scheduler:
         iq.busy_until_s = max(now, iq.busy_until_s) + ex
         iq.in_flight[batch_id] = ex
         self._batches[batch_id] = _Batch(iq.instance_id, members, iq.busy_until_s)
-        return Dispatch(batch_id, iq.instance_id, model, tuple(e.req.id for e in members), rows, ex)
+        return Dispatch(batch_id, iq.instance_id, model, tuple([e.req.id for e in members]), rows, ex)
 
     def complete(self, batch_id: str, now: float, observed_s: float | None) -> None:
         """A dispatched batch answered (``observed_s`` its execute time) or failed (None)."""
@@ -429,14 +446,22 @@ class Scheduler:
 
     # ---- internals shared with batch_choice -----------------------------------------
 
+    def _exec_s(self, model: str, instance_class: str, rows: int, work: int) -> float | None:
+        key = (model, instance_class, rows, work)
+        try:
+            return self._memo[key]
+        except KeyError:
+            s = self._memo[key] = self.predictor.exec_s(model, instance_class, rows, work)
+            return s
+
     def _exec(self, model: str, instance_class: str, rows: int, work: int) -> tuple[float, bool]:
-        s = self.predictor.exec_s(model, instance_class, rows, work)
+        s = self._exec_s(model, instance_class, rows, work)
         return (self.config.default_exec_s, False) if s is None else (s, True)
 
     def _exec_bound(self, model: str, instance_class: str, rows: int, work: int) -> float:
         """The execute time a deadline is checked against: nothing measured, nothing to
         hold against it (the default is a guess, not a reason to drop)."""
-        s = self.predictor.exec_s(model, instance_class, rows, work)
+        s = self._exec_s(model, instance_class, rows, work)
         return 0.0 if s is None else s
 
     def _weight(self, tenant: str) -> float:
@@ -504,7 +529,7 @@ class Scheduler:
             soonest = min(soonest, self._exec_bound(req.model, cls, req.rows, req.work))
             self._ready[iq.instance_id] = None
         if not holders:
-            cls = sorted({q.slot.instance_class for q in self._instances.values()} or {""})[0]
+            cls = self._classes()[0]
             load = self.predictor.load_s(req.model, cls)
             soonest = (load or 0.0) + self._exec_bound(req.model, cls, req.rows, req.work)
         e.expiry = e.key[0] - soonest
