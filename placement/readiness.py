@@ -7,10 +7,21 @@ load would end, counting the loads already queued on each instance (one at a tim
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
-from placement.cluster import ClusterSnapshot, LoadState, Plan, PlannerConfig
+from placement.cluster import ClusterSnapshot, LoadState, ModelSpec, Plan, PlannerConfig
 from placement.planning_pass import PlanningPass
 from placement.victims import choose_victims
+
+
+class Percentiles(Protocol):
+    """What ``typical_ready`` asks of the profiler's predictor (profiler.predictor)."""
+
+    def load_time(self, model: str, instance_class: str, percentile: float | None = None, *,
+                  warm: bool = False) -> float | None: ...
+
+    def exec_time(self, model: str, instance_class: str, batch: int,
+                  percentile: float | None = None) -> float | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,3 +77,36 @@ class Readiness:
 def ready_at(snap: ClusterSnapshot, model: str, now: float, plan: Plan | None = None) -> ReadyAt | None:
     """``Readiness(snap, plan).ready_at(model, now)``, for one question."""
     return Readiness(snap, plan).ready_at(model, now)
+
+
+def typical_ready(snap: ClusterSnapshot, model: str, ready: ReadyAt,
+                  predictor: Percentiles) -> tuple[float, float] | None:
+    """(seconds from ``snap.now`` until ``model`` is ready, then to execute a batch of one)
+    where ``ready`` says it loads: ``typical_ready_on`` for that instance's class and cache."""
+    spec = snap.models.get(model)
+    view = next((i for i in snap.instances if i.instance_id == ready.instance_id), None)
+    if spec is None or view is None:
+        return None
+    return typical_ready_on(spec, view.instance_class, model in view.cached, ready.at, snap.now, predictor)
+
+
+def typical_ready_on(spec: ModelSpec, instance_class: str, warm: bool, planned_at: float, now: float,
+                     predictor: Percentiles) -> tuple[float, float] | None:
+    """(seconds from ``now`` until the model is ready, then to execute a batch of one) for a
+    load the planner has ready at ``planned_at`` on an instance of ``instance_class`` (from
+    its own artifact cache when ``warm``), with its own load and execution at their median,
+    not the p99 the planner plans with (the loads queued before it there stay at the
+    planner's): a cold request is refused before its load only when even a typical load
+    makes it late. None when nothing is measured (a guessed load time refuses nobody). The
+    control plane (``PlacementService``) and the simulator ask this same question."""
+    name = spec.name
+    typical = predictor.load_time(name, instance_class, 50.0)
+    costs = spec.costs.get(instance_class)
+    if typical is None or costs is None:
+        return None
+    if warm:
+        typical = predictor.load_time(name, instance_class, 50.0, warm=True) or typical
+    exec_s = predictor.exec_time(name, instance_class, 1, 50.0)
+    if exec_s is None:
+        exec_s = min(costs.exec_s.values(), default=0.0)
+    return max(0.0, planned_at - costs.load_s(warm) + typical - now), exec_s

@@ -40,6 +40,7 @@ from placement.profiling_site import (
     InstanceSnapshot,
     estimate_model_bytes,
 )
+from placement.readiness import typical_ready
 from placement.triton_driver import TritonDriver
 from profiler.feed import ExecutionFeed, Prediction
 from profiler.offline import memory_from_statistics
@@ -390,18 +391,10 @@ class PlacementService(ProfilingMixin):
         ready = ready_at(snap, q, snap.now)
         if spec is None or ready is None or ready.loaded:
             return None  # refused with the planner's reason by the load itself
-        view = next((i for i in snap.instances if i.instance_id == ready.instance_id), None)
-        typical = self.predictor.load_time(q, view.instance_class, 50.0) if view is not None else None
-        costs = spec.costs.get(view.instance_class) if view is not None else None
-        if view is None or typical is None or costs is None:
+        typical = typical_ready(snap, q, ready, self.predictor)
+        if typical is None:
             return None  # nothing measured: a guessed load time refuses nobody
-        warm = q in view.cached
-        if warm:
-            typical = self.predictor.load_time(q, view.instance_class, 50.0, warm=True) or typical
-        exec_s = self.predictor.exec_time(q, view.instance_class, 1, 50.0)
-        if exec_s is None:
-            exec_s = min(costs.exec_s.values(), default=0.0)
-        ready_s = max(0.0, ready.at - costs.load_s(warm) + typical - snap.now)
+        ready_s, exec_s = typical
         return _ReadyEstimate(snap.now + ready_s, exec_s, spec.slo_s * 1e3)
 
     async def _load(self, record: ModelRecord) -> TritonDriver:

@@ -47,6 +47,7 @@ from placement.cluster import (
 )
 from placement.cluster_view import Activity, SnapshotViews, cluster_snapshot, model_spec
 from placement.planner import Planner
+from placement.readiness import typical_ready_on
 from profiler.predictor import LatencyPredictor
 from profiler.profile import ClassProfile, LatencyStats
 from sim.engine import Engine
@@ -146,7 +147,8 @@ class Simulation:
         # the shell's state
         self.ready: dict[str, set[str]] = {}  # model -> instances with a ready copy
         self.loading: dict[str, list[_Request]] = {}  # model -> requests waiting for its load
-        self._load_ready: dict[str, float] = {}  # model -> when its load is predicted ready
+        # model -> (when its load is typically ready, a batch of one's typical execute time)
+        self._load_ready: dict[str, tuple[float, float] | None] = {}
         self.waiting: dict[str, _Request] = {}  # admitted, not yet answered
         self._slots: dict[str, InstanceSlot] = {}
         self._changed: set[str] = set(self.instances)  # instances the scheduler has not seen as they are
@@ -248,7 +250,7 @@ class Simulation:
         elif m.name in self.loading:
             # PlacementService.ensure_loaded: refused at once when the load under way plus a
             # batch of one ends after its deadline (the load goes on for those after it)
-            if self._load_ready[m.name] + self._exec1(a.model) > req.deadline:
+            if self._late(m.name, req.deadline):
                 self._refuse(req, "cold_infeasible")
                 return
             req.loading_from = now
@@ -293,16 +295,16 @@ class Simulation:
         self.placement_wall_s += time.perf_counter() - t0
         self.placements += 1
         load = next((a for a in plan.loads if a.model == m.name), None)
-        # PlacementService._too_late_by: "ready at" plus a batch of one after the deadline.
-        # Production asks placement.readiness on the same snapshot first (one more pass over
-        # the cluster); the load the planner chose gives the same answer where it places the
+        # PlacementService._too_late_by: "ready at" with its own load and a batch of one at
+        # their median (placement.readiness.typical_ready) after the deadline. Production
+        # asks placement.readiness on the same snapshot first (one more pass over the
+        # cluster); the load the planner chose gives the same answer where it places the
         # model, and no load leaves the request refused either way
-        late = load is not None and load.ready_at + self._exec1(req.model) > req.deadline
         if load is not None:
             self._apply(plan, only_instance=load.instance_id)
             self.rec.add("cold_starts", self.clock.now)
             self._start_load(m.name, load.instance_id, load.ready_at)
-        if late:
+        if load is not None and self._late(m.name, req.deadline):
             self._refuse(req, "cold_infeasible")
         elif load is None:
             self._refuse(req, "no_capacity")
@@ -310,10 +312,14 @@ class Simulation:
             req.loading_from = self.clock.now
             self.loading[m.name].append(req)
 
-    def _exec1(self, i: int) -> float:
-        """The predicted execute time of a batch of one (the spec's, as the shell reads it)."""
-        costs = self._spec(i, self.clock.now).costs.get(INSTANCE_CLASS)
-        return min(costs.exec_s.values(), default=0.0) if costs else 0.0
+    def _late(self, model: str, deadline: float) -> bool:
+        """PlacementService._too_late_by: a request waiting for the load under way would
+        answer after ``deadline`` even with a typical load (nothing measured: never late)."""
+        estimate = self._load_ready.get(model)
+        if estimate is None:
+            return False
+        now = self.clock.now
+        return now + max(0.0, estimate[0] - now) + estimate[1] > deadline
 
     def _apply(self, plan: Plan, only_instance: str | None = None) -> None:
         for a in plan.unloads:
@@ -344,7 +350,13 @@ class Simulation:
         ready, warm = inst.start_load(model, m.profile.bytes, now, m.profile.load_cold_s, m.profile.load_warm_s,
                                       self.noise.factor(), predicted_ready)
         self.loading.setdefault(model, [])
-        self._load_ready[model] = min(self._load_ready.get(model, predicted_ready), predicted_ready)
+        # PlacementService holds one estimate per load under way, its own load and a batch
+        # of one at their median (placement.readiness.typical_ready); the earliest load here
+        typical = typical_ready_on(self._spec(self.by_name[model], now), inst.instance_class, warm,
+                                   predicted_ready, now, self.predictor)
+        estimate = None if typical is None else (now + typical[0], typical[1])
+        held = self._load_ready.get(model, estimate)
+        self._load_ready[model] = estimate if held is None or (estimate is not None and estimate < held) else held
         self._changed.add(iid)  # the scheduler learns the instance is busy loading
         self.rec.add("loads", now)
         self.rec.add("bytes_loaded", now, m.profile.bytes)

@@ -67,6 +67,17 @@ def test_refusals_are_counted_by_reason() -> None:
     assert r.cold_starts == 1 and r.series["refused_cold_infeasible"][0] == 2
 
 
+def test_a_cold_request_is_refused_before_its_load_only_when_a_typical_load_makes_it_late() -> None:
+    # as PlacementService: the load and a batch of one at their median. With noise cv 0.3 a
+    # 60 ms load's p99 is about 114 ms, past the 100 ms SLO; its median (57 ms) is not
+    fast = Model("t__fast", "t", profile("fast", load_cold_s=0.06), 0.1)
+    r = run(FixedWorkload([fast], 2.0, [(0.0, 0)]), instances=1, instance_memory=GB, noise_cv=0.3)
+    assert r.cold_starts == 1 and "cold_infeasible" not in r.refused and _accounted(r)
+    slow = Model("t__slow", "t", profile("slow", load_cold_s=0.2), 0.1)
+    r = run(FixedWorkload([slow], 2.0, [(0.0, 0)]), instances=1, instance_memory=GB, noise_cv=0.3)
+    assert r.cold_starts == 1 and r.refused == {"cold_infeasible": 1}
+
+
 def test_a_request_whose_deadline_cannot_be_met_is_never_served_within_slo() -> None:
     # executes in 50 ms, SLO 10 ms: admission refuses (or the scheduler drops) every one
     m = Model("t__big", "t", profile("big", exec_ms=50.0, load_cold_s=0.001, load_warm_s=0.001), 0.01)
