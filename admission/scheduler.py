@@ -106,9 +106,9 @@ class Scheduler:
         # each model's own batches' errors: what can make a request late on an idle instance
         self._own_calibration: dict[str, AdmissionCalibration] = {}
         self._external_s = 0.0
+        self._class_list: list[str] | None = None  # _classes(), rebuilt after set_instances
         # predictions asked within one call: the predictor does not change during a call
         # (the shell feeds it between calls), and one admit asks the same one up to 4 times
-        self._class_list: list[str] | None = None  # _classes(), rebuilt after set_instances
         self._memo: dict[tuple[str, str, int, int], float | None] = {}
 
     def set_external_delay(self, seconds: float) -> None:
@@ -130,11 +130,10 @@ class Scheduler:
         learned over every model's batches. On an idle instance only its own batch can:
         the margin learned over that model's batches alone, once it has enough of them (a
         small model is not refused for a large one's variance when nothing runs beside it)."""
-        if self.config.calibration_percentile <= 0:
-            return self._external_s
         own = self._own_calibration.get(model) if idle else None
-        cal = own if own is not None and own.settled(now) else self._calibration
-        return cal.margin_s(now) + self._external_s
+        if own is None or self.config.calibration_percentile <= 0 or not own.settled(now):
+            return self.margin_s(now)
+        return own.margin_s(now) + self._external_s
 
     def margin_parts(self, now: float) -> tuple[float, float]:
         """The margin's two parts: learned from admitted requests' lateness, and the shell's

@@ -138,13 +138,19 @@ def slo_ms(exec_p99_ms: float, factor: float, overhead_ms: float = 2.0, floor_ms
     return max(floor_ms, 5.0 * math.ceil(factor * (exec_p99_ms + overhead_ms) / 5.0))
 
 
-def run_policy(tmp: Path, policy: str, bench_models: Sequence[BenchModel], scheds: Sequence[Sequence[float]],
-               duration_s: float, workers: int, memory: int, interval_s: float, parallel: int) -> PolicyRun:
-    # "cost@16": the cost policy with INFERPLEX_PLACEMENT_EVICT_MARGIN=16 (margins side by side)
+def policy_env(policy: str) -> dict[str, str]:
+    """A ``--policies`` entry's environment: ``cost@16`` is the cost policy with
+    INFERPLEX_PLACEMENT_EVICT_MARGIN=16 (margins side by side in one run)."""
     name, _, margin = policy.partition("@")
     env = {"INFERPLEX_PLACEMENT_POLICY": name}
     if margin:
         env["INFERPLEX_PLACEMENT_EVICT_MARGIN"] = margin
+    return env
+
+
+def run_policy(tmp: Path, policy: str, bench_models: Sequence[BenchModel], scheds: Sequence[Sequence[float]],
+               duration_s: float, workers: int, memory: int, interval_s: float, parallel: int) -> PolicyRun:
+    env = policy_env(policy)
     with _start(tmp, policy.replace("@", "_margin"), workers, memory, env) as cp:
         svc = Service(policy, cp)
         key = svc.keys[TENANT] = cp.create_tenant(TENANT)
@@ -216,7 +222,7 @@ def _plot(runs: dict[str, PolicyRun], slos: dict[str, float], warmup: float, shi
 
 
 def _targets(runs: dict[str, PolicyRun], slos: dict[str, float], start: float, end: float) -> str:
-    costs = [name for name in runs if name.partition("@")[0] == "cost"]
+    costs = [name for name in runs if policy_env(name)["INFERPLEX_PLACEMENT_POLICY"] == "cost"]
     if not costs or "lru" not in runs:
         return "- needs both cost and lru in --policies"
     lru = ps.attainment(runs["lru"].records, slos, start, end).attainment or 0.0

@@ -148,7 +148,7 @@ class Simulation:
         self.ready: dict[str, set[str]] = {}  # model -> instances with a ready copy
         self.loading: dict[str, list[_Request]] = {}  # model -> requests waiting for its load
         # model -> (when its load is typically ready, a batch of one's typical execute time)
-        self._load_ready: dict[str, tuple[float, float] | None] = {}
+        self._load_ready: dict[str, tuple[float, float]] = {}
         self.waiting: dict[str, _Request] = {}  # admitted, not yet answered
         self._slots: dict[str, InstanceSlot] = {}
         self._changed: set[str] = set(self.instances)  # instances the scheduler has not seen as they are
@@ -354,9 +354,11 @@ class Simulation:
         # of one at their median (placement.readiness.typical_ready); the earliest load here
         typical = typical_ready_on(self._spec(self.by_name[model], now), inst.instance_class, warm,
                                    predicted_ready, now, self.predictor)
-        estimate = None if typical is None else (now + typical[0], typical[1])
-        held = self._load_ready.get(model, estimate)
-        self._load_ready[model] = estimate if held is None or (estimate is not None and estimate < held) else held
+        if typical is not None:
+            estimate = (now + typical[0], typical[1])
+            held = self._load_ready.get(model)
+            if held is None or estimate < held:
+                self._load_ready[model] = estimate
         self._changed.add(iid)  # the scheduler learns the instance is busy loading
         self.rec.add("loads", now)
         self.rec.add("bytes_loaded", now, m.profile.bytes)

@@ -138,3 +138,11 @@ def test_torchscript_twin_computes_what_the_onnx_model_does() -> None:
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
     assert ps.upload_options(ps.BenchModel("b", pt_art, {}, 8, 100.0))["inputs"] == [
         {"name": "INPUT__0", "datatype": "FP32", "dims": [16]}]
+
+
+def test_a_policy_entry_may_set_the_eviction_margin_for_its_run() -> None:
+    from bench.placement_eviction import policy_env
+
+    assert policy_env("cost") == {"INFERPLEX_PLACEMENT_POLICY": "cost"}
+    assert policy_env("cost@16") == {"INFERPLEX_PLACEMENT_POLICY": "cost", "INFERPLEX_PLACEMENT_EVICT_MARGIN": "16"}
+    assert policy_env("lru") == {"INFERPLEX_PLACEMENT_POLICY": "lru"}
