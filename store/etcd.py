@@ -9,7 +9,9 @@ Failure behaviour is the point of this file:
   endpoints, a failed call moves the next call to the next endpoint.
 - Watches resume after an outage from the last revision they delivered + 1, so a
   consumer sees every event exactly once; if etcd compacted that revision meanwhile
-  the iterator raises ``WatchCompacted`` and the consumer relists.
+  the iterator raises ``WatchCompacted`` and the consumer relists. Each watch has
+  its own gRPC stream (see ``_watch_stream``), so one watch's failure cannot feed
+  another prefix's events to it.
 """
 
 from __future__ import annotations
@@ -21,7 +23,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 import aetcd
+import grpc
 from aetcd import exceptions as etcd_errors
+from aetcd import rpc
+from aetcd.utils import prefix_range_end
 
 from store.base import (
     KeyValue,
@@ -269,37 +274,64 @@ class EtcdStore(StateStore):
                 await asyncio.sleep(self._watch_retry_s)
         while not self._closed:
             client: aetcd.Client | None = None
-            watch = None
             try:
                 client = self._get_client()
-                async with asyncio.timeout(self._timeout_s + 1.0):
-                    watch = await client.watch_prefix(prefix.encode(), start_revision=next_rev)
-                async for ev in watch:
-                    rev = ev.kv.mod_revision
-                    if ev.kind == "PUT":
-                        yield WatchEvent("put", ev.kv.key.decode(), ev.kv.value, rev)
-                    else:
-                        yield WatchEvent("delete", ev.kv.key.decode(), None, rev)
-                    next_rev = rev + 1
+                async for event in self._watch_stream(client, prefix, next_rev):
+                    yield event
+                    next_rev = event.revision + 1
                 # The stream ended without an error: the client was closed or rotated.
-            except etcd_errors.RevisionCompactedError as exc:
-                raise WatchCompacted(
-                    f"cannot resume watch on {prefix!r} at revision {next_rev}: etcd compacted "
-                    f"history up to {exc.compacted_revision}; relist and watch again",
-                    compact_revision=exc.compacted_revision,
-                ) from exc
+            except WatchCompacted:
+                raise
             except Exception as exc:  # any stream failure: etcd down, restarted, rotated
                 if client is not None:
                     self._failed(client)
                 log.info("watch %s interrupted (%s); resuming at revision %d",
                          prefix, exc or type(exc).__name__, next_rev)
-            finally:
-                if watch is not None:
-                    with contextlib.suppress(Exception):
-                        async with asyncio.timeout(1.0):
-                            await watch.cancel()
             if not self._closed:
                 await asyncio.sleep(self._watch_retry_s)
+
+    async def _watch_stream(
+        self, client: aetcd.Client, prefix: str, start_revision: int
+    ) -> AsyncIterator[WatchEvent]:
+        """One watch on its own gRPC stream, for as long as that stream lives.
+
+        Not aetcd's ``watch_prefix``: that multiplexes every watch of a client over one
+        stream and pairs each "created" answer with whichever creation is pending when it
+        arrives, so a creation that timed out (etcd slow or hung, then back) hands its
+        late answer, and with it another prefix's events, to the next watch created on
+        that stream, whose own prefix then goes unwatched without any error. Here a
+        stream carries exactly one watch: a creation that times out cancels its stream,
+        and nothing of it can reach another watch.
+        """
+        await client.connect()
+        key = prefix.encode()
+        call = rpc.WatchStub(client.channel).Watch(metadata=client.metadata)
+        try:
+            async with asyncio.timeout(self._timeout_s + 1.0):
+                await call.write(rpc.WatchRequest(create_request=rpc.WatchCreateRequest(
+                    key=key, range_end=prefix_range_end(key), start_revision=start_revision)))
+                created = await _read(call)
+            while True:
+                if created is grpc.aio.EOF:
+                    return
+                response: rpc.WatchResponse = created
+                if response.compact_revision:
+                    raise WatchCompacted(
+                        f"cannot resume watch on {prefix!r} at revision {start_revision}: etcd "
+                        f"compacted history up to {response.compact_revision}; relist and watch again",
+                        compact_revision=response.compact_revision,
+                    )
+                if response.canceled:
+                    raise StoreUnavailable(f"etcd cancelled the watch on {prefix!r}: "
+                                           f"{response.cancel_reason or 'no reason given'}")
+                for ev in response.events:
+                    if ev.type == rpc.Event.DELETE:
+                        yield WatchEvent("delete", ev.kv.key.decode(), None, ev.kv.mod_revision)
+                    else:
+                        yield WatchEvent("put", ev.kv.key.decode(), ev.kv.value, ev.kv.mod_revision)
+                created = await _read(call)
+        finally:
+            call.cancel()
 
     async def close(self) -> None:
         self._closed = True
@@ -309,3 +341,17 @@ class EtcdStore(StateStore):
         for task in list(self._retired):
             with contextlib.suppress(Exception):
                 await task
+
+
+async def _read(call: grpc.aio.StreamStreamCall) -> object:
+    """The next response, or ``grpc.aio.EOF`` when the stream ended, also when its
+    channel was closed under it: grpc then raises CancelledError in the reading task
+    although nobody cancelled that task, and that must not pass for a cancellation."""
+    try:
+        return await call.read()
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if call.cancelled() and task is not None and not task.cancelling():
+            return grpc.aio.EOF
+        raise
+

@@ -453,3 +453,55 @@ async def test_watches_end_when_the_store_closes(kind: str, request: pytest.Fixt
     await asyncio.wait_for(rest, 5)  # the iterator finished instead of hanging
     assert rest.result() == []
     assert await _collect(store.watch_prefix("/closing/"), 1) == []
+
+
+@pytest.mark.etcd
+async def test_etcd_watches_whose_creation_timed_out_never_receive_another_prefix_events(
+    make_etcd: Callable[[], EtcdServer],
+) -> None:
+    """A watch that could not be created in time (etcd hung, then back) must not end up
+    attached to another watch's prefix: several caches re-watch at once after an outage,
+    and a cache fed another prefix's events never sees its own writes again (the replica
+    test's 'caches to follow again' flake)."""
+    import signal
+
+    server = make_etcd()
+    store = EtcdStore(server.url, timeout_s=0.3, watch_retry_s=0.05)
+    prefixes = [f"/crossed/p{i}/" for i in range(4)]
+    seen: dict[str, list[str]] = {p: [] for p in prefixes}
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        start = await store.put("/crossed/connected", b"1") + 1  # the connection is up
+        assert server.proc is not None
+        server.proc.signal(signal.SIGSTOP)  # creates queue up on the connection, unanswered
+        wait_until(lambda: _stopped(server.proc.popen.pid), 5, "etcd to be stopped")
+
+        async def watch(prefix: str) -> None:
+            async for ev in store.watch_prefix(prefix, start_revision=start):
+                seen[prefix].append(ev.key)
+
+        tasks = [asyncio.create_task(watch(p)) for p in prefixes]
+        await asyncio.sleep(0)  # every watch has begun
+        t0 = time.monotonic()
+        await eventually(lambda: time.monotonic() - t0 > 1.5, 5, "several create attempts to time out")
+        server.proc.signal(signal.SIGCONT)
+
+        async def each_sees_its_own() -> bool:
+            for p in prefixes:
+                if not seen[p]:
+                    with contextlib.suppress(StoreUnavailable):
+                        await store.put(p + "k", b"1")
+            return all(seen.values())
+
+        await eventually(each_sees_its_own, 15, "every watch to see a write to its own prefix")
+        for p in prefixes:
+            assert all(k.startswith(p) for k in seen[p]), (p, seen[p])
+    finally:
+        if server.proc is not None:
+            server.proc.signal(signal.SIGCONT)
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        await store.close()
