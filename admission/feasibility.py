@@ -27,32 +27,35 @@ class Prediction:
         return self.queue_s + self.load_s + self.exec_s + self.margin_s
 
 
-def infeasible(req: PendingRequest, p: Prediction, now: float) -> tuple[str, float | None]:
-    """The refusal's message, with the predicted breakdown, and its Retry-After."""
+def infeasible(req: PendingRequest, queue_s: float, load_s: float, exec_s: float, margin_s: float,
+               now: float) -> tuple[str, float | None]:
+    """The refusal's message, with the predicted breakdown (a ``Prediction``'s parts: the
+    admission path refuses without building one), and its Retry-After."""
     assert req.deadline_s is not None
     budget = req.deadline_s - req.arrival_s
     waited = max(0.0, now - req.arrival_s)
     tightened = req.slo_s is not None and budget < req.slo_s - 1e-9
     what = "deadline the client set" if tightened else "SLO"
     loading = min(max(0.0, req.loading_s), waited)  # a cold load this request waited for
-    load = loading + p.load_s
-    parts = [f"queue {ms(waited - loading + p.queue_s)} ms"]
+    load = loading + load_s
+    parts = f"queue {round((waited - loading + queue_s) * 1000)} ms"
     if load >= _SHOWN_S:
-        parts.append(f"load {ms(load)} ms")
-    parts.append(f"execute {ms(p.exec_s)} ms")
-    if p.margin_s >= _SHOWN_S:
-        parts.append(f"margin {ms(p.margin_s)} ms for recent prediction error and control-plane delay")
-    message = (f"cannot meet the {ms(budget)} ms {what} of model '{req.display_name}': "
-               f"predicted {ms(waited + p.total_s)} ms ({', '.join(parts)})")
-    loaded_now = loading >= _SHOWN_S and p.load_s == 0
+        parts += f", load {ms(load)} ms"
+    parts += f", execute {round(exec_s * 1000)} ms"
+    if margin_s >= _SHOWN_S:
+        parts += f", margin {ms(margin_s)} ms for recent prediction error and control-plane delay"
+    total = waited + (queue_s + load_s + exec_s + margin_s)  # as Prediction.total_s
+    message = (f"cannot meet the {round(budget * 1000)} ms {what} of model '{req.display_name}': "
+               f"predicted {round(total * 1000)} ms ({parts})")
+    loaded_now = loading >= _SHOWN_S and load_s == 0
     if loaded_now:
         message += "; the model is loaded now, a retry does not wait for the load"
     # a retry can succeed once the queue drains (or the load is done), unless the work
     # alone is too long
     retry: float | None = None
-    if p.load_s + p.exec_s + p.margin_s <= budget:
-        if p.queue_s > 0:
-            retry = p.queue_s
+    if load_s + exec_s + margin_s <= budget:
+        if queue_s > 0:
+            retry = queue_s
         elif loaded_now:
             retry = 0.0
     return message, retry

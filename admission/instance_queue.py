@@ -32,9 +32,14 @@ class TenantLane:
         self.total = 0.0
 
     def insert(self, key: QueueKey, cost: float) -> None:
-        i = bisect_left(self.keys, key)
-        self.keys.insert(i, key)
-        self.costs.insert(i, cost)
+        keys = self.keys
+        if not keys or keys[-1] < key:  # the usual case: due after everything queued
+            keys.append(key)
+            self.costs.append(cost)
+        else:
+            i = bisect_left(keys, key)
+            keys.insert(i, key)
+            self.costs.insert(i, cost)
         self.total += cost
 
     def remove(self, key: QueueKey) -> None:
@@ -64,8 +69,14 @@ class Commitments:
         self.tenants: list[str] = []
 
     def insert(self, key: QueueKey, cost: float, tenant: str) -> None:
-        i = bisect_left(self.keys, key)
-        self.keys.insert(i, key)
+        keys = self.keys
+        if not keys or keys[-1] < key:
+            keys.append(key)
+            self.costs.append(cost)
+            self.tenants.append(tenant)
+            return
+        i = bisect_left(keys, key)
+        keys.insert(i, key)
         self.costs.insert(i, cost)
         self.tenants.insert(i, tenant)
 

@@ -79,6 +79,10 @@ class TenantQuota:
 
     def try_acquire(self, now: float) -> QuotaRefusal | None:
         """Take a token and a concurrency place, or say which quota refuses and when to retry."""
+        policy = self.policy
+        if policy.max_concurrent is None and policy.rate_per_s is None:  # no quota set
+            self.in_flight += 1
+            return None
         refusal = self.check(now)
         if refusal is not None:
             return refusal

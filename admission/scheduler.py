@@ -58,6 +58,7 @@ DecisionKey = tuple[str, str, str]  # (tenant, model, reason)
 
 # errors kept per model for the idle-instance margin (the all-model one keeps 1,000)
 OWN_CALIBRATION_WINDOW = 200
+_UNASKED = object()  # a prediction not asked yet within this call (None is an answer)
 
 class Queued:
     """A request admitted and not yet dispatched (mutable bookkeeping around it)."""
@@ -131,8 +132,10 @@ class Scheduler:
         the margin learned over that model's batches alone, once it has enough of them (a
         small model is not refused for a large one's variance when nothing runs beside it)."""
         own = self._own_calibration.get(model) if idle else None
-        if own is None or self.config.calibration_percentile <= 0 or not own.settled(now):
-            return self.margin_s(now)
+        if self.config.calibration_percentile <= 0:
+            return self._external_s
+        if own is None or not own.settled(now):
+            return self._calibration.margin_s(now) + self._external_s  # margin_s(now)
         return own.margin_s(now) + self._external_s
 
     def margin_parts(self, now: float) -> tuple[float, float]:
@@ -216,7 +219,7 @@ class Scheduler:
             raise InvalidArgument(
                 f"model '{req.display_name}' takes batches of at most {info.max_batch_size} rows, "
                 f"got {req.rows}: split the request")
-        quota = self._quota(req.tenant)
+        quota = self._quotas.get(req.tenant) or self._quota(req.tenant)
         refusal = quota.try_acquire(now)
         if refusal is not None:
             return self._refuse(req, "quota", refusal.message, refusal.retry_after_s)
@@ -231,8 +234,7 @@ class Scheduler:
             margin = self.margin_for(req.model, now, queue <= 0.0 and load <= 0.0)
             if now > req.deadline_s or (known and now + (queue + load + ex + margin) > req.deadline_s):
                 quota.release()
-                p = Prediction(queue, load, ex, known, margin)
-                return self._refuse(req, "infeasible", *infeasible(req, p, now))
+                return self._refuse(req, "infeasible", *infeasible(req, queue, load, ex, margin, now))
             broken = self._breaks_commitments(req, now)
             if broken is not None:
                 quota.release()
@@ -267,10 +269,14 @@ class Scheduler:
         holders = self._holders.get(req.model)
         if holders:
             cfg = self.config
+            model, rows, work = req.model, req.rows, req.work
             for iq in holders:
-                ex, known = self._exec(req.model, iq.slot.instance_class, req.rows, req.work)
-                wait = iq.wait_s(now) + iq.work_ahead(
-                    req.tenant, req.deadline_s, self._weight, cfg.fair_slack_s, cfg.idle_credit_s)
+                s = self._exec_s(model, iq.slot.instance_class, rows, work)
+                ex, known = (cfg.default_exec_s, False) if s is None else (s, True)
+                wait = iq.wait_s(now)
+                if iq.lanes:
+                    wait += iq.work_ahead(req.tenant, req.deadline_s, self._weight,
+                                          cfg.fair_slack_s, cfg.idle_credit_s)
                 if best is None or wait + ex < best_total:
                     best, best_total = (wait, 0.0, ex, known), wait + ex
         else:
@@ -447,11 +453,10 @@ class Scheduler:
 
     def _exec_s(self, model: str, instance_class: str, rows: int, work: int) -> float | None:
         key = (model, instance_class, rows, work)
-        try:
-            return self._memo[key]
-        except KeyError:
+        s = self._memo.get(key, _UNASKED)
+        if s is _UNASKED:
             s = self._memo[key] = self.predictor.exec_s(model, instance_class, rows, work)
-            return s
+        return s  # type: ignore[return-value]
 
     def _exec(self, model: str, instance_class: str, rows: int, work: int) -> tuple[float, bool]:
         s = self._exec_s(model, instance_class, rows, work)

@@ -116,6 +116,9 @@ def _seed_value(stats: LatencyStats, pct: float) -> float:
     return stats.p50_s + (stats.p99_s - stats.p50_s) * (pct - 50.0) / 49.0
 
 
+_Curve = tuple[list[int], list[float], dict[int, float], dict[int, float]]
+
+
 @dataclass(slots=True)
 class _ClassState:
     seed: ClassProfile | None = None
@@ -124,9 +127,9 @@ class _ClassState:
     warm_live: _Window | None = None  # loads from the instance's own artifact cache
     last_observed_at: float = 0.0
     size_live: dict[int, _SizeWindow] = field(default_factory=dict)  # by bucket floor
-    # percentile -> (sorted batch sizes, non-decreasing seconds, each batch's own point);
-    # dropped when a point it was built from moves
-    curves: dict[float, tuple[list[int], list[float], dict[int, float]]] = field(default_factory=dict)
+    # percentile -> (sorted batch sizes, non-decreasing seconds, each batch's own point,
+    # batch size -> its seconds on the curve); dropped when a point it was built from moves
+    curves: dict[float, _Curve] = field(default_factory=dict)
     size_curves: dict[float, SizeCurve] = field(default_factory=dict)  # dropped on every sized change
 
     def changed(self) -> None:
@@ -238,7 +241,10 @@ class LatencyPredictor:
         curve = st.curves.get(pct)
         if curve is None:
             curve = st.curves[pct] = self._build_curve(st, pct)
-        batches, values, _points = curve
+        batches, values, _points, measured = curve
+        v = measured.get(batch)
+        if v is not None:
+            return v
         if not batches:
             return None
         i = bisect.bisect_left(batches, batch)
@@ -369,7 +375,7 @@ class LatencyPredictor:
             return win.percentile(pct)
         return _seed_value(seed, pct) if seed is not None else None
 
-    def _build_curve(self, st: _ClassState, pct: float) -> tuple[list[int], list[float], dict[int, float]]:
+    def _build_curve(self, st: _ClassState, pct: float) -> _Curve:
         points: dict[int, float] = {}
         for batch in {*(st.seed.exec if st.seed is not None else ()), *st.exec_live}:
             v = self._point(st, batch, pct)
@@ -383,7 +389,7 @@ class LatencyPredictor:
             # admission decision must not pick a bigger batch because of noise.
             running = max(running, points[b])
             values.append(running)
-        return batches, values, points
+        return batches, values, points, dict(zip(batches, values, strict=True))
 
 
 def _extrapolate(batches: list[int], values: list[float], batch: int) -> float:
