@@ -131,6 +131,24 @@ def test_a_newcomer_that_would_make_an_admitted_request_late_is_refused_saying_s
     assert (first.request_ids, second.request_ids) == (("fits",), ("r",))
 
 
+def test_queue_inserts_keep_deadline_order_whether_due_last_or_in_between() -> None:
+    from admission.instance_queue import TenantLane
+
+    lane, c = TenantLane(), Commitments()
+    keys = [(0.020, 1, "a"), (0.030, 2, "b"), (0.010, 3, "c"), (0.030, 4, "d"), (0.025, 5, "e")]
+    for i, key in enumerate(keys):  # due last (appended) and due earlier (inserted)
+        lane.insert(key, 0.001 * (i + 1))
+        c.insert(key, 0.001 * (i + 1), f"t{i}")
+    assert lane.keys == c.keys == sorted(keys)
+    assert lane.costs == c.costs == [0.003, 0.001, 0.005, 0.002, 0.004]
+    assert c.tenants == ["t2", "t0", "t4", "t1", "t3"]
+    assert lane.work_until(0.025) == pytest.approx(0.009)
+    lane.remove((0.030, 2, "b"))
+    c.remove((0.030, 2, "b"))
+    assert lane.keys == c.keys == [(0.010, 3, "c"), (0.020, 1, "a"), (0.025, 5, "e"), (0.030, 4, "d")]
+    assert lane.total == pytest.approx(0.013)
+
+
 def test_a_request_already_predicted_late_is_no_promise_that_blocks_newcomers() -> None:
     c = Commitments()
     c.insert((0.010, 1, "on-time"), 0.004, "t")
